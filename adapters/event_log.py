@@ -1,0 +1,165 @@
+"""The append-only event log on eventsourcing: SQLite by default, PostgreSQL by DSN."""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Mapper
+
+from adapters.codec import MsgspecMapper
+from domain.errors import ConcurrencyConflictError, ValidationError
+from domain.events import DomainEvent
+
+DEFAULT_STORE = "sqlite:///./tierlog.db"
+
+
+def store_env(url: str) -> dict[str, str]:
+    """The eventsourcing environment for a store URL.
+
+    ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+    ``postgresql://user:password@host:port/dbname?schema=name``.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        raw = unquote(parsed.path)
+        path = raw[1:] if raw.startswith("/") else raw
+        if not path:
+            raise ValidationError("a sqlite store URL needs a file path", field="store")
+        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(Path(path).expanduser()),
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "adapters.sqlite_store:TierlogSQLiteRecorder",
+        }
+    if parsed.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parsed.query)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or os.environ.get("USER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "adapters.postgres_store:TierlogPostgresRecorder",
+        }
+    raise ValidationError(
+        f"unknown store {url!r}: use sqlite:///path.db or postgresql://...", field="store"
+    )
+
+
+class TierlogApplication(Application[UUID]):
+    """eventsourcing application that wires our msgspec mapper to the chosen recorder."""
+
+    name = "tierlog"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Events are stored as msgspec JSON."""
+        return MsgspecMapper()
+
+
+class EventLog:
+    """Append, read and follow the log. Positions are the store's notification ids."""
+
+    def __init__(self, url: str = DEFAULT_STORE) -> None:
+        self.url = url
+        self.env = store_env(url)
+        self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        self.app = TierlogApplication(env=self.env)
+        self.recorder: Any = self.app.recorder
+        self.mapper = self.app.mapper
+        self._listener: Any = None
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite file, or None on PostgreSQL."""
+        return None if self.is_postgres else self.env["SQLITE_DBNAME"]
+
+    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+        """Append events in one transaction; a lost version race raises a conflict."""
+        if not events:
+            return []
+        to_stored = self.mapper.to_stored_event
+        try:
+            ids = self.recorder.insert_events([to_stored(e) for e in events])
+        except IntegrityError as exc:
+            raise ConcurrencyConflictError(
+                "another writer appended to the same aggregate first"
+            ) from exc
+        return list(ids or [])
+
+    def head(self) -> int:
+        """The position of the last event (0 for an empty log)."""
+        return int(self.recorder.max_notification_id() or 0)
+
+    def read(
+        self, after: int = 0, limit: int = 1000, stop: int | None = None
+    ) -> list[tuple[int, DomainEvent]]:
+        """Events with positions in ``(after, stop]``, at most ``limit``, in order."""
+        to_domain = self.mapper.to_domain_event
+        notifications = self.recorder.select_notifications(
+            start=after, limit=limit, stop=stop, inclusive_of_start=False
+        )
+        return [(n.id, to_domain(n)) for n in notifications]
+
+    def iter_events(
+        self, after: int = 0, stop: int | None = None, batch: int = 2000
+    ) -> Iterator[tuple[int, DomainEvent]]:
+        """Stream events after ``after`` (up to ``stop``) in bounded batches."""
+        position = after
+        while True:
+            chunk = self.read(position, batch, stop)
+            if not chunk:
+                return
+            yield from chunk
+            position = chunk[-1][0]
+
+    def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
+        """All events of one aggregate, in version order."""
+        return list(self.app.events.get(aggregate_id))  # type: ignore[arg-type]
+
+    def wait_for_append(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, or until another writer appends (PostgreSQL).
+
+        SQLite has no notifications, so there this simply sleeps: callers poll.
+        """
+        if not self.is_postgres:
+            select.select([], [], [], timeout)
+            return
+        listener = self._listen()
+        for _ in listener.notifies(timeout=timeout, stop_after=1):
+            break
+
+    def _listen(self) -> Any:
+        if self._listener is None:
+            import psycopg
+
+            env = self.env
+            conn = psycopg.connect(
+                dbname=env["POSTGRES_DBNAME"],
+                host=env["POSTGRES_HOST"],
+                port=int(env["POSTGRES_PORT"]),
+                user=env["POSTGRES_USER"],
+                password=env["POSTGRES_PASSWORD"] or None,
+                autocommit=True,
+            )
+            conn.execute(f'LISTEN "{self.recorder.channel_name}"')
+            self._listener = conn
+        return self._listener
+
+    def close(self) -> None:
+        """Release connections."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.app.close()

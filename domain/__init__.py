@@ -1,0 +1,1 @@
+"""Pure domain of tierlog: events, aggregates, classification, routing, timers."""

@@ -1,0 +1,73 @@
+"""Scheduler configuration: plain values, validated once, passed into pure decisions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from domain.errors import ValidationError
+
+TierName = Literal["trivial", "standard", "complex"]
+TargetType = Literal["sidecar", "ollama", "claude"]
+TIERS: tuple[TierName, ...] = ("trivial", "standard", "complex")
+TARGETS: tuple[TargetType, ...] = ("sidecar", "ollama", "claude")
+
+
+class TierRule(msgspec.Struct, frozen=True, kw_only=True):
+    """One rung of the tier ladder: which target serves a tier, and at what cost."""
+
+    tier: TierName
+    target: TargetType
+    cost_tier: str
+
+
+DEFAULT_LADDER: tuple[TierRule, ...] = (
+    TierRule(tier="trivial", target="sidecar", cost_tier="free"),
+    TierRule(tier="standard", target="ollama", cost_tier="local"),
+    TierRule(tier="complex", target="claude", cost_tier="api"),
+)
+
+
+class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tunable the domain reads. Defaults follow SPEC §1."""
+
+    fallback_wait_s: float = 5.0
+    lease_s: float = 300.0
+    task_ttl_s: float = 600.0
+    default_model: str | None = None
+    claude_enabled: bool = True
+    health_failures_to_unhealthy: int = 2
+    resource_stale_s: float = 90.0
+    ladder: tuple[TierRule, ...] = DEFAULT_LADDER
+
+    def __post_init__(self) -> None:
+        for name in ("fallback_wait_s", "lease_s", "task_ttl_s", "resource_stale_s"):
+            if getattr(self, name) <= 0:
+                raise ValidationError(f"{name} must be positive", field=name)
+        if self.health_failures_to_unhealthy < 1:
+            raise ValidationError(
+                "health_failures_to_unhealthy must be at least 1",
+                field="health_failures_to_unhealthy",
+            )
+        tiers = [rule.tier for rule in self.ladder]
+        if len(set(tiers)) != len(tiers) or not tiers:
+            raise ValidationError("the tier ladder must name each tier once", field="ladder")
+
+    def rule_for(self, tier: TierName) -> TierRule:
+        """The ladder rung for ``tier``; a tier missing from the ladder routes as standard."""
+        for rule in self.ladder:
+            if rule.tier == tier:
+                return rule
+        for rule in self.ladder:
+            if rule.tier == "standard":
+                return rule
+        return self.ladder[0]
+
+    def tier_above(self, tier: TierName) -> TierName | None:
+        """The next rung up the ladder, or None at the top."""
+        order = [rule.tier for rule in self.ladder]
+        index = order.index(tier) if tier in order else -1
+        if index < 0 or index + 1 >= len(order):
+            return None
+        return order[index + 1]

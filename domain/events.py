@@ -1,0 +1,352 @@
+"""Past-tense facts: every change to a task, agent, endpoint or the scheduler.
+
+Events are immutable msgspec structs. Each names its aggregate (``originator_id``)
+and its place in that aggregate's sequence (``originator_version``); the store gives
+it a global position. Timestamps come from the injected clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+from uuid import UUID, uuid5
+
+import msgspec
+
+from domain.config import TargetType, TierName
+
+Priority = Literal["urgent", "high", "normal", "low"]
+PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "normal", "low")
+RequestedTier = Literal["trivial", "standard", "complex", "unknown"]
+
+NAMESPACE = UUID("6f1d2c52-8d0b-4d7e-9a57-2f1e0c3b7a10")
+SCHEDULER_ID = uuid5(NAMESPACE, "scheduler")
+
+
+def agent_aggregate_id(agent_id: str) -> UUID:
+    """The aggregate id of an agent, derived from its name so every process agrees."""
+    return uuid5(NAMESPACE, "agent:" + agent_id)
+
+
+def endpoint_aggregate_id(endpoint_id: str) -> UUID:
+    """The aggregate id of an LLM endpoint, derived from ``host:port``."""
+    return uuid5(NAMESPACE, "endpoint:" + endpoint_id)
+
+
+def idempotent_task_id(key: str) -> UUID:
+    """The task id for an idempotency key: two processes with one key write one task."""
+    return uuid5(NAMESPACE, "task-idempotency:" + key)
+
+
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event. ``class_version`` goes up when a payload changes shape."""
+
+    class_version: ClassVar[int] = 1
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+# --- value objects carried by events -------------------------------------------------
+
+
+class ClassificationSignals(msgspec.Struct, frozen=True, kw_only=True):
+    """The four heuristic signals SPEC §1.2 reads."""
+
+    word_count: int
+    file_count: int
+    verification_count: int
+    complex_keywords: tuple[str, ...] = ()
+    trivial_keywords: tuple[str, ...] = ()
+
+
+class Classification(msgspec.Struct, frozen=True, kw_only=True):
+    """A classification result: the tier, where it came from and why."""
+
+    tier: RequestedTier
+    source: Literal["explicit", "inferred"]
+    confidence: float
+    signals: ClassificationSignals
+    heuristic_tier: RequestedTier
+    heuristic_confidence: float
+
+
+class CandidateScore(msgspec.Struct, frozen=True, kw_only=True):
+    """One endpoint considered for an ``ollama`` route, with each score factor."""
+
+    endpoint_id: str
+    score: float
+    load: float
+    capacity: float
+    vram: float
+    warm: float
+    affinity: float
+
+
+class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a task goes and why (SPEC §1.3), with the inputs needed to recompute it."""
+
+    effective_tier: TierName
+    target_type: TargetType
+    selected_endpoint: str | None
+    selected_model: str | None
+    fallback_used: bool
+    fallback_from_tier: TierName | None
+    fallback_reason: str | None
+    candidate_count: int
+    candidates: tuple[CandidateScore, ...]
+    classification_reason: str
+    estimated_cost_tier: str
+    decided_at: datetime
+    scoring_duration_us: int
+    endpoint_state_position: int
+
+
+# --- Task aggregate ------------------------------------------------------------------
+
+
+class TaskSubmitted(DomainEvent, frozen=True, kw_only=True):
+    """An operator submitted a task; it starts queued at generation 0."""
+
+    description: str
+    priority: Priority
+    needed_capabilities: tuple[str, ...]
+    requested_tier: RequestedTier | None
+    file_hints: tuple[str, ...]
+    verification_steps: tuple[str, ...]
+    success_criteria: tuple[str, ...]
+    repo: str | None
+    branch: str | None
+    metadata: dict[str, Any]
+    max_retries: int
+    complete_by: datetime | None
+    submitted_by: str
+    idempotency_key: str | None
+
+
+class TaskClassified(DomainEvent, frozen=True, kw_only=True):
+    """The task's tier was settled (explicit or inferred) and the heuristic recorded."""
+
+    classification: Classification
+    route_tier: TierName
+    reason: str
+
+
+class TaskRouted(DomainEvent, frozen=True, kw_only=True):
+    """A routing decision was made, for an assignment or a fallback."""
+
+    generation: int
+    decision: RoutingDecision
+
+
+class TaskAssigned(DomainEvent, frozen=True, kw_only=True):
+    """The task went to an agent under a new generation and lease."""
+
+    agent_id: str
+    generation: int
+    decision: RoutingDecision
+    lease_expires_at: datetime
+
+
+class TaskHeartbeated(DomainEvent, frozen=True, kw_only=True):
+    """The assigned agent is alive; its lease was extended."""
+
+    agent_id: str
+    generation: int
+    lease_expires_at: datetime
+
+
+class TaskCompleted(DomainEvent, frozen=True, kw_only=True):
+    """The assigned agent finished the task."""
+
+    agent_id: str
+    generation: int
+    result: Any
+
+
+class TaskFailed(DomainEvent, frozen=True, kw_only=True):
+    """The assigned agent reported a failure; ``retry_count`` counts failures so far."""
+
+    agent_id: str
+    generation: int
+    error: str
+    retry_count: int
+
+
+class TaskReclaimed(DomainEvent, frozen=True, kw_only=True):
+    """The task was taken back from its agent (lease_expired, agent_gone, overdue).
+
+    An ``overdue`` reclaim counts as a failed attempt, so ``retry_count`` is the count
+    after this reclaim; the other reasons leave it unchanged.
+    """
+
+    agent_id: str
+    reason: str
+    previous_generation: int
+    retry_count: int
+
+
+class TaskEscalated(DomainEvent, frozen=True, kw_only=True):
+    """The task's fallback timer fired: from now on it routes at ``to_tier``."""
+
+    from_tier: TierName
+    to_tier: TierName
+    reason: str
+
+
+class TaskRequeued(DomainEvent, frozen=True, kw_only=True):
+    """The task went back to the queue under a new generation."""
+
+    generation: int
+    reason: str
+
+
+class TaskDeadLettered(DomainEvent, frozen=True, kw_only=True):
+    """The task will not run again unless retried by hand."""
+
+    reason: str
+
+
+class TaskRetried(DomainEvent, frozen=True, kw_only=True):
+    """An operator put a dead-lettered task back in the queue; retries reset to 0."""
+
+    generation: int
+    requested_by: str
+
+
+class TaskCancelled(DomainEvent, frozen=True, kw_only=True):
+    """An operator cancelled a queued or dead-lettered task."""
+
+    reason: str
+    requested_by: str
+
+
+# --- Scheduler aggregate (owns the fallback timers) ----------------------------------
+
+
+class FallbackTimerStarted(DomainEvent, frozen=True, kw_only=True):
+    """A task's tier had no candidate: escalate one tier up if none appears in time."""
+
+    task_id: UUID
+    original_tier: TierName
+    fallback_tier: TierName
+    fires_at: datetime
+    reason: str
+
+
+class FallbackTimerFired(DomainEvent, frozen=True, kw_only=True):
+    """The wait passed with the task still queued: it now routes at the fallback tier."""
+
+    task_id: UUID
+    original_tier: TierName
+    fallback_tier: TierName
+    reason: str
+    wait_ms: int
+
+
+class FallbackTimerCancelled(DomainEvent, frozen=True, kw_only=True):
+    """The timer ended without firing (assigned, tier_recovered, cancelled, dead_lettered)."""
+
+    task_id: UUID
+    reason: str
+
+
+# --- Agent aggregate -----------------------------------------------------------------
+
+
+class AgentRegistered(DomainEvent, frozen=True, kw_only=True):
+    """An agent joined (or re-joined) the fleet and is idle."""
+
+    agent_id: str
+    capabilities: tuple[str, ...]
+    ollama_host: str | None
+
+
+class AgentReserved(DomainEvent, frozen=True, kw_only=True):
+    """The agent took a task: it holds it until the task leaves that generation."""
+
+    agent_id: str
+    task_id: UUID
+    generation: int
+
+
+class AgentWentOffline(DomainEvent, frozen=True, kw_only=True):
+    """The agent stopped answering (its lease expired, or an operator said so)."""
+
+    agent_id: str
+    reason: str
+
+
+class AgentDeregistered(DomainEvent, frozen=True, kw_only=True):
+    """The agent left the fleet."""
+
+    agent_id: str
+
+
+# --- Endpoint aggregate --------------------------------------------------------------
+
+
+class EndpointRegistered(DomainEvent, frozen=True, kw_only=True):
+    """An LLM endpoint was registered or re-registered with its models."""
+
+    endpoint_id: str
+    host: str
+    port: int
+    models: tuple[str, ...]
+
+
+class EndpointHealthReported(DomainEvent, frozen=True, kw_only=True):
+    """A health check result, with the status it leads to."""
+
+    endpoint_id: str
+    ok: bool
+    models: tuple[str, ...] | None
+    status: Literal["unknown", "healthy", "unhealthy"]
+    consecutive_failures: int
+
+
+class EndpointResourcesReported(DomainEvent, frozen=True, kw_only=True):
+    """The endpoint's resource usage; fields are None when not reported."""
+
+    endpoint_id: str
+    cpu_percent: float | None
+    ram_used_bytes: int | None
+    ram_total_bytes: int | None
+    vram_used_bytes: int | None
+    vram_total_bytes: int | None
+    repo: str | None
+
+
+class EndpointDeregistered(DomainEvent, frozen=True, kw_only=True):
+    """The endpoint was removed."""
+
+    endpoint_id: str
+
+
+EVENT_TYPES: tuple[type[DomainEvent], ...] = (
+    TaskSubmitted,
+    TaskClassified,
+    TaskRouted,
+    TaskAssigned,
+    TaskHeartbeated,
+    TaskCompleted,
+    TaskFailed,
+    TaskReclaimed,
+    TaskEscalated,
+    TaskRequeued,
+    TaskDeadLettered,
+    TaskRetried,
+    TaskCancelled,
+    FallbackTimerStarted,
+    FallbackTimerFired,
+    FallbackTimerCancelled,
+    AgentRegistered,
+    AgentReserved,
+    AgentWentOffline,
+    AgentDeregistered,
+    EndpointRegistered,
+    EndpointHealthReported,
+    EndpointResourcesReported,
+    EndpointDeregistered,
+)
+EVENT_TYPES_BY_NAME: dict[str, type[DomainEvent]] = {t.__name__: t for t in EVENT_TYPES}

@@ -1,0 +1,220 @@
+"""The scheduling pass: deadlines that came due, then the queue in order.
+
+A pass is a pure function of the state, the configuration and ``now`` (plus a
+stopwatch for ``scoring_duration_us``); it emits events through the unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from domain import events as ev
+from domain.config import SchedulerConfig, TierName
+from domain.records import AgentRecord, TaskRecord
+from domain.routing import decide_route, fallback_reason_for, has_candidate
+from domain.state import Deadline, SchedulerState
+from domain.unit_of_work import UnitOfWork
+
+
+def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:
+    """Take a task back from its agent and return it to the queue.
+
+    An ``overdue`` reclaim counts as a failed attempt, so an overdue task cannot
+    bounce between agents for ever: it is dead-lettered when its retries run out.
+    """
+    assert task.assigned_to is not None
+    retries = task.retry_count + 1 if reason == "overdue" else task.retry_count
+    uow.task_event(
+        ev.TaskReclaimed,
+        task.task_id,
+        now,
+        agent_id=task.assigned_to,
+        reason=reason,
+        previous_generation=task.generation,
+        retry_count=retries,
+    )
+    if reason == "overdue" and retries >= task.max_retries:
+        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="overdue")
+        return
+    uow.task_event(
+        ev.TaskRequeued, task.task_id, now, generation=task.generation + 1, reason=reason
+    )
+
+
+def cancel_timer(uow: UnitOfWork, task_id: object, reason: str, now: datetime) -> None:
+    """Cancel the task's pending fallback timer, if it has one."""
+    if task_id in uow.state.timers:
+        uow.scheduler_event(ev.FallbackTimerCancelled, now, task_id=task_id, reason=reason)
+
+
+def _handle_deadline(
+    uow: UnitOfWork, config: SchedulerConfig, entry: Deadline, now: datetime
+) -> None:
+    state = uow.state
+    _, _, kind, task_id, _ = entry
+    if kind == "timer":
+        _fire_timer(uow, task_id, now)
+        return
+    task = state.tasks[task_id]
+    if kind == "lease":
+        agent_id = task.assigned_to
+        reclaim_task(uow, task, "lease_expired", now)
+        agent = state.agents.get(agent_id) if agent_id else None
+        if agent is not None and agent.status == "idle":
+            uow.agent_event(ev.AgentWentOffline, agent.agent_id, now, reason="lease_expired")
+    elif kind == "complete_by":
+        reclaim_task(uow, task, "overdue", now)
+    elif kind == "ttl" and task.route_tier != "trivial":
+        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="ttl_expired")
+        cancel_timer(uow, task.task_id, "dead_lettered", now)
+
+
+def _fire_timer(uow: UnitOfWork, task_id: object, now: datetime) -> None:
+    state = uow.state
+    timer = state.timers[task_id]  # type: ignore[index]
+    task = state.tasks[timer.task_id]
+    uow.scheduler_event(
+        ev.FallbackTimerFired,
+        now,
+        task_id=timer.task_id,
+        original_tier=timer.original_tier,
+        fallback_tier=timer.fallback_tier,
+        reason=timer.reason,
+        wait_ms=round((now - timer.started_at).total_seconds() * 1000),
+    )
+    if task.state == "queued":
+        uow.task_event(
+            ev.TaskEscalated,
+            task.task_id,
+            now,
+            from_tier=timer.original_tier,
+            to_tier=timer.fallback_tier,
+            reason=timer.reason,
+        )
+
+
+def _host_of(address: str | None) -> str | None:
+    if not address:
+        return None
+    host = address.split("://", 1)[-1].split("/", 1)[0]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def pick_agent(
+    state: SchedulerState, task: TaskRecord, preferred_host: str | None
+) -> AgentRecord | None:
+    """The longest-idle agent that can do the task, preferring one beside the endpoint."""
+    needed = task.needed_capabilities
+    fallback: AgentRecord | None = None
+    agents = state.agents
+    for agent_id in state.idle_agents:
+        agent = agents[agent_id]
+        if needed and not agent.capabilities.issuperset(needed):
+            continue
+        if preferred_host is None or _host_of(agent.ollama_host) == preferred_host:
+            return agent
+        if fallback is None:
+            fallback = agent
+    return fallback
+
+
+def run_pass(
+    uow: UnitOfWork, config: SchedulerConfig, now: datetime, perf_ns: Callable[[], int]
+) -> bool:
+    """One scheduling pass. Returns whether it emitted anything."""
+    state = uow.state
+    before = len(uow.events)
+    for entry in state.pop_due(now):
+        if state.deadline_is_live(entry):
+            _handle_deadline(uow, config, entry, now)
+    if state.queue:
+        _assign_queue(uow, config, now, perf_ns)
+    return len(uow.events) > before
+
+
+def _assign_queue(
+    uow: UnitOfWork, config: SchedulerConfig, now: datetime, perf_ns: Callable[[], int]
+) -> None:
+    state = uow.state
+    endpoints = list(state.endpoints.values())
+    available: dict[TierName, bool] = {
+        rule.tier: has_candidate(rule.tier, config, endpoints) for rule in config.ladder
+    }
+    every_tier_available = all(available.values())
+    for task in state.queued_tasks():
+        if not state.idle_agents and every_tier_available and not state.timers:
+            return  # nothing left to assign, and no timer to start or cancel
+        tier = task.effective_tier
+        if not available.get(tier, False):
+            _start_timer_if_needed(uow, config, task, now)
+            continue
+        if not state.idle_agents:
+            cancel_timer(uow, task.task_id, "tier_recovered", now)
+            continue
+        started = perf_ns()
+        decision = decide_route(task, config, endpoints, state.endpoint_state_position, now)
+        if decision is None:
+            continue
+        preferred = None
+        if decision.selected_endpoint is not None:
+            preferred = state.endpoints[decision.selected_endpoint].host
+        agent = pick_agent(state, task, preferred)
+        if agent is None:
+            cancel_timer(uow, task.task_id, "tier_recovered", now)
+            continue
+        elapsed_us = (perf_ns() - started) // 1000
+        decision = _with_duration(decision, elapsed_us)
+        _assign(uow, config, task, agent, decision, now)
+
+
+def _with_duration(decision: ev.RoutingDecision, elapsed_us: int) -> ev.RoutingDecision:
+    from msgspec.structs import replace
+
+    return replace(decision, scoring_duration_us=elapsed_us)
+
+
+def _start_timer_if_needed(
+    uow: UnitOfWork, config: SchedulerConfig, task: TaskRecord, now: datetime
+) -> None:
+    if task.task_id in uow.state.timers or task.escalated_to is not None:
+        return
+    above = config.tier_above(task.route_tier)
+    if above is None:
+        return  # the top tier has nowhere to go: the task waits (TTL still applies)
+    uow.scheduler_event(
+        ev.FallbackTimerStarted,
+        now,
+        task_id=task.task_id,
+        original_tier=task.route_tier,
+        fallback_tier=above,
+        fires_at=now + timedelta(seconds=config.fallback_wait_s),
+        reason=fallback_reason_for(config.rule_for(task.route_tier).target),
+    )
+
+
+def _assign(
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    task: TaskRecord,
+    agent: AgentRecord,
+    decision: ev.RoutingDecision,
+    now: datetime,
+) -> None:
+    generation = task.generation + 1
+    uow.task_event(ev.TaskRouted, task.task_id, now, generation=generation, decision=decision)
+    uow.task_event(
+        ev.TaskAssigned,
+        task.task_id,
+        now,
+        agent_id=agent.agent_id,
+        generation=generation,
+        decision=decision,
+        lease_expires_at=now + timedelta(seconds=config.lease_s),
+    )
+    uow.agent_event(
+        ev.AgentReserved, agent.agent_id, now, task_id=task.task_id, generation=generation
+    )
+    cancel_timer(uow, task.task_id, "assigned", now)
