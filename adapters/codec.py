@@ -54,9 +54,7 @@ class EventCodec:
         self._by_base: dict[str, type[DomainEvent]] = {
             f"{t.__module__}:{t.__qualname__}": t for t in event_types
         }
-        self._decoders = {
-            self._topics[t]: msgspec.json.Decoder(t) for t in event_types
-        }
+        self._decoders = {self._topics[t]: msgspec.json.Decoder(t) for t in event_types}
 
     def topic(self, event: DomainEvent) -> str:
         """The stored topic of ``event``."""

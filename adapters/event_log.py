@@ -6,7 +6,7 @@ import os
 import select
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
@@ -110,7 +110,7 @@ class EventLog:
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, stop=stop, inclusive_of_start=False
         )
-        return [(n.id, to_domain(n)) for n in notifications]
+        return [(n.id, cast(DomainEvent, to_domain(n))) for n in notifications]
 
     def iter_events(
         self, after: int = 0, stop: int | None = None, batch: int = 2000

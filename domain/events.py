@@ -38,7 +38,7 @@ def idempotent_task_id(key: str) -> UUID:
     return uuid5(NAMESPACE, "task-idempotency:" + key)
 
 
-class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Base of every event. ``class_version`` goes up when a payload changes shape."""
 
     class_version: ClassVar[int] = 1
@@ -50,7 +50,7 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True):
 # --- value objects carried by events -------------------------------------------------
 
 
-class ClassificationSignals(msgspec.Struct, frozen=True, kw_only=True):
+class ClassificationSignals(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The four heuristic signals SPEC §1.2 reads."""
 
     word_count: int
@@ -60,7 +60,7 @@ class ClassificationSignals(msgspec.Struct, frozen=True, kw_only=True):
     trivial_keywords: tuple[str, ...] = ()
 
 
-class Classification(msgspec.Struct, frozen=True, kw_only=True):
+class Classification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A classification result: the tier, where it came from and why."""
 
     tier: RequestedTier
@@ -71,7 +71,7 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True):
     heuristic_confidence: float
 
 
-class CandidateScore(msgspec.Struct, frozen=True, kw_only=True):
+class CandidateScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One endpoint considered for an ``ollama`` route, with each score factor."""
 
     endpoint_id: str
@@ -83,7 +83,7 @@ class CandidateScore(msgspec.Struct, frozen=True, kw_only=True):
     affinity: float
 
 
-class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
+class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Where a task goes and why (SPEC §1.3), with the inputs needed to recompute it."""
 
     effective_tier: TierName

@@ -19,7 +19,17 @@ TaskStateName = Literal["queued", "assigned", "completed", "dead_lettered", "can
 PRIORITY_RANK: dict[str, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 
-class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
+def host_of(address: str | None) -> str | None:
+    """The host part of an Ollama address: ``http://gpu-a:11434/`` → ``gpu-a``."""
+    if not address:
+        return None
+    host = address.split("://", 1)[-1].split("/", 1)[0]
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A task as the scheduler needs it."""
 
     task_id: UUID
@@ -55,7 +65,7 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.escalated_to or self.route_tier
 
 
-class AgentRecord(msgspec.Struct, frozen=True, kw_only=True):
+class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An agent: what it can do, where its Ollama is, and what it holds."""
 
     agent_id: str
@@ -67,7 +77,7 @@ class AgentRecord(msgspec.Struct, frozen=True, kw_only=True):
     generation: int | None = None
 
 
-class EndpointResources(msgspec.Struct, frozen=True, kw_only=True):
+class EndpointResources(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The latest resource report of an endpoint."""
 
     cpu_percent: float | None
@@ -79,7 +89,7 @@ class EndpointResources(msgspec.Struct, frozen=True, kw_only=True):
     reported_at: datetime
 
 
-class EndpointRecord(msgspec.Struct, frozen=True, kw_only=True):
+class EndpointRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An LLM endpoint: status, models and latest resources."""
 
     endpoint_id: str
@@ -93,7 +103,7 @@ class EndpointRecord(msgspec.Struct, frozen=True, kw_only=True):
     registration_order: int = 0
 
 
-class PendingTimer(msgspec.Struct, frozen=True, kw_only=True):
+class PendingTimer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A fallback timer that has started and neither fired nor been cancelled."""
 
     task_id: UUID

@@ -94,13 +94,8 @@ def _fire_timer(uow: UnitOfWork, task_id: object, now: datetime) -> None:
         )
 
 
-def _host_of(address: str | None) -> str | None:
-    if not address:
-        return None
-    host = address.split("://", 1)[-1].split("/", 1)[0]
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def _capable(agent: AgentRecord, needed: tuple[str, ...]) -> bool:
+    return not needed or agent.capabilities.issuperset(needed)
 
 
 def pick_agent(
@@ -108,17 +103,15 @@ def pick_agent(
 ) -> AgentRecord | None:
     """The longest-idle agent that can do the task, preferring one beside the endpoint."""
     needed = task.needed_capabilities
-    fallback: AgentRecord | None = None
     agents = state.agents
+    if preferred_host is not None:
+        for agent_id in state.idle_by_host.get(preferred_host, ()):
+            if _capable(agents[agent_id], needed):
+                return agents[agent_id]
     for agent_id in state.idle_agents:
-        agent = agents[agent_id]
-        if needed and not agent.capabilities.issuperset(needed):
-            continue
-        if preferred_host is None or _host_of(agent.ollama_host) == preferred_host:
-            return agent
-        if fallback is None:
-            fallback = agent
-    return fallback
+        if _capable(agents[agent_id], needed):
+            return agents[agent_id]
+    return None
 
 
 def run_pass(

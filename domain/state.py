@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +25,7 @@ from domain.records import (
     EndpointResources,
     PendingTimer,
     TaskRecord,
+    host_of,
 )
 
 QueueKey = tuple[int, int, UUID]
@@ -44,6 +44,8 @@ class SchedulerState:
         self.queue: SortedList = SortedList()
         self.agents: dict[str, AgentRecord] = {}
         self.idle_agents: dict[str, None] = {}
+        # Idle agents by the host of their Ollama, for the ollama_host preference.
+        self.idle_by_host: dict[str, dict[str, None]] = {}
         self.endpoints: dict[str, EndpointRecord] = {}
         self.endpoint_state_position = 0
         self.timers: dict[UUID, PendingTimer] = {}
@@ -51,7 +53,7 @@ class SchedulerState:
         self.idempotency: dict[str, UUID] = {}
         self.deadlines: list[Deadline] = []
         self._deadline_counter = 0
-        self._undo: list[Callable[[], None]] | None = None
+        self._undo: list[Any] | None = None
         self._handlers: dict[type[ev.DomainEvent], Callable[[Any, int], None]] = {
             ev.TaskSubmitted: self._task_submitted,
             ev.TaskClassified: self._task_classified,
@@ -94,47 +96,59 @@ class SchedulerState:
         undo = self._undo
         if undo is None:
             return
+        # Undo steps are flat triples (target, key, old value), newest last. Flat
+        # triples rather than closures: no allocation per step, so no GC pressure.
         while len(undo) > savepoint:
-            undo.pop()()
+            old = undo.pop()
+            key = undo.pop()
+            target = undo.pop()
+            if target is self:
+                setattr(self, key, old)
+            elif target is self.queue:
+                if key == "added":
+                    self.queue.discard(old)
+                else:
+                    self.queue.add(old)
+            elif target is self.deadlines:
+                heapq.heappush(self.deadlines, old)
+            elif old is _MISSING:
+                target.pop(key, None)
+            else:
+                target[key] = old
 
     def commit(self) -> None:
         """Keep the changes and stop recording undo steps."""
         self._undo = None
 
-    def _record(self, step: Callable[[], None]) -> None:
-        if self._undo is not None:
-            self._undo.append(step)
-
     def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        old = mapping.get(key, _MISSING)
+        undo = self._undo
+        if undo is not None:
+            undo += (mapping, key, mapping.get(key, _MISSING))
         mapping[key] = value
-        if self._undo is not None:
-            if old is _MISSING:
-                self._undo.append(lambda: mapping.pop(key, None))
-            else:
-                self._undo.append(lambda: mapping.__setitem__(key, old))
 
     def _discard(self, mapping: dict[Any, Any], key: Any) -> None:
+        # A restored idle agent goes to the back of the line: idle order is a
+        # preference between equally fit agents, not a rule, so that is harmless.
         old = mapping.pop(key, _MISSING)
         if old is not _MISSING and self._undo is not None:
-            # A restored idle agent goes to the back of the line: idle order is a
-            # preference between equally fit agents, not a rule, so this is harmless.
-            self._undo.append(lambda: mapping.__setitem__(key, old))
+            self._undo += (mapping, key, old)
 
     def _set_scalar(self, name: str, value: Any) -> None:
-        old = getattr(self, name)
+        if self._undo is not None:
+            self._undo += (self, name, getattr(self, name))
         setattr(self, name, value)
-        self._record(lambda: setattr(self, name, old))
 
     def _queue_add(self, key: QueueKey) -> None:
         self.queue.add(key)
-        self._record(lambda: self.queue.discard(key))
+        if self._undo is not None:
+            self._undo += (self.queue, "added", key)
 
     def _queue_remove(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
         if key in self.queue:
             self.queue.remove(key)
-            self._record(lambda: self.queue.add(key))
+            if self._undo is not None:
+                self._undo += (self.queue, "removed", key)
 
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
@@ -161,7 +175,8 @@ class SchedulerState:
             entry = heapq.heappop(self.deadlines)
             if self.deadline_is_live(entry):
                 due.append(entry)
-                self._record(partial(heapq.heappush, self.deadlines, entry))
+                if self._undo is not None:
+                    self._undo += (self.deadlines, "popped", entry)
         return due
 
     def deadline_is_live(self, entry: Deadline) -> bool:
@@ -224,7 +239,21 @@ class SchedulerState:
             replace(agent, status="idle" if free else agent.status, task_id=None, generation=None),
         )
         if free:
-            self._set(self.idle_agents, agent.agent_id, None)
+            self._idle_add(agent)
+
+    def _idle_add(self, agent: AgentRecord) -> None:
+        self._set(self.idle_agents, agent.agent_id, None)
+        host = host_of(agent.ollama_host)
+        if host is not None:
+            if host not in self.idle_by_host:
+                self._set(self.idle_by_host, host, {})
+            self._set(self.idle_by_host[host], agent.agent_id, None)
+
+    def _idle_remove(self, agent: AgentRecord) -> None:
+        self._discard(self.idle_agents, agent.agent_id)
+        host = host_of(agent.ollama_host)
+        if host is not None and host in self.idle_by_host:
+            self._discard(self.idle_by_host[host], agent.agent_id)
 
     def _enqueue(self, task: TaskRecord) -> None:
         self._put_task(task)
@@ -421,9 +450,11 @@ class SchedulerState:
             ollama_host=e.ollama_host,
             status="idle",
         )
+        old = self.agents.get(e.agent_id)
+        if old is not None:
+            self._idle_remove(old)
         self._set(self.agents, e.agent_id, agent)
-        self._discard(self.idle_agents, e.agent_id)
-        self._set(self.idle_agents, e.agent_id, None)
+        self._idle_add(agent)
 
     def _agent_reserved(self, e: ev.AgentReserved, _: int) -> None:
         agent = self.agents[e.agent_id]
@@ -438,7 +469,7 @@ class SchedulerState:
                 generation=e.generation,
             ),
         )
-        self._discard(self.idle_agents, e.agent_id)
+        self._idle_remove(agent)
 
     def _agent_left(self, e: ev.AgentWentOffline | ev.AgentDeregistered, _: int) -> None:
         agent = self.agents[e.agent_id]
@@ -448,7 +479,7 @@ class SchedulerState:
             e.agent_id,
             replace(agent, version=e.originator_version, status=status),
         )
-        self._discard(self.idle_agents, e.agent_id)
+        self._idle_remove(agent)
 
     def _put_endpoint(self, endpoint: EndpointRecord, position: int) -> None:
         self._set(self.endpoints, endpoint.endpoint_id, endpoint)

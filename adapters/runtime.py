@@ -1,0 +1,248 @@
+"""The imperative shell: follows the log, runs commands, appends, wakes on deadlines.
+
+State is touched only under ``_lock``. A batch of commands is decided against the
+state (events applied at once through a unit of work), then appended in one
+transaction: that is the group commit. If the append loses a version race, or other
+writers appended in between, the state is rolled back, caught up from the log, and
+the batch decided again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from adapters.event_log import EventLog
+from domain import events as ev
+from domain.clock import Clock
+from domain.config import SchedulerConfig
+from domain.errors import ConcurrencyConflictError, DomainError
+from domain.service import SchedulerService
+from domain.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+Command = Callable[[SchedulerService, UnitOfWork, datetime], Any]
+_ENDPOINT_EVENTS = (
+    ev.EndpointRegistered,
+    ev.EndpointHealthReported,
+    ev.EndpointResourcesReported,
+    ev.EndpointDeregistered,
+)
+MAX_ATTEMPTS = 50
+
+
+def _noop(service: SchedulerService, uow: UnitOfWork, now: datetime) -> None:
+    """A command that decides nothing: it makes the writer catch up and run a pass."""
+
+
+log = logging.getLogger("tierlog.runtime")
+
+
+class SchedulerRuntime:
+    """One process's scheduler over a shared log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        config: SchedulerConfig,
+        clock: Clock,
+        *,
+        new_task_id: Callable[[], UUID] = uuid4,
+        read_batch: int = 5000,
+    ) -> None:
+        self.log = event_log
+        self.config = config
+        self.clock = clock
+        self.service = SchedulerService(config, new_task_id=new_task_id)
+        self.state = self.service.state
+        self.read_batch = read_batch
+        self.conflicts = 0
+        self._lock = threading.RLock()
+        self._inbox: queue.SimpleQueue[tuple[Command, Future[Any]] | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        with self._lock:
+            self.catch_up()
+
+    # --- following the log ----------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply every event appended after the state's position; returns how many."""
+        applied = 0
+        with self._lock:
+            while True:
+                chunk = self.log.read(self.state.position, self.read_batch)
+                for position, event in chunk:
+                    self.state.apply(event, position)
+                applied += len(chunk)
+                if len(chunk) < self.read_batch:
+                    return applied
+
+    # --- running commands -----------------------------------------------------------
+
+    def execute(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+        """Run one command and a scheduling pass; raise its ``DomainError`` if it fails."""
+        result = self.execute_batch([command])[0]
+        if isinstance(result, DomainError):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def execute_batch(self, commands: Sequence[Command]) -> list[Any]:
+        """Run commands as one group commit; each result is a value or its ``DomainError``."""
+        with self._lock:
+            for _ in range(MAX_ATTEMPTS):
+                self.catch_up()
+                now = self.clock.now()
+                results, uow = self._decide(commands, now)
+                if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
+                    # Routing decisions cite the log position of the endpoint state they
+                    # read, so endpoint changes are committed before the pass reads them.
+                    if not self._append(uow):
+                        continue
+                    self.state.begin()
+                    uow = UnitOfWork(self.state)
+                self.service.schedule(uow, now)
+                if self._append(uow):
+                    return results
+            raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    def tick(self) -> int:
+        """Run a scheduling pass now (deadlines due, queue); returns events appended."""
+        with self._lock:
+            before = self.state.position
+            self.execute_batch([])
+            return self.state.position - before
+
+    def _decide(self, commands: Sequence[Command], now: datetime) -> tuple[list[Any], UnitOfWork]:
+        self.state.begin()
+        uow = UnitOfWork(self.state)
+        results: list[Any] = []
+        for command in commands:
+            savepoint = self.state.savepoint()
+            emitted = len(uow.events)
+            try:
+                results.append(command(self.service, uow, now))
+            except DomainError as exc:
+                self.state.rollback(savepoint)
+                del uow.events[emitted:]
+                results.append(exc)
+        return results, uow
+
+    def _append(self, uow: UnitOfWork) -> bool:
+        """Append the unit of work. False (state rolled back) if the batch must be redone."""
+        if not uow.events:
+            self.state.commit()
+            return True
+        try:
+            positions = self.log.append(uow.events)
+        except ConcurrencyConflictError:
+            self.conflicts += 1
+            self.state.rollback()
+            self.state.commit()
+            return False
+        expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
+        if positions == expected:
+            self.state.commit()
+        else:
+            # Someone appended in between: our events are in the log, but the state
+            # must fold them in log order, so undo and read them back.
+            self.state.rollback()
+            self.state.commit()
+            self.catch_up()
+        return True
+
+    # --- background loop ------------------------------------------------------------
+
+    def submit(self, command: Command) -> Future[Any]:
+        """Queue a command for the background writer; concurrent callers share a commit."""
+        future: Future[Any] = Future()
+        self._inbox.put((command, future))
+        return future
+
+    def call(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+        """Run a command through the background writer and wait for its result."""
+        result = self.submit(command).result()
+        if isinstance(result, DomainError):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def start(self, poll_interval: float = 0.05, max_batch: int = 1000) -> None:
+        """Start the background writer: commands, deadlines and other writers' events."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        if self.log.is_postgres:
+            threading.Thread(
+                target=self._follow_notifications, name="tierlog-listen", daemon=True
+            ).start()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(poll_interval, max_batch),
+            name="tierlog-scheduler",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background writer after its current batch."""
+        self._stop.set()
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _follow_notifications(self) -> None:
+        # PostgreSQL tells us when another writer appends: wake the writer to catch up.
+        while not self._stop.is_set():
+            try:
+                self.log.wait_for_append(1.0)
+            except Exception:  # the listener reconnects on the next round
+                log.exception("LISTEN failed")
+                self._stop.wait(1.0)
+                continue
+            self._inbox.put((_noop, Future()))
+
+    def _wait_time(self, poll_interval: float) -> float:
+        with self._lock:
+            deadline = self.state.next_deadline()
+        if deadline is None:
+            return poll_interval
+        return max(0.0, min(poll_interval, deadline - self.clock.now().timestamp()))
+
+    def _run(self, poll_interval: float, max_batch: int) -> None:
+        while not self._stop.is_set():
+            batch = self._drain(self._wait_time(poll_interval), max_batch)
+            if self._stop.is_set() and not batch:
+                break
+            commands = [command for command, _ in batch]
+            try:
+                results = self.execute_batch(commands)
+            except Exception as exc:  # a store failure: every caller hears of it
+                log.exception("scheduler batch failed")
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+
+    def _drain(self, wait: float, max_batch: int) -> list[tuple[Command, Future[Any]]]:
+        batch: list[tuple[Command, Future[Any]]] = []
+        try:
+            item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return batch
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= max_batch:
+                break
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        return batch
