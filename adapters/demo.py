@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from adapters.event_log import EventLog
 from adapters.runtime import Command, SchedulerRuntime
 from domain.clock import VirtualClock
 from domain.config import SchedulerConfig
+from domain.errors import ValidationError
 from domain.service import SchedulerService
 from domain.unit_of_work import UnitOfWork
 from projections.telemetry import TelemetryCounters
@@ -197,12 +199,36 @@ def _seeded_ids(rng: random.Random) -> Callable[[], UUID]:
     return lambda: UUID(int=rng.getrandbits(128), version=4)
 
 
-def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
-    """Run the simulation on ``store`` (which must hold an empty log) and summarise it."""
+def fresh_store(store: str) -> str:
+    """``store`` if its log is empty; for a used SQLite file, the first unused sibling.
+
+    The demo needs a fresh log. Rather than refuse a second run of the README's
+    command, it writes ``tierlog-demo-2.db`` and so on beside a used file.
+    """
     event_log = EventLog(store)
     try:
-        if event_log.head() != 0:
-            raise SystemExit(f"the demo needs a fresh log, and {store} already has events")
+        if event_log.head() == 0:
+            return store
+        path = event_log.sqlite_path
+    finally:
+        event_log.close()
+    if path is None:
+        raise ValidationError(f"the demo needs an empty log, and {store} has events", field="store")
+    base = Path(path)
+    for n in range(2, 10_000):
+        candidate = base.with_name(f"{base.stem}-demo-{n}{base.suffix}")
+        if not candidate.exists():
+            return f"sqlite:///{candidate}"
+    raise ValidationError("no free file name for a fresh demo log", field="store")
+
+
+def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
+    """Run the simulation on a fresh log at (or beside) ``store`` and summarise it."""
+    if tasks < 1:
+        raise ValidationError("the demo needs at least one task", field="tasks")
+    store = fresh_store(store)
+    event_log = EventLog(store)
+    try:
         rng = random.Random(seed)
         clock = VirtualClock()
         config = SchedulerConfig(lease_s=60.0, fallback_wait_s=5.0, default_model="llama3:8b")

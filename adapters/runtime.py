@@ -24,6 +24,7 @@ from domain.clock import Clock
 from domain.config import SchedulerConfig
 from domain.errors import ConcurrencyConflictError, DomainError
 from domain.service import SchedulerService
+from domain.state import SchedulerState
 from domain.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
@@ -83,6 +84,11 @@ class SchedulerRuntime:
                 applied += len(chunk)
                 if len(chunk) < self.read_batch:
                     return applied
+
+    def read(self, query: Callable[[SchedulerState], T]) -> T:
+        """Run a read-only ``query`` against the state, safely against the writer thread."""
+        with self._lock:
+            return query(self.state)
 
     # --- running commands -----------------------------------------------------------
 
