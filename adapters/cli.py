@@ -30,7 +30,8 @@ def _add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> N
 
 def _print_demo(report: Any) -> None:
     t = report.telemetry
-    print(f"tierlog demo: seed {report.seed}, {report.tasks} tasks submitted, "
+    print(f"tierlog demo: seed {report.seed}, {report.tasks} distinct tasks "
+          "(repeated idempotency keys submit no new task), "
           f"{report.virtual_seconds:.0f} s of virtual time")
     print("tasks by state and tier:")
     for state, tiers in t["tasks_by_state_and_tier"].items():

@@ -57,6 +57,10 @@ COMPLEX = (
 )
 CAPS = ((), ("python",), ("python", "git"), ("rust",), ("docs",), ("typescript",))
 PRIORITIES = ("urgent", "high", "normal", "normal", "low")
+# The scenario's clock (virtual seconds): gpu-a alone is down 60-120 s; the whole
+# ollama tier is down 150-176 s (timers fire) and 230-234 s (timers are cancelled).
+BRIEF_OUTAGE_BURST_S = 232.5
+SCENARIO_END_S = 260.0
 
 
 @dataclass
@@ -236,19 +240,28 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
         sim = FleetSimulator(runtime, clock, rng)
         sim.setup()
         submitted = 0
-        while submitted < tasks or (sim.elapsed < 1800 and _busy(runtime)):
+        while (
+            submitted < tasks
+            or sim.elapsed < SCENARIO_END_S
+            or (sim.elapsed < 1800 and _busy(runtime))
+        ):
             batch = []
             if submitted < tasks:
                 count = min(tasks - submitted, rng.choice((0, 0, 0, 1, 1, 2)))
                 batch = [_task_spec(rng, submitted + i) for i in range(count)]
                 submitted += count
+            if sim.elapsed == BRIEF_OUTAGE_BURST_S:
+                # An operator submits standard work while the tier is briefly down:
+                # its timers start, then the tier recovers inside the wait.
+                batch += [dict(_task_spec(rng, 10_000 + i), complexity_tier="standard",
+                               needed_capabilities=[]) for i in range(3)]
             sim.step(0.5, batch)
         telemetry = TelemetryCounters().apply_all(e for _, e in event_log.iter_events())
         return DemoReport(
             store=store,
             log_path=event_log.sqlite_path,
             seed=seed,
-            tasks=submitted,
+            tasks=len(telemetry.task_state),
             virtual_seconds=sim.elapsed,
             events=event_log.head(),
             telemetry=telemetry.as_dict(),

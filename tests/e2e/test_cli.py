@@ -1,0 +1,75 @@
+"""The installed ``tierlog`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapters.event_log import EventLog
+
+
+def _tierlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
+    return subprocess.run(
+        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_demo_runs_on_a_fresh_log_and_summarises(tmp_path):
+    done = _tierlog("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for heading in ("tasks by state and tier", "fallback timers: started=", "reclaims:",
+                    "dead letters:", "events in the log:", "log: tierlog.db"):
+        assert heading in out
+    log = EventLog(f"sqlite:///{tmp_path / 'tierlog.db'}")
+    assert log.head() > 1000
+    log.close()
+
+
+def test_demo_json_covers_the_fleet_scenario(tmp_path):
+    done = _tierlog("demo", "--json", "--store", f"sqlite:///{tmp_path / 'd.db'}",
+                    "--tasks", "220", "--seed", "7", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    t = report["telemetry"]
+    assert report["tasks"] >= 200
+    assert set(t["assignments_by_target"]) == {"sidecar", "ollama", "claude"}
+    assert t["timers"]["fired"] > 0 and sum(t["timers"]["cancelled"].values()) > 0
+    assert t["reclaims"].get("lease_expired", 0) >= 1
+    assert t["retries"] > 0
+
+
+def test_second_demo_run_writes_a_new_log_beside_the_first(tmp_path):
+    assert _tierlog("demo", "--tasks", "20", cwd=tmp_path).returncode == 0
+    second = _tierlog("demo", "--tasks", "20", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "tierlog-demo-2.db" in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("demo", "--tasks", "0"), "at least one task"),
+        (("demo", "--store", "mysql://nowhere"), "unknown store"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, args, message):
+    done = _tierlog(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_bench_json_reports_ratios(tmp_path):
+    done = _tierlog("bench", "--json", "--events", "2000", "--tasks", "500", "--repeats", "1",
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["append"]["ratio_median"] > 0
+    assert figures["submit_to_assigned"]["tasks_per_s_median"] > 0
+    assert figures["peak_rss_mb"] > 0

@@ -1,0 +1,115 @@
+"""Unit-test harness: the pure domain, a virtual clock, one command + scheduling pass per step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pytest
+
+from domain import events as ev
+from domain.clock import VirtualClock
+from domain.config import SchedulerConfig
+from domain.errors import DomainError
+from domain.records import TaskRecord
+from domain.service import SchedulerService
+from domain.unit_of_work import UnitOfWork
+
+E = TypeVar("E", bound=ev.DomainEvent)
+
+
+class Harness:
+    """Drives ``SchedulerService`` the way the runtime does, on a ``VirtualClock``."""
+
+    def __init__(self, **config: Any) -> None:
+        config.setdefault("fallback_wait_s", 5.0)
+        self.config = SchedulerConfig(**config)
+        self.svc = SchedulerService(self.config)
+        self.clock = VirtualClock()
+        self.log: list[ev.DomainEvent] = []  # every event emitted so far
+
+    @property
+    def state(self) -> Any:
+        return self.svc.state
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def run(self, cmd: str | None = None, **kw: Any) -> tuple[Any, list[ev.DomainEvent]]:
+        """One command (or none) then the scheduling pass, in one committed unit of work."""
+        self.state.begin()
+        uow = UnitOfWork(self.state)
+        result = getattr(self.svc, cmd)(uow, self.now(), **kw) if cmd else None
+        self.svc.schedule(uow, self.now())
+        self.state.commit()
+        self.log.extend(uow.events)
+        return result, uow.events
+
+    def reject(self, cmd: str, **kw: Any) -> DomainError:
+        """Call a command that must fail: it emits nothing and leaves state unchanged."""
+        before = self.state.snapshot()
+        self.state.begin()
+        uow = UnitOfWork(self.state)
+        with pytest.raises(DomainError) as info:
+            getattr(self.svc, cmd)(uow, self.now(), **kw)
+        assert uow.events == []
+        assert self.state.snapshot() == before
+        self.state.commit()
+        return info.value
+
+    def advance(self, seconds: float) -> list[ev.DomainEvent]:
+        self.clock.advance(seconds)
+        return self.run()[1]
+
+    def at(self, when: datetime) -> list[ev.DomainEvent]:
+        self.clock.set(when)
+        return self.run()[1]
+
+    # --- set-up shortcuts -------------------------------------------------------------
+
+    def endpoint(self, host: str = "gpu-a", models: Sequence[str] = ("llama3",)) -> str:
+        endpoint_id, _ = self.run("register_endpoint", host=host, models=list(models))
+        self.run("report_health", endpoint_id=endpoint_id, ok=True)
+        return str(endpoint_id)
+
+    def agent(
+        self, agent_id: str = "a1", capabilities: Sequence[str] = (), ollama_host: str | None = None
+    ) -> list[ev.DomainEvent]:
+        return self.run(
+            "register_agent",
+            agent_id=agent_id,
+            capabilities=list(capabilities),
+            ollama_host=ollama_host,
+        )[1]
+
+    def submit(self, tier: str | None = "standard", **kw: Any) -> UUID:
+        kw.setdefault("description", "implement the feature")
+        result, _ = self.run("submit_task", complexity_tier=tier, **kw)
+        return result.task_id  # type: ignore[no-any-return]
+
+    def task(self, task_id: UUID) -> TaskRecord:
+        return self.state.tasks[task_id]  # type: ignore[no-any-return]
+
+    # --- reading events (static, so test modules need not import this file) ----------
+
+    @staticmethod
+    def of(events: Sequence[ev.DomainEvent], cls: type[E]) -> list[E]:
+        """The events of one type, in order."""
+        return [e for e in events if isinstance(e, cls)]
+
+    @staticmethod
+    def names(events: Sequence[ev.DomainEvent]) -> list[str]:
+        return [type(e).__name__ for e in events]
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+@pytest.fixture
+def make() -> type[Harness]:
+    """A harness factory, for non-default configuration: ``make(claude_enabled=False)``."""
+    return Harness
