@@ -53,12 +53,23 @@ def _sample_events(count: int) -> list[ev.DomainEvent]:
     for _ in range(count):
         events.append(
             ev.TaskSubmitted(
-                originator_id=uuid4(), originator_version=1, timestamp=now,
-                description="add a retry with backoff to the HTTP client", priority="normal",
-                needed_capabilities=("python",), requested_tier=None,
-                file_hints=("src/client.py",), verification_steps=("pytest -q",),
-                success_criteria=(), repo="acme/web", branch=None, metadata={},
-                max_retries=3, complete_by=None, submitted_by="bench", idempotency_key=None,
+                originator_id=uuid4(),
+                originator_version=1,
+                timestamp=now,
+                description="add a retry with backoff to the HTTP client",
+                priority="normal",
+                needed_capabilities=("python",),
+                requested_tier=None,
+                file_hints=("src/client.py",),
+                verification_steps=("pytest -q",),
+                success_criteria=(),
+                repo="acme/web",
+                branch=None,
+                metadata={},
+                max_retries=3,
+                complete_by=None,
+                submitted_by="bench",
+                idempotency_key=None,
             )
         )
     return events
@@ -115,8 +126,11 @@ def _endpoint_setup(service: SchedulerService, uow: UnitOfWork, now: datetime) -
 
 _SPECS = (
     {"description": "fix typo in README", "priority": "low"},
-    {"description": "add pagination to the list endpoint and document the cursor",
-     "file_hints": ["api.py"], "needed_capabilities": ["python"]},
+    {
+        "description": "add pagination to the list endpoint and document the cursor",
+        "file_hints": ["api.py"],
+        "needed_capabilities": ["python"],
+    },
     {"description": "refactor the storage layer", "priority": "high"},
 )
 
@@ -131,7 +145,9 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         runtime = SchedulerRuntime(log, SchedulerConfig(), SystemClock())
         runtime.execute_batch([_endpoint_setup])
         for i in range(0, tasks, batch):
-            runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(tasks, i + batch))])
+            runtime.execute_batch(
+                [_register(f"agent-{j}") for j in range(i, min(tasks, i + batch))]
+            )
         head = log.head()
         commands = [_submit(_SPECS[i % len(_SPECS)]) for i in range(tasks)]
         started = time.perf_counter()
@@ -145,8 +161,9 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         appended = log.head() - head
         events_per_task.append(appended / tasks)
         rows = [(str(p), 1, "t", b"x" * 400) for p in range(appended)]
-        raw.append(_raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (
-            appended / tasks))
+        raw.append(
+            _raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (appended / tasks)
+        )
         log.close()
     return {
         "tasks": tasks,
@@ -164,8 +181,13 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(
-    *, events: int = 50_000, batch: int = 500, tasks: int = 20_000, repeats: int = 3,
-    workdir: str | None = None, progress: Callable[[str], None] | None = None,
+    *,
+    events: int = 50_000,
+    batch: int = 500,
+    tasks: int = 20_000,
+    repeats: int = 3,
+    workdir: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every core benchmark and return the figures."""
     say = progress or (lambda _: None)

@@ -30,23 +30,30 @@ def _add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> N
 
 def _print_demo(report: Any) -> None:
     t = report.telemetry
-    print(f"tierlog demo: seed {report.seed}, {report.tasks} distinct tasks "
-          "(repeated idempotency keys submit no new task), "
-          f"{report.virtual_seconds:.0f} s of virtual time")
+    print(
+        f"tierlog demo: seed {report.seed}, {report.tasks} distinct tasks "
+        "(repeated idempotency keys submit no new task), "
+        f"{report.virtual_seconds:.0f} s of virtual time"
+    )
     print("tasks by state and tier:")
     for state, tiers in t["tasks_by_state_and_tier"].items():
         print(f"  {state:<14} " + ", ".join(f"{k}={v}" for k, v in tiers.items()))
-    print("routing decisions (tier -> target): " + ", ".join(
-        f"{k}={v}" for k, v in t["routing_decisions"].items()))
+    print(
+        "routing decisions (tier -> target): "
+        + ", ".join(f"{k}={v}" for k, v in t["routing_decisions"].items())
+    )
     print(f"  of which after a fallback: {t['fallback_assignments']}")
     timers = t["timers"]
     cancelled = ", ".join(f"{k}={v}" for k, v in timers["cancelled"].items()) or "none"
-    print(f"fallback timers: started={timers['started']} fired={timers['fired']} "
-          f"cancelled: {cancelled}")
+    print(
+        f"fallback timers: started={timers['started']} fired={timers['fired']} "
+        f"cancelled: {cancelled}"
+    )
     print(f"retries after failure: {t['retries']}")
     print("reclaims: " + (", ".join(f"{k}={v}" for k, v in t["reclaims"].items()) or "none"))
-    print("dead letters: " + (
-        ", ".join(f"{k}={v}" for k, v in t["dead_letters"].items()) or "none"))
+    print(
+        "dead letters: " + (", ".join(f"{k}={v}" for k, v in t["dead_letters"].items()) or "none")
+    )
     print(f"events in the log: {report.events}")
     print(f"log: {report.log_path or report.store}")
 
@@ -69,18 +76,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     figures = run_bench(
-        events=args.events, batch=args.batch, tasks=args.tasks, repeats=args.repeats,
+        events=args.events,
+        batch=args.batch,
+        tasks=args.tasks,
+        repeats=args.repeats,
         progress=progress,
     )
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
     a, s = figures["append"], figures["submit_to_assigned"]
-    print(f"append: {a['events_per_s_median']:,} events/s (median of {a['repeats']}), raw sqlite3 "
-          f"executemany {a['raw_sqlite_rows_per_s_median']:,} rows/s at batch {a['batch']}: "
-          f"ratio {a['ratio_median']}")
-    print(f"submit->assigned: {s['tasks_per_s_median']:,} tasks/s in process "
-          f"({s['events_per_task']} events per task, group commits of {s['batch']})")
+    print(
+        f"append: {a['events_per_s_median']:,} events/s (median of {a['repeats']}), raw sqlite3 "
+        f"executemany {a['raw_sqlite_rows_per_s_median']:,} rows/s at batch {a['batch']}: "
+        f"ratio {a['ratio_median']}"
+    )
+    print(
+        f"submit->assigned: {s['tasks_per_s_median']:,} tasks/s in process "
+        f"({s['events_per_task']} events per task, group commits of {s['batch']})"
+    )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
     return 0
 

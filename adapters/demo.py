@@ -41,8 +41,14 @@ AGENTS = (
     ("agent-gen-2", ("python", "rust", "typescript", "docs", "git"), None),
 )
 FLAKY_AGENT = "agent-flaky"
-TRIVIAL = ("fix typo in README", "bump version to 1.{n}", "rename helper {n}", "lint module m{n}",
-           "update readme badges", "format config files")
+TRIVIAL = (
+    "fix typo in README",
+    "bump version to 1.{n}",
+    "rename helper {n}",
+    "lint module m{n}",
+    "update readme badges",
+    "format config files",
+)
 STANDARD = (
     "add a retry with backoff to the HTTP client used by the billing sync job and cover it",
     "write unit tests for the invoice parser edge cases found in ticket {n}",
@@ -126,11 +132,18 @@ class FleetSimulator:
         for host, models in ENDPOINTS:
             commands.append(_call("register_endpoint", host=host, models=list(models)))
         for host, models in ENDPOINTS:
-            commands.append(_call("report_health", endpoint_id=f"{host}:11434", ok=True,
-                                  models=list(models)))
+            commands.append(
+                _call("report_health", endpoint_id=f"{host}:11434", ok=True, models=list(models))
+            )
         for agent_id, caps, ollama_host in AGENTS:
-            commands.append(_call("register_agent", agent_id=agent_id, capabilities=list(caps),
-                                  ollama_host=ollama_host))
+            commands.append(
+                _call(
+                    "register_agent",
+                    agent_id=agent_id,
+                    capabilities=list(caps),
+                    ollama_host=ollama_host,
+                )
+            )
         self._run(commands)
 
     def _run(self, commands: list[Command]) -> list[Any]:
@@ -147,18 +160,27 @@ class FleetSimulator:
             "cpu-c.fleet.local": 150 <= t < 176 or 230 <= t < 234,
         }
         for host, models in ENDPOINTS:
-            commands.append(_call("report_health", endpoint_id=f"{host}:11434",
-                                  ok=not down[host], models=list(models)))
+            commands.append(
+                _call(
+                    "report_health",
+                    endpoint_id=f"{host}:11434",
+                    ok=not down[host],
+                    models=list(models),
+                )
+            )
             if int(t) % 30 == 0:
-                commands.append(_call(
-                    "report_resources", endpoint_id=f"{host}:11434",
-                    cpu_percent=round(self.rng.uniform(5, 95), 1),
-                    ram_total_bytes=self.rng.choice((16, 32, 64)) * 1024**3,
-                    ram_used_bytes=8 * 1024**3,
-                    vram_total_bytes=24 * 1024**3,
-                    vram_used_bytes=self.rng.randint(1, 20) * 1024**3,
-                    repo=self.rng.choice(("acme/billing", "acme/web")),
-                ))
+                commands.append(
+                    _call(
+                        "report_resources",
+                        endpoint_id=f"{host}:11434",
+                        cpu_percent=round(self.rng.uniform(5, 95), 1),
+                        ram_total_bytes=self.rng.choice((16, 32, 64)) * 1024**3,
+                        ram_used_bytes=8 * 1024**3,
+                        vram_total_bytes=24 * 1024**3,
+                        vram_used_bytes=self.rng.randint(1, 20) * 1024**3,
+                        repo=self.rng.choice(("acme/billing", "acme/web")),
+                    )
+                )
         return commands
 
     def _agent_commands(self) -> list[Command]:
@@ -173,8 +195,11 @@ class FleetSimulator:
             if key not in self.work_left:
                 self.work_left[key] = self.rng.uniform(1, 12)
                 self.last_beat[key] = self.elapsed
-            ids = {"agent_id": agent.agent_id, "task_id": agent.task_id,
-                   "generation": agent.generation}
+            ids = {
+                "agent_id": agent.agent_id,
+                "task_id": agent.task_id,
+                "generation": agent.generation,
+            }
             if self.elapsed >= self.last_beat[key] + self.work_left[key]:
                 if self.rng.random() < 0.12:
                     commands.append(_call("fail_task", error="tests failed", **ids))
@@ -195,8 +220,16 @@ class FleetSimulator:
         self._run(commands)
         if int(self.elapsed) == 200 and self.elapsed % 1 == 0:
             # The silent agent is restarted by its operator and rejoins.
-            self._run([_call("register_agent", agent_id=FLAKY_AGENT,
-                             capabilities=["python", "git"], ollama_host="cpu-c.fleet.local")])
+            self._run(
+                [
+                    _call(
+                        "register_agent",
+                        agent_id=FLAKY_AGENT,
+                        capabilities=["python", "git"],
+                        ollama_host="cpu-c.fleet.local",
+                    )
+                ]
+            )
 
 
 def _seeded_ids(rng: random.Random) -> Callable[[], UUID]:
@@ -253,8 +286,14 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
             if sim.elapsed == BRIEF_OUTAGE_BURST_S:
                 # An operator submits standard work while the tier is briefly down:
                 # its timers start, then the tier recovers inside the wait.
-                batch += [dict(_task_spec(rng, 10_000 + i), complexity_tier="standard",
-                               needed_capabilities=[]) for i in range(3)]
+                batch += [
+                    dict(
+                        _task_spec(rng, 10_000 + i),
+                        complexity_tier="standard",
+                        needed_capabilities=[],
+                    )
+                    for i in range(3)
+                ]
             sim.step(0.5, batch)
         telemetry = TelemetryCounters().apply_all(e for _, e in event_log.iter_events())
         return DemoReport(

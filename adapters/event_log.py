@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import select
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -11,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 
 from adapters.codec import MsgspecMapper
 from domain.errors import ConcurrencyConflictError, ValidationError
@@ -75,10 +77,23 @@ class EventLog:
         self.url = url
         self.env = store_env(url)
         self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
-        self.app = TierlogApplication(env=self.env)
+        self.app = self._open()
         self.recorder: Any = self.app.recorder
         self.mapper = self.app.mapper
         self._listener: Any = None
+
+    def _open(self) -> TierlogApplication:
+        # Processes starting together race to create the tables (PostgreSQL's
+        # CREATE TABLE IF NOT EXISTS is not atomic; SQLite's switch to WAL needs a
+        # moment alone): the loser retries, and then finds the tables made.
+        for attempt in range(20):
+            try:
+                return TierlogApplication(env=self.env)
+            except (PersistenceError, sqlite3.OperationalError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @property
     def sqlite_path(self) -> str | None:

@@ -64,6 +64,7 @@ class SchedulerRuntime:
         self.state = self.service.state
         self.read_batch = read_batch
         self.conflicts = 0
+        self.commits = 0
         self._lock = threading.RLock()
         self._inbox: queue.SimpleQueue[tuple[Command, Future[Any]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -152,6 +153,7 @@ class SchedulerRuntime:
             self.state.rollback()
             self.state.commit()
             return False
+        self.commits += 1
         expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
         if positions == expected:
             self.state.commit()

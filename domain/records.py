@@ -52,6 +52,7 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     escalated_to: TierName | None = None
     fallback_reason: str | None = None
     routing_decision: RoutingDecision | None = None
+    routed_generation: int | None = None
     dead_letter_reason: str | None = None
 
     @property

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from msgspec.structs import replace
+
 from domain import events as ev
 from domain.config import SchedulerConfig, TierName
-from domain.records import AgentRecord, TaskRecord
+from domain.records import AgentRecord, EndpointRecord, TaskRecord
 from domain.routing import decide_route, fallback_reason_for, has_candidate
 from domain.state import Deadline, SchedulerState
 from domain.unit_of_work import UnitOfWork
@@ -49,12 +51,16 @@ def cancel_timer(uow: UnitOfWork, task_id: object, reason: str, now: datetime) -
 
 
 def _handle_deadline(
-    uow: UnitOfWork, config: SchedulerConfig, entry: Deadline, now: datetime
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    entry: Deadline,
+    now: datetime,
+    perf_ns: Callable[[], int],
 ) -> None:
     state = uow.state
     _, _, kind, task_id, _ = entry
     if kind == "timer":
-        _fire_timer(uow, task_id, now)
+        _fire_timer(uow, config, task_id, now, perf_ns)
         return
     task = state.tasks[task_id]
     if kind == "lease":
@@ -70,7 +76,13 @@ def _handle_deadline(
         cancel_timer(uow, task.task_id, "dead_lettered", now)
 
 
-def _fire_timer(uow: UnitOfWork, task_id: object, now: datetime) -> None:
+def _fire_timer(
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    task_id: object,
+    now: datetime,
+    perf_ns: Callable[[], int],
+) -> None:
     state = uow.state
     timer = state.timers[task_id]  # type: ignore[index]
     task = state.tasks[timer.task_id]
@@ -92,6 +104,13 @@ def _fire_timer(uow: UnitOfWork, task_id: object, now: datetime) -> None:
             to_tier=timer.fallback_tier,
             reason=timer.reason,
         )
+        # The fallback is a routing decision of its own (SPEC §1.5), appended now even
+        # if no agent can take the task yet; an assignment in this pass reuses it.
+        decision = _route(uow, config, uow.state.tasks[timer.task_id], now, perf_ns)
+        if decision is not None:
+            uow.task_event(
+                ev.TaskRouted, task.task_id, now, generation=task.generation + 1, decision=decision
+            )
 
 
 def _capable(agent: AgentRecord, needed: tuple[str, ...]) -> bool:
@@ -122,7 +141,7 @@ def run_pass(
     before = len(uow.events)
     for entry in state.pop_due(now):
         if state.deadline_is_live(entry):
-            _handle_deadline(uow, config, entry, now)
+            _handle_deadline(uow, config, entry, now, perf_ns)
     if state.queue:
         _assign_queue(uow, config, now, perf_ns)
     return len(uow.events) > before
@@ -147,8 +166,8 @@ def _assign_queue(
         if not state.idle_agents:
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
-        started = perf_ns()
-        decision = decide_route(task, config, endpoints, state.endpoint_state_position, now)
+        recorded = _decision_made_now(task, now)
+        decision = recorded or _route(uow, config, task, now, perf_ns, endpoints)
         if decision is None:
             continue
         preferred = None
@@ -158,15 +177,41 @@ def _assign_queue(
         if agent is None:
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
-        elapsed_us = (perf_ns() - started) // 1000
-        decision = _with_duration(decision, elapsed_us)
-        _assign(uow, config, task, agent, decision, now)
+        _assign(uow, config, task, agent, decision, now, already_routed=recorded is not None)
 
 
-def _with_duration(decision: ev.RoutingDecision, elapsed_us: int) -> ev.RoutingDecision:
-    from msgspec.structs import replace
+def _decision_made_now(task: TaskRecord, now: datetime) -> ev.RoutingDecision | None:
+    """The decision appended for the task's next generation in this very pass, if any."""
+    decision = task.routing_decision
+    if (
+        decision is not None
+        and task.routed_generation == task.generation + 1
+        and decision.decided_at == now
+    ):
+        return decision
+    return None
 
-    return replace(decision, scoring_duration_us=elapsed_us)
+
+def _route(
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    task: TaskRecord,
+    now: datetime,
+    perf_ns: Callable[[], int],
+    endpoints: list[EndpointRecord] | None = None,
+) -> ev.RoutingDecision | None:
+    state = uow.state
+    started = perf_ns()
+    decision = decide_route(
+        task,
+        config,
+        list(state.endpoints.values()) if endpoints is None else endpoints,
+        state.endpoint_state_position,
+        now,
+    )
+    if decision is None:
+        return None
+    return replace(decision, scoring_duration_us=(perf_ns() - started) // 1000)
 
 
 def _start_timer_if_needed(
@@ -195,9 +240,12 @@ def _assign(
     agent: AgentRecord,
     decision: ev.RoutingDecision,
     now: datetime,
+    *,
+    already_routed: bool,
 ) -> None:
     generation = task.generation + 1
-    uow.task_event(ev.TaskRouted, task.task_id, now, generation=generation, decision=decision)
+    if not already_routed:
+        uow.task_event(ev.TaskRouted, task.task_id, now, generation=generation, decision=decision)
     uow.task_event(
         ev.TaskAssigned,
         task.task_id,

@@ -301,7 +301,14 @@ class SchedulerState:
 
     def _task_routed(self, e: ev.TaskRouted, _: int) -> None:
         task = self.tasks[e.originator_id]
-        self._put_task(replace(task, version=e.originator_version, routing_decision=e.decision))
+        self._put_task(
+            replace(
+                task,
+                version=e.originator_version,
+                routing_decision=e.decision,
+                routed_generation=e.generation,
+            )
+        )
 
     def _task_assigned(self, e: ev.TaskAssigned, _: int) -> None:
         task = self.tasks[e.originator_id]

@@ -36,8 +36,11 @@ class Histogram:
     def as_dict(self) -> dict[str, Any]:
         """Buckets, count and sum."""
         labels = [f"le_{b:g}" for b in BUCKETS_MS] + ["le_inf"]
-        return {"buckets": dict(zip(labels, self.counts, strict=True)), "count": self.n,
-                "sum_ms": self.total}
+        return {
+            "buckets": dict(zip(labels, self.counts, strict=True)),
+            "count": self.n,
+            "sum_ms": self.total,
+        }
 
 
 class TelemetryCounters:
@@ -83,7 +86,9 @@ class TelemetryCounters:
                 self.task_state[task_id] = "completed"
             case ev.TaskRequeued() | ev.TaskRetried():
                 self.task_state[task_id] = "queued"
-                self.retries += event.reason == "failed" if isinstance(event, ev.TaskRequeued) else 0
+                self.retries += (
+                    event.reason == "failed" if isinstance(event, ev.TaskRequeued) else 0
+                )
             case ev.TaskReclaimed():
                 self.reclaims[event.reason] += 1
             case ev.TaskDeadLettered():

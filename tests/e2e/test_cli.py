@@ -24,8 +24,14 @@ def test_demo_runs_on_a_fresh_log_and_summarises(tmp_path):
     done = _tierlog("demo", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for heading in ("tasks by state and tier", "fallback timers: started=", "reclaims:",
-                    "dead letters:", "events in the log:", "log: tierlog.db"):
+    for heading in (
+        "tasks by state and tier",
+        "fallback timers: started=",
+        "reclaims:",
+        "dead letters:",
+        "events in the log:",
+        "log: tierlog.db",
+    ):
         assert heading in out
     log = EventLog(f"sqlite:///{tmp_path / 'tierlog.db'}")
     assert log.head() > 1000
@@ -33,8 +39,17 @@ def test_demo_runs_on_a_fresh_log_and_summarises(tmp_path):
 
 
 def test_demo_json_covers_the_fleet_scenario(tmp_path):
-    done = _tierlog("demo", "--json", "--store", f"sqlite:///{tmp_path / 'd.db'}",
-                    "--tasks", "220", "--seed", "7", cwd=tmp_path)
+    done = _tierlog(
+        "demo",
+        "--json",
+        "--store",
+        f"sqlite:///{tmp_path / 'd.db'}",
+        "--tasks",
+        "220",
+        "--seed",
+        "7",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     t = report["telemetry"]
@@ -66,8 +81,9 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, args, message):
 
 
 def test_bench_json_reports_ratios(tmp_path):
-    done = _tierlog("bench", "--json", "--events", "2000", "--tasks", "500", "--repeats", "1",
-                    cwd=tmp_path)
+    done = _tierlog(
+        "bench", "--json", "--events", "2000", "--tasks", "500", "--repeats", "1", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["append"]["ratio_median"] > 0

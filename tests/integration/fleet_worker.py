@@ -48,8 +48,11 @@ def main() -> None:
     while time.monotonic() < deadline:
         held, completed = runtime.read(
             lambda state: (
-                [(a.agent_id, a.task_id, a.generation) for a in state.agents.values()
-                 if a.agent_id in mine and a.status == "busy"],
+                [
+                    (a.agent_id, a.task_id, a.generation)
+                    for a in state.agents.values()
+                    if a.agent_id in mine and a.status == "busy"
+                ],
                 sum(1 for t in state.tasks.values() if t.state == "completed"),
             )
         )
@@ -65,8 +68,16 @@ def main() -> None:
         time.sleep(0.005)
     runtime.stop()
     runtime.log.close()
-    print(json.dumps({"name": name, "conflicts": runtime.conflicts, "completed": completed,
-                      "reports": reports}))
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "conflicts": runtime.conflicts,
+                "completed": completed,
+                "reports": reports,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,35 +31,69 @@ def _task_index() -> st.SearchStrategy[int]:
 
 
 commands = st.one_of(
-    st.tuples(st.just("register_agent"), st.fixed_dictionaries({
-        "agent_id": agent_ids,
-        "capabilities": st.lists(st.sampled_from(["python", "rust"]), max_size=2),
-        "ollama_host": st.sampled_from([None, *HOSTS]),
-    })),
+    st.tuples(
+        st.just("register_agent"),
+        st.fixed_dictionaries(
+            {
+                "agent_id": agent_ids,
+                "capabilities": st.lists(st.sampled_from(["python", "rust"]), max_size=2),
+                "ollama_host": st.sampled_from([None, *HOSTS]),
+            }
+        ),
+    ),
     st.tuples(st.just("deregister_agent"), st.fixed_dictionaries({"agent_id": agent_ids})),
     st.tuples(st.just("mark_agent_offline"), st.fixed_dictionaries({"agent_id": agent_ids})),
-    st.tuples(st.just("register_endpoint"), st.fixed_dictionaries({
-        "host": st.sampled_from(HOSTS), "models": st.sampled_from([["llama3"], []]),
-    })),
-    st.tuples(st.just("report_health"), st.fixed_dictionaries({
-        "endpoint_id": endpoint_ids, "ok": st.booleans(),
-    })),
-    st.tuples(st.just("report_resources"), st.fixed_dictionaries({
-        "endpoint_id": endpoint_ids, "cpu_percent": st.sampled_from([None, 10.0, 90.0, 500.0]),
-        "repo": st.sampled_from([None, "acme/web"]),
-    })),
-    st.tuples(st.just("submit_task"), st.fixed_dictionaries({
-        "description": descriptions,
-        "priority": st.sampled_from(["urgent", "normal", "low", "asap"]),
-        "needed_capabilities": st.lists(st.sampled_from(["python", "rust"]), max_size=1),
-        "complexity_tier": st.sampled_from([None, "trivial", "standard", "complex"]),
-        "idempotency_key": st.sampled_from([None, None, "k1", "k2"]),
-        "max_retries": st.sampled_from([1, 3]),
-    })),
-    st.tuples(st.just("agent_report"), st.fixed_dictionaries({
-        "task": _task_index(), "outcome": st.sampled_from(["complete", "fail", "heartbeat"]),
-        "stale": st.booleans(),
-    })),
+    st.tuples(
+        st.just("register_endpoint"),
+        st.fixed_dictionaries(
+            {
+                "host": st.sampled_from(HOSTS),
+                "models": st.sampled_from([["llama3"], []]),
+            }
+        ),
+    ),
+    st.tuples(
+        st.just("report_health"),
+        st.fixed_dictionaries(
+            {
+                "endpoint_id": endpoint_ids,
+                "ok": st.booleans(),
+            }
+        ),
+    ),
+    st.tuples(
+        st.just("report_resources"),
+        st.fixed_dictionaries(
+            {
+                "endpoint_id": endpoint_ids,
+                "cpu_percent": st.sampled_from([None, 10.0, 90.0, 500.0]),
+                "repo": st.sampled_from([None, "acme/web"]),
+            }
+        ),
+    ),
+    st.tuples(
+        st.just("submit_task"),
+        st.fixed_dictionaries(
+            {
+                "description": descriptions,
+                "priority": st.sampled_from(["urgent", "normal", "low", "asap"]),
+                "needed_capabilities": st.lists(st.sampled_from(["python", "rust"]), max_size=1),
+                "complexity_tier": st.sampled_from([None, "trivial", "standard", "complex"]),
+                "idempotency_key": st.sampled_from([None, None, "k1", "k2"]),
+                "max_retries": st.sampled_from([1, 3]),
+            }
+        ),
+    ),
+    st.tuples(
+        st.just("agent_report"),
+        st.fixed_dictionaries(
+            {
+                "task": _task_index(),
+                "outcome": st.sampled_from(["complete", "fail", "heartbeat"]),
+                "stale": st.booleans(),
+            }
+        ),
+    ),
     st.tuples(st.just("cancel_task"), st.fixed_dictionaries({"task": _task_index()})),
     st.tuples(st.just("retry_task"), st.fixed_dictionaries({"task": _task_index()})),
     st.tuples(st.just("advance"), st.sampled_from([0.5, 4.0, 5.0, 61.0, 301.0])),
@@ -79,8 +113,11 @@ def _command(runtime: SchedulerRuntime, name: str, args: Any) -> Any:
             return lambda s, u, n: getattr(s, name)(u, n, task_id=task.task_id)
         method = {"complete": "complete_task", "fail": "fail_task", "heartbeat": "heartbeat"}
         extra = {"error": "boom"} if args["outcome"] == "fail" else {}
-        ids = {"agent_id": task.assigned_to or "a1", "task_id": task.task_id,
-               "generation": task.generation - 1 if args["stale"] else task.generation}
+        ids = {
+            "agent_id": task.assigned_to or "a1",
+            "task_id": task.task_id,
+            "generation": task.generation - 1 if args["stale"] else task.generation,
+        }
         return lambda s, u, n: getattr(s, method[args["outcome"]])(u, n, **ids, **extra)
     return lambda s, u, n: getattr(s, name)(u, n, **args)
 

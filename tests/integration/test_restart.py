@@ -65,7 +65,7 @@ def test_restart_fires_pending_timer_at_its_deadline_exactly_once(store_url):
 
 def test_overdue_timer_fires_at_once_after_restart(store_url):
     clock = VirtualClock()
-    task_id, fires_at = _setup_pending_timer(store_url, clock)
+    task_id, _ = _setup_pending_timer(store_url, clock)
     clock.advance(3600)  # the scheduler was down for an hour
 
     runtime = _start(store_url, clock)

@@ -68,54 +68,36 @@ def score(endpoint: EndpointRecord, repo: str | None = None, config: SchedulerCo
 
 
 @pytest.mark.parametrize(
-    ("resources", "load"),
+    ("resources", "factor", "value"),
     [
-        (None, 0.5),
-        (res(cpu_percent=None), 0.5),
-        (res(cpu_percent=0.0), 1.0),
-        (res(cpu_percent=25.0), 0.75),
-        (res(cpu_percent=50.0), 0.5),
-        (res(cpu_percent=80.0), 0.2),
-        (res(cpu_percent=100.0), 0.0),
+        (None, "load", 0.5),
+        (res(cpu_percent=None), "load", 0.5),
+        (res(cpu_percent=0.0), "load", 1.0),
+        (res(cpu_percent=25.0), "load", 0.75),
+        (res(cpu_percent=50.0), "load", 0.5),
+        (res(cpu_percent=80.0), "load", 0.2),
+        (res(cpu_percent=100.0), "load", 0.0),
+        (None, "capacity", 1.0),
+        (res(ram_total_bytes=None), "capacity", 1.0),
+        (res(ram_total_bytes=0), "capacity", 1.0),
+        (res(ram_total_bytes=8 * GIB), "capacity", 0.5),
+        (res(ram_total_bytes=16 * GIB), "capacity", 1.0),
+        (res(ram_total_bytes=20 * GIB), "capacity", 1.25),
+        (res(ram_total_bytes=24 * GIB), "capacity", 1.5),
+        (res(ram_total_bytes=64 * GIB), "capacity", 1.5),
+        (None, "vram", 0.9),
+        (res(vram_used_bytes=1, vram_total_bytes=None), "vram", 0.9),
+        (res(vram_used_bytes=0, vram_total_bytes=0), "vram", 0.9),
+        (res(vram_used_bytes=None, vram_total_bytes=8 * GIB), "vram", 0.9),
+        (res(vram_used_bytes=0, vram_total_bytes=8 * GIB), "vram", 1.0),
+        (res(vram_used_bytes=2 * GIB, vram_total_bytes=8 * GIB), "vram", 0.95),
+        (res(vram_used_bytes=4 * GIB, vram_total_bytes=8 * GIB), "vram", 0.9),
+        (res(vram_used_bytes=8 * GIB, vram_total_bytes=8 * GIB), "vram", 0.8),
     ],
 )
-def test_load_factor(resources: EndpointResources | None, load: float) -> None:
-    assert score(ep(resources=resources)).load == pytest.approx(load)
-
-
-@pytest.mark.parametrize(
-    ("resources", "capacity"),
-    [
-        (None, 1.0),
-        (res(ram_total_bytes=None), 1.0),
-        (res(ram_total_bytes=0), 1.0),
-        (res(ram_total_bytes=8 * GIB), 0.5),
-        (res(ram_total_bytes=16 * GIB), 1.0),
-        (res(ram_total_bytes=20 * GIB), 1.25),
-        (res(ram_total_bytes=24 * GIB), 1.5),
-        (res(ram_total_bytes=64 * GIB), 1.5),
-    ],
-)
-def test_capacity_factor(resources: EndpointResources | None, capacity: float) -> None:
+def test_resource_factors(resources: EndpointResources | None, factor: str, value: float) -> None:
     assert GIB == 1024**3
-    assert score(ep(resources=resources)).capacity == pytest.approx(capacity)
-
-
-@pytest.mark.parametrize(
-    ("resources", "vram"),
-    [
-        (None, 0.9),
-        (res(vram_used_bytes=1, vram_total_bytes=None), 0.9),
-        (res(vram_used_bytes=0, vram_total_bytes=0), 0.9),
-        (res(vram_used_bytes=None, vram_total_bytes=8 * GIB), 0.9),
-        (res(vram_used_bytes=0, vram_total_bytes=8 * GIB), 1.0),
-        (res(vram_used_bytes=2 * GIB, vram_total_bytes=8 * GIB), 0.95),
-        (res(vram_used_bytes=4 * GIB, vram_total_bytes=8 * GIB), 0.9),
-        (res(vram_used_bytes=8 * GIB, vram_total_bytes=8 * GIB), 0.8),
-    ],
-)
-def test_vram_factor(resources: EndpointResources | None, vram: float) -> None:
-    assert score(ep(resources=resources)).vram == pytest.approx(vram)
+    assert getattr(score(ep(resources=resources)), factor) == pytest.approx(value)
 
 
 @pytest.mark.parametrize(
@@ -188,9 +170,6 @@ def test_score_is_product_of_factors() -> None:
     )
     assert s.score == pytest.approx(0.8 * 1.5 * 0.95 * 1.15 * 1.05)
     assert s.endpoint_id == "gpu-a:11434"
-
-
-def test_score_with_nothing_known() -> None:
     assert score(ep()).score == pytest.approx(0.5 * 1.0 * 0.9 * 1.0 * 1.0)
 
 
@@ -296,72 +275,59 @@ def test_unusable_endpoints_are_not_candidates() -> None:
 # --- full decisions ------------------------------------------------------------------
 
 
-def test_ollama_decision_every_field() -> None:
-    endpoints = [ep("a:1", models=("mistral", "llama3"), resources=res(cpu_percent=20.0))]
-    d = decide_route(task(), WARM, endpoints, 42, NOW, scoring_duration_us=17)
-    assert d == RoutingDecision(
-        effective_tier="standard",
-        target_type="ollama",
-        selected_endpoint="a:1",
-        selected_model="llama3",
-        fallback_used=False,
-        fallback_from_tier=None,
-        fallback_reason=None,
-        candidate_count=1,
-        candidates=(score_endpoint(endpoints[0], None, WARM, NOW),),
-        classification_reason=REASON,
-        estimated_cost_tier="local",
-        decided_at=NOW,
-        scoring_duration_us=17,
-        endpoint_state_position=42,
-    )
-    assert d.candidates[0].score == pytest.approx(0.8 * 1.0 * 0.9 * 1.15 * 1.0)
+OLLAMA_EP = ep("a:1", models=("mistral", "llama3"), resources=res(cpu_percent=20.0))
+SCORED = (score_endpoint(OLLAMA_EP, None, WARM, NOW),)
+ESCALATED = task(escalated_to="complex", fallback_reason="no_healthy_ollama_endpoints")
+SIDECAR = {"effective_tier": "trivial", "target_type": "sidecar", "estimated_cost_tier": "free"}
+CLAUDE = {"effective_tier": "complex", "target_type": "claude", "estimated_cost_tier": "api"}
+FALLBACK = {
+    "fallback_used": True,
+    "fallback_from_tier": "standard",
+    "fallback_reason": "no_healthy_ollama_endpoints",
+}
 
 
 @pytest.mark.parametrize(
-    ("tier", "target", "cost"), [("trivial", "sidecar", "free"), ("complex", "claude", "api")]
+    ("t", "position", "fields"),
+    [
+        (
+            task(),
+            42,
+            {"selected_endpoint": "a:1", "selected_model": "llama3", "candidates": SCORED},
+        ),
+        (task("trivial"), 9, SIDECAR),
+        (task("complex"), 9, CLAUDE),
+        (ESCALATED, 5, CLAUDE | FALLBACK),
+    ],
+    ids=["ollama", "sidecar", "claude", "fallback"],
 )
-def test_sidecar_and_claude_decision_every_field(tier: str, target: str, cost: str) -> None:
-    d = decide_route(task(route_tier=tier), CFG, [ep("a:1")], 9, NOW)
-    assert d == RoutingDecision(
-        effective_tier=tier,
-        target_type=target,
-        selected_endpoint=None,
-        selected_model=None,
-        fallback_used=False,
-        fallback_from_tier=None,
-        fallback_reason=None,
-        candidate_count=1,
-        candidates=(),
-        classification_reason=REASON,
-        estimated_cost_tier=cost,
-        decided_at=NOW,
-        scoring_duration_us=0,
-        endpoint_state_position=9,
-    )
+def test_decision_every_field(t: TaskRecord, position: int, fields: dict[str, object]) -> None:
+    expected: dict[str, object] = {
+        "effective_tier": "standard",
+        "target_type": "ollama",
+        "selected_endpoint": None,
+        "selected_model": None,
+        "fallback_used": False,
+        "fallback_from_tier": None,
+        "fallback_reason": None,
+        "candidate_count": 1,
+        "candidates": (),
+        "classification_reason": REASON,
+        "estimated_cost_tier": "local",
+        "decided_at": NOW,
+        "scoring_duration_us": 17,
+        "endpoint_state_position": position,
+    }
+    d = decide_route(t, WARM, [OLLAMA_EP], position, NOW, scoring_duration_us=17)
+    assert d == RoutingDecision(**(expected | fields))
+    if d is not None and d.candidates:
+        assert d.candidates[0].score == pytest.approx(0.8 * 1.0 * 0.9 * 1.15 * 1.0)
 
 
-def test_fallback_decision_every_field() -> None:
-    t = task(
-        route_tier="standard", escalated_to="complex", fallback_reason="no_healthy_ollama_endpoints"
-    )
-    d = decide_route(t, CFG, [], 5, NOW)
-    assert d == RoutingDecision(
-        effective_tier="complex",
-        target_type="claude",
-        selected_endpoint=None,
-        selected_model=None,
-        fallback_used=True,
-        fallback_from_tier="standard",
-        fallback_reason="no_healthy_ollama_endpoints",
-        candidate_count=1,
-        candidates=(),
-        classification_reason=REASON,
-        estimated_cost_tier="api",
-        decided_at=NOW,
-        scoring_duration_us=0,
-        endpoint_state_position=5,
-    )
+def test_non_escalated_task_ignores_stale_fallback_reason() -> None:
+    d = decide_route(task(fallback_reason="old"), CFG, [ep()], 0, NOW)
+    assert d is not None
+    assert (d.fallback_used, d.fallback_from_tier, d.fallback_reason) == (False, None, None)
 
 
 def test_escalated_to_standard_routes_ollama_with_fallback() -> None:

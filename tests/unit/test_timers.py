@@ -54,7 +54,7 @@ def test_endpoint_recovering_within_the_wait_assigns_at_own_tier(h, recover_afte
     task_id, timer = _waiting_standard_task(h)
     h.clock.advance(recover_after)
     endpoint_id = h.endpoint("gpu-a")
-    h.advance(60.0)  # long past the original fires_at
+    h.at(timer.fires_at + timedelta(seconds=60))  # long past the original fires_at
 
     assigned = h.of(h.log, ev.TaskAssigned)
     assert len(assigned) == 1

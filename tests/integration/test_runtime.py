@@ -1,0 +1,96 @@
+"""The runtime on real stores: group commit, failure isolation, decision provenance."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from adapters.clock import SystemClock
+from adapters.event_log import EventLog
+from adapters.runtime import SchedulerRuntime
+from domain import events as ev
+from domain.clock import VirtualClock
+from domain.config import SchedulerConfig
+from domain.errors import ValidationError
+from domain.state import SchedulerState
+
+
+def _count(runtime: SchedulerRuntime, event_type: type) -> int:
+    return sum(1 for _, e in runtime.log.iter_events() if isinstance(e, event_type))
+
+
+def test_concurrent_commands_share_commits(store_url):
+    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), SystemClock())
+    runtime.start(poll_interval=0.01)
+    results: list[object] = []
+
+    def client(n: int) -> None:
+        futures = [
+            runtime.submit(lambda s, u, t, i=i: s.submit_task(u, t, description=f"task {n}-{i}"))
+            for i in range(50)
+        ]
+        results.extend(f.result(timeout=30) for f in futures)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runtime.stop()
+    assert len(results) == 400
+    assert _count(runtime, ev.TaskSubmitted) == 400
+    assert runtime.commits < 400, "commands from concurrent callers must share transactions"
+    runtime.log.close()
+
+
+def test_a_bad_command_in_a_batch_appends_nothing_and_spares_the_others(store_url):
+    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), VirtualClock())
+    results = runtime.execute_batch(
+        [
+            lambda s, u, n: s.submit_task(u, n, description="good one"),
+            lambda s, u, n: s.submit_task(u, n, description="bad", priority="asap"),
+            lambda s, u, n: s.submit_task(u, n, description="good two"),
+        ]
+    )
+    assert isinstance(results[1], ValidationError) and results[1].field == "priority"
+    submitted = [
+        e.description for _, e in runtime.log.iter_events() if isinstance(e, ev.TaskSubmitted)
+    ]
+    assert submitted == ["good one", "good two"]
+    head = runtime.log.head()
+    with pytest.raises(ValidationError):
+        runtime.execute(lambda s, u, n: s.register_agent(u, n, agent_id=""))
+    assert runtime.log.head() == head
+    runtime.log.close()
+
+
+def test_routing_decision_cites_the_endpoint_state_it_read(store_url):
+    clock = VirtualClock()
+    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), clock)
+    endpoint = runtime.execute(
+        lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3"])
+    )
+    runtime.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=endpoint, ok=True))
+    clock.advance(1)
+    runtime.execute_batch(
+        [
+            lambda s, u, n: s.report_resources(u, n, endpoint_id=endpoint, cpu_percent=20.0),
+            lambda s, u, n: s.register_agent(u, n, agent_id="a1"),
+            lambda s, u, n: s.submit_task(u, n, description="add tests for the parser module"),
+        ]
+    )
+    events = list(runtime.log.iter_events())
+    decision = next(e.decision for _, e in events if isinstance(e, ev.TaskAssigned))
+    assert decision.target_type == "ollama"
+    cited = dict(events)[decision.endpoint_state_position]
+    assert isinstance(cited, ev.EndpointResourcesReported)
+    # Replaying up to the cited position gives the endpoint state the decision read.
+    state = SchedulerState()
+    for position, event in events:
+        if position > decision.endpoint_state_position:
+            break
+        state.apply(event, position)
+    assert state.endpoints[endpoint].resources is not None
+    assert state.endpoints[endpoint].resources.cpu_percent == 20.0
+    runtime.log.close()
