@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 
 from adapters.codec import MsgspecMapper
+from adapters.sqlite_store import TierlogSQLiteRecorder
 from domain.errors import ConcurrencyConflictError, ValidationError
 from domain.events import DomainEvent
 
@@ -80,6 +81,7 @@ class EventLog:
         self.app = self._open()
         self.recorder: Any = self.app.recorder
         self.mapper = self.app.mapper
+        self.codec = cast(MsgspecMapper, self.mapper).codec
         self._listener: Any = None
 
     def _open(self) -> TierlogApplication:
@@ -104,9 +106,18 @@ class EventLog:
         """Append events in one transaction; a lost version race raises a conflict."""
         if not events:
             return []
-        to_stored = self.mapper.to_stored_event
         try:
-            ids = self.recorder.insert_events([to_stored(e) for e in events])
+            if isinstance(self.recorder, TierlogSQLiteRecorder):
+                codec = self.codec
+                ids = self.recorder.insert_rows(
+                    [
+                        (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode(e))
+                        for e in events
+                    ]
+                )
+            else:
+                to_stored = self.mapper.to_stored_event
+                ids = self.recorder.insert_events([to_stored(e) for e in events])
         except IntegrityError as exc:
             raise ConcurrencyConflictError(
                 "another writer appended to the same aggregate first"

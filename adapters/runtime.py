@@ -69,6 +69,7 @@ class SchedulerRuntime:
         self._inbox: queue.SimpleQueue[tuple[Command, Future[Any]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         with self._lock:
             self.catch_up()
 
@@ -186,9 +187,10 @@ class SchedulerRuntime:
             return
         self._stop.clear()
         if self.log.is_postgres:
-            threading.Thread(
+            self._listener = threading.Thread(
                 target=self._follow_notifications, name="tierlog-listen", daemon=True
-            ).start()
+            )
+            self._listener.start()
         self._thread = threading.Thread(
             target=self._run,
             args=(poll_interval, max_batch),
@@ -204,6 +206,9 @@ class SchedulerRuntime:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
 
     def _follow_notifications(self) -> None:
         # PostgreSQL tells us when another writer appends: wake the writer to catch up.

@@ -10,6 +10,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 APPEND_ONLY_MESSAGE = "tierlog: the event log is append-only"
+Row = tuple[str, int, str, bytes]
 
 
 class TierlogSQLiteRecorder(SQLiteApplicationRecorder):
@@ -34,22 +35,32 @@ class TierlogSQLiteRecorder(SQLiteApplicationRecorder):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
+        rows = [
+            (
+                s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                s.originator_version,
+                s.topic,
+                s.state,
+            )
+            for s in stored_events
+        ]
+        return self._insert_rows(c, rows)
+
+    def insert_rows(self, rows: Sequence[Row]) -> list[int]:
+        """Insert ready-made rows (id hex, version, topic, state) in one transaction.
+
+        The append path's shortcut past ``StoredEvent`` objects; the same SQL, the
+        same transaction and the same conflict errors as ``insert_events``.
+        """
+        with self.datastore.transaction(commit=True) as c:
+            return self._insert_rows(c, rows)
+
+    def _insert_rows(self, c: SQLiteCursor, rows: Sequence[Row]) -> list[int]:
         # One executemany instead of one execute per row. Rowids are max+1 each, and
         # this transaction holds the write lock, so the new ids are the last n.
-        if not stored_events:
+        if not rows:
             return []
-        c.executemany(
-            self.insert_events_statement,
-            [
-                (
-                    s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
-                    s.originator_version,
-                    s.topic,
-                    s.state,
-                )
-                for s in stored_events
-            ],
-        )
+        c.executemany(self.insert_events_statement, rows)
         c.execute(self._max_rowid)
         last = int(c.fetchone()[0])
-        return list(range(last - len(stored_events) + 1, last + 1))
+        return list(range(last - len(rows) + 1, last + 1))

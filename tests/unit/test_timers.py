@@ -115,7 +115,13 @@ def test_timer_fires_exactly_at_fires_at_and_escalates_one_step(h):
     assert h.task(task_id).state == "queued"
 
     events = h.at(timer.fires_at)
-    assert h.names(events)[:2] == ["FallbackTimerFired", "TaskEscalated"]
+    assert h.names(events) == [
+        "FallbackTimerFired",
+        "TaskEscalated",
+        "TaskRouted",
+        "TaskAssigned",
+        "AgentReserved",
+    ]
     fired, escalated = events[0], events[1]
     assert fired.task_id == task_id
     assert fired.wait_ms == 5000
@@ -170,15 +176,31 @@ def test_fire_without_idle_agent_then_agent_takes_it_at_the_fallback_tier(h):
     assert assigned[0].decision.fallback_reason == REASON
 
 
-def test_fire_appends_the_fallback_routing_decision(h):
+def test_fire_appends_the_fallback_routing_decision_once(h):
     """§1.4/§1.5: a fallback is routed at once; its decision is appended even with no agent."""
-    task_id, timer = _waiting_standard_task(h, with_agent=False)
+    h.agent("python-only", capabilities=["python"])  # idle, but cannot take the task
+    task_id = h.submit("standard", needed_capabilities=["rust"])
+    (timer,) = h.of(h.log, ev.FallbackTimerStarted)
     events = h.at(timer.fires_at)
     routed = h.of(events, ev.TaskRouted)
     assert len(routed) == 1
     assert routed[0].originator_id == task_id
     assert routed[0].decision.fallback_used is True
     assert routed[0].decision.effective_tier == "complex"
+    assert routed[0].decision.fallback_from_tier == "standard"
+    assert routed[0].decision.fallback_reason == REASON
+    assert routed[0].generation == h.task(task_id).generation + 1
+    # Not again on later passes while it waits for an agent.
+    for _ in range(3):
+        h.advance(1.0)
+        h.run("register_agent", agent_id="python-only", capabilities=["python"])
+    assert len(h.of(h.log, ev.TaskRouted)) == 1
+    assert h.task(task_id).state == "queued"
+    # The assignment, later, is a decision of its own, still at the fallback tier.
+    h.agent("rusty", capabilities=["rust"])
+    (assigned,) = h.of(h.log, ev.TaskAssigned)
+    assert (assigned.agent_id, assigned.decision.effective_tier) == ("rusty", "complex")
+    assert assigned.decision.fallback_used is True
 
 
 def test_escalated_task_is_never_escalated_again(make):
