@@ -176,14 +176,13 @@ class TaskFailed(DomainEvent, frozen=True, kw_only=True):
 class TaskReclaimed(DomainEvent, frozen=True, kw_only=True):
     """The task was taken back from its agent (lease_expired, agent_gone, overdue).
 
-    An ``overdue`` reclaim counts as a failed attempt, so ``retry_count`` is the count
-    after this reclaim; the other reasons leave it unchanged.
+    After ``lease_expired`` or ``agent_gone`` the task is requeued; after ``overdue``
+    its deadline has passed, so it is dead-lettered rather than handed out again.
     """
 
     agent_id: str
     reason: str
     previous_generation: int
-    retry_count: int
 
 
 class TaskEscalated(DomainEvent, frozen=True, kw_only=True):
@@ -208,10 +207,15 @@ class TaskDeadLettered(DomainEvent, frozen=True, kw_only=True):
 
 
 class TaskRetried(DomainEvent, frozen=True, kw_only=True):
-    """An operator put a dead-lettered task back in the queue; retries reset to 0."""
+    """An operator put a dead-lettered task back in the queue; retries reset to 0.
+
+    ``complete_by`` is the deadline from now on: the old one while it is still ahead,
+    else none (retrying an overdue task by hand means "do it anyway").
+    """
 
     generation: int
     requested_by: str
+    complete_by: datetime | None
 
 
 class TaskCancelled(DomainEvent, frozen=True, kw_only=True):

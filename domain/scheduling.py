@@ -22,11 +22,10 @@ from domain.unit_of_work import UnitOfWork
 def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:
     """Take a task back from its agent and return it to the queue.
 
-    An ``overdue`` reclaim counts as a failed attempt, so an overdue task cannot
-    bounce between agents for ever: it is dead-lettered when its retries run out.
+    An ``overdue`` task is dead-lettered instead: its deadline has passed, and any
+    agent it went to next would be reclaimed at once.
     """
     assert task.assigned_to is not None
-    retries = task.retry_count + 1 if reason == "overdue" else task.retry_count
     uow.task_event(
         ev.TaskReclaimed,
         task.task_id,
@@ -34,9 +33,8 @@ def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) 
         agent_id=task.assigned_to,
         reason=reason,
         previous_generation=task.generation,
-        retry_count=retries,
     )
-    if reason == "overdue" and retries >= task.max_retries:
+    if reason == "overdue":
         uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="overdue")
         return
     uow.task_event(
@@ -69,8 +67,11 @@ def _handle_deadline(
         agent = state.agents.get(agent_id) if agent_id else None
         if agent is not None and agent.status == "idle":
             uow.agent_event(ev.AgentWentOffline, agent.agent_id, now, reason="lease_expired")
-    elif kind == "complete_by":
+    elif kind == "complete_by" and task.state == "assigned":
         reclaim_task(uow, task, "overdue", now)
+    elif kind == "complete_by":
+        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="overdue")
+        cancel_timer(uow, task.task_id, "dead_lettered", now)
     elif kind == "ttl" and task.route_tier != "trivial":
         uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="ttl_expired")
         cancel_timer(uow, task.task_id, "dead_lettered", now)

@@ -161,7 +161,15 @@ class SchedulerService:
                 field="task_id",
             )
         generation = task.generation + 1
-        uow.task_event(ev.TaskRetried, task.task_id, now, generation=generation, requested_by=who)
+        deadline = task.complete_by if task.complete_by and task.complete_by > now else None
+        uow.task_event(
+            ev.TaskRetried,
+            task.task_id,
+            now,
+            generation=generation,
+            requested_by=who,
+            complete_by=deadline,
+        )
         return generation
 
     def heartbeat(
@@ -277,7 +285,9 @@ class SchedulerService:
         why = v.text(reason, "reason", max_len=v.MAX_NAME)
         agent = self._live_agent(agent_id)
         if agent.status == "offline":
-            raise InvalidTransitionError(f"agent {agent.agent_id} is already offline")
+            raise InvalidTransitionError(
+                f"agent {agent.agent_id} is already offline", field="agent_id"
+            )
         self._reclaim_from(uow, agent, now)
         uow.agent_event(ev.AgentWentOffline, agent.agent_id, now, reason=why)
 

@@ -186,7 +186,16 @@ class SchedulerState:
             timer = self.timers.get(task_id)
             return timer is not None and timer.fires_at.timestamp() == when
         task = self.tasks.get(task_id)
-        if task is None or task.generation != generation:
+        if task is None:
+            return False
+        if kind == "complete_by":
+            # Not tied to a generation: the deadline holds across requeues.
+            return (
+                task.state in ("queued", "assigned")
+                and task.complete_by is not None
+                and task.complete_by.timestamp() == when
+            )
+        if task.generation != generation:
             return False
         if kind == "lease":
             return (
@@ -194,8 +203,6 @@ class SchedulerState:
                 and task.lease_expires_at is not None
                 and task.lease_expires_at.timestamp() == when
             )
-        if kind == "complete_by":
-            return task.state == "assigned"
         if kind == "ttl":
             return task.state == "queued" and task.queued_at.timestamp() + self.task_ttl_s == when
         return False
@@ -285,6 +292,8 @@ class SchedulerState:
             complete_by=e.complete_by,
         )
         self._enqueue(task)
+        if e.complete_by is not None:
+            self._push_deadline(e.complete_by, "complete_by", task.task_id, 0)
         if e.idempotency_key is not None:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
@@ -324,8 +333,6 @@ class SchedulerState:
         )
         self._put_task(task)
         self._push_deadline(e.lease_expires_at, "lease", task.task_id, e.generation)
-        if task.complete_by is not None:
-            self._push_deadline(task.complete_by, "complete_by", task.task_id, e.generation)
 
     def _task_heartbeated(self, e: ev.TaskHeartbeated, _: int) -> None:
         task = self.tasks[e.originator_id]
@@ -364,13 +371,7 @@ class SchedulerState:
         task = self.tasks[e.originator_id]
         self._release_agent(task)
         self._put_task(
-            replace(
-                task,
-                version=e.originator_version,
-                retry_count=e.retry_count,
-                assigned_to=None,
-                lease_expires_at=None,
-            )
+            replace(task, version=e.originator_version, assigned_to=None, lease_expires_at=None)
         )
 
     def _task_escalated(self, e: ev.TaskEscalated, _: int) -> None:
@@ -421,11 +422,14 @@ class SchedulerState:
                 generation=e.generation,
                 retry_count=0,
                 queued_at=e.timestamp,
+                complete_by=e.complete_by,
                 escalated_to=None,
                 fallback_reason=None,
                 dead_letter_reason=None,
             )
         )
+        if e.complete_by is not None:
+            self._push_deadline(e.complete_by, "complete_by", task.task_id, 0)
 
     def _task_cancelled(self, e: ev.TaskCancelled, _: int) -> None:
         task = self.tasks[e.originator_id]

@@ -163,27 +163,48 @@ def test_agent_gone_reclaims_its_task(h, command):
         "a1",
         1,
     )
-    assert reclaimed.retry_count == 0
+    assert h.task(task_id).retry_count == 0
     assert h.task(task_id).state == "queued"
     assert h.task(task_id).generation == 2
     assert h.state.agents["a1"].status in ("offline", "deregistered")
 
 
-def test_passed_complete_by_reclaims_overdue(h):
+def test_passed_complete_by_reclaims_overdue_and_dead_letters(h):
     h.agent("a1")
     deadline = h.now() + timedelta(seconds=60)
     task_id = h.submit("trivial", complete_by=deadline)
     assert h.at(deadline - US) == []
     events = h.at(deadline)
-    assert h.names(events)[:2] == ["TaskReclaimed", "TaskRequeued"]
-    reclaimed, requeued = events[0], events[1]
+    assert h.names(events) == ["TaskReclaimed", "TaskDeadLettered"]
+    reclaimed, dead = events
     assert reclaimed.originator_id == task_id
     assert (reclaimed.reason, reclaimed.agent_id, reclaimed.previous_generation) == (
         "overdue",
         "a1",
         1,
     )
-    assert (requeued.reason, requeued.generation) == ("overdue", 2)
+    assert dead.reason == "overdue"
+    assert h.state.agents["a1"].status == "idle"  # the agent is free for other work
+
+
+def test_queued_task_past_complete_by_is_dead_lettered_overdue(h):
+    deadline = h.now() + timedelta(seconds=60)
+    task_id = h.submit("complex", complete_by=deadline)  # no agent: it waits
+    events = h.at(deadline)
+    assert h.names(events) == ["TaskDeadLettered"]
+    assert events[0].reason == "overdue"
+    assert h.task(task_id).state == "dead_lettered"
+
+
+def test_retrying_an_overdue_task_drops_the_passed_deadline(h):
+    deadline = h.now() + timedelta(seconds=60)
+    task_id = h.submit("complex", complete_by=deadline)
+    h.at(deadline)
+    _, events = h.run("retry_task", task_id=task_id)
+    (retried,) = h.of(events, ev.TaskRetried)
+    assert retried.complete_by is None
+    assert h.task(task_id).state == "queued"
+    assert h.task(task_id).complete_by is None
 
 
 # --- TTL ---------------------------------------------------------------------------------
