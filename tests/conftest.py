@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +70,21 @@ def pg_url() -> Iterator[str]:
     url, schema = _new_pg_store()
     yield url
     _drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty logs (one per call) on each store technology."""
+    schemas: list[str] = []
+    counter = iter(range(1_000_000))
+
+    def make() -> str:
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / f'log-{next(counter)}.db'}"
+        url, schema = _new_pg_store()
+        schemas.append(schema)
+        return url
+
+    yield make
+    for schema in schemas:
+        _drop_schema(schema)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -122,29 +120,32 @@ def _command(runtime: SchedulerRuntime, name: str, args: Any) -> Any:
     return lambda s, u, n: getattr(s, name)(u, n, **args)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(commands, min_size=1, max_size=4), min_size=1, max_size=25))
-def test_state_rebuilt_from_the_log_equals_live_state(batches):
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'log.db'}"
-        clock = VirtualClock()
-        runtime = SchedulerRuntime(EventLog(url), CONFIG, clock)
-        for batch in batches:
-            pending = []
-            for name, args in batch:
-                if name == "advance":
-                    clock.advance(args)
-                    continue
-                command = _command(runtime, name, args)
-                if command is not None:
-                    pending.append(command)
-            runtime.execute_batch(pending)
-        rebuilt = SchedulerState(CONFIG.task_ttl_s)
-        for position, event in runtime.log.iter_events():
-            rebuilt.apply(event, position)
-        assert rebuilt.snapshot() == runtime.state.snapshot()
-        # A second runtime started on the same log agrees too.
-        restarted = SchedulerRuntime(EventLog(url), CONFIG, clock)
-        assert restarted.state.snapshot() == runtime.state.snapshot()
-        runtime.log.close()
-        restarted.log.close()
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(batches=st.lists(st.lists(commands, min_size=1, max_size=4), min_size=1, max_size=25))
+def test_state_rebuilt_from_the_log_equals_live_state(new_store, batches):
+    url = new_store()
+    clock = VirtualClock()
+    runtime = SchedulerRuntime(EventLog(url), CONFIG, clock)
+    for batch in batches:
+        pending = []
+        for name, args in batch:
+            if name == "advance":
+                clock.advance(args)
+                continue
+            command = _command(runtime, name, args)
+            if command is not None:
+                pending.append(command)
+        runtime.execute_batch(pending)
+    rebuilt = SchedulerState(CONFIG.task_ttl_s)
+    for position, event in runtime.log.iter_events():
+        rebuilt.apply(event, position)
+    assert rebuilt.snapshot() == runtime.state.snapshot()
+    # A second runtime started on the same log agrees too.
+    restarted = SchedulerRuntime(EventLog(url), CONFIG, clock)
+    assert restarted.state.snapshot() == runtime.state.snapshot()
+    runtime.log.close()
+    restarted.log.close()
