@@ -154,17 +154,23 @@ class EventLog:
         """All events of one aggregate, in version order."""
         return list(self.app.events.get(aggregate_id))  # type: ignore[arg-type]
 
-    def wait_for_append(self, timeout: float) -> None:
-        """Block up to ``timeout`` seconds, or until another writer appends (PostgreSQL).
+    def wait_for_append(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True if another writer appended (PostgreSQL).
 
-        SQLite has no notifications, so there this simply sleeps: callers poll.
+        SQLite has no notifications, so there this sleeps and returns False: poll.
+        A broken LISTEN connection is dropped, so the next call reconnects.
         """
         if not self.is_postgres:
             select.select([], [], [], timeout)
-            return
+            return False
         listener = self._listen()
-        for _ in listener.notifies(timeout=timeout, stop_after=1):
-            break
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                return True
+        except Exception:
+            self._drop_listener()
+            raise
+        return False
 
     def _listen(self) -> Any:
         if self._listener is None:
@@ -177,15 +183,21 @@ class EventLog:
                 port=int(env["POSTGRES_PORT"]),
                 user=env["POSTGRES_USER"],
                 password=env["POSTGRES_PASSWORD"] or None,
+                connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
                 autocommit=True,
             )
             conn.execute(f'LISTEN "{self.recorder.channel_name}"')
             self._listener = conn
         return self._listener
 
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+
     def close(self) -> None:
         """Release connections."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        self._drop_listener()
         self.app.close()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -105,27 +106,59 @@ class SchedulerRuntime:
         """Run commands as one group commit; each result is a value or its ``DomainError``."""
         with self._lock:
             for _ in range(MAX_ATTEMPTS):
-                self.catch_up()
-                now = self.clock.now()
-                results, uow = self._decide(commands, now)
-                if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
-                    # Routing decisions cite the log position of the endpoint state they
-                    # read, so endpoint changes are committed before the pass reads them.
-                    if not self._append(uow):
-                        continue
-                    self.state.begin()
-                    uow = UnitOfWork(self.state)
-                self.service.schedule(uow, now)
-                if self._append(uow):
-                    return results
+                with self._rolled_back_on_error():
+                    self.catch_up()
+                    now = self.clock.now()
+                    results, uow = self._decide(commands, now)
+                    if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
+                        # Routing decisions cite the log position of the endpoint state
+                        # they read, so endpoint changes are committed before the pass
+                        # reads them. Once committed, only the pass may be retried.
+                        if not self._append(uow):
+                            continue
+                        self._schedule(now)
+                        return results
+                    self.service.schedule(uow, now)
+                    if self._append(uow):
+                        return results
             raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
     def tick(self) -> int:
         """Run a scheduling pass now (deadlines due, queue); returns events appended."""
         with self._lock:
             before = self.state.position
-            self.execute_batch([])
+            self._schedule(self.clock.now())
             return self.state.position - before
+
+    def tick_if_needed(self) -> int:
+        """Catch up; run a pass only if other writers appended or a deadline is due."""
+        with self._lock:
+            caught_up = self.catch_up()
+            deadline = self.state.next_deadline()
+            due = deadline is not None and deadline <= self.clock.now().timestamp()
+            return self.tick() if caught_up or due else 0
+
+    def _schedule(self, now: datetime) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            with self._rolled_back_on_error():
+                self.catch_up()
+                self.state.begin()
+                uow = UnitOfWork(self.state)
+                self.service.schedule(uow, now)
+                if self._append(uow):
+                    return
+        raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
+        # Whatever fails mid-batch (a store error, a bug), the state must not keep
+        # events the log does not have: it would drift from the log for good.
+        try:
+            yield
+        except BaseException:
+            self.state.rollback()
+            self.state.commit()
+            raise
 
     def _decide(self, commands: Sequence[Command], now: datetime) -> tuple[list[Any], UnitOfWork]:
         self.state.begin()
@@ -170,6 +203,8 @@ class SchedulerRuntime:
 
     def submit(self, command: Command) -> Future[Any]:
         """Queue a command for the background writer; concurrent callers share a commit."""
+        if self._stop.is_set() or self._thread is None:
+            raise RuntimeError("the scheduler runtime is not running: call start() first")
         future: Future[Any] = Future()
         self._inbox.put((command, future))
         return future
@@ -200,7 +235,7 @@ class SchedulerRuntime:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the background writer after its current batch."""
+        """Stop the background writer; commands still queued fail with RuntimeError."""
         self._stop.set()
         self._inbox.put(None)
         if self._thread is not None:
@@ -209,17 +244,26 @@ class SchedulerRuntime:
         if self._listener is not None:
             self._listener.join()
             self._listener = None
+        stopped = RuntimeError("the scheduler runtime stopped before running this command")
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(stopped)
 
     def _follow_notifications(self) -> None:
         # PostgreSQL tells us when another writer appends: wake the writer to catch up.
         while not self._stop.is_set():
             try:
-                self.log.wait_for_append(1.0)
+                notified = self.log.wait_for_append(1.0)
             except Exception:  # the listener reconnects on the next round
-                log.exception("LISTEN failed")
+                log.exception("LISTEN failed; reconnecting")
                 self._stop.wait(1.0)
                 continue
-            self._inbox.put((_noop, Future()))
+            if notified:
+                self._inbox.put((_noop, Future()))
 
     def _wait_time(self, poll_interval: float) -> float:
         with self._lock:
@@ -231,11 +275,12 @@ class SchedulerRuntime:
     def _run(self, poll_interval: float, max_batch: int) -> None:
         while not self._stop.is_set():
             batch = self._drain(self._wait_time(poll_interval), max_batch)
-            if self._stop.is_set() and not batch:
-                break
-            commands = [command for command, _ in batch]
+            if not batch:
+                if not self._stop.is_set():
+                    self._guarded(self.tick_if_needed)
+                continue
             try:
-                results = self.execute_batch(commands)
+                results = self.execute_batch([command for command, _ in batch])
             except Exception as exc:  # a store failure: every caller hears of it
                 log.exception("scheduler batch failed")
                 for _, future in batch:
@@ -244,14 +289,23 @@ class SchedulerRuntime:
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
 
+    def _guarded(self, work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except Exception:  # the next round tries again; the loop must not die
+            log.exception("scheduler pass failed")
+
     def _drain(self, wait: float, max_batch: int) -> list[tuple[Command, Future[Any]]]:
+        """Take up to ``max_batch`` commands whose callers still want them."""
         batch: list[tuple[Command, Future[Any]]] = []
         try:
             item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:
             return batch
         while item is not None:
-            batch.append(item)
+            # A caller that cancelled (say, an HTTP client timed out) gets nothing run.
+            if item[1].set_running_or_notify_cancel():
+                batch.append(item)
             if len(batch) >= max_batch:
                 break
             try:

@@ -20,11 +20,7 @@ from domain.unit_of_work import UnitOfWork
 
 
 def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:
-    """Take a task back from its agent and return it to the queue.
-
-    An ``overdue`` task is dead-lettered instead: its deadline has passed, and any
-    agent it went to next would be reclaimed at once.
-    """
+    """Take a task back from its agent and return it to the queue (SPEC §1.1, §1.6)."""
     assert task.assigned_to is not None
     uow.task_event(
         ev.TaskReclaimed,
@@ -34,12 +30,18 @@ def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) 
         reason=reason,
         previous_generation=task.generation,
     )
-    if reason == "overdue":
-        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="overdue")
-        return
     uow.task_event(
         ev.TaskRequeued, task.task_id, now, generation=task.generation + 1, reason=reason
     )
+
+
+def is_overdue(task: TaskRecord, now: datetime) -> bool:
+    """Whether the task's ``complete_by`` has passed.
+
+    An overdue task is not handed to an agent again: it would be reclaimed at once.
+    It waits in the queue until its TTL, a cancel, or a manual retry after that.
+    """
+    return task.complete_by is not None and task.complete_by <= now
 
 
 def cancel_timer(uow: UnitOfWork, task_id: object, reason: str, now: datetime) -> None:
@@ -67,12 +69,9 @@ def _handle_deadline(
         agent = state.agents.get(agent_id) if agent_id else None
         if agent is not None and agent.status == "idle":
             uow.agent_event(ev.AgentWentOffline, agent.agent_id, now, reason="lease_expired")
-    elif kind == "complete_by" and task.state == "assigned":
-        reclaim_task(uow, task, "overdue", now)
     elif kind == "complete_by":
-        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="overdue")
-        cancel_timer(uow, task.task_id, "dead_lettered", now)
-    elif kind == "ttl" and task.route_tier != "trivial":
+        reclaim_task(uow, task, "overdue", now)
+    elif kind == "ttl":
         uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="ttl_expired")
         cancel_timer(uow, task.task_id, "dead_lettered", now)
 
@@ -125,10 +124,10 @@ def pick_agent(
     needed = task.needed_capabilities
     agents = state.agents
     if preferred_host is not None:
-        for agent_id in state.idle_by_host.get(preferred_host, ()):
+        for _, agent_id in state.idle_by_host.get(preferred_host, ()):
             if _capable(agents[agent_id], needed):
                 return agents[agent_id]
-    for agent_id in state.idle_agents:
+    for _, agent_id in state.idle_order:
         if _capable(agents[agent_id], needed):
             return agents[agent_id]
     return None
@@ -157,14 +156,19 @@ def _assign_queue(
         rule.tier: has_candidate(rule.tier, config, endpoints) for rule in config.ladder
     }
     every_tier_available = all(available.values())
+    # Agents only leave the idle set during a pass, so a capability set that no idle
+    # agent has stays unmatched for the rest of it: remember it, skip the scan.
+    unmatched: set[tuple[str, ...]] = set()
     for task in state.queued_tasks():
         if not state.idle_agents and every_tier_available and not state.timers:
             return  # nothing left to assign, and no timer to start or cancel
+        if is_overdue(task, now):
+            continue
         tier = task.effective_tier
         if not available.get(tier, False):
             _start_timer_if_needed(uow, config, task, now)
             continue
-        if not state.idle_agents:
+        if not state.idle_agents or task.needed_capabilities in unmatched:
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
         recorded = _decision_made_now(task, now)
@@ -176,6 +180,7 @@ def _assign_queue(
             preferred = state.endpoints[decision.selected_endpoint].host
         agent = pick_agent(state, task, preferred)
         if agent is None:
+            unmatched.add(task.needed_capabilities)
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
         _assign(uow, config, task, agent, decision, now, already_routed=recorded is not None)

@@ -183,6 +183,12 @@ class SchedulerService:
     ) -> datetime:
         """Extend the lease of the agent's current task; returns the new expiry."""
         task = self._held_task(agent_id, task_id, generation)
+        if task.lease_expires_at is not None and task.lease_expires_at <= now:
+            raise StaleGenerationError(
+                f"the lease on task {task.task_id} expired at "
+                f"{task.lease_expires_at.isoformat()}; it is being reclaimed",
+                field="generation",
+            )
         lease = now + timedelta(seconds=self.config.lease_s)
         uow.task_event(
             ev.TaskHeartbeated,

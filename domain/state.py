@@ -43,9 +43,12 @@ class SchedulerState:
         self.tasks: dict[UUID, TaskRecord] = {}
         self.queue: SortedList = SortedList()
         self.agents: dict[str, AgentRecord] = {}
-        self.idle_agents: dict[str, None] = {}
-        # Idle agents by the host of their Ollama, for the ollama_host preference.
-        self.idle_by_host: dict[str, dict[str, None]] = {}
+        # Idle agents, each with the log position at which it became idle: the longest
+        # idle goes first, and positions make that order the same live and rebuilt.
+        self.idle_agents: dict[str, int] = {}
+        self.idle_order: SortedList = SortedList()
+        # The same, per host of the agents' Ollama, for the ollama_host preference.
+        self.idle_by_host: dict[str, SortedList] = {}
         self.endpoints: dict[str, EndpointRecord] = {}
         self.endpoint_state_position = 0
         self.timers: dict[UUID, PendingTimer] = {}
@@ -104,11 +107,11 @@ class SchedulerState:
             target = undo.pop()
             if target is self:
                 setattr(self, key, old)
-            elif target is self.queue:
+            elif isinstance(target, SortedList):
                 if key == "added":
-                    self.queue.discard(old)
+                    target.discard(old)
                 else:
-                    self.queue.add(old)
+                    target.add(old)
             elif target is self.deadlines:
                 heapq.heappush(self.deadlines, old)
             elif old is _MISSING:
@@ -138,17 +141,22 @@ class SchedulerState:
             self._undo += (self, name, getattr(self, name))
         setattr(self, name, value)
 
-    def _queue_add(self, key: QueueKey) -> None:
-        self.queue.add(key)
+    def _sorted_add(self, target: SortedList, item: Any) -> None:
+        target.add(item)
         if self._undo is not None:
-            self._undo += (self.queue, "added", key)
+            self._undo += (target, "added", item)
+
+    def _sorted_remove(self, target: SortedList, item: Any) -> None:
+        if item in target:
+            target.remove(item)
+            if self._undo is not None:
+                self._undo += (target, "removed", item)
+
+    def _queue_add(self, key: QueueKey) -> None:
+        self._sorted_add(self.queue, key)
 
     def _queue_remove(self, task: TaskRecord) -> None:
-        key = (*task.queue_key, task.task_id)
-        if key in self.queue:
-            self.queue.remove(key)
-            if self._undo is not None:
-                self._undo += (self.queue, "removed", key)
+        self._sorted_remove(self.queue, (*task.queue_key, task.task_id))
 
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
@@ -173,10 +181,11 @@ class SchedulerState:
         due: list[Deadline] = []
         while self.deadlines and self.deadlines[0][0] <= cutoff:
             entry = heapq.heappop(self.deadlines)
+            # Stale entries are kept for undo too: a rollback can make them live again.
+            if self._undo is not None:
+                self._undo += (self.deadlines, "popped", entry)
             if self.deadline_is_live(entry):
                 due.append(entry)
-                if self._undo is not None:
-                    self._undo += (self.deadlines, "popped", entry)
         return due
 
     def deadline_is_live(self, entry: Deadline) -> bool:
@@ -188,15 +197,10 @@ class SchedulerState:
         task = self.tasks.get(task_id)
         if task is None:
             return False
-        if kind == "complete_by":
-            # Not tied to a generation: the deadline holds across requeues.
-            return (
-                task.state in ("queued", "assigned")
-                and task.complete_by is not None
-                and task.complete_by.timestamp() == when
-            )
         if task.generation != generation:
             return False
+        if kind == "complete_by":
+            return task.state == "assigned"
         if kind == "lease":
             return (
                 task.state == "assigned"
@@ -204,7 +208,11 @@ class SchedulerState:
                 and task.lease_expires_at.timestamp() == when
             )
         if kind == "ttl":
-            return task.state == "queued" and task.queued_at.timestamp() + self.task_ttl_s == when
+            return (
+                task.state == "queued"
+                and task.route_tier != "trivial"  # trivial tasks have no TTL
+                and task.queued_at.timestamp() + self.task_ttl_s == when
+            )
         return False
 
     def queued_tasks(self) -> Iterator[TaskRecord]:
@@ -233,7 +241,7 @@ class SchedulerState:
     def _put_task(self, task: TaskRecord) -> None:
         self._set(self.tasks, task.task_id, task)
 
-    def _release_agent(self, task: TaskRecord) -> None:
+    def _release_agent(self, task: TaskRecord, position: int) -> None:
         if task.assigned_to is None:
             return
         agent = self.agents.get(task.assigned_to)
@@ -246,21 +254,26 @@ class SchedulerState:
             replace(agent, status="idle" if free else agent.status, task_id=None, generation=None),
         )
         if free:
-            self._idle_add(agent)
+            self._idle_add(agent, position)
 
-    def _idle_add(self, agent: AgentRecord) -> None:
-        self._set(self.idle_agents, agent.agent_id, None)
+    def _idle_add(self, agent: AgentRecord, position: int) -> None:
+        self._set(self.idle_agents, agent.agent_id, position)
+        self._sorted_add(self.idle_order, (position, agent.agent_id))
         host = host_of(agent.ollama_host)
         if host is not None:
             if host not in self.idle_by_host:
-                self._set(self.idle_by_host, host, {})
-            self._set(self.idle_by_host[host], agent.agent_id, None)
+                self._set(self.idle_by_host, host, SortedList())
+            self._sorted_add(self.idle_by_host[host], (position, agent.agent_id))
 
     def _idle_remove(self, agent: AgentRecord) -> None:
+        since = self.idle_agents.get(agent.agent_id)
+        if since is None:
+            return
         self._discard(self.idle_agents, agent.agent_id)
+        self._sorted_remove(self.idle_order, (since, agent.agent_id))
         host = host_of(agent.ollama_host)
         if host is not None and host in self.idle_by_host:
-            self._discard(self.idle_by_host[host], agent.agent_id)
+            self._sorted_remove(self.idle_by_host[host], (since, agent.agent_id))
 
     def _enqueue(self, task: TaskRecord) -> None:
         self._put_task(task)
@@ -292,8 +305,6 @@ class SchedulerState:
             complete_by=e.complete_by,
         )
         self._enqueue(task)
-        if e.complete_by is not None:
-            self._push_deadline(e.complete_by, "complete_by", task.task_id, 0)
         if e.idempotency_key is not None:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
@@ -333,6 +344,8 @@ class SchedulerState:
         )
         self._put_task(task)
         self._push_deadline(e.lease_expires_at, "lease", task.task_id, e.generation)
+        if task.complete_by is not None:
+            self._push_deadline(task.complete_by, "complete_by", task.task_id, e.generation)
 
     def _task_heartbeated(self, e: ev.TaskHeartbeated, _: int) -> None:
         task = self.tasks[e.originator_id]
@@ -341,9 +354,9 @@ class SchedulerState:
         )
         self._push_deadline(e.lease_expires_at, "lease", task.task_id, e.generation)
 
-    def _task_completed(self, e: ev.TaskCompleted, _: int) -> None:
+    def _task_completed(self, e: ev.TaskCompleted, position: int) -> None:
         task = self.tasks[e.originator_id]
-        self._release_agent(task)
+        self._release_agent(task, position)
         self._put_task(
             replace(
                 task,
@@ -354,9 +367,9 @@ class SchedulerState:
             )
         )
 
-    def _task_failed(self, e: ev.TaskFailed, _: int) -> None:
+    def _task_failed(self, e: ev.TaskFailed, position: int) -> None:
         task = self.tasks[e.originator_id]
-        self._release_agent(task)
+        self._release_agent(task, position)
         self._put_task(
             replace(
                 task,
@@ -367,9 +380,9 @@ class SchedulerState:
             )
         )
 
-    def _task_reclaimed(self, e: ev.TaskReclaimed, _: int) -> None:
+    def _task_reclaimed(self, e: ev.TaskReclaimed, position: int) -> None:
         task = self.tasks[e.originator_id]
-        self._release_agent(task)
+        self._release_agent(task, position)
         self._put_task(
             replace(task, version=e.originator_version, assigned_to=None, lease_expires_at=None)
         )
@@ -397,10 +410,10 @@ class SchedulerState:
             )
         )
 
-    def _task_dead_lettered(self, e: ev.TaskDeadLettered, _: int) -> None:
+    def _task_dead_lettered(self, e: ev.TaskDeadLettered, position: int) -> None:
         task = self.tasks[e.originator_id]
         self._queue_remove(task)
-        self._release_agent(task)
+        self._release_agent(task, position)
         self._put_task(
             replace(
                 task,
@@ -428,8 +441,6 @@ class SchedulerState:
                 dead_letter_reason=None,
             )
         )
-        if e.complete_by is not None:
-            self._push_deadline(e.complete_by, "complete_by", task.task_id, 0)
 
     def _task_cancelled(self, e: ev.TaskCancelled, _: int) -> None:
         task = self.tasks[e.originator_id]
@@ -453,7 +464,7 @@ class SchedulerState:
         self._discard(self.timers, e.task_id)
         self._set_scalar("scheduler_version", e.originator_version)
 
-    def _agent_registered(self, e: ev.AgentRegistered, _: int) -> None:
+    def _agent_registered(self, e: ev.AgentRegistered, position: int) -> None:
         agent = AgentRecord(
             agent_id=e.agent_id,
             version=e.originator_version,
@@ -465,7 +476,7 @@ class SchedulerState:
         if old is not None:
             self._idle_remove(old)
         self._set(self.agents, e.agent_id, agent)
-        self._idle_add(agent)
+        self._idle_add(agent, position)
 
     def _agent_reserved(self, e: ev.AgentReserved, _: int) -> None:
         agent = self.agents[e.agent_id]
@@ -562,7 +573,9 @@ class SchedulerState:
             "tasks": dict(self.tasks),
             "queue": list(self.queue),
             "agents": dict(self.agents),
-            "idle_agents": sorted(self.idle_agents),
+            "idle_agents": dict(self.idle_agents),
+            "idle_order": list(self.idle_order),
+            "idle_by_host": {h: list(v) for h, v in self.idle_by_host.items() if v},
             "endpoints": dict(self.endpoints),
             "endpoint_state_position": self.endpoint_state_position,
             "timers": dict(self.timers),

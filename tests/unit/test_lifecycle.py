@@ -169,42 +169,57 @@ def test_agent_gone_reclaims_its_task(h, command):
     assert h.state.agents["a1"].status in ("offline", "deregistered")
 
 
-def test_passed_complete_by_reclaims_overdue_and_dead_letters(h):
+def test_passed_complete_by_reclaims_overdue_back_to_the_queue(h):
     h.agent("a1")
     deadline = h.now() + timedelta(seconds=60)
     task_id = h.submit("trivial", complete_by=deadline)
     assert h.at(deadline - US) == []
     events = h.at(deadline)
-    assert h.names(events) == ["TaskReclaimed", "TaskDeadLettered"]
-    reclaimed, dead = events
+    assert h.names(events) == ["TaskReclaimed", "TaskRequeued"]
+    reclaimed, requeued = events
     assert reclaimed.originator_id == task_id
     assert (reclaimed.reason, reclaimed.agent_id, reclaimed.previous_generation) == (
         "overdue",
         "a1",
         1,
     )
-    assert dead.reason == "overdue"
-    assert h.state.agents["a1"].status == "idle"  # the agent is free for other work
+    assert (requeued.reason, requeued.generation) == ("overdue", 2)
+    assert h.state.agents["a1"].status == "idle"  # free for other work
 
 
-def test_queued_task_past_complete_by_is_dead_lettered_overdue(h):
+def test_overdue_task_is_not_handed_out_again_and_waits_for_its_ttl(h):
+    h.agent("a1")
     deadline = h.now() + timedelta(seconds=60)
-    task_id = h.submit("complex", complete_by=deadline)  # no agent: it waits
-    events = h.at(deadline)
-    assert h.names(events) == ["TaskDeadLettered"]
-    assert events[0].reason == "overdue"
+    task_id = h.submit("standard", complete_by=deadline, description="write the parser tests")
+    h.endpoint("gpu-a")
+    h.at(deadline)
+    assert h.task(task_id).state == "queued"
+    assert h.advance(30) == []  # an idle agent, but an overdue task is not assigned
+    assert h.task(task_id).state == "queued"
+    h.advance(600)
     assert h.task(task_id).state == "dead_lettered"
+    assert h.task(task_id).dead_letter_reason == "ttl_expired"
 
 
 def test_retrying_an_overdue_task_drops_the_passed_deadline(h):
+    h.agent("a1")
     deadline = h.now() + timedelta(seconds=60)
-    task_id = h.submit("complex", complete_by=deadline)
+    task_id = h.submit("complex", complete_by=deadline, description="refactor the parser")
     h.at(deadline)
+    h.advance(601)
+    assert h.task(task_id).state == "dead_lettered"
     _, events = h.run("retry_task", task_id=task_id)
     (retried,) = h.of(events, ev.TaskRetried)
     assert retried.complete_by is None
-    assert h.task(task_id).state == "queued"
     assert h.task(task_id).complete_by is None
+    assert h.task(task_id).state == "assigned"  # handed out again, no deadline now
+
+
+def test_heartbeat_after_the_lease_expired_is_rejected(h):
+    task_id = _assigned_task(h)
+    task = h.task(task_id)
+    h.clock.set(task.lease_expires_at)
+    h.reject("heartbeat", agent_id="a1", task_id=task_id, generation=task.generation)
 
 
 # --- TTL ---------------------------------------------------------------------------------
