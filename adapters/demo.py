@@ -17,13 +17,14 @@ from typing import Any
 from uuid import UUID
 
 from adapters.event_log import EventLog
+from adapters.projection_runner import ProjectionRunner
+from adapters.read_store import telemetry_summary
 from adapters.runtime import Command, SchedulerRuntime
 from domain.clock import VirtualClock
 from domain.config import SchedulerConfig
 from domain.errors import ValidationError
 from domain.service import SchedulerService
 from domain.unit_of_work import UnitOfWork
-from projections.telemetry import TelemetryCounters
 
 ENDPOINTS = (
     ("gpu-a.fleet.local", ("llama3:8b", "qwen2.5-coder:7b")),
@@ -295,15 +296,20 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
                     for i in range(3)
                 ]
             sim.step(0.5, batch)
-        telemetry = TelemetryCounters().apply_all(e for _, e in event_log.iter_events())
+        runner = ProjectionRunner(event_log)
+        try:
+            runner.run_until_caught_up()
+            telemetry = telemetry_summary(runner.store)
+        finally:
+            runner.close()
         return DemoReport(
             store=store,
             log_path=event_log.sqlite_path,
             seed=seed,
-            tasks=len(telemetry.task_state),
+            tasks=telemetry["tasks"],
             virtual_seconds=sim.elapsed,
             events=event_log.head(),
-            telemetry=telemetry.as_dict(),
+            telemetry=telemetry,
         )
     finally:
         event_log.close()

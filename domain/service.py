@@ -336,6 +336,13 @@ class SchedulerService:
         if not isinstance(ok, bool):
             raise ValidationError("ok must be true or false", field="ok")
         served = None if models is None else v.strings(models, "models")
+        if (
+            ok
+            and endpoint.status == "healthy"
+            and endpoint.consecutive_failures == 0
+            and (served is None or served == endpoint.models)
+        ):
+            return "healthy"  # nothing changed, so nothing is appended (SPEC §1.7)
         failures = 0 if ok else endpoint.consecutive_failures + 1
         status = endpoint.status
         if ok:

@@ -1,143 +1,167 @@
-"""Telemetry counters: a pure fold of events into counts and latency histograms.
-
-Issue #3 persists this read model; here it is the in-memory fold that the demo's
-summary and the tests read.
+"""Telemetry counters: tasks by state and tier, routing decisions by tier and target,
+fallback timers started/fired/cancelled by reason, and histograms of fallback wait
+and submit→assign latency (Prometheus-style buckets).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from domain import events as ev
+from projections.base import ReadModelWriter, iso
 
-# Histogram bucket upper bounds in milliseconds (Prometheus-style, cumulative on export).
+NAME = "telemetry"
+TABLES = ("rm_tel_tasks", "rm_tel_counters")
+DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_tel_tasks ("
+    " task_id TEXT PRIMARY KEY, state TEXT NOT NULL, tier TEXT NOT NULL,"
+    " submitted_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rm_tel_counters ("
+    " name TEXT NOT NULL, label TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (name, label))",
+)
+# Histogram bucket upper bounds in milliseconds; "inf" catches the rest.
 BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000)
+HISTOGRAMS = ("fallback_wait_ms", "submit_to_assign_ms")
 
 
-class Histogram:
-    """Counts of observations per bucket, with their sum."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS_MS) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value_ms: float) -> None:
-        """Add one observation."""
-        index = next((i for i, b in enumerate(BUCKETS_MS) if value_ms <= b), len(BUCKETS_MS))
-        self.counts[index] += 1
-        self.total += value_ms
-        self.n += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        """Buckets, count and sum."""
-        labels = [f"le_{b:g}" for b in BUCKETS_MS] + ["le_inf"]
-        return {
-            "buckets": dict(zip(labels, self.counts, strict=True)),
-            "count": self.n,
-            "sum_ms": self.total,
-        }
+def bucket_label(value_ms: float) -> str:
+    """The (non-cumulative) bucket a value falls in: ``le_5`` … ``le_inf``."""
+    for bound in BUCKETS_MS:
+        if value_ms <= bound:
+            return f"le_{bound:g}"
+    return "le_inf"
 
 
-class TelemetryCounters:
-    """Counters of SPEC §3, folded from events."""
+def _inc(db: ReadModelWriter, name: str, label: str = "", by: float = 1.0) -> None:
+    db.execute(
+        "INSERT INTO rm_tel_counters (name, label, value) VALUES (?, ?, ?)"
+        " ON CONFLICT (name, label) DO UPDATE SET value = rm_tel_counters.value + excluded.value",
+        (name, label, by),
+    )
 
-    def __init__(self) -> None:
-        self.events = 0
-        self.task_state: dict[UUID, str] = {}
-        self.task_tier: dict[UUID, str] = {}
-        self.submitted_at: dict[UUID, datetime] = {}
-        self.routing: Counter[tuple[str, str]] = Counter()
-        self.assignments_by_target: Counter[str] = Counter()
-        self.fallback_assignments = 0
-        self.timers_started = 0
-        self.timers_fired = 0
-        self.timers_cancelled: Counter[str] = Counter()
-        self.retries = 0
-        self.reclaims: Counter[str] = Counter()
-        self.dead_letters: Counter[str] = Counter()
-        self.fallback_wait = Histogram()
-        self.submit_to_assign = Histogram()
 
-    def apply(self, event: ev.DomainEvent) -> None:
+def _observe(db: ReadModelWriter, histogram: str, value_ms: float) -> None:
+    _inc(db, histogram, bucket_label(value_ms))
+    _inc(db, histogram + "_sum", "", value_ms)
+    _inc(db, histogram + "_count", "")
+
+
+def _set_task(db: ReadModelWriter, task_id: object, **columns: object) -> None:
+    sets = ", ".join(f"{name} = ?" for name in columns)
+    db.execute(
+        f"UPDATE rm_tel_tasks SET {sets} WHERE task_id = ?", (*columns.values(), str(task_id))
+    )
+
+
+class TelemetryProjection:
+    """Folds events into counters and histograms."""
+
+    name = NAME
+    tables: Sequence[str] = TABLES
+    ddl: Sequence[str] = DDL
+
+    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        self.events += 1
+        _inc(db, "events")
         task_id = event.originator_id
         match event:
             case ev.TaskSubmitted():
-                self.task_state[task_id] = "queued"
-                self.submitted_at[task_id] = event.timestamp
+                db.execute(
+                    "INSERT INTO rm_tel_tasks (task_id, state, tier, submitted_at)"
+                    " VALUES (?, 'queued', 'standard', ?)",
+                    (str(task_id), iso(event.timestamp)),
+                )
             case ev.TaskClassified():
-                self.task_tier[task_id] = event.route_tier
+                _set_task(db, task_id, tier=event.route_tier)
+            case ev.TaskEscalated():
+                _set_task(db, task_id, tier=event.to_tier)
             case ev.TaskRouted():
                 d = event.decision
-                self.routing[(d.effective_tier, d.target_type)] += 1
+                _inc(db, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
             case ev.TaskAssigned():
-                self.task_state[task_id] = "assigned"
-                self.assignments_by_target[event.decision.target_type] += 1
-                self.fallback_assignments += event.decision.fallback_used
-                waited = event.timestamp - self.submitted_at.get(task_id, event.timestamp)
-                self.submit_to_assign.observe(waited.total_seconds() * 1000)
-            case ev.TaskCompleted():
-                self.task_state[task_id] = "completed"
-            case ev.TaskRequeued() | ev.TaskRetried():
-                self.task_state[task_id] = "queued"
-                self.retries += (
-                    event.reason == "failed" if isinstance(event, ev.TaskRequeued) else 0
+                _set_task(db, task_id, state="assigned")
+                _inc(db, "assignments", event.decision.target_type)
+                if event.decision.fallback_used:
+                    _inc(db, "fallback_assignments")
+                row = db.fetchone(
+                    "SELECT submitted_at FROM rm_tel_tasks WHERE task_id = ?", (str(task_id),)
                 )
+                if row is not None:
+                    waited = event.timestamp - datetime.fromisoformat(row[0])
+                    _observe(db, "submit_to_assign_ms", waited.total_seconds() * 1000)
+            case ev.TaskCompleted():
+                _set_task(db, task_id, state="completed")
+            case ev.TaskRequeued():
+                _set_task(db, task_id, state="queued")
+                if event.reason == "failed":
+                    _inc(db, "retries")
+            case ev.TaskRetried():
+                _set_task(db, task_id, state="queued")
+                _inc(db, "manual_retries")
             case ev.TaskReclaimed():
-                self.reclaims[event.reason] += 1
+                _inc(db, "reclaims", event.reason)
             case ev.TaskDeadLettered():
-                self.task_state[task_id] = "dead_lettered"
-                self.dead_letters[event.reason] += 1
+                _set_task(db, task_id, state="dead_lettered")
+                _inc(db, "dead_letters", event.reason)
             case ev.TaskCancelled():
-                self.task_state[task_id] = "cancelled"
-            case ev.TaskEscalated():
-                self.task_tier[task_id] = event.to_tier
+                _set_task(db, task_id, state="cancelled")
             case ev.FallbackTimerStarted():
-                self.timers_started += 1
+                _inc(db, "timers_started")
             case ev.FallbackTimerFired():
-                self.timers_fired += 1
-                self.fallback_wait.observe(event.wait_ms)
+                _inc(db, "timers_fired")
+                _observe(db, "fallback_wait_ms", event.wait_ms)
             case ev.FallbackTimerCancelled():
-                self.timers_cancelled[event.reason] += 1
+                _inc(db, "timers_cancelled", event.reason)
             case _:
                 pass
 
-    def apply_all(self, events: Iterable[ev.DomainEvent]) -> TelemetryCounters:
-        """Fold many events; returns self."""
-        for event in events:
-            self.apply(event)
-        return self
 
-    def tasks_by_state_and_tier(self) -> dict[str, dict[str, int]]:
-        """Task counts by current state, then by (effective) tier."""
-        table: dict[str, Counter[str]] = {}
-        for task_id, state in self.task_state.items():
-            table.setdefault(state, Counter())[self.task_tier.get(task_id, "unknown")] += 1
-        return {state: dict(sorted(c.items())) for state, c in sorted(table.items())}
+def _histogram(counters: dict[tuple[str, str], float], name: str) -> dict[str, Any]:
+    labels = [f"le_{b:g}" for b in BUCKETS_MS] + ["le_inf"]
+    return {
+        "buckets": {label: int(counters.get((name, label), 0)) for label in labels},
+        "count": int(counters.get((name + "_count", ""), 0)),
+        "sum_ms": counters.get((name + "_sum", ""), 0.0),
+    }
 
-    def as_dict(self) -> dict[str, Any]:
-        """Every counter as plain data."""
-        return {
-            "events": self.events,
-            "tasks": len(self.task_state),
-            "tasks_by_state_and_tier": self.tasks_by_state_and_tier(),
-            "routing_decisions": {f"{t}->{g}": n for (t, g), n in sorted(self.routing.items())},
-            "assignments_by_target": dict(sorted(self.assignments_by_target.items())),
-            "fallback_assignments": self.fallback_assignments,
-            "timers": {
-                "started": self.timers_started,
-                "fired": self.timers_fired,
-                "cancelled": dict(sorted(self.timers_cancelled.items())),
-            },
-            "retries": self.retries,
-            "reclaims": dict(sorted(self.reclaims.items())),
-            "dead_letters": dict(sorted(self.dead_letters.items())),
-            "fallback_wait_ms": self.fallback_wait.as_dict(),
-            "submit_to_assign_ms": self.submit_to_assign.as_dict(),
-        }
+
+def summarise(
+    counter_rows: Iterable[tuple[str, str, float]], state_tier_rows: Iterable[tuple[str, str, int]]
+) -> dict[str, Any]:
+    """Shape ``rm_tel_counters`` rows and ``(state, tier, count)`` rows for people and JSON."""
+    counters = {(name, label): value for name, label, value in counter_rows}
+
+    def labelled(name: str) -> dict[str, int]:
+        return {label: int(v) for (n, label), v in sorted(counters.items()) if n == name}
+
+    by_state: dict[str, dict[str, int]] = {}
+    for state, tier, count in sorted(state_tier_rows):
+        by_state.setdefault(state, {})[tier] = int(count)
+    return {
+        "events": int(counters.get(("events", ""), 0)),
+        "tasks": sum(sum(t.values()) for t in by_state.values()),
+        "tasks_by_state_and_tier": by_state,
+        "routing_decisions": labelled("routing_decisions"),
+        "assignments_by_target": labelled("assignments"),
+        "fallback_assignments": int(counters.get(("fallback_assignments", ""), 0)),
+        "timers": {
+            "started": int(counters.get(("timers_started", ""), 0)),
+            "fired": int(counters.get(("timers_fired", ""), 0)),
+            "cancelled": labelled("timers_cancelled"),
+        },
+        "retries": int(counters.get(("retries", ""), 0)),
+        "manual_retries": int(counters.get(("manual_retries", ""), 0)),
+        "reclaims": labelled("reclaims"),
+        "dead_letters": labelled("dead_letters"),
+        "fallback_wait_ms": _histogram(counters, "fallback_wait_ms"),
+        "submit_to_assign_ms": _histogram(counters, "submit_to_assign_ms"),
+    }
+
+
+TELEMETRY_QUERIES = (
+    "SELECT name, label, value FROM rm_tel_counters",
+    "SELECT state, tier, COUNT(*) FROM rm_tel_tasks GROUP BY state, tier",
+)

@@ -361,3 +361,15 @@ def test_different_keys_make_different_tasks(h):
     c, _ = h.run("submit_task", description="x", complexity_tier="trivial")
     assert len({a.task_id, b.task_id, c.task_id}) == 3
     assert a.created and b.created and c.created
+
+
+def test_an_unchanged_health_report_appends_nothing(h):
+    endpoint_id = h.endpoint("gpu-a", models=("llama3",))
+    _, events = h.run("report_health", endpoint_id=endpoint_id, ok=True, models=["llama3"])
+    assert events == []
+    _, events = h.run("report_health", endpoint_id=endpoint_id, ok=True)
+    assert events == []
+    _, events = h.run("report_health", endpoint_id=endpoint_id, ok=True, models=["qwen"])
+    assert h.names(events) == ["EndpointHealthReported"]
+    _, events = h.run("report_health", endpoint_id=endpoint_id, ok=False)
+    assert h.names(events) == ["EndpointHealthReported"]  # a failure is always news

@@ -1,0 +1,138 @@
+"""Runs the projections: follows the log, applies events, records positions.
+
+Each batch is one read-model transaction that also stores every projection's new
+position, so after a crash each event has been applied exactly once: either the
+whole batch was committed with its positions, or none of it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from adapters.event_log import EventLog
+from adapters.read_store import ReadStore
+from projections.base import Projection
+from projections.registry import all_projections
+
+log = logging.getLogger("tierlog.projections")
+
+
+class ProjectionRunner:
+    """Keeps the read models up to date with the log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        store: ReadStore | None = None,
+        projections: Sequence[Projection] | None = None,
+        *,
+        batch: int = 2000,
+    ) -> None:
+        self.log = event_log
+        self.store = store or ReadStore(event_log)
+        self.projections = list(projections or all_projections())
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.changed = threading.Condition()
+        with self.store.transaction() as db:
+            for projection in self.projections:
+                for statement in projection.ddl:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (projection.name,),
+                )
+
+    def positions(self) -> dict[str, int]:
+        """Each projection's processed position."""
+        positions = self.store.positions()
+        return {p.name: positions.get(p.name, 0) for p in self.projections}
+
+    def position(self) -> int:
+        """The position every projection has reached (the slowest one's)."""
+        return min(self.positions().values(), default=0)
+
+    def lag(self) -> dict[str, int]:
+        """Events each projection is behind the head of the log."""
+        head = self.log.head()
+        return {name: head - pos for name, pos in self.positions().items()}
+
+    def run_once(self) -> int:
+        """Apply the next batch of events to every projection; returns events applied."""
+        positions = self.positions()
+        start = min(positions.values(), default=0)
+        events = self.log.read(start, self.batch)
+        if not events:
+            return 0
+        last = events[-1][0]
+        with self.store.transaction() as db:
+            for projection in self.projections:
+                done = positions[projection.name]
+                for position, event in events:
+                    if position > done:
+                        projection.apply(db, position, event)
+                db.execute(
+                    "UPDATE rm_positions SET position = ? WHERE name = ?", (last, projection.name)
+                )
+        with self.changed:
+            self.changed.notify_all()
+        return len(events)
+
+    def run_until_caught_up(self) -> int:
+        """Apply batches until no event is left; returns events applied."""
+        total = 0
+        while applied := self.run_once():
+            total += applied
+        return total
+
+    def rebuild(self) -> int:
+        """Drop every read model and fold the whole log again from position 0."""
+        with self.store.transaction() as db:
+            for projection in self.projections:
+                for table in projection.tables:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in projection.ddl:
+                    db.execute(statement)
+                db.execute(
+                    "UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,)
+                )
+        return self.run_until_caught_up()
+
+    def start(self, poll_interval: float = 0.02) -> None:
+        """Follow the log in a background thread (polling; LISTEN/NOTIFY on PostgreSQL)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_interval,), name="tierlog-projections", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the log."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+                if self.log.is_postgres:
+                    self.log.wait_for_append(min(poll_interval * 10, 1.0))
+                else:
+                    self._stop.wait(poll_interval)
+            except Exception:  # a store hiccup: try again after a pause
+                log.exception("projection batch failed")
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        """Stop and release the read store."""
+        self.stop()
+        self.store.close()

@@ -1,0 +1,129 @@
+"""Where read models live: a SQLite file beside the log, or the log's PostgreSQL schema.
+
+Statements use ``?`` placeholders everywhere; on PostgreSQL they are rewritten once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from adapters.event_log import EventLog
+
+POSITIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+)
+
+
+@lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+def read_model_path(log_path: str) -> Path:
+    """The read model file beside a SQLite log: ``tierlog.db`` → ``tierlog.read.db``."""
+    path = Path(log_path)
+    return path.with_name(f"{path.stem}.read{path.suffix or '.db'}")
+
+
+class _SQLiteWriter:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(sql, params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+
+class _PostgresWriter:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(_pg(sql), params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(_pg(sql), params)
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+
+class ReadStore:
+    """A connection to the read models, with transactions and plain queries."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.is_postgres = log.is_postgres
+        self.schema = log.env.get("POSTGRES_SCHEMA", "public")
+        self.sqlite_path: Path | None = None
+        if log.sqlite_path is not None:
+            self.sqlite_path = read_model_path(log.sqlite_path)
+            conn = sqlite3.connect(
+                self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._conn: Any = conn
+        else:
+            import psycopg
+
+            env = log.env
+            self._conn = psycopg.connect(
+                dbname=env["POSTGRES_DBNAME"],
+                host=env["POSTGRES_HOST"],
+                port=int(env["POSTGRES_PORT"]),
+                user=env["POSTGRES_USER"],
+                password=env["POSTGRES_PASSWORD"] or None,
+                connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+                options=f"-c search_path={self.schema}",
+            )
+        with self.transaction() as db:
+            db.execute(POSITIONS_DDL)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteWriter | _PostgresWriter]:
+        """One transaction: committed if the block ends normally, else rolled back."""
+        if self.sqlite_path is not None:
+            cursor = self._conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteWriter(cursor)
+            except BaseException:
+                self._conn.rollback()
+                raise
+            self._conn.commit()
+            return
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            yield _PostgresWriter(cursor)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query outside any write transaction."""
+        if self.sqlite_path is not None:
+            return list(self._conn.execute(sql, params).fetchall())
+        with self._conn.transaction(), self._conn.cursor() as cursor:
+            cursor.execute(_pg(sql), params)
+            return list(cursor.fetchall())
+
+    def positions(self) -> dict[str, int]:
+        """The log position each projection has processed."""
+        return {
+            name: int(pos) for name, pos in self.query("SELECT name, position FROM rm_positions")
+        }
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def telemetry_summary(store: ReadStore) -> dict[str, Any]:
+    """The telemetry read model, shaped for people and JSON."""
+    from projections.telemetry import TELEMETRY_QUERIES, summarise
+
+    counters, states = (store.query(sql) for sql in TELEMETRY_QUERIES)
+    return summarise(counters, states)
