@@ -99,6 +99,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API, the scheduler and the projections."""
+    from adapters.serve import serve
+
+    serve(
+        args.store,
+        host=args.host,
+        port=args.port,
+        config_path=args.config,
+        probe=args.probe,
+        probe_interval_s=args.probe_interval,
+    )
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    """Bring the read models up to date (or rebuild them from position 0)."""
+    from adapters.event_log import EventLog
+    from adapters.projection_runner import ProjectionRunner
+
+    runner = ProjectionRunner(EventLog(args.store))
+    try:
+        applied = runner.rebuild() if args.rebuild else runner.run_until_caught_up()
+        lag = runner.lag()
+        report = {"applied": applied, "positions": runner.positions(), "lag": lag}
+    finally:
+        runner.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{'rebuilt' if args.rebuild else 'applied'} {applied} events; lag: "
+            + ", ".join(f"{k}={v}" for k, v in lag.items())
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="tierlog", description=__doc__)
@@ -109,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=240, help="tasks to submit (default 240)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="HTTP API, scheduler and projections in one process")
+    _add_common(serve, json_flag=False)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--probe", action="store_true", help="check endpoints' /api/tags")
+    serve.add_argument("--probe-interval", type=float, default=10.0)
+    serve.set_defaults(func=cmd_serve)
+
+    project = sub.add_parser("project", help="update or rebuild the read models")
+    _add_common(project)
+    project.add_argument("--rebuild", action="store_true", help="drop and refold from 0")
+    project.set_defaults(func=cmd_project)
 
     bench = sub.add_parser("bench", help="measure throughput against raw sqlite3")
     _add_common(bench)

@@ -35,7 +35,9 @@ class ProjectionRunner:
         self.projections = list(projections or all_projections())
         self.batch = batch
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         self.changed = threading.Condition()
         with self.store.transaction() as db:
             for projection in self.projections:
@@ -111,23 +113,45 @@ class ProjectionRunner:
             target=self._run, args=(poll_interval,), name="tierlog-projections", daemon=True
         )
         self._thread.start()
+        if self.log.is_postgres:
+            self._listener = threading.Thread(
+                target=self._listen, name="tierlog-projections-listen", daemon=True
+            )
+            self._listener.start()
+
+    def _listen(self) -> None:
+        # Other processes' appends arrive by LISTEN/NOTIFY on PostgreSQL.
+        while not self._stop.is_set():
+            try:
+                if self.log.wait_for_append(1.0):
+                    self._wake.set()
+            except Exception:
+                log.exception("LISTEN failed; reconnecting")
+                self._stop.wait(1.0)
+
+    def wake(self) -> None:
+        """Look at the log now (the runtime calls this after each commit)."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Stop following the log."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
 
     def _run(self, poll_interval: float) -> None:
         while not self._stop.is_set():
             try:
                 if self.run_once():
                     continue
-                if self.log.is_postgres:
-                    self.log.wait_for_append(min(poll_interval * 10, 1.0))
-                else:
-                    self._stop.wait(poll_interval)
+                # Woken at once by an in-process commit; polls for other writers.
+                self._wake.wait(poll_interval)
+                self._wake.clear()
             except Exception:  # a store hiccup: try again after a pause
                 log.exception("projection batch failed")
                 self._stop.wait(1.0)

@@ -36,6 +36,7 @@ _ENDPOINT_EVENTS = (
     ev.EndpointResourcesReported,
     ev.EndpointDeregistered,
 )
+Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
 MAX_ATTEMPTS = 50
 
 
@@ -71,6 +72,7 @@ class SchedulerRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
+        self._listeners: list[Listener] = []
         with self._lock:
             self.catch_up()
 
@@ -85,8 +87,26 @@ class SchedulerRuntime:
                 for position, event in chunk:
                     self.state.apply(event, position)
                 applied += len(chunk)
+                self._notify(chunk)
                 if len(chunk) < self.read_batch:
                     return applied
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` (on the writer's thread) with every event the state folds in.
+
+        Listeners must be quick and must not call back into the runtime: the HTTP edge
+        uses one to wake long-polls, the projection runner one to wake up at once.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
+        if not applied:
+            return
+        for listener in self._listeners:
+            try:
+                listener(applied)
+            except Exception:  # a listener's bug must not stop the scheduler
+                log.exception("runtime listener failed")
 
     def read(self, query: Callable[[SchedulerState], T]) -> T:
         """Run a read-only ``query`` against the state, safely against the writer thread."""
@@ -191,6 +211,7 @@ class SchedulerRuntime:
         expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
         if positions == expected:
             self.state.commit()
+            self._notify(list(zip(positions, uow.events, strict=True)))
         else:
             # Someone appended in between: our events are in the log, but the state
             # must fold them in log order, so undo and read them back.
@@ -200,6 +221,11 @@ class SchedulerRuntime:
         return True
 
     # --- background loop ------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the background writer is running."""
+        return self._thread is not None and not self._stop.is_set()
 
     def submit(self, command: Command) -> Future[Any]:
         """Queue a command for the background writer; concurrent callers share a commit."""

@@ -264,6 +264,8 @@ class AgentRegistered(DomainEvent, frozen=True, kw_only=True):
     agent_id: str
     capabilities: tuple[str, ...]
     ollama_host: str | None
+    # SHA-256 of the agent's bearer token (the token itself is never stored).
+    token_sha256: str | None = None
 
 
 class AgentReserved(DomainEvent, frozen=True, kw_only=True):

@@ -76,6 +76,7 @@ class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     status: Literal["idle", "busy", "offline", "deregistered"]
     task_id: UUID | None = None
     generation: int | None = None
+    token_sha256: str | None = None
 
 
 class EndpointResources(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -263,8 +263,13 @@ class SchedulerService:
         agent_id: object,
         capabilities: object = None,
         ollama_host: object = None,
+        token_sha256: str | None = None,
     ) -> None:
-        """Register an agent (or re-register one that is idle, offline or gone)."""
+        """Register an agent (or re-register one that is idle, offline or gone).
+
+        ``token_sha256`` is the digest of the bearer token the HTTP edge issued; a
+        re-registration replaces the old token.
+        """
         name = v.name(agent_id, "agent_id")
         caps = v.strings(capabilities, "capabilities")
         host = v.optional_text(ollama_host, "ollama_host", max_len=v.MAX_NAME)
@@ -275,7 +280,12 @@ class SchedulerService:
                 field="agent_id",
             )
         uow.agent_event(
-            ev.AgentRegistered, name, now, capabilities=tuple(sorted(set(caps))), ollama_host=host
+            ev.AgentRegistered,
+            name,
+            now,
+            capabilities=tuple(sorted(set(caps))),
+            ollama_host=host,
+            token_sha256=token_sha256,
         )
 
     def deregister_agent(self, uow: UnitOfWork, now: datetime, *, agent_id: object) -> None:

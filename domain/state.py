@@ -54,6 +54,8 @@ class SchedulerState:
         self.timers: dict[UUID, PendingTimer] = {}
         self.scheduler_version = 0
         self.idempotency: dict[str, UUID] = {}
+        # Bearer token digests of registered agents, for the HTTP edge.
+        self.agent_tokens: dict[str, str] = {}
         self.deadlines: list[Deadline] = []
         self._deadline_counter = 0
         self._undo: list[Any] | None = None
@@ -471,10 +473,15 @@ class SchedulerState:
             capabilities=frozenset(e.capabilities),
             ollama_host=e.ollama_host,
             status="idle",
+            token_sha256=e.token_sha256,
         )
         old = self.agents.get(e.agent_id)
         if old is not None:
             self._idle_remove(old)
+            if old.token_sha256 is not None:
+                self._discard(self.agent_tokens, old.token_sha256)
+        if e.token_sha256 is not None:
+            self._set(self.agent_tokens, e.token_sha256, e.agent_id)
         self._set(self.agents, e.agent_id, agent)
         self._idle_add(agent, position)
 
@@ -581,4 +588,5 @@ class SchedulerState:
             "timers": dict(self.timers),
             "scheduler_version": self.scheduler_version,
             "idempotency": dict(self.idempotency),
+            "agent_tokens": dict(self.agent_tokens),
         }

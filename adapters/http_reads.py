@@ -1,0 +1,156 @@
+"""Read routes: the queue, telemetry, Prometheus metrics, the raw log, health."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from fastapi import APIRouter, Depends, Query, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from adapters.codec import topic_of
+from adapters.http_api import ApiContext, Caller, caller, context
+from projections.queue import waiting_reason
+from projections.telemetry import BUCKETS_MS
+
+router = APIRouter(tags=["reads"])
+Ctx = Annotated[ApiContext, Depends(context)]
+MinPosition = Annotated[int | None, Query(ge=0, description="wait until reads reflect it")]
+
+
+@router.get("/v1/queue")
+async def queue(
+    ctx: Ctx, _auth: Annotated[Caller, Depends(caller)], min_position: MinPosition = None
+) -> dict[str, Any]:
+    """Queued tasks in queue order, with their tier, pending timer and why each waits."""
+    position = await ctx.reads_at(min_position)
+    rows = await ctx.reads.queue()
+    now = datetime.now(UTC).isoformat()
+    for row in rows:
+        row["waiting_reason"] = waiting_reason(row, now)
+    return {"position": position, "tasks": rows}
+
+
+@router.get("/v1/telemetry")
+async def telemetry(
+    ctx: Ctx, _auth: Annotated[Caller, Depends(caller)], min_position: MinPosition = None
+) -> dict[str, Any]:
+    """Counters and histograms (SPEC §3), and each read model's lag."""
+    position = await ctx.reads_at(min_position)
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    return {
+        "position": position,
+        "telemetry": await ctx.reads.telemetry(),
+        "projection_lag": {name: max(0, head - pos) for name, pos in positions.items()},
+    }
+
+
+def _histogram(name: str, doc: str, data: dict[str, Any]) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound in BUCKETS_MS:
+        cumulative += data["buckets"][f"le_{bound:g}"]
+        buckets.append((f"{bound / 1000:g}", cumulative))
+    buckets.append(("+Inf", cumulative + data["buckets"]["le_inf"]))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=data["sum_ms"] / 1000)
+
+
+class _Snapshot:
+    """A one-scrape collector over the telemetry read model."""
+
+    def __init__(self, data: dict[str, Any], lag: dict[str, int], head: int) -> None:
+        self.data, self.lag, self.head = data, lag, head
+
+    def collect(self) -> Any:
+        data = self.data
+        tasks = GaugeMetricFamily(
+            "tierlog_tasks", "Tasks by state and tier", labels=["state", "tier"]
+        )
+        for state, tiers in data["tasks_by_state_and_tier"].items():
+            for tier, count in tiers.items():
+                tasks.add_metric([state, tier], count)
+        yield tasks
+        routing = CounterMetricFamily(
+            "tierlog_routing_decisions", "Routing decisions", labels=["tier", "target"]
+        )
+        for key, count in data["routing_decisions"].items():
+            routing.add_metric(key.split("->"), count)
+        yield routing
+        timers = CounterMetricFamily(
+            "tierlog_fallback_timers", "Fallback timers by outcome", labels=["outcome", "reason"]
+        )
+        timers.add_metric(["started", ""], data["timers"]["started"])
+        timers.add_metric(["fired", ""], data["timers"]["fired"])
+        for reason, count in data["timers"]["cancelled"].items():
+            timers.add_metric(["cancelled", reason], count)
+        yield timers
+        yield _histogram(
+            "tierlog_fallback_wait_seconds", "Fallback timer waits", data["fallback_wait_ms"]
+        )
+        yield _histogram(
+            "tierlog_submit_to_assign_seconds",
+            "Submission to assignment",
+            data["submit_to_assign_ms"],
+        )
+        lag = GaugeMetricFamily(
+            "tierlog_projection_lag_events", "Events behind the log head", labels=["projection"]
+        )
+        for name, behind in self.lag.items():
+            lag.add_metric([name], behind)
+        yield lag
+        yield GaugeMetricFamily("tierlog_log_head", "Position of the last event", value=self.head)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]) -> Response:
+    """Prometheus text format."""
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    registry = CollectorRegistry()
+    registry.register(
+        _Snapshot(
+            await ctx.reads.telemetry(), {n: max(0, head - p) for n, p in positions.items()}, head
+        )
+    )
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/log")
+async def raw_log(
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Raw events after position ``after``, in order."""
+    events = await anyio.to_thread.run_sync(ctx.runtime.log.read, after, limit)
+    return {
+        "events": [
+            {
+                "position": p,
+                "type": type(e).__name__,
+                "topic": topic_of(type(e)),
+                "aggregate_id": str(e.originator_id),
+                "version": e.originator_version,
+                "timestamp": e.timestamp.isoformat(),
+                "payload": msgspec.to_builtins(e),
+            }
+            for p, e in events
+        ],
+        "next_after": events[-1][0] if events else after,
+    }
+
+
+@router.get("/healthz")
+async def healthz(ctx: Ctx) -> dict[str, Any]:
+    """Liveness, with the log head and each read model's lag (no token needed)."""
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    return {
+        "status": "ok" if ctx.runtime.running else "stopped",
+        "log_head": head,
+        "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
+    }

@@ -1,0 +1,158 @@
+"""Async reads of the read models: aiosqlite on SQLite, psycopg's async driver on
+PostgreSQL. One query per request (bulk fetches), rows returned as dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from adapters.event_log import EventLog
+from adapters.read_store import read_model_path
+
+_JSON_COLUMNS = frozenset(
+    {
+        "submission",
+        "classification",
+        "routing_decision",
+        "result",
+        "capabilities",
+        "models",
+        "resources",
+        "needed_capabilities",
+    }
+)
+
+
+def _row(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, value in zip(columns, values, strict=True):
+        if name in _JSON_COLUMNS and isinstance(value, str):
+            value = msgspec.json.decode(value)
+        row[name] = value
+    return row
+
+
+class AsyncReadModels:
+    """A shared async connection to the read models."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._sqlite_path: Path | None = (
+            read_model_path(log.sqlite_path) if log.sqlite_path else None
+        )
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Connect (call once, from the event loop)."""
+        if self._sqlite_path is not None:
+            self._conn = await aiosqlite.connect(self._sqlite_path)
+            await self._conn.execute("PRAGMA query_only = ON")
+            return
+        import psycopg
+
+        env = self._log.env
+        self._conn = await psycopg.AsyncConnection.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=int(env["POSTGRES_PORT"]),
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            autocommit=True,
+            options=f"-c search_path={env['POSTGRES_SCHEMA']}",
+        )
+
+    async def close(self) -> None:
+        """Disconnect."""
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of one query as dicts (JSON columns decoded)."""
+        if self._sqlite_path is not None:
+            async with self._conn.execute(sql, params) as cursor:
+                rows = await cursor.fetchall()
+                columns = [d[0] for d in cursor.description]
+        else:
+            async with self._lock, self._conn.cursor() as cursor:
+                await cursor.execute(sql.replace("?", "%s"), params)
+                rows = await cursor.fetchall()
+                columns = [d.name for d in cursor.description]
+        return [_row(columns, r) for r in rows]
+
+    async def position(self) -> int:
+        """The log position every read model has reached."""
+        rows = await self.fetch("SELECT MIN(position) AS position FROM rm_positions")
+        return int(rows[0]["position"] or 0) if rows else 0
+
+    async def wait_for(self, position: int, timeout: float) -> int:
+        """Wait (bounded) until the read models reach ``position``; the position reached."""
+        deadline = time.monotonic() + timeout
+        reached = await self.position()
+        while reached < position and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            reached = await self.position()
+        return reached
+
+    # --- the reads the API serves ---------------------------------------------------
+
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        """One task, or None."""
+        rows = await self.fetch("SELECT * FROM rm_tasks WHERE task_id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    async def tasks(
+        self, *, state: str | None, tier: str | None, limit: int, after: int
+    ) -> list[dict[str, Any]]:
+        """Tasks in submission order after the cursor, filtered by state and tier."""
+        clauses, params = ["submit_position > ?"], [after]
+        if state is not None:
+            clauses.append("state = ?")
+            params.append(state)  # type: ignore[arg-type]
+        if tier is not None:
+            clauses.append("effective_tier = ?")
+            params.append(tier)  # type: ignore[arg-type]
+        params.append(limit)
+        return await self.fetch(
+            f"SELECT * FROM rm_tasks WHERE {' AND '.join(clauses)}"
+            " ORDER BY submit_position LIMIT ?",
+            params,
+        )
+
+    async def queue(self) -> list[dict[str, Any]]:
+        """Queued tasks in queue order."""
+        return await self.fetch(
+            "SELECT * FROM rm_queue WHERE queued = 1 ORDER BY priority_rank, submit_position"
+        )
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """Every agent."""
+        return await self.fetch("SELECT * FROM rm_agents ORDER BY agent_id")
+
+    async def endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint, in registration order."""
+        return await self.fetch("SELECT * FROM rm_endpoints ORDER BY registered_position")
+
+    async def telemetry(self) -> dict[str, Any]:
+        """The telemetry counters, shaped."""
+        from projections.telemetry import TELEMETRY_QUERIES, summarise
+
+        counters = await self.fetch(TELEMETRY_QUERIES[0])
+        states = await self.fetch(TELEMETRY_QUERIES[1])
+        return summarise(
+            [(r["name"], r["label"], r["value"]) for r in counters],
+            [tuple(r.values()) for r in states],
+        )
+
+    async def projection_positions(self) -> dict[str, int]:
+        """Each read model's position."""
+        rows = await self.fetch("SELECT name, position FROM rm_positions")
+        return {r["name"]: int(r["position"]) for r in rows}

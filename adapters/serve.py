@@ -1,0 +1,55 @@
+"""``tierlog serve``: the HTTP API, the scheduler runtime and the projection runner,
+in one process over one store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from adapters.auth import admin_token_path, load_admin_token
+from adapters.clock import SystemClock
+from adapters.config_file import load_config
+from adapters.event_log import EventLog
+from adapters.http_api import ApiContext, create_app
+from adapters.ollama_prober import OllamaProber
+from adapters.projection_runner import ProjectionRunner
+from adapters.read_queries import AsyncReadModels
+from adapters.runtime import SchedulerRuntime
+
+
+def serve(
+    store: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config_path: str | Path | None = None,
+    probe: bool = False,
+    probe_interval_s: float = 10.0,
+) -> None:
+    """Run until interrupted (SIGINT or SIGTERM), then stop every part in order."""
+    config = load_config(config_path)
+    log = EventLog(store)
+    runtime = SchedulerRuntime(log, config, SystemClock())
+    runner = ProjectionRunner(EventLog(store))
+    runner.run_until_caught_up()
+    token, generated = load_admin_token(log)
+    if generated:
+        print(f"operator token (kept in {admin_token_path(log)}, shown once): {token}", flush=True)
+    ctx = ApiContext(runtime=runtime, runner=runner, reads=AsyncReadModels(log), admin_token=token)
+    app = create_app(ctx)
+    runtime.start()
+    runner.start()
+    prober = OllamaProber(runtime, interval_s=probe_interval_s, use_background_writer=True)
+    if probe:
+        prober.start()
+    print(f"tierlog serving on http://{host}:{port} (store {store})", flush=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        prober.stop()
+        runner.close()
+        runtime.stop()
+        log.close()
+        print("tierlog stopped", file=sys.stderr, flush=True)
