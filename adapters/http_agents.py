@@ -18,6 +18,7 @@ from adapters.http_api import (
     ApiContext,
     ApiError,
     Caller,
+    MinPosition,
     admin,
     agent_self,
     caller,
@@ -195,7 +196,7 @@ async def report_resources(
 async def list_endpoints(
     ctx: Ctx,
     _auth: Annotated[Caller, Depends(caller)],
-    min_position: Annotated[int | None, Query(ge=0)] = None,
+    min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every endpoint with its status, models and latest resources."""
     position = await ctx.reads_at(min_position)
@@ -206,7 +207,7 @@ async def list_endpoints(
 async def list_agents(
     ctx: Ctx,
     _auth: Annotated[Caller, Depends(caller)],
-    min_position: Annotated[int | None, Query(ge=0)] = None,
+    min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every agent with its status and current task."""
     position = await ctx.reads_at(min_position)

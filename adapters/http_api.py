@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +32,11 @@ from domain.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 MAX_WAIT_S = 60.0
+MAX_POSITION = 2**62  # positions are 64-bit integers in both stores
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_POSITION, description="wait (bounded) until reads reflect this position"),
+]
 MIN_POSITION_WAIT_S = 2.0
 _STATUS = {
     errors.ValidationError: 422,
@@ -69,6 +74,8 @@ class ApiContext:
     admin_token: str
     loop: asyncio.AbstractEventLoop | None = None
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
+    # GET /v1/queue answers by limit: (position, encoded body).
+    queue_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
         """Runtime listener (writer thread): wake long-polls of agents that got work."""
@@ -101,7 +108,8 @@ class ApiContext:
     async def reads_at(self, min_position: int | None) -> int:
         """Wait (bounded) for the read models to reach ``min_position``; the position."""
         if min_position is None:
-            return await self.reads.position()
+            # serve runs the projection runner in this process: its position is at hand.
+            return self.runner.committed_position
         head = self.runtime.state.position
         if min_position > max(head, await anyio.to_thread.run_sync(self.runtime.log.head)):
             raise ApiError(
@@ -110,7 +118,7 @@ class ApiContext:
                 "min_position is beyond the head of the log",
                 "min_position",
             )
-        reached = await self.reads.wait_for(min_position, MIN_POSITION_WAIT_S)
+        reached = await self._wait_for_reads(min_position)
         if reached < min_position:
             raise ApiError(
                 503,
@@ -120,6 +128,14 @@ class ApiContext:
             )
         return reached
 
+    async def _wait_for_reads(self, position: int) -> int:
+        deadline = asyncio.get_running_loop().time() + MIN_POSITION_WAIT_S
+        while self.runner.committed_position < position:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.002)
+        return self.runner.committed_position
+
 
 def domain_error(exc: errors.DomainError) -> ApiError:
     """The HTTP form of a domain error."""
@@ -127,13 +143,13 @@ def domain_error(exc: errors.DomainError) -> ApiError:
     return ApiError(status, exc.code, exc.message, exc.field)
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     """The API context (a FastAPI dependency)."""
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
 
-def caller(request: Request, ctx: Annotated[ApiContext, Depends(context)]) -> Caller:
+async def caller(request: Request, ctx: Annotated[ApiContext, Depends(context)]) -> Caller:
     """Who holds the bearer token; 401 when it is missing or unknown (a dependency)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -149,21 +165,21 @@ def caller(request: Request, ctx: Annotated[ApiContext, Depends(context)]) -> Ca
     return Caller(is_admin=False, agent_id=agent_id)
 
 
-def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
     """Only the operator token (a dependency)."""
     if not who.is_admin:
         raise ApiError(403, "forbidden", "this needs the operator token")
     return who
 
 
-def agent_self(agent_id: str, who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def agent_self(agent_id: str, who: Annotated[Caller, Depends(caller)]) -> Caller:
     """Only the agent named in the path, with its own token (a dependency)."""
     if who.agent_id != agent_id:
         raise ApiError(403, "forbidden", "an agent may act only for itself", "agent_id")
     return who
 
 
-def a_agent(who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def a_agent(who: Annotated[Caller, Depends(caller)]) -> Caller:
     """Any agent, with its own token (a dependency)."""
     if who.agent_id is None:
         raise ApiError(403, "forbidden", "this needs an agent's own token")

@@ -12,26 +12,36 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from adapters.codec import topic_of
-from adapters.http_api import ApiContext, Caller, caller, context
+from adapters.http_api import MAX_POSITION, ApiContext, Caller, MinPosition, caller, context
 from projections.queue import waiting_reason
 from projections.telemetry import BUCKETS_MS
 
 router = APIRouter(tags=["reads"])
 Ctx = Annotated[ApiContext, Depends(context)]
-MinPosition = Annotated[int | None, Query(ge=0, description="wait until reads reflect it")]
 
 
 @router.get("/v1/queue")
 async def queue(
-    ctx: Ctx, _auth: Annotated[Caller, Depends(caller)], min_position: MinPosition = None
-) -> dict[str, Any]:
-    """Queued tasks in queue order, with their tier, pending timer and why each waits."""
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    min_position: MinPosition = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """The first ``limit`` queued tasks in queue order, with tier, timer and why each waits.
+
+    Pollers at the same log position share one query and one encoding.
+    """
     position = await ctx.reads_at(min_position)
-    rows = await ctx.reads.queue()
-    now = datetime.now(UTC).isoformat()
-    for row in rows:
-        row["waiting_reason"] = waiting_reason(row, now)
-    return {"position": position, "tasks": rows}
+    cached = ctx.queue_cache.get(limit)
+    if cached is None or cached[0] != position:
+        rows, total = await ctx.reads.queue(limit)
+        now = datetime.now(UTC).isoformat()
+        for row in rows:
+            row["waiting_reason"] = waiting_reason(row, now)
+        body = msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+        cached = (position, body)
+        ctx.queue_cache[limit] = cached
+    return Response(cached[1], media_type="application/json")
 
 
 @router.get("/v1/telemetry")
@@ -122,7 +132,7 @@ async def metrics(ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]) -> Respon
 async def raw_log(
     ctx: Ctx,
     _auth: Annotated[Caller, Depends(caller)],
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Raw events after position ``after``, in order."""

@@ -10,12 +10,20 @@ import msgspec
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
 from adapters.codec import topic_of
-from adapters.http_api import ApiContext, ApiError, Caller, a_agent, admin, caller, context
+from adapters.http_api import (
+    ApiContext,
+    ApiError,
+    Caller,
+    MinPosition,
+    a_agent,
+    admin,
+    caller,
+    context,
+)
 from adapters.http_models import CancelTask, Complete, Fail, SubmitTask, TaskCreated, Written
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 Ctx = Annotated[ApiContext, Depends(context)]
-MinPosition = Annotated[int | None, Query(ge=0, description="wait until reads reflect it")]
 
 
 @router.post("/tasks", status_code=201, response_model=TaskCreated)

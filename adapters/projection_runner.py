@@ -39,6 +39,8 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self.changed = threading.Condition()
+        # The position every read model has reached, as this runner last committed it.
+        self.committed_position = 0
         with self.store.transaction() as db:
             for projection in self.projections:
                 for statement in projection.ddl:
@@ -48,6 +50,12 @@ class ProjectionRunner:
                     " ON CONFLICT (name) DO NOTHING",
                     (projection.name,),
                 )
+        head = self.log.head()
+        if any(pos > head for pos in self.positions().values()):
+            # These read models were built from another (longer) log: start again.
+            log.warning("read models are ahead of the log (head %s); rebuilding", head)
+            self.rebuild()
+        self.committed_position = self.position()
 
     def positions(self) -> dict[str, int]:
         """Each projection's processed position."""
@@ -80,6 +88,7 @@ class ProjectionRunner:
                 db.execute(
                     "UPDATE rm_positions SET position = ? WHERE name = ?", (last, projection.name)
                 )
+        self.committed_position = last
         with self.changed:
             self.changed.notify_all()
         return len(events)

@@ -127,11 +127,17 @@ class AsyncReadModels:
             params,
         )
 
-    async def queue(self) -> list[dict[str, Any]]:
-        """Queued tasks in queue order."""
-        return await self.fetch(
-            "SELECT * FROM rm_queue WHERE queued = 1 ORDER BY priority_rank, submit_position"
+    async def queue(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The first ``limit`` queued tasks in queue order, and how many are queued."""
+        rows = await self.fetch(
+            "SELECT q.*, COUNT(*) OVER () AS total FROM rm_queue q WHERE queued = 1"
+            " ORDER BY priority_rank, submit_position LIMIT ?",
+            (limit,),
         )
+        total = int(rows[0]["total"]) if rows else 0
+        for row in rows:
+            del row["total"]
+        return rows, total
 
     async def agents(self) -> list[dict[str, Any]]:
         """Every agent."""

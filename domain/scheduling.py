@@ -155,6 +155,9 @@ def _assign_queue(
     available: dict[TierName, bool] = {
         rule.tier: has_candidate(rule.tier, config, endpoints) for rule in config.ladder
     }
+    if not state.idle_agents:
+        _timers_only(uow, config, available, now)
+        return
     every_tier_available = all(available.values())
     # Agents only leave the idle set during a pass, so a capability set that no idle
     # agent has stays unmatched for the rest of it: remember it, skip the scan.
@@ -218,6 +221,24 @@ def _route(
     if decision is None:
         return None
     return replace(decision, scoring_duration_us=(perf_ns() - started) // 1000)
+
+
+def _timers_only(
+    uow: UnitOfWork, config: SchedulerConfig, available: dict[TierName, bool], now: datetime
+) -> None:
+    """A pass with no idle agent: start timers for tiers with no candidate, and cancel
+    those whose tier has one again. Touches only those tasks, not the whole queue."""
+    state = uow.state
+    for tier, ok in available.items():
+        if not ok:
+            for task in state.queued_tasks(tier):
+                if not is_overdue(task, now):
+                    _start_timer_if_needed(uow, config, task, now)
+    for task_id in list(state.timers):
+        task = state.tasks[task_id]
+        recovered = task.state == "queued" and available.get(task.effective_tier, False)
+        if recovered and not is_overdue(task, now):
+            cancel_timer(uow, task_id, "tier_recovered", now)
 
 
 def _start_timer_if_needed(

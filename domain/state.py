@@ -42,6 +42,9 @@ class SchedulerState:
         self.position = 0
         self.tasks: dict[UUID, TaskRecord] = {}
         self.queue: SortedList = SortedList()
+        # The same entries by effective tier: a pass with no idle agent visits only
+        # the tiers that need a timer started.
+        self.queued_by_tier: dict[str, SortedList] = {}
         self.agents: dict[str, AgentRecord] = {}
         # Idle agents, each with the log position at which it became idle: the longest
         # idle goes first, and positions make that order the same live and rebuilt.
@@ -154,11 +157,29 @@ class SchedulerState:
             if self._undo is not None:
                 self._undo += (target, "removed", item)
 
-    def _queue_add(self, key: QueueKey) -> None:
+    def _queue_add(self, task: TaskRecord) -> None:
+        key = (*task.queue_key, task.task_id)
         self._sorted_add(self.queue, key)
+        tier = task.effective_tier
+        if tier not in self.queued_by_tier:
+            self._set(self.queued_by_tier, tier, SortedList())
+        self._sorted_add(self.queued_by_tier[tier], key)
 
     def _queue_remove(self, task: TaskRecord) -> None:
-        self._sorted_remove(self.queue, (*task.queue_key, task.task_id))
+        key = (*task.queue_key, task.task_id)
+        self._sorted_remove(self.queue, key)
+        by_tier = self.queued_by_tier.get(task.effective_tier)
+        if by_tier is not None:
+            self._sorted_remove(by_tier, key)
+
+    def _put_queued_task(self, old: TaskRecord, new: TaskRecord) -> None:
+        """Replace a task record, moving its queue entry if its effective tier changed."""
+        moved = old.state == "queued" and old.effective_tier != new.effective_tier
+        if moved:
+            self._queue_remove(old)
+        self._put_task(new)
+        if moved:
+            self._queue_add(new)
 
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
@@ -217,10 +238,14 @@ class SchedulerState:
             )
         return False
 
-    def queued_tasks(self) -> Iterator[TaskRecord]:
-        """Queued tasks in queue order (a snapshot: safe to change the queue meanwhile)."""
+    def queued_tasks(self, tier: str | None = None) -> Iterator[TaskRecord]:
+        """Queued tasks (of one effective tier, if given) in queue order.
+
+        A snapshot: safe to change the queue meanwhile.
+        """
         tasks = self.tasks
-        for _, _, task_id in list(self.queue):
+        source = self.queue if tier is None else self.queued_by_tier.get(tier, ())
+        for _, _, task_id in list(source):
             yield tasks[task_id]
 
     def version_of_agent(self, agent_id: str) -> int:
@@ -279,7 +304,7 @@ class SchedulerState:
 
     def _enqueue(self, task: TaskRecord) -> None:
         self._put_task(task)
-        self._queue_add((*task.queue_key, task.task_id))
+        self._queue_add(task)
         self._push_deadline_ttl(task)
 
     def _push_deadline_ttl(self, task: TaskRecord) -> None:
@@ -312,13 +337,14 @@ class SchedulerState:
 
     def _task_classified(self, e: ev.TaskClassified, _: int) -> None:
         task = self.tasks[e.originator_id]
-        self._put_task(
+        self._put_queued_task(
+            task,
             replace(
                 task,
                 version=e.originator_version,
                 route_tier=e.route_tier,
                 classification_reason=e.reason,
-            )
+            ),
         )
 
     def _task_routed(self, e: ev.TaskRouted, _: int) -> None:
@@ -391,13 +417,14 @@ class SchedulerState:
 
     def _task_escalated(self, e: ev.TaskEscalated, _: int) -> None:
         task = self.tasks[e.originator_id]
-        self._put_task(
+        self._put_queued_task(
+            task,
             replace(
                 task,
                 version=e.originator_version,
                 escalated_to=e.to_tier,
                 fallback_reason=e.reason,
-            )
+            ),
         )
 
     def _task_requeued(self, e: ev.TaskRequeued, _: int) -> None:
@@ -579,6 +606,7 @@ class SchedulerState:
             "position": self.position,
             "tasks": dict(self.tasks),
             "queue": list(self.queue),
+            "queued_by_tier": {t: list(q) for t, q in self.queued_by_tier.items() if q},
             "agents": dict(self.agents),
             "idle_agents": dict(self.idle_agents),
             "idle_order": list(self.idle_order),

@@ -1,0 +1,190 @@
+"""``tierlog bench --http``: the HTTP API under load, on 127.0.0.1 only.
+
+A real ``tierlog serve`` runs in its own process on a temporary SQLite log; the load
+comes from this process with httpx's async client. Figures: long-poll wake latency
+(assignment committed → agent has it), ``GET /v1/queue`` latency with 100 concurrent
+pollers, and HTTP submissions per second. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ADMIN = "bench-operator-token"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _summary(values_ms: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values_ms),
+        "p50_ms": round(_percentile(values_ms, 0.50), 2),
+        "p99_ms": round(_percentile(values_ms, 0.99), 2),
+        "max_ms": round(max(values_ms), 2),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
+    env = {**os.environ, "TIERLOG_ADMIN_TOKEN": ADMIN}
+    proc = subprocess.Popen(
+        [exe, "serve", "--port", str(port), "--store", f"sqlite:///{workdir / 'bench.db'}"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the bench server did not start")
+
+
+def _session(url: str, connections: int, token: str = ADMIN) -> Any:
+    try:
+        import aiohttp
+    except ImportError as exc:  # an optional extra
+        raise RuntimeError("the HTTP bench needs aiohttp: pip install -e '.[bench]'") from exc
+    return aiohttp.ClientSession(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        connector=aiohttp.TCPConnector(limit=connections),
+    )
+
+
+async def _submissions(url: str, total: int, concurrency: int) -> dict[str, Any]:
+    async with _session(url, concurrency) as http:
+        counter = iter(range(total))
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            for i in counter:
+                started = time.perf_counter()
+                body = {"description": f"refactor module {i}", "priority": "normal"}
+                async with http.post("/v1/tasks", json=body) as answer:
+                    assert answer.status == 201, await answer.text()
+                    await answer.read()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "submissions": total,
+        "concurrency": concurrency,
+        "per_s": round(total / elapsed),
+        **_summary(latencies),
+    }
+
+
+async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
+    async with _session(url, agents + 10) as admin:
+        tokens = {}
+        for n in range(agents):
+            body = {"agent_id": f"poller-{n}", "capabilities": []}
+            async with admin.post("/v1/agents", json=body) as answer:
+                tokens[f"poller-{n}"] = (await answer.json())["token"]
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def agent(agent_id: str) -> None:
+            auth = {"Authorization": f"Bearer {tokens[agent_id]}"}
+            while not done.is_set():
+                async with admin.get(
+                    f"/v1/agents/{agent_id}/assignment", params={"wait": 5}, headers=auth
+                ) as answer:
+                    if answer.status != 200:
+                        continue
+                    seen = datetime.now(UTC)
+                    task = await answer.json()
+                decided = datetime.fromisoformat(task["routing_decision"]["decided_at"])
+                latencies.append((seen - decided).total_seconds() * 1000)
+                async with admin.post(
+                    f"/v1/tasks/{task['task_id']}/complete",
+                    headers=auth,
+                    json={"generation": task["generation"]},
+                ) as answer:
+                    await answer.read()
+                if len(latencies) >= tasks:
+                    done.set()
+
+        pollers = [asyncio.create_task(agent(a)) for a in tokens]
+        await asyncio.sleep(0.5)  # every agent is waiting
+        for i in range(tasks):
+            body = {"description": f"fix typo {i}", "complexity_tier": "trivial"}
+            async with admin.post("/v1/tasks", json=body) as answer:
+                await answer.read()
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(done.wait(), timeout=60)
+        for poller in pollers:
+            poller.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+    return {"agents_polling": agents, **_summary(latencies)}
+
+
+async def _queue_pollers(url: str, pollers: int, seconds: float) -> dict[str, Any]:
+    async with _session(url, pollers) as http:
+        async with http.get("/v1/queue") as answer:
+            queued = (await answer.json())["total"]
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds
+
+        async def poller() -> None:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                async with http.get("/v1/queue") as answer:
+                    assert answer.status == 200
+                    await answer.read()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(poller() for _ in range(pollers)))
+    return {"pollers": pollers, "queued_tasks": queued, "seconds": seconds, **_summary(latencies)}
+
+
+def run_http_bench(
+    *,
+    submissions: int = 3000,
+    agents: int = 100,
+    wake_tasks: int = 300,
+    pollers: int = 100,
+    poll_seconds: float = 5.0,
+) -> dict[str, Any]:
+    """Start a server, measure, stop it; returns the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = _start_server(Path(tmp))
+        try:
+            wake = asyncio.run(_long_poll(url, agents, wake_tasks))
+            submit = asyncio.run(_submissions(url, submissions, concurrency=64))
+            queue = asyncio.run(_queue_pollers(url, pollers, poll_seconds))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return {"long_poll_wake": wake, "queue_read": queue, "http_submissions": submit}
