@@ -150,23 +150,39 @@ async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
     return {"agents_polling": agents, **_summary(latencies)}
 
 
-async def _queue_pollers(url: str, pollers: int, seconds: float) -> dict[str, Any]:
+async def _queue_pollers(
+    url: str, pollers: int, seconds: float, interval: float = 0.0
+) -> dict[str, Any]:
+    """``pollers`` clients reading the queue for ``seconds``: back to back when
+    ``interval`` is 0 (saturation), else each once per ``interval`` seconds."""
     async with _session(url, pollers) as http:
         async with http.get("/v1/queue") as answer:
             queued = (await answer.json())["total"]
         latencies: list[float] = []
         deadline = time.monotonic() + seconds
 
-        async def poller() -> None:
+        async def poller(offset: float) -> None:
+            await asyncio.sleep(offset)
             while time.monotonic() < deadline:
                 started = time.perf_counter()
                 async with http.get("/v1/queue") as answer:
                     assert answer.status == 200
                     await answer.read()
-                latencies.append((time.perf_counter() - started) * 1000)
+                took = time.perf_counter() - started
+                latencies.append(took * 1000)
+                if interval:
+                    await asyncio.sleep(max(0.0, interval - took))
 
-        await asyncio.gather(*(poller() for _ in range(pollers)))
-    return {"pollers": pollers, "queued_tasks": queued, "seconds": seconds, **_summary(latencies)}
+        spread = interval / pollers if interval else 0.0
+        await asyncio.gather(*(poller(i * spread) for i in range(pollers)))
+    return {
+        "pollers": pollers,
+        "interval_s": interval,
+        "queued_tasks": queued,
+        "seconds": seconds,
+        "requests_per_s": round(len(latencies) / seconds),
+        **_summary(latencies),
+    }
 
 
 def run_http_bench(
@@ -183,8 +199,14 @@ def run_http_bench(
         try:
             wake = asyncio.run(_long_poll(url, agents, wake_tasks))
             submit = asyncio.run(_submissions(url, submissions, concurrency=64))
-            queue = asyncio.run(_queue_pollers(url, pollers, poll_seconds))
+            paced = asyncio.run(_queue_pollers(url, pollers, poll_seconds, interval=0.1))
+            flat_out = asyncio.run(_queue_pollers(url, pollers, poll_seconds))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    return {"long_poll_wake": wake, "queue_read": queue, "http_submissions": submit}
+    return {
+        "long_poll_wake": wake,
+        "queue_read_paced": paced,
+        "queue_read_saturated": flat_out,
+        "http_submissions": submit,
+    }

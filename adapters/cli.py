@@ -75,6 +75,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from adapters.bench import run_bench
 
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    if args.http:
+        from adapters.bench_http import run_http_bench
+
+        figures_http = run_http_bench(submissions=args.submissions)
+        print(json.dumps(figures_http, indent=2))
+        return 0
     figures = run_bench(
         events=args.events,
         batch=args.batch,
@@ -166,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tasks", type=int, default=10_000)
     bench.add_argument("--batch", type=int, default=500)
     bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument(
+        "--http",
+        action="store_true",
+        help="the HTTP part: long-poll wake, queue reads, submissions (loopback)",
+    )
+    bench.add_argument("--submissions", type=int, default=5000, help="HTTP submissions")
     bench.set_defaults(func=cmd_bench)
     return parser
 
