@@ -98,6 +98,7 @@ async def task_timeline(
     if not events:
         raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
     return {
+        "position": ctx.runtime.state.position,
         "task_id": str(task_id),
         "events": [
             {
