@@ -149,10 +149,9 @@ async def context(request: Request) -> ApiContext:
     return ctx
 
 
-def _identify(request: Request) -> Caller:
-    ctx: ApiContext = request.app.state.ctx
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def identify(ctx: ApiContext, authorization: str) -> Caller:
+    """Who holds the bearer token in an ``Authorization`` header; 401 if nobody known."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing bearer token")
     token = token.strip()
@@ -165,8 +164,37 @@ def _identify(request: Request) -> Caller:
     return Caller(is_admin=False, agent_id=agent_id)
 
 
-# The auth dependencies take the request alone (no nested dependencies): FastAPI's
-# dependency solving was half of a submission's cost on the event loop (yappi).
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+class BearerAuth:
+    """ASGI middleware: every route but the public ones needs a known bearer token.
+
+    It runs before FastAPI reads the body, so a request without a valid token gets
+    401 whatever else is wrong with it, and nothing of it is parsed or appended.
+    """
+
+    def __init__(self, app: Any, ctx: ApiContext) -> None:
+        self.app, self.ctx = app, ctx
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Check the token, then pass the request on (or answer 401)."""
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        try:
+            who = identify(self.ctx, header.decode("latin-1"))
+        except ApiError as exc:
+            await _error_response(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = who
+        await self.app(scope, receive, send)
+
+
+def _identify(request: Request) -> Caller:
+    who: Caller = request.state.caller
+    return who
 
 
 async def caller(request: Request) -> Caller:
@@ -212,14 +240,20 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        loc = [
+            str(part)
+            for part in first.get("loc", ())
+            if part not in ("body", "query", "path", "header") and not isinstance(part, int)
+        ]
         return _error_response(
-            ApiError(422, "validation_error", str(first.get("msg")), ".".join(loc) or None)
+            ApiError(422, "validation_error", str(first.get("msg")), ".".join(loc) or "body")
         )
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        return _error_response(ApiError(exc.status_code, "http_error", str(exc.detail)))
+        response = _error_response(ApiError(exc.status_code, "http_error", str(exc.detail)))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, invalid)
@@ -246,6 +280,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.add_middleware(BearerAuth, ctx=ctx)
     ctx.runtime.add_listener(ctx.on_committed)
     _install_error_handlers(app)
     app.include_router(http_tasks.router)

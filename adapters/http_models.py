@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -10,6 +11,8 @@ Priority = Literal["urgent", "high", "normal", "low"]
 Tier = Literal["trivial", "standard", "complex", "unknown"]
 Text = Field(min_length=1, max_length=100_000)
 Name = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+Item = Annotated[str, Field(min_length=1, max_length=100_000)]
+Generation = Field(ge=0, le=2**62)
 
 
 class _Body(BaseModel):
@@ -21,11 +24,11 @@ class SubmitTask(_Body):
 
     description: str = Text
     priority: Priority = "normal"
-    needed_capabilities: list[str] = Field(default_factory=list, max_length=1000)
+    needed_capabilities: list[Item] = Field(default_factory=list, max_length=1000)
     complexity_tier: Tier | None = None
-    file_hints: list[str] = Field(default_factory=list, max_length=1000)
-    verification_steps: list[str] = Field(default_factory=list, max_length=1000)
-    success_criteria: list[str] = Field(default_factory=list, max_length=1000)
+    file_hints: list[Item] = Field(default_factory=list, max_length=1000)
+    verification_steps: list[Item] = Field(default_factory=list, max_length=1000)
+    success_criteria: list[Item] = Field(default_factory=list, max_length=1000)
     repo: str | None = Field(default=None, min_length=1, max_length=1000)
     branch: str | None = Field(default=None, min_length=1, max_length=1000)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -48,7 +51,7 @@ class RegisterAgent(_Body):
     """An agent joining the fleet."""
 
     agent_id: str = Name
-    capabilities: list[str] = Field(default_factory=list, max_length=1000)
+    capabilities: list[Item] = Field(default_factory=list, max_length=1000)
     ollama_host: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -63,21 +66,21 @@ class AgentRegistered(BaseModel):
 class Heartbeat(_Body):
     """An agent's heartbeat for its current task."""
 
-    task_id: str = Field(min_length=1, max_length=64)
-    generation: int = Field(ge=0)
+    task_id: UUID
+    generation: int = Generation
 
 
 class Complete(_Body):
     """An agent finished its task."""
 
-    generation: int = Field(ge=0)
+    generation: int = Generation
     result: Any = None
 
 
 class Fail(_Body):
     """An agent failed its task."""
 
-    generation: int = Field(ge=0)
+    generation: int = Generation
     error: str = Text
 
 
@@ -92,14 +95,14 @@ class RegisterEndpoint(_Body):
 
     host: str = Name
     port: int = Field(default=11434, ge=1, le=65535)
-    models: list[str] = Field(default_factory=list, max_length=1000)
+    models: list[Item] = Field(default_factory=list, max_length=1000)
 
 
 class HealthReport(_Body):
     """A health check result."""
 
     ok: bool
-    models: list[str] | None = Field(default=None, max_length=1000)
+    models: list[Item] | None = Field(default=None, max_length=1000)
 
 
 class ResourcesReport(_Body):

@@ -4,6 +4,8 @@ in one process over one store."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -44,9 +46,20 @@ def serve(
     prober = OllamaProber(runtime, interval_s=probe_interval_s, use_background_writer=True)
     if probe:
         prober.start()
-    print(f"tierlog serving on http://{host}:{port} (store {store})", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+
+    def announce() -> None:
+        # Only once the socket listens: scripts wait for this line before connecting.
+        while not server.started and not server.should_exit:
+            time.sleep(0.01)
+        if server.started:
+            print(f"tierlog serving on http://{host}:{port} (store {store})", flush=True)
+
+    threading.Thread(target=announce, name="tierlog-announce", daemon=True).start()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        server.run()
     finally:
         prober.stop()
         runner.close()

@@ -87,26 +87,37 @@ def optional_count(value: object, field: str) -> int | None:
     return integer(value, field, low=0, high=2**62)
 
 
+def _non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def json_value(value: object, field: str) -> Any:
+    """Any value that encodes as JSON, without NaN or infinities (JSON has none)."""
+    try:
+        msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(f"{field} must be JSON: {exc}", field=field) from exc
+    if _non_finite(value):
+        raise ValidationError(
+            f"{field} holds a number JSON cannot carry (NaN or infinite)", field=field
+        )
+    return value
+
+
 def json_object(value: object, field: str) -> dict[str, Any]:
     """A JSON object: a dict with string keys that encodes as JSON."""
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise ValidationError(f"{field} must be a JSON object", field=field)
-    try:
-        msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValidationError(f"{field} must be a JSON object: {exc}", field=field) from exc
-    return value
-
-
-def json_value(value: object, field: str) -> Any:
-    """Any value that encodes as JSON."""
-    try:
-        msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValidationError(f"{field} must be JSON: {exc}", field=field) from exc
-    return value
+    result: dict[str, Any] = json_value(value, field)
+    return result
 
 
 def aware_datetime(value: object, field: str) -> datetime:

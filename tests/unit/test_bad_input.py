@@ -327,3 +327,14 @@ def test_report_resources(world, override, exc, field, text):
 @pytest.mark.parametrize(("override", "exc", "field", "text"), ENDPOINT_CASES)
 def test_deregister_endpoint(world, override, exc, field, text):
     check(world, "deregister_endpoint", override, exc, field, text)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_metadata_and_results_refuse_numbers_json_cannot_carry(bad):
+    from domain import validation as v
+    from domain.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="NaN or infinite"):
+        v.json_object({"x": [1, {"y": bad}]}, "metadata")
+    with pytest.raises(ValidationError, match="NaN or infinite"):
+        v.json_value({"score": bad}, "result")
