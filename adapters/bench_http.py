@@ -187,26 +187,35 @@ async def _queue_pollers(
 
 def run_http_bench(
     *,
-    submissions: int = 3000,
+    submissions: int = 5000,
     agents: int = 100,
     wake_tasks: int = 300,
     pollers: int = 100,
     poll_seconds: float = 5.0,
+    queued: int = 1000,
 ) -> dict[str, Any]:
-    """Start a server, measure, stop it; returns the figures."""
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _start_server(Path(tmp))
-        try:
-            wake = asyncio.run(_long_poll(url, agents, wake_tasks))
-            submit = asyncio.run(_submissions(url, submissions, concurrency=64))
-            paced = asyncio.run(_queue_pollers(url, pollers, poll_seconds, interval=0.1))
-            flat_out = asyncio.run(_queue_pollers(url, pollers, poll_seconds))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    """Each part on its own fresh server (so one part's tasks do not skew the next)."""
+
+    def on_fresh_server(part: Any) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, url = _start_server(Path(tmp))
+            try:
+                result: dict[str, Any] = asyncio.run(part(url))
+                return result
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    async def queue_reads(url: str) -> dict[str, Any]:
+        # A realistic backlog first, then the pollers.
+        await _submissions(url, queued, concurrency=32)
+        return {
+            "paced": await _queue_pollers(url, pollers, poll_seconds, interval=0.1),
+            "saturated": await _queue_pollers(url, pollers, poll_seconds),
+        }
+
     return {
-        "long_poll_wake": wake,
-        "queue_read_paced": paced,
-        "queue_read_saturated": flat_out,
-        "http_submissions": submit,
+        "long_poll_wake": on_fresh_server(lambda url: _long_poll(url, agents, wake_tasks)),
+        "http_submissions": on_fresh_server(lambda url: _submissions(url, submissions, 64)),
+        "queue_read": on_fresh_server(queue_reads),
     }

@@ -76,6 +76,7 @@ class ApiContext:
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
     # GET /v1/queue answers by limit: (position, encoded body).
     queue_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    queue_inflight: dict[int, tuple[int, asyncio.Future[bytes]]] = field(default_factory=dict)
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
         """Runtime listener (writer thread): wake long-polls of agents that got work."""
@@ -200,6 +201,14 @@ def _identify(request: Request) -> Caller:
 async def caller(request: Request) -> Caller:
     """Who holds the bearer token; 401 when it is missing or unknown (a dependency)."""
     return _identify(request)
+
+
+def require_admin(request: Request) -> ApiContext:
+    """The context, once the caller is known to hold the operator token."""
+    if not _identify(request).is_admin:
+        raise ApiError(403, "forbidden", "this needs the operator token")
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
 
 
 async def admin(request: Request) -> Caller:

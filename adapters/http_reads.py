@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -33,15 +34,27 @@ async def queue(
     """
     position = await ctx.reads_at(min_position)
     cached = ctx.queue_cache.get(limit)
-    if cached is None or cached[0] != position:
-        rows, total = await ctx.reads.queue(limit)
-        now = datetime.now(UTC).isoformat()
-        for row in rows:
-            row["waiting_reason"] = waiting_reason(row, now)
-        body = msgspec.json.encode({"position": position, "total": total, "tasks": rows})
-        cached = (position, body)
-        ctx.queue_cache[limit] = cached
+    if cached is None or cached[0] < position:
+        # Single flight: the first poller at a new position runs the query, the rest
+        # await its answer instead of each running the same query.
+        pending = ctx.queue_inflight.get(limit)
+        if pending is None or pending[0] < position:
+            task = asyncio.ensure_future(_queue_page(ctx, position, limit))
+            pending = (position, task)
+            ctx.queue_inflight[limit] = pending
+        cached = (pending[0], await asyncio.shield(pending[1]))
+        if ctx.queue_inflight.get(limit) is pending:
+            del ctx.queue_inflight[limit]
+        ctx.queue_cache[limit] = max(ctx.queue_cache.get(limit, cached), cached)
     return Response(cached[1], media_type="application/json")
+
+
+async def _queue_page(ctx: ApiContext, position: int, limit: int) -> bytes:
+    rows, total = await ctx.reads.queue(limit)
+    now = datetime.now(UTC).isoformat()
+    for row in rows:
+        row["waiting_reason"] = waiting_reason(row, now)
+    return msgspec.json.encode({"position": position, "total": total, "tasks": rows})
 
 
 @router.get("/v1/telemetry")
