@@ -89,3 +89,15 @@ def test_bench_json_reports_ratios(tmp_path):
     assert figures["append"]["ratio_median"] > 0
     assert figures["submit_to_assigned"]["tasks_per_s_median"] > 0
     assert figures["peak_rss_mb"] > 0
+
+
+def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):
+    store = f"sqlite:///{tmp_path / 'p.db'}"
+    assert _tierlog("demo", "--tasks", "30", "--store", store, cwd=tmp_path).returncode == 0
+    done = _tierlog("project", "--rebuild", "--json", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    head = EventLog(store).head()
+    assert report["applied"] == head
+    assert set(report["positions"].values()) == {head}
+    assert set(report["lag"].values()) == {0}
