@@ -152,10 +152,12 @@ class SchedulerState:
             self._undo += (target, "added", item)
 
     def _sorted_remove(self, target: SortedList, item: Any) -> None:
-        if item in target:
-            target.remove(item)
-            if self._undo is not None:
-                self._undo += (target, "removed", item)
+        try:
+            target.remove(item)  # one search, where "in" then remove would be two
+        except ValueError:
+            return
+        if self._undo is not None:
+            self._undo += (target, "removed", item)
 
     def _queue_add(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
