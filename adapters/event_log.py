@@ -150,6 +150,35 @@ class EventLog:
             yield from chunk
             position = chunk[-1][0]
 
+    def chain_rows(self, after: int, limit: int) -> list[tuple[int, int, bytes, bytes]]:
+        """Hash chain rows ``(first, last, record_hashes, chain_hash)`` starting after
+        position ``after``, in order."""
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = (
+                f'SELECT first_position, last_position, record_hashes, chain_hash FROM "{schema}".'
+                f'"{table}" WHERE first_position > %s ORDER BY first_position LIMIT %s'
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (after, limit))
+                return [
+                    (
+                        r["first_position"],
+                        r["last_position"],
+                        bytes(r["record_hashes"]),
+                        bytes(r["chain_hash"]),
+                    )
+                    for r in curs.fetchall()
+                ]
+        sql = (
+            f"SELECT first_position, last_position, record_hashes, chain_hash FROM {table}"
+            " WHERE first_position > ? ORDER BY first_position LIMIT ?"
+        )
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, (after, limit))
+            return [(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in curs.fetchall()]
+
     def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
         """All events of one aggregate, in version order."""
         return list(self.app.events.get(aggregate_id))  # type: ignore[arg-type]
