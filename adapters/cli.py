@@ -142,6 +142,42 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify a log: exit 0 clean, 1 with violations, 2 when it cannot be read."""
+    from adapters.audit import audit
+    from adapters.event_log import EventLog, sqlite_file
+
+    path = sqlite_file(args.store)
+    if path is not None and not path.is_file():
+        print(f"tierlog: no log at {path}", file=sys.stderr)
+        return 2
+    try:
+        log = EventLog(args.store)
+        head = log.head()
+    except Exception as exc:  # a missing file, no server, not a tierlog log
+        print(f"tierlog: cannot read the store {args.store}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.json or not sys.stderr.isatty():
+            report = audit(log)
+        else:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                job = bar.add_task("auditing", total=head)
+                report = audit(log, progress=lambda done, _: bar.update(job, completed=done))
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        verdict = "clean" if report.clean else f"{len(report.violations)} violation(s)"
+        print(f"audit of {report.events} events: {verdict} ({', '.join(report.checked)})")
+        for v in report.violations:
+            print(f"  position {v.position} [{v.aggregate_id}] {v.rule}: {v.detail}")
+    return 0 if report.clean else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="tierlog", description=__doc__)
@@ -165,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(project)
     project.add_argument("--rebuild", action="store_true", help="drop and refold from 0")
     project.set_defaults(func=cmd_project)
+
+    audit_cmd = sub.add_parser("audit", help="verify the chain, invariants and projections")
+    _add_common(audit_cmd)
+    audit_cmd.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="measure throughput against raw sqlite3")
     _add_common(bench)

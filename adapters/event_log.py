@@ -23,6 +23,15 @@ from domain.events import DomainEvent
 DEFAULT_STORE = "sqlite:///./tierlog.db"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` store URL (None for other stores); creates nothing."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite":
+        return None
+    raw = unquote(parsed.path)
+    return Path(raw[1:] if raw.startswith("/") else raw).expanduser()
+
+
 def store_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a store URL.
 

@@ -59,12 +59,13 @@ class _PostgresWriter:
 class ReadStore:
     """A connection to the read models, with transactions and plain queries."""
 
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, *, sqlite_path: Path | None = None) -> None:
+        """Read models of ``log``; on SQLite at ``sqlite_path`` if given (a scratch copy)."""
         self.is_postgres = log.is_postgres
         self.schema = log.env.get("POSTGRES_SCHEMA", "public")
         self.sqlite_path: Path | None = None
         if log.sqlite_path is not None:
-            self.sqlite_path = read_model_path(log.sqlite_path)
+            self.sqlite_path = sqlite_path or read_model_path(log.sqlite_path)
             conn = sqlite3.connect(
                 self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=30
             )

@@ -101,3 +101,26 @@ def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):
     assert report["applied"] == head
     assert set(report["positions"].values()) == {head}
     assert set(report["lag"].values()) == {0}
+
+
+def test_audit_exit_codes_clean_violations_unreadable(tmp_path):
+    import sqlite3
+
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    assert _tierlog("demo", "--tasks", "40", "--store", store, cwd=tmp_path).returncode == 0
+    clean = _tierlog("audit", "--json", "--store", store, cwd=tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["clean"] is True
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute("DROP TRIGGER stored_events_no_update")
+        # One trailing space: the payload still decodes, but its bytes changed.
+        conn.execute(
+            "UPDATE stored_events SET state = CAST(CAST(state AS TEXT) || ' ' AS BLOB)"
+            " WHERE rowid = 7"
+        )
+    dirty = _tierlog("audit", "--json", "--store", store, cwd=tmp_path)
+    assert dirty.returncode == 1
+    violations = json.loads(dirty.stdout)["violations"]
+    assert violations[0]["position"] == 7 and violations[0]["rule"] == "record_changed"
+    missing = _tierlog("audit", "--store", f"sqlite:///{tmp_path / 'absent.db'}", cwd=tmp_path)
+    assert missing.returncode == 2 and "no log" in missing.stderr
