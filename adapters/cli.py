@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.event_log import DEFAULT_STORE
-from domain.errors import DomainError
+from domain.errors import DomainError, ValidationError
 
 
 def _store_default() -> str:
@@ -178,6 +178,108 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def _point(log: Any, text: str) -> int:
+    """A log position from a number or an ISO 8601 time."""
+    from datetime import datetime
+
+    from adapters.time_travel import position_at_time
+
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"{text!r} is neither a position nor an ISO 8601 time", field="point"
+        ) from None
+    if when.tzinfo is None:
+        raise ValidationError(f"{text!r} needs a time zone (e.g. +00:00)", field="point")
+    return position_at_time(log, when)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_at(args: argparse.Namespace) -> int:
+    """The state at a position or time (or one task then)."""
+    from uuid import UUID
+
+    from adapters.event_log import EventLog
+    from adapters.time_travel import fold_until, summarise_state, task_at
+
+    log = EventLog(args.store)
+    try:
+        position = _point(log, args.position if args.position is not None else args.time)
+        state = fold_until(log, position)
+        if args.task:
+            try:
+                task_id = UUID(args.task)
+            except ValueError:
+                raise ValidationError("--task must be a task id (UUID)", field="task") from None
+            data: Any = {"position": state.position, "task": task_at(state, task_id)}
+        else:
+            data = summarise_state(state)
+    finally:
+        log.close()
+    if args.json or args.task:
+        _print_json(data)
+    else:
+        print(
+            f"at position {data['position']}: {len(data['queue'])} queued, "
+            f"{len(data['timers'])} timers pending, {len(data['agents'])} agents, "
+            f"{len(data['endpoints'])} endpoints; tasks {data['counters']['tasks_by_state']}"
+        )
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What changed between two positions or times."""
+    from adapters.event_log import EventLog
+    from adapters.time_travel import diff
+
+    log = EventLog(args.store)
+    try:
+        data = diff(log, _point(log, args.a), _point(log, args.b))
+    finally:
+        log.close()
+    if args.json:
+        _print_json(data)
+    else:
+        print(
+            f"from {data['from']} to {data['to']}: {len(data['tasks_changed'])} tasks changed "
+            f"state, timers {data['timers']}, {len(data['endpoint_changes'])} endpoint "
+            f"changes, counters {data['counter_deltas']}"
+        )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """A task's timeline with every decision's reason."""
+    from uuid import UUID
+
+    from adapters.event_log import EventLog
+    from adapters.time_travel import explain
+
+    try:
+        task_id = UUID(args.task_id)
+    except ValueError:
+        raise ValidationError("TASK_ID must be a task id (UUID)", field="task_id") from None
+    log = EventLog(args.store)
+    try:
+        story = explain(log, task_id)
+    finally:
+        log.close()
+    if not story:
+        raise ValidationError(f"no task {task_id} in {args.store}", field="task_id")
+    if args.json:
+        _print_json(story)
+    else:
+        for line in story:
+            print(f"{line['at']}  {line['event']:<24} {line['detail']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="tierlog", description=__doc__)
@@ -201,6 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(project)
     project.add_argument("--rebuild", action="store_true", help="drop and refold from 0")
     project.set_defaults(func=cmd_project)
+
+    at = sub.add_parser("at", help="the state at a position or time")
+    _add_common(at)
+    point = at.add_mutually_exclusive_group(required=True)
+    point.add_argument("--position")
+    point.add_argument("--time", help="ISO 8601 with a time zone")
+    at.add_argument("--task", help="one task only")
+    at.set_defaults(func=cmd_at)
+
+    diff_cmd = sub.add_parser("diff", help="what changed between two positions or times")
+    _add_common(diff_cmd)
+    diff_cmd.add_argument("a")
+    diff_cmd.add_argument("b")
+    diff_cmd.set_defaults(func=cmd_diff)
+
+    explain_cmd = sub.add_parser("explain", help="a task's timeline with every decision's reason")
+    _add_common(explain_cmd)
+    explain_cmd.add_argument("task_id")
+    explain_cmd.set_defaults(func=cmd_explain)
 
     audit_cmd = sub.add_parser("audit", help="verify the chain, invariants and projections")
     _add_common(audit_cmd)

@@ -188,6 +188,29 @@ class EventLog:
             curs.execute(sql, (after, limit))
             return [(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in curs.fetchall()]
 
+    def positioned_events_of(self, aggregate_id: UUID) -> list[tuple[int, DomainEvent]]:
+        """All events of one aggregate with their global positions, in order."""
+        if self.is_postgres:
+            schema, table = self.env["POSTGRES_SCHEMA"], self.recorder.events_table_name
+            sql = (
+                f'SELECT notification_id, topic, state FROM "{schema}"."{table}" '
+                "WHERE originator_id = %s ORDER BY originator_version"
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (aggregate_id,))
+                rows = [
+                    (r["notification_id"], r["topic"], bytes(r["state"])) for r in curs.fetchall()
+                ]
+        else:
+            sql = (
+                "SELECT rowid, topic, state FROM stored_events WHERE originator_id = ? "
+                "ORDER BY originator_version"
+            )
+            with self.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute(sql, (aggregate_id.hex,))
+                rows = [(r[0], r[1], bytes(r[2])) for r in curs.fetchall()]
+        return [(position, self.codec.decode(topic, state)) for position, topic, state in rows]
+
     def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
         """All events of one aggregate, in version order."""
         return list(self.app.events.get(aggregate_id))  # type: ignore[arg-type]

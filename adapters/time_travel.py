@@ -1,0 +1,182 @@
+"""Time travel through a log: the state at a position or time, the difference between
+two points, and a task's story. All stream the log; none changes it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from adapters.event_log import EventLog
+from domain import events as ev
+from domain.state import SchedulerState
+
+
+def position_at_time(log: EventLog, when: datetime) -> int:
+    """The position of the last event stamped at or before ``when`` (0 if none)."""
+    position = 0
+    for pos, event in log.iter_events():
+        if event.timestamp > when:
+            break
+        position = pos
+    return position
+
+
+def fold_until(log: EventLog, position: int) -> SchedulerState:
+    """The scheduler's state after the events at positions ``1..position``."""
+    state = SchedulerState()
+    for pos, event in log.iter_events(stop=position):
+        state.apply(event, pos)
+    return state
+
+
+def summarise_state(state: SchedulerState) -> dict[str, Any]:
+    """The queue, pending timers, agents, endpoints and counters of a state."""
+    by_state: Counter[str] = Counter(t.state for t in state.tasks.values())
+    by_tier: Counter[str] = Counter(t.effective_tier for t in state.tasks.values())
+    return {
+        "position": state.position,
+        "queue": [
+            {
+                "task_id": str(t.task_id),
+                "priority": t.priority,
+                "tier": t.effective_tier,
+                "generation": t.generation,
+            }
+            for t in state.queued_tasks()
+        ],
+        "timers": [msgspec.to_builtins(t) for t in state.timers.values()],
+        "agents": [msgspec.to_builtins(a) for a in state.agents.values()],
+        "endpoints": [msgspec.to_builtins(e) for e in state.endpoints.values()],
+        "counters": {"tasks_by_state": dict(by_state), "tasks_by_tier": dict(by_tier)},
+    }
+
+
+def task_at(state: SchedulerState, task_id: UUID) -> dict[str, Any] | None:
+    """One task as it was, or None if it did not exist yet."""
+    task = state.tasks.get(task_id)
+    return None if task is None else msgspec.to_builtins(task)
+
+
+def diff(log: EventLog, a: int, b: int) -> dict[str, Any]:
+    """What changed between positions ``a`` and ``b`` (``a < b``)."""
+    if a > b:
+        a, b = b, a
+    before = fold_until(log, a)
+    after = fold_until(log, b)
+    changed = [
+        {
+            "task_id": str(task_id),
+            "from": before.tasks[task_id].state if task_id in before.tasks else None,
+            "to": task.state,
+        }
+        for task_id, task in after.tasks.items()
+        if task_id not in before.tasks or before.tasks[task_id].state != task.state
+    ]
+    timers: Counter[str] = Counter()
+    endpoints: list[dict[str, Any]] = []
+    for _, event in log.iter_events(after=a, stop=b):
+        match event:
+            case ev.FallbackTimerStarted():
+                timers["started"] += 1
+            case ev.FallbackTimerFired():
+                timers["fired"] += 1
+            case ev.FallbackTimerCancelled():
+                timers[f"cancelled:{event.reason}"] += 1
+            case ev.EndpointRegistered() | ev.EndpointHealthReported() | ev.EndpointDeregistered():
+                endpoints.append(
+                    {
+                        "endpoint_id": event.endpoint_id,
+                        "change": type(event).__name__,
+                        "status": getattr(event, "status", None),
+                    }
+                )
+            case _:
+                pass
+    counts_before = summarise_state(before)["counters"]["tasks_by_state"]
+    counts_after = summarise_state(after)["counters"]["tasks_by_state"]
+    return {
+        "from": a,
+        "to": b,
+        "tasks_changed": changed,
+        "timers": dict(timers),
+        "endpoint_changes": endpoints,
+        "counter_deltas": {
+            k: counts_after.get(k, 0) - counts_before.get(k, 0)
+            for k in sorted(set(counts_before) | set(counts_after))
+        },
+    }
+
+
+def _timer_events(log: EventLog, task_id: UUID) -> Iterator[tuple[int, ev.DomainEvent]]:
+    for position, event in log.positioned_events_of(ev.SCHEDULER_ID):
+        if getattr(event, "task_id", None) == task_id:
+            yield position, event
+
+
+def explain(log: EventLog, task_id: UUID) -> list[dict[str, Any]]:
+    """The task's story: each event with its time, every routing decision with its
+    reason, candidates and scores, its timers, and why it waited when it waited."""
+    own = log.positioned_events_of(task_id)
+    if not own:
+        return []
+    story = sorted([*own, *_timer_events(log, task_id)], key=lambda pair: pair[0])
+    lines: list[dict[str, Any]] = []
+    queued_since: datetime | None = None
+    for position, event in story:
+        line: dict[str, Any] = {
+            "position": position,
+            "at": event.timestamp.isoformat(),
+            "event": type(event).__name__,
+        }
+        match event:
+            case ev.TaskSubmitted():
+                line["detail"] = f"submitted by {event.submitted_by}: {event.description!r}"
+                queued_since = event.timestamp
+            case ev.TaskClassified():
+                line["detail"] = event.reason
+            case ev.TaskRouted() | ev.TaskAssigned():
+                d = event.decision
+                line["detail"] = (
+                    f"{d.effective_tier} -> {d.target_type}"
+                    + (
+                        f" {d.selected_endpoint} ({d.selected_model})"
+                        if d.selected_endpoint
+                        else ""
+                    )
+                    + (
+                        f"; fallback from {d.fallback_from_tier}: {d.fallback_reason}"
+                        if d.fallback_used
+                        else ""
+                    )
+                    + f"; {d.classification_reason}"
+                )
+                line["candidates"] = [msgspec.to_builtins(c) for c in d.candidates]
+                if isinstance(event, ev.TaskAssigned) and queued_since is not None:
+                    waited = (event.timestamp - queued_since).total_seconds()
+                    line["waited_s"] = waited
+                    line["detail"] += f"; to {event.agent_id} after waiting {waited:g} s"
+            case ev.FallbackTimerStarted():
+                line["detail"] = (
+                    f"waiting: no candidate at {event.original_tier} "
+                    f"({event.reason}); falls back to {event.fallback_tier} at "
+                    f"{event.fires_at.isoformat()}"
+                )
+            case ev.FallbackTimerFired():
+                line["detail"] = f"escalated to {event.fallback_tier} after {event.wait_ms} ms"
+            case ev.FallbackTimerCancelled():
+                line["detail"] = f"timer cancelled: {event.reason}"
+            case ev.TaskRequeued() | ev.TaskRetried():
+                queued_since = event.timestamp
+                line["detail"] = f"back in the queue as generation {event.generation}"
+            case _:
+                payload = msgspec.to_builtins(event)
+                for key in ("originator_id", "originator_version", "timestamp"):
+                    payload.pop(key, None)
+                line["detail"] = payload
+        lines.append(line)
+    return lines

@@ -1,0 +1,68 @@
+"""at / diff / explain against logs a test folds itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters.demo import run_demo
+from adapters.event_log import EventLog
+from adapters.time_travel import diff, explain, fold_until, position_at_time, summarise_state
+from domain import events as ev
+from domain.state import SchedulerState
+
+
+@pytest.fixture
+def small_log(new_store) -> EventLog:
+    url = new_store()
+    run_demo(url, tasks=25, seed=9)
+    return EventLog(url)
+
+
+def test_at_every_position_equals_folding_events_one_to_n(small_log):
+    events = list(small_log.iter_events())
+    mine = SchedulerState()
+    for position, event in events:
+        mine.apply(event, position)
+        assert fold_until(small_log, position).snapshot() == mine.snapshot()
+
+
+def test_time_agrees_with_position(small_log):
+    events = list(small_log.iter_events())
+    for _, event in events[:: max(1, len(events) // 40)]:
+        at_time = position_at_time(small_log, event.timestamp)
+        later = [p for p, e in events if e.timestamp == event.timestamp]
+        assert at_time == max(later)  # the last event stamped at that instant
+        assert (
+            fold_until(small_log, at_time).snapshot()
+            == fold_until(small_log, max(later)).snapshot()
+        )
+
+
+def test_diff_counts_the_changes_between_two_points(small_log):
+    head = small_log.head()
+    change = diff(small_log, head // 3, head)
+    before = summarise_state(fold_until(small_log, head // 3))["counters"]["tasks_by_state"]
+    after = summarise_state(fold_until(small_log, head))["counters"]["tasks_by_state"]
+    for state, delta in change["counter_deltas"].items():
+        assert after.get(state, 0) - before.get(state, 0) == delta
+    fired = sum(
+        1 for _, e in small_log.iter_events(after=head // 3) if isinstance(e, ev.FallbackTimerFired)
+    )
+    assert change["timers"].get("fired", 0) == fired
+
+
+def test_explain_tells_a_fallback_story_in_log_order(small_log):
+    escalated = next(
+        e.originator_id for _, e in small_log.iter_events() if isinstance(e, ev.TaskEscalated)
+    )
+    story = explain(small_log, escalated)
+    names = [line["event"] for line in story]
+    assert (
+        names.index("FallbackTimerStarted")
+        < names.index("FallbackTimerFired")
+        < names.index("TaskEscalated")
+    )
+    positions = [line["position"] for line in story]
+    assert positions == sorted(positions)
+    routed = next(line for line in story if line["event"] == "TaskRouted")
+    assert "fallback from standard" in routed["detail"]
