@@ -58,6 +58,7 @@ class SchedulerRuntime:
         *,
         new_task_id: Callable[[], UUID] = uuid4,
         read_batch: int = 5000,
+        record_config: bool = True,
     ) -> None:
         self.log = event_log
         self.config = config
@@ -75,6 +76,9 @@ class SchedulerRuntime:
         self._listeners: list[Listener] = []
         with self._lock:
             self.catch_up()
+            if record_config:
+                # Replays and audits recompute decisions under the policy that made them.
+                self.execute_batch([lambda s, u, n: s.record_config(u, n)])
 
     # --- following the log ----------------------------------------------------------
 

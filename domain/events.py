@@ -13,7 +13,7 @@ from uuid import UUID, uuid5
 
 import msgspec
 
-from domain.config import TargetType, TierName
+from domain.config import SchedulerConfig, TargetType, TierName
 
 Priority = Literal["urgent", "high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "normal", "low")
@@ -100,6 +100,9 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     decided_at: datetime
     scoring_duration_us: int
     endpoint_state_position: int
+    # The log position of the SchedulerConfigured event whose configuration was used
+    # (0: the built-in defaults). With endpoint_state_position, enough to recompute it.
+    config_position: int = 0
 
 
 # --- Task aggregate ------------------------------------------------------------------
@@ -255,6 +258,13 @@ class FallbackTimerCancelled(DomainEvent, frozen=True, kw_only=True):
     reason: str
 
 
+class SchedulerConfigured(DomainEvent, frozen=True, kw_only=True):
+    """A scheduler started with this configuration (recorded when it differs from the
+    last one recorded), so replays and audits know the policy behind each decision."""
+
+    config: SchedulerConfig
+
+
 # --- Agent aggregate -----------------------------------------------------------------
 
 
@@ -346,6 +356,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     FallbackTimerStarted,
     FallbackTimerFired,
     FallbackTimerCancelled,
+    SchedulerConfigured,
     AgentRegistered,
     AgentReserved,
     AgentWentOffline,

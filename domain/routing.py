@@ -84,6 +84,7 @@ def decide_route(
     endpoint_state_position: int,
     now: datetime,
     scoring_duration_us: int = 0,
+    config_position: int = 0,
 ) -> RoutingDecision | None:
     """The routing decision for ``task`` at its effective tier, or None with no candidate.
 
@@ -122,4 +123,5 @@ def decide_route(
         decided_at=now,
         scoring_duration_us=scoring_duration_us,
         endpoint_state_position=endpoint_state_position,
+        config_position=config_position,
     )

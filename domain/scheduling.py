@@ -201,6 +201,15 @@ def _decision_made_now(task: TaskRecord, now: datetime) -> ev.RoutingDecision | 
     return None
 
 
+def state_config_position(state: SchedulerState, config: SchedulerConfig) -> int:
+    """Where ``config`` was recorded, if it is the last recorded one (else 0: unrecorded).
+
+    The runtime records its configuration at start, so in practice this is its
+    position; a pass run with a configuration never recorded cites 0.
+    """
+    return state.config_position if state.config == config else 0
+
+
 def _route(
     uow: UnitOfWork,
     config: SchedulerConfig,
@@ -217,6 +226,7 @@ def _route(
         list(state.endpoints.values()) if endpoints is None else endpoints,
         state.endpoint_state_position,
         now,
+        config_position=state_config_position(state, config),
     )
     if decision is None:
         return None

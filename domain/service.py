@@ -402,6 +402,13 @@ class SchedulerService:
         endpoint = self._endpoint(endpoint_id)
         uow.endpoint_event(ev.EndpointDeregistered, endpoint.endpoint_id, now)
 
+    def record_config(self, uow: UnitOfWork, now: datetime) -> bool:
+        """Record this service's configuration unless it is the last one recorded."""
+        if self.state.config == self.config:
+            return False
+        uow.scheduler_event(ev.SchedulerConfigured, now, config=self.config)
+        return True
+
     # --- scheduling -----------------------------------------------------------------
 
     def schedule(self, uow: UnitOfWork, now: datetime) -> int:

@@ -19,6 +19,7 @@ from msgspec.structs import replace
 from sortedcontainers import SortedList
 
 from domain import events as ev
+from domain.config import SchedulerConfig
 from domain.records import (
     AgentRecord,
     EndpointRecord,
@@ -56,6 +57,9 @@ class SchedulerState:
         self.endpoint_state_position = 0
         self.timers: dict[UUID, PendingTimer] = {}
         self.scheduler_version = 0
+        # The last recorded configuration and where it was recorded (0: none yet).
+        self.config: SchedulerConfig | None = None
+        self.config_position = 0
         self.idempotency: dict[str, UUID] = {}
         # Bearer token digests of registered agents, for the HTTP edge.
         self.agent_tokens: dict[str, str] = {}
@@ -79,6 +83,7 @@ class SchedulerState:
             ev.FallbackTimerStarted: self._timer_started,
             ev.FallbackTimerFired: self._timer_ended,
             ev.FallbackTimerCancelled: self._timer_ended,
+            ev.SchedulerConfigured: self._configured,
             ev.AgentRegistered: self._agent_registered,
             ev.AgentReserved: self._agent_reserved,
             ev.AgentWentOffline: self._agent_left,
@@ -495,6 +500,11 @@ class SchedulerState:
         self._discard(self.timers, e.task_id)
         self._set_scalar("scheduler_version", e.originator_version)
 
+    def _configured(self, e: ev.SchedulerConfigured, position: int) -> None:
+        self._set_scalar("config", e.config)
+        self._set_scalar("config_position", position)
+        self._set_scalar("scheduler_version", e.originator_version)
+
     def _agent_registered(self, e: ev.AgentRegistered, position: int) -> None:
         agent = AgentRecord(
             agent_id=e.agent_id,
@@ -617,6 +627,8 @@ class SchedulerState:
             "endpoint_state_position": self.endpoint_state_position,
             "timers": dict(self.timers),
             "scheduler_version": self.scheduler_version,
+            "config": self.config,
+            "config_position": self.config_position,
             "idempotency": dict(self.idempotency),
             "agent_tokens": dict(self.agent_tokens),
         }
