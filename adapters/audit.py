@@ -13,6 +13,7 @@ from adapters.chain_audit import verify_chain
 from adapters.event_log import EventLog
 from adapters.projection_runner import ProjectionRunner
 from adapters.read_store import ReadStore, read_model_path
+from domain.determinism import DeterminismChecker
 from domain.invariants import InvariantChecker, Violation
 from projections.registry import all_projections
 
@@ -78,11 +79,14 @@ def audit(
         report.violations.append(Violation(found.position, "log", found.rule, found.detail))
     report.checked.append("hash chain")
     checker = InvariantChecker()
+    replay = DeterminismChecker()
     for position, event in log.iter_events(batch=batch):
         report.violations.extend(checker.check(position, event))
+        report.violations.extend(replay.check(position, event))
         report.events += 1
         if progress is not None and report.events % batch == 0:
             progress(report.events, head)
     report.checked.append("invariants")
+    report.checked.append("routing decisions recomputed")
     _compare_projections(log, report)
     return report
