@@ -73,7 +73,7 @@ def test_a_decision_that_the_policy_would_not_make_is_reported():
         if isinstance(e, ev.TaskRouted) and e.decision.target_type == "ollama"
     )
     forged = replace(
-        events[index], decision=replace(events[index].decision, selected_model="llama3")
+        events[index], decision=replace(events[index].decision, selected_model="mistral")
     )
     events[index] = forged
     assert _check(events) == ["decision_deterministic"]
