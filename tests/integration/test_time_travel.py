@@ -68,3 +68,17 @@ def test_explain_tells_a_fallback_story_in_log_order(new_store):
     assert positions == sorted(positions)
     routed = next(line for line in story if line["event"] == "TaskRouted")
     assert "fallback from standard" in routed["detail"]
+
+
+def test_stepper_runs_until_an_event_type_or_a_task(small_log):
+    from adapters.stepper import steps
+
+    all_steps = list(steps(small_log))
+    assert [s.position for s in all_steps] == list(range(1, small_log.head() + 1))
+    first_assigned = next(steps(small_log, until="TaskAssigned"))
+    assert type(first_assigned.event).__name__ == "TaskAssigned"
+    task = first_assigned.event.originator_id
+    for_task = list(steps(small_log, until=str(task)))
+    assert for_task and all(
+        s.event.originator_id == task or getattr(s.event, "task_id", None) == task for s in for_task
+    )
