@@ -280,6 +280,37 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_whatif(args: argparse.Namespace) -> int:
+    """Replay recorded traffic under another configuration and report what changes."""
+    from adapters.config_file import load_config
+    from adapters.event_log import EventLog
+    from adapters.time_travel import what_if
+
+    if args.config is None:
+        raise ValidationError("whatif needs --config NEW.toml", field="config")
+    config = load_config(args.config)
+    log = EventLog(args.store)
+    try:
+        start = _point(log, args.start) if args.start else 0
+        stop = _point(log, args.stop) if args.stop else None
+        report = what_if(log, config, start, stop)
+    finally:
+        log.close()
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"{report['tasks_changed']} of {report['tasks_considered']} tasks would change: "
+            + (", ".join(f"{k}={v}" for k, v in report["counts"].items()) or "nothing")
+        )
+        for task_id, change in report["changes"].items():
+            print(
+                f"  {task_id}: "
+                + "; ".join(f"{k} {v['recorded']} -> {v['would']}" for k, v in change.items())
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="tierlog", description=__doc__)
@@ -322,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(explain_cmd)
     explain_cmd.add_argument("task_id")
     explain_cmd.set_defaults(func=cmd_explain)
+
+    whatif = sub.add_parser("whatif", help="replay recorded traffic under another config")
+    _add_common(whatif)
+    whatif.add_argument("--from", dest="start", help="position or time (exclusive)")
+    whatif.add_argument("--to", dest="stop", help="position or time (inclusive)")
+    whatif.set_defaults(func=cmd_whatif)
 
     audit_cmd = sub.add_parser("audit", help="verify the chain, invariants and projections")
     _add_common(audit_cmd)

@@ -1,0 +1,110 @@
+"""whatif on a crafted log: the recorded configuration changes nothing; each changed
+setting changes exactly the tasks it should."""
+
+from __future__ import annotations
+
+import pytest
+from msgspec.structs import replace
+
+from adapters.event_log import EventLog
+from adapters.runtime import SchedulerRuntime
+from adapters.time_travel import what_if
+from domain.clock import VirtualClock
+from domain.config import SchedulerConfig
+
+RECORDED = SchedulerConfig(default_model="llama3", fallback_wait_s=5.0)
+
+
+def _crafted(url: str) -> dict[str, str]:
+    clock = VirtualClock()
+    rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
+    ep = rt.execute(
+        lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3", "qwen"])
+    )
+
+    def health(ok: bool) -> None:
+        rt.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=ep, ok=ok))
+
+    def submit(text: str, tier: str) -> str:
+        return str(
+            rt.execute(
+                lambda s, u, n: s.submit_task(u, n, description=text, complexity_tier=tier)
+            ).task_id
+        )
+
+    def finish(task: str) -> None:
+        t = rt.state.tasks[next(k for k in rt.state.tasks if str(k) == task)]
+        rt.execute(
+            lambda s, u, n: s.complete_task(
+                u, n, agent_id=t.assigned_to, task_id=t.task_id, generation=t.generation
+            )
+        )
+
+    health(True)
+    rt.execute(lambda s, u, n: s.register_agent(u, n, agent_id="a1"))
+    tasks = {"S1": submit("add tests for the parser", "standard")}
+    finish(tasks["S1"])
+    health(False), health(False)  # gpu-a unhealthy
+    tasks["S2"] = submit("document the cursor parameter", "standard")  # waits, timer starts
+    clock.advance(3)
+    health(True)  # recovers inside the 5 s wait: S2 goes to ollama
+    finish(tasks["S2"])
+    health(False), health(False)
+    tasks["S3"] = submit("write the release notes", "standard")
+    clock.advance(5)
+    rt.tick()  # fires: S3 falls back to claude
+    finish(tasks["S3"])
+    clock.advance(5)
+    health(True)  # 10 s after S3's timer started
+    tasks["C1"] = submit("refactor the storage layer", "complex")
+    finish(tasks["C1"])
+    rt.log.close()
+    return tasks
+
+
+@pytest.fixture
+def crafted(new_store):
+    url = new_store()
+    return url, _crafted(url)
+
+
+def _changes(url: str, config: SchedulerConfig) -> dict[str, set[str]]:
+    log = EventLog(url)
+    try:
+        report = what_if(log, config)
+    finally:
+        log.close()
+    return {task: set(change) for task, change in report["changes"].items()}
+
+
+def test_the_recorded_configuration_changes_nothing(crafted):
+    url, _ = crafted
+    assert _changes(url, RECORDED) == {}
+
+
+def test_a_new_default_model_changes_the_ollama_models(crafted):
+    url, t = crafted
+    assert _changes(url, replace(RECORDED, default_model="qwen")) == {
+        t["S1"]: {"model"},
+        t["S2"]: {"model"},
+    }
+
+
+def test_a_shorter_wait_escalates_the_task_that_recovered_in_time(crafted):
+    url, t = crafted
+    everything = {"tier", "target", "endpoint", "model", "cost_tier", "timer"}
+    assert _changes(url, replace(RECORDED, fallback_wait_s=2.0)) == {t["S2"]: everything}
+
+
+def test_a_longer_wait_keeps_the_escalated_task_at_its_tier(crafted):
+    url, t = crafted
+    everything = {"tier", "target", "endpoint", "model", "cost_tier", "timer"}
+    assert _changes(url, replace(RECORDED, fallback_wait_s=15.0)) == {t["S3"]: everything}
+
+
+def test_claude_disabled_leaves_complex_work_without_a_target(crafted):
+    url, t = crafted
+    assert _changes(url, replace(RECORDED, claude_enabled=False)) == {
+        t["S3"]: {"target", "cost_tier"},
+        t["C1"]: {"target", "cost_tier"},
+    }
