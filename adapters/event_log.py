@@ -159,6 +159,32 @@ class EventLog:
             yield from chunk
             position = chunk[-1][0]
 
+    def chain_hash_at(self, position: int) -> bytes | None:
+        """The chain hash of the chain row that covers ``position`` (None if none does)."""
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = (
+                f'SELECT last_position, chain_hash FROM "{schema}"."{table}" '
+                "WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (position,))
+                row = curs.fetchone()
+                found = (row["last_position"], bytes(row["chain_hash"])) if row else None
+        else:
+            sql = (
+                f"SELECT last_position, chain_hash FROM {table} WHERE first_position <= ? "
+                "ORDER BY first_position DESC LIMIT 1"
+            )
+            with self.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute(sql, (position,))
+                row = curs.fetchone()
+                found = (row[0], bytes(row[1])) if row else None
+        if found is None or found[0] < position:
+            return None
+        return found[1]
+
     def chain_rows(self, after: int, limit: int) -> list[tuple[int, int, bytes, bytes]]:
         """Hash chain rows ``(first, last, record_hashes, chain_hash)`` starting after
         position ``after``, in order."""

@@ -91,7 +91,7 @@ async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[s
 async def poll_assignment(
     agent_id: AgentId,
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(agent_self)],
+    who: Annotated[Caller, Depends(agent_self)],
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> Any:
     """The agent's current task (200), or 204 when ``wait`` seconds pass without one."""
@@ -104,6 +104,11 @@ async def poll_assignment(
             held = await ctx.read_state(_held(agent_id))
             if held is None or held[0] == "deregistered":
                 raise ApiError(404, "not_found", f"no registered agent {agent_id}", "agent_id")
+            if ctx.runtime.state.agent_tokens.get(who.token_sha256 or "") != agent_id:
+                # Re-registered while this poll waited: the old token gets nothing.
+                raise ApiError(401, "unauthorized", "this token was replaced by a new one")
+            if ctx.closing:
+                return Response(status_code=204)
             status, task_id, generation = held
             if status == "busy" and task_id is not None and generation is not None:
                 return await _assignment(ctx, task_id, generation)

@@ -62,6 +62,7 @@ class Caller:
 
     is_admin: bool
     agent_id: str | None = None
+    token_sha256: str | None = None
 
 
 @dataclass
@@ -77,16 +78,25 @@ class ApiContext:
     # GET /v1/queue answers by limit: (position, encoded body).
     queue_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     queue_inflight: dict[int, tuple[int, asyncio.Future[bytes]]] = field(default_factory=dict)
+    closing: bool = False
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
         """Runtime listener (writer thread): wake long-polls of agents that got work."""
         self.runner.wake()
         agents = {
-            e.agent_id for _, e in applied if isinstance(e, ev.AgentReserved | ev.AgentDeregistered)
+            e.agent_id
+            for _, e in applied
+            if isinstance(e, ev.AgentReserved | ev.AgentDeregistered | ev.AgentRegistered)
         }
         if agents and self.loop is not None:
             # The waiters belong to the event loop: touch them only from there.
             self.loop.call_soon_threadsafe(self._wake_agents, agents)
+
+    def shutting_down(self) -> None:
+        """The server is stopping: every long-poll answers now (any thread)."""
+        self.closing = True
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake_agents, set(self.waiters))
 
     def _wake_agents(self, agents: set[str]) -> None:
         for agent_id in agents:
@@ -162,7 +172,7 @@ def identify(ctx: ApiContext, authorization: str) -> Caller:
     agent = ctx.runtime.state.agents.get(agent_id) if agent_id else None
     if agent is None or agent.status == "deregistered":
         raise ApiError(401, "unauthorized", "unknown bearer token")
-    return Caller(is_admin=False, agent_id=agent_id)
+    return Caller(is_admin=False, agent_id=agent_id, token_sha256=digest(token))
 
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})

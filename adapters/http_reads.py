@@ -42,9 +42,11 @@ async def queue(
             task = asyncio.ensure_future(_queue_page(ctx, position, limit))
             pending = (position, task)
             ctx.queue_inflight[limit] = pending
-        cached = (pending[0], await asyncio.shield(pending[1]))
-        if ctx.queue_inflight.get(limit) is pending:
-            del ctx.queue_inflight[limit]
+        try:
+            cached = (pending[0], await asyncio.shield(pending[1]))
+        finally:
+            if ctx.queue_inflight.get(limit) is pending and pending[1].done():
+                del ctx.queue_inflight[limit]
         ctx.queue_cache[limit] = max(ctx.queue_cache.get(limit, cached), cached)
     return Response(cached[1], media_type="application/json")
 

@@ -22,6 +22,7 @@ from adapters.http_api import (
     require_admin,
 )
 from adapters.http_models import CancelTask, Complete, Fail, SubmitTask, TaskCreated, Written
+from domain import events as ev
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -98,7 +99,7 @@ async def task_timeline(
 ) -> dict[str, Any]:
     """Every event of the task's own stream, in order."""
     events = await anyio.to_thread.run_sync(ctx.runtime.log.events_of, task_id)
-    if not events:
+    if not events or not isinstance(events[0], ev.TaskSubmitted):
         raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
     return {
         "position": ctx.runtime.state.position,

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from adapters.event_log import EventLog
-from adapters.read_store import ReadStore
+from adapters.read_store import IDENTITY_KEY, ReadStore
 from projections.base import Projection
 from projections.registry import all_projections
 
@@ -50,12 +50,25 @@ class ProjectionRunner:
                     " ON CONFLICT (name) DO NOTHING",
                     (projection.name,),
                 )
-        head = self.log.head()
-        if any(pos > head for pos in self.positions().values()):
-            # These read models were built from another (longer) log: start again.
-            log.warning("read models are ahead of the log (head %s); rebuilding", head)
+        # Read models built from another log (a log file replaced under them) are
+        # found by the chain hash at the position they reached: start them again.
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
+                " ON CONFLICT (name) DO NOTHING",
+                (IDENTITY_KEY,),
+            )
+            row = db.fetchone("SELECT position FROM rm_positions WHERE name = ?", (IDENTITY_KEY,))
+        reached = min(self.positions().values(), default=0)
+        if reached and (int(row[0]) if row else 0) != self._fingerprint(reached):
+            log.warning("read models do not match this log at %s; rebuilding", reached)
             self.rebuild()
         self.committed_position = self.position()
+
+    def _fingerprint(self, position: int) -> int:
+        """63 bits of the chain hash covering ``position`` (-1 when none covers it)."""
+        found = self.log.chain_hash_at(position) if position else None
+        return int.from_bytes(found[:8], "big") >> 1 if found else -1
 
     def positions(self) -> dict[str, int]:
         """Each projection's processed position."""
@@ -79,16 +92,29 @@ class ProjectionRunner:
         if not events:
             return 0
         last = events[-1][0]
+        fingerprint = self._fingerprint(last)
         with self.store.transaction() as db:
             for projection in self.projections:
-                done = positions[projection.name]
+                # Re-read inside the write transaction: another runner on the same read
+                # store (tierlog project, an audit) may have moved it meanwhile.
+                row = db.fetchone(
+                    "SELECT position FROM rm_positions WHERE name = ?"
+                    + ("" if self.store.sqlite_path is not None else " FOR UPDATE"),
+                    (projection.name,),
+                )
+                done = int(row[0]) if row else 0
                 for position, event in events:
                     if position > done:
                         projection.apply(db, position, event)
-                db.execute(
-                    "UPDATE rm_positions SET position = ? WHERE name = ?", (last, projection.name)
-                )
-        self.committed_position = last
+                if last > done:
+                    db.execute(
+                        "UPDATE rm_positions SET position = ? WHERE name = ?",
+                        (last, projection.name),
+                    )
+            db.execute(
+                "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
+            )
+        self.committed_position = min(self.positions().values(), default=0)
         with self.changed:
             self.changed.notify_all()
         return len(events)

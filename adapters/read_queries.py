@@ -14,7 +14,7 @@ import aiosqlite
 import msgspec
 
 from adapters.event_log import EventLog
-from adapters.read_store import read_model_path
+from adapters.read_store import IDENTITY_KEY, read_model_path
 
 _JSON_COLUMNS = frozenset(
     {
@@ -56,10 +56,13 @@ class AsyncReadModels:
             self._conn = await aiosqlite.connect(self._sqlite_path)
             await self._conn.execute("PRAGMA query_only = ON")
             return
+        self._conn = await self._connect_postgres()
+
+    async def _connect_postgres(self) -> Any:
         import psycopg
 
         env = self._log.env
-        self._conn = await psycopg.AsyncConnection.connect(
+        return await psycopg.AsyncConnection.connect(
             dbname=env["POSTGRES_DBNAME"],
             host=env["POSTGRES_HOST"],
             port=int(env["POSTGRES_PORT"]),
@@ -82,15 +85,31 @@ class AsyncReadModels:
                 rows = await cursor.fetchall()
                 columns = [d[0] for d in cursor.description]
         else:
-            async with self._lock, self._conn.cursor() as cursor:
-                await cursor.execute(sql.replace("?", "%s"), params)
-                rows = await cursor.fetchall()
-                columns = [d.name for d in cursor.description]
+            rows, columns = await self._fetch_postgres(sql, params)
         return [_row(columns, r) for r in rows]
+
+    async def _fetch_postgres(self, sql: str, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        import psycopg
+
+        async with self._lock:
+            for attempt in (1, 2):
+                if self._conn.closed or self._conn.broken:
+                    self._conn = await self._connect_postgres()
+                try:
+                    async with self._conn.cursor() as cursor:
+                        await cursor.execute(sql.replace("?", "%s"), params)
+                        rows = await cursor.fetchall()
+                        return rows, [d.name for d in cursor.description]
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise  # the server is really gone: this request fails
+            raise AssertionError("unreachable")
 
     async def position(self) -> int:
         """The log position every read model has reached."""
-        rows = await self.fetch("SELECT MIN(position) AS position FROM rm_positions")
+        rows = await self.fetch(
+            "SELECT MIN(position) AS position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
+        )
         return int(rows[0]["position"] or 0) if rows else 0
 
     async def wait_for(self, position: int, timeout: float) -> int:
@@ -160,5 +179,7 @@ class AsyncReadModels:
 
     async def projection_positions(self) -> dict[str, int]:
         """Each read model's position."""
-        rows = await self.fetch("SELECT name, position FROM rm_positions")
+        rows = await self.fetch(
+            "SELECT name, position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
+        )
         return {r["name"]: int(r["position"]) for r in rows}

@@ -14,6 +14,8 @@ from typing import Any
 
 from adapters.event_log import EventLog
 
+# The row of rm_positions that holds a fingerprint of the log the models were built from.
+IDENTITY_KEY = "__log_identity__"
 POSITIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS rm_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
@@ -72,20 +74,31 @@ class ReadStore:
             conn.execute("PRAGMA journal_mode=WAL")
             self._conn: Any = conn
         else:
-            import psycopg
-
-            env = log.env
-            self._conn = psycopg.connect(
-                dbname=env["POSTGRES_DBNAME"],
-                host=env["POSTGRES_HOST"],
-                port=int(env["POSTGRES_PORT"]),
-                user=env["POSTGRES_USER"],
-                password=env["POSTGRES_PASSWORD"] or None,
-                connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-                options=f"-c search_path={self.schema}",
-            )
+            self._env = log.env
+            self._conn = self._connect_postgres()
         with self.transaction() as db:
             db.execute(POSITIONS_DDL)
+
+    def _connect_postgres(self) -> Any:
+        import psycopg
+
+        env = self._env
+        return psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"],
+            host=env["POSTGRES_HOST"],
+            port=int(env["POSTGRES_PORT"]),
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"] or None,
+            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+            options=f"-c search_path={self.schema}",
+        )
+
+    def _live_postgres(self) -> Any:
+        # A dropped connection (server restart, idle kill) is replaced on next use; the
+        # operation that found it dropped raised, and its caller retries.
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect_postgres()
+        return self._conn
 
     @contextmanager
     def transaction(self) -> Iterator[_SQLiteWriter | _PostgresWriter]:
@@ -100,21 +113,26 @@ class ReadStore:
                 raise
             self._conn.commit()
             return
-        with self._conn.transaction(), self._conn.cursor() as cursor:
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor() as cursor:
             yield _PostgresWriter(cursor)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query outside any write transaction."""
         if self.sqlite_path is not None:
             return list(self._conn.execute(sql, params).fetchall())
-        with self._conn.transaction(), self._conn.cursor() as cursor:
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor() as cursor:
             cursor.execute(_pg(sql), params)
             return list(cursor.fetchall())
 
     def positions(self) -> dict[str, int]:
         """The log position each projection has processed."""
         return {
-            name: int(pos) for name, pos in self.query("SELECT name, position FROM rm_positions")
+            name: int(pos)
+            for name, pos in self.query(
+                "SELECT name, position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
+            )
         }
 
     def close(self) -> None:

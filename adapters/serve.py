@@ -3,10 +3,14 @@ in one process over one store."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -19,6 +23,35 @@ from adapters.ollama_prober import OllamaProber
 from adapters.projection_runner import ProjectionRunner
 from adapters.read_queries import AsyncReadModels
 from adapters.runtime import SchedulerRuntime
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a stop signal ends ``run()`` normally (so the runtime and
+    the runner are stopped in order) and first answers every waiting long-poll."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Start a graceful stop; wake long-polls so they do not hold it up."""
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Handle SIGINT/SIGTERM while serving; unlike uvicorn, do not re-raise them."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def serve(
@@ -46,8 +79,16 @@ def serve(
     prober = OllamaProber(runtime, interval_s=probe_interval_s, use_background_writer=True)
     if probe:
         prober.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        ),
+        on_exit=ctx.shutting_down,
     )
 
     def announce() -> None:

@@ -442,8 +442,7 @@ class SchedulerService:
             raise NotFoundError(f"no agent {name}", field="agent_id")
         if gen != task.generation:
             raise StaleGenerationError(
-                f"generation {gen} is stale: task {task.task_id} is at generation "
-                f"{task.generation}",
+                f"generation {gen} of task {task.task_id} is stale: not the current one",
                 field="generation",
             )
         if task.state != "assigned":

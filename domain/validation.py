@@ -24,6 +24,9 @@ def text(value: object, field: str, *, max_len: int = MAX_TEXT) -> str:
         raise ValidationError(f"{field} must not be empty", field=field)
     if len(value) > max_len:
         raise ValidationError(f"{field} is longer than {max_len} characters", field=field)
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL: refuse it here, before anything is appended.
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
     return value
 
 
@@ -100,9 +103,11 @@ def _non_finite(value: object) -> bool:
 def json_value(value: object, field: str) -> Any:
     """Any value that encodes as JSON, without NaN or infinities (JSON has none)."""
     try:
-        msgspec.json.encode(value)
+        encoded = msgspec.json.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValidationError(f"{field} must be JSON: {exc}", field=field) from exc
+    if b"\\u0000" in encoded:
+        raise ValidationError(f"{field} must not contain NUL characters", field=field)
     if _non_finite(value):
         raise ValidationError(
             f"{field} holds a number JSON cannot carry (NaN or infinite)", field=field

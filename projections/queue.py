@@ -7,6 +7,7 @@ other table; the queue is ``WHERE queued = 1 ORDER BY priority_rank, submit_posi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from domain import events as ev
 from domain.records import PRIORITY_RANK
@@ -29,7 +30,8 @@ DDL = (
 
 def waiting_reason(row: dict[str, object], now_iso: str) -> str:
     """Why a queued task waits, in words, from its queue row."""
-    if row.get("complete_by") and str(row["complete_by"]) <= now_iso:
+    deadline = row.get("complete_by")
+    if deadline and datetime.fromisoformat(str(deadline)) <= datetime.fromisoformat(now_iso):
         return "overdue: its complete_by has passed, so no agent is given it"
     if row.get("timer_fires_at"):
         return (

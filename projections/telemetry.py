@@ -17,7 +17,7 @@ TABLES = ("rm_tel_tasks", "rm_tel_counters")
 DDL = (
     "CREATE TABLE IF NOT EXISTS rm_tel_tasks ("
     " task_id TEXT PRIMARY KEY, state TEXT NOT NULL, tier TEXT NOT NULL,"
-    " submitted_at TEXT NOT NULL)",
+    " route_tier TEXT NOT NULL, submitted_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS rm_tel_counters ("
     " name TEXT NOT NULL, label TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (name, label))",
@@ -70,12 +70,12 @@ class TelemetryProjection:
         match event:
             case ev.TaskSubmitted():
                 db.execute(
-                    "INSERT INTO rm_tel_tasks (task_id, state, tier, submitted_at)"
-                    " VALUES (?, 'queued', 'standard', ?)",
+                    "INSERT INTO rm_tel_tasks (task_id, state, tier, route_tier, submitted_at)"
+                    " VALUES (?, 'queued', 'standard', 'standard', ?)",
                     (str(task_id), iso(event.timestamp)),
                 )
             case ev.TaskClassified():
-                _set_task(db, task_id, tier=event.route_tier)
+                _set_task(db, task_id, tier=event.route_tier, route_tier=event.route_tier)
             case ev.TaskEscalated():
                 _set_task(db, task_id, tier=event.to_tier)
             case ev.TaskRouted():
@@ -99,7 +99,11 @@ class TelemetryProjection:
                 if event.reason == "failed":
                     _inc(db, "retries")
             case ev.TaskRetried():
-                _set_task(db, task_id, state="queued")
+                # A manual retry drops the escalation: the task routes at its own tier.
+                db.execute(
+                    "UPDATE rm_tel_tasks SET state = 'queued', tier = route_tier WHERE task_id = ?",
+                    (str(task_id),),
+                )
                 _inc(db, "manual_retries")
             case ev.TaskReclaimed():
                 _inc(db, "reclaims", event.reason)
