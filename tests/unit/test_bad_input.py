@@ -338,3 +338,26 @@ def test_metadata_and_results_refuse_numbers_json_cannot_carry(bad):
         v.json_object({"x": [1, {"y": bad}]}, "metadata")
     with pytest.raises(ValidationError, match="NaN or infinite"):
         v.json_value({"score": bad}, "result")
+
+
+def test_nul_characters_are_refused_before_anything_is_appended():
+    from domain import validation as v
+    from domain.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="NUL"):
+        v.text("segfault\x00", "error")
+    with pytest.raises(ValidationError, match="NUL"):
+        v.json_object({"note": "a\x00b"}, "metadata")
+
+
+def test_waiting_reason_compares_deadlines_as_times_not_text():
+    from projections.queue import waiting_reason
+
+    row = {
+        "complete_by": "2026-01-01T00:00:00-10:00",
+        "tier": "complex",
+        "effective_tier": "complex",
+    }
+    # 10:00 UTC is before the deadline (10:00 UTC = 00:00 at -10:00 is the same instant + 0).
+    assert not waiting_reason(row, "2026-01-01T09:59:00+00:00").startswith("overdue")
+    assert waiting_reason(row, "2026-01-01T10:00:00+00:00").startswith("overdue")

@@ -1,0 +1,110 @@
+"""The read side under faults found in review: several runners, a replaced log,
+a dropped PostgreSQL connection, a manual retry after an escalation."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from adapters.event_log import EventLog
+from adapters.projection_runner import ProjectionRunner
+from adapters.read_store import ReadStore
+from adapters.runtime import SchedulerRuntime
+from domain.clock import VirtualClock
+from domain.config import SchedulerConfig
+
+
+def _fill(url: str, n: int, word: str) -> None:
+    runtime = SchedulerRuntime(EventLog(url), SchedulerConfig(), VirtualClock())
+    runtime.execute_batch(
+        [
+            (
+                lambda s, u, q, i=i: s.submit_task(
+                    u, q, description=f"{word} {i}", complexity_tier="complex"
+                )
+            )
+            for i in range(n)
+        ]
+    )
+    runtime.log.close()
+
+
+def test_two_runners_on_one_read_store_apply_each_event_once(new_store):
+    url = new_store()
+    _fill(url, 300, "task")
+    runners = [ProjectionRunner(EventLog(url), batch=7) for _ in range(2)]
+    threads = [threading.Thread(target=r.run_until_caught_up) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    head = runners[0].log.head()
+    counters = dict(
+        ((n, label), v)
+        for n, label, v in runners[0].store.query("SELECT name, label, value FROM rm_tel_counters")
+    )
+    assert counters[("events", "")] == head
+    assert runners[0].store.query("SELECT COUNT(*) FROM rm_tasks")[0][0] == 300
+    for runner in runners:
+        runner.close()
+
+
+def test_read_models_of_a_replaced_log_are_refolded(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'tierlog.db'}"
+    _fill(url, 20, "old")
+    runner = ProjectionRunner(EventLog(url))
+    runner.run_until_caught_up()
+    runner.close()
+    for leftover in tmp_path.glob("tierlog.db*"):
+        leftover.unlink()  # the operator starts a new log; tierlog.read.db stays
+    _fill(url, 30, "new")
+    runner = ProjectionRunner(EventLog(url))
+    runner.run_until_caught_up()
+    descriptions = [row[0] for row in runner.store.query("SELECT description FROM rm_tasks")]
+    assert len(descriptions) == 30 and all(d.startswith("new") for d in descriptions)
+    runner.close()
+
+
+@pytest.mark.postgres
+def test_a_dropped_postgres_connection_is_replaced(pg_url):
+    _fill(pg_url, 5, "task")
+    log = EventLog(pg_url)
+    store = ReadStore(log)
+    runner = ProjectionRunner(log, store)
+    runner.run_until_caught_up()
+    pid = store.query("SELECT pg_backend_pid()")[0][0]
+    with psycopg.connect(
+        dbname=log.env["POSTGRES_DBNAME"],
+        host=log.env["POSTGRES_HOST"],
+        user=log.env["POSTGRES_USER"],
+        autocommit=True,
+    ) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        store.query("SELECT 1")  # the operation that finds it dropped fails...
+    assert store.query("SELECT COUNT(*) FROM rm_tasks")[0][0] == 5  # ...the next reconnects
+    runner.close()
+
+
+def test_telemetry_tier_returns_to_the_own_tier_on_manual_retry(sqlite_url):
+    clock = VirtualClock()
+    config = SchedulerConfig(fallback_wait_s=5, task_ttl_s=60)
+    runtime = SchedulerRuntime(EventLog(sqlite_url), config, clock)
+    task = runtime.execute(
+        lambda s, u, n: s.submit_task(u, n, description="write tests", complexity_tier="standard")
+    ).task_id
+    clock.advance(5)
+    runtime.tick()  # escalated to complex; no agent takes it
+    clock.advance(60)
+    runtime.tick()  # dead-lettered by its TTL
+    runtime.execute(lambda s, u, n: s.retry_task(u, n, task_id=task))
+    runner = ProjectionRunner(EventLog(sqlite_url))
+    runner.run_until_caught_up()
+    rows = runner.store.query("SELECT state, tier FROM rm_tel_tasks")
+    assert rows == [("queued", "standard")]
+    assert runtime.state.tasks[task].effective_tier == "standard"
+    runner.close()
+    runtime.log.close()
