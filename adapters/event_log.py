@@ -70,6 +70,22 @@ def store_env(url: str) -> dict[str, str]:
     )
 
 
+def postgres_connect_args(env: dict[str, str], *, schema: bool = False) -> dict[str, Any]:
+    """psycopg connection arguments for a store's environment (tierlog's own
+    connections beside eventsourcing's pool: LISTEN, read models)."""
+    args: dict[str, Any] = {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": int(env["POSTGRES_PORT"]),
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"] or None,
+        "connect_timeout": int(env["POSTGRES_CONNECT_TIMEOUT"]),
+    }
+    if schema:
+        args["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
+    return args
+
+
 class TierlogApplication(Application[UUID]):
     """eventsourcing application that wires our msgspec mapper to the chosen recorder."""
 
@@ -263,16 +279,7 @@ class EventLog:
         if self._listener is None:
             import psycopg
 
-            env = self.env
-            conn = psycopg.connect(
-                dbname=env["POSTGRES_DBNAME"],
-                host=env["POSTGRES_HOST"],
-                port=int(env["POSTGRES_PORT"]),
-                user=env["POSTGRES_USER"],
-                password=env["POSTGRES_PASSWORD"] or None,
-                connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-                autocommit=True,
-            )
+            conn = psycopg.connect(**postgres_connect_args(self.env), autocommit=True)
             conn.execute(f'LISTEN "{self.recorder.channel_name}"')
             self._listener = conn
         return self._listener

@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from adapters.event_log import EventLog
+from adapters.event_log import EventLog, postgres_connect_args
 from adapters.read_store import IDENTITY_KEY, read_model_path
 
 _JSON_COLUMNS = frozenset(
@@ -61,15 +61,8 @@ class AsyncReadModels:
     async def _connect_postgres(self) -> Any:
         import psycopg
 
-        env = self._log.env
         return await psycopg.AsyncConnection.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=int(env["POSTGRES_PORT"]),
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            autocommit=True,
-            options=f"-c search_path={env['POSTGRES_SCHEMA']}",
+            **postgres_connect_args(self._log.env, schema=True), autocommit=True
         )
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from adapters.event_log import EventLog
+from adapters.event_log import EventLog, postgres_connect_args
 
 # The row of rm_positions that holds a fingerprint of the log the models were built from.
 IDENTITY_KEY = "__log_identity__"
@@ -82,16 +82,7 @@ class ReadStore:
     def _connect_postgres(self) -> Any:
         import psycopg
 
-        env = self._env
-        return psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"],
-            host=env["POSTGRES_HOST"],
-            port=int(env["POSTGRES_PORT"]),
-            user=env["POSTGRES_USER"],
-            password=env["POSTGRES_PASSWORD"] or None,
-            connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
-            options=f"-c search_path={self.schema}",
-        )
+        return psycopg.connect(**postgres_connect_args(self._env, schema=True))
 
     def _live_postgres(self) -> Any:
         # A dropped connection (server restart, idle kill) is replaced on next use; the
