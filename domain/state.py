@@ -338,21 +338,26 @@ class SchedulerState:
             queued_at=e.timestamp,
             complete_by=e.complete_by,
         )
-        self._enqueue(task)
+        # It joins the queue when classified (the next event, always in the same
+        # append): its tier decides which tier's line it stands in.
+        self._put_task(task)
+        self._push_deadline_ttl(task)
         if e.idempotency_key is not None:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
     def _task_classified(self, e: ev.TaskClassified, _: int) -> None:
         task = self.tasks[e.originator_id]
-        self._put_queued_task(
+        classified = replace(
             task,
-            replace(
-                task,
-                version=e.originator_version,
-                route_tier=e.route_tier,
-                classification_reason=e.reason,
-            ),
+            version=e.originator_version,
+            route_tier=e.route_tier,
+            classification_reason=e.reason,
         )
+        if task.classification_reason == "" and task.state == "queued":
+            self._put_task(classified)
+            self._queue_add(classified)
+        else:
+            self._put_queued_task(task, classified)
 
     def _task_routed(self, e: ev.TaskRouted, _: int) -> None:
         task = self.tasks[e.originator_id]
