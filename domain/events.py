@@ -8,6 +8,7 @@ it a global position. Timestamps come from the injected clock.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid5
 
@@ -23,11 +24,13 @@ NAMESPACE = UUID("6f1d2c52-8d0b-4d7e-9a57-2f1e0c3b7a10")
 SCHEDULER_ID = uuid5(NAMESPACE, "scheduler")
 
 
+@lru_cache(maxsize=65536)
 def agent_aggregate_id(agent_id: str) -> UUID:
     """The aggregate id of an agent, derived from its name so every process agrees."""
     return uuid5(NAMESPACE, "agent:" + agent_id)
 
 
+@lru_cache(maxsize=4096)
 def endpoint_aggregate_id(endpoint_id: str) -> UUID:
     """The aggregate id of an LLM endpoint, derived from ``host:port``."""
     return uuid5(NAMESPACE, "endpoint:" + endpoint_id)

@@ -32,7 +32,8 @@ class UnitOfWork:
 
     def task_event(self, cls: type[E], task_id: UUID, now: datetime, **fields: Any) -> E:
         """Build the next event of a task, at the task's next version, and emit it."""
-        version = self.state.tasks[task_id].version + 1 if task_id in self.state.tasks else 1
+        task = self.state.tasks.get(task_id)
+        version = task.version + 1 if task is not None else 1
         event = cls(originator_id=task_id, originator_version=version, timestamp=now, **fields)
         self.emit(event)
         return event
