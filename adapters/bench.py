@@ -11,6 +11,7 @@ import resource
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -175,6 +176,52 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
     }
 
 
+def bench_submit_via_writer(
+    workdir: Path, tasks: int, repeats: int, clients: int = 4
+) -> dict[str, Any]:
+    """Tasks/s from submission to assignment through the runtime's background writer:
+    ``clients`` threads submit at once, and the writer group-commits what has queued up
+    (at most its ``max_batch``), as ``tierlog serve`` does."""
+    rates: list[float] = []
+    batches: list[float] = []
+    for r in range(repeats):
+        log = EventLog(f"sqlite:///{workdir / f'writer-{r}.db'}")
+        runtime = SchedulerRuntime(log, SchedulerConfig(), SystemClock())
+        runtime.execute_batch([_endpoint_setup])
+        for i in range(0, tasks, 1000):
+            runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(tasks, i + 1000))])
+        runtime.start(poll_interval=0.05)
+        commits_before = runtime.commits
+        per_client = tasks // clients
+
+        def client(n: int, runtime: SchedulerRuntime = runtime, count: int = per_client) -> None:
+            futures = [runtime.submit(_submit(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)]
+            for future in futures:
+                future.result()
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        runtime.stop()
+        assigned = runtime.read(lambda s: sum(1 for t in s.tasks.values() if t.state == "assigned"))
+        if assigned != per_client * clients:
+            raise RuntimeError(f"bench: only {assigned} tasks were assigned")
+        rates.append(assigned / elapsed)
+        batches.append(assigned / max(1, runtime.commits - commits_before))
+        log.close()
+    return {
+        "tasks": tasks,
+        "clients": clients,
+        "repeats": repeats,
+        "mean_commands_per_commit": round(statistics.median(batches), 1),
+        "tasks_per_s_median": round(statistics.median(rates)),
+    }
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -197,7 +244,14 @@ def run_bench(
         append = bench_append(path, events, batch, repeats)
         say(f"submit->assigned: {tasks} tasks in batches of {batch}, {repeats} runs")
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
-    return {"append": append, "submit_to_assigned": submit, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
+        writer = bench_submit_via_writer(path, tasks, repeats)
+    return {
+        "append": append,
+        "submit_to_assigned": submit,
+        "submit_to_assigned_via_writer": writer,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def new_ids() -> Callable[[], UUID]:

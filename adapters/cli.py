@@ -101,6 +101,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"submit->assigned: {s['tasks_per_s_median']:,} tasks/s in process "
         f"({s['events_per_task']} events per task, group commits of {s['batch']})"
     )
+    w = figures["submit_to_assigned_via_writer"]
+    print(
+        f"submit->assigned through the background writer: {w['tasks_per_s_median']:,} tasks/s "
+        f"({w['clients']} client threads, {w['mean_commands_per_commit']} commands per commit)"
+    )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
     return 0
 
