@@ -27,11 +27,11 @@ def position_at_time(log: EventLog, when: datetime) -> int:
 
 
 def fold_until(log: EventLog, position: int) -> SchedulerState:
-    """The scheduler's state after the events at positions ``1..position``."""
-    state = SchedulerState()
-    for pos, event in log.iter_events(stop=position):
-        state.apply(event, pos)
-    return state
+    """The scheduler's state after the events at positions ``1..position`` (from the
+    nearest checkpoint, see ``adapters.checkpoints``)."""
+    from adapters.checkpoints import state_at
+
+    return state_at(log, position)
 
 
 def summarise_state(state: SchedulerState) -> dict[str, Any]:

@@ -82,3 +82,23 @@ def test_stepper_runs_until_an_event_type_or_a_task(small_log):
     assert for_task and all(
         s.event.originator_id == task or getattr(s.event, "task_id", None) == task for s in for_task
     )
+
+
+def test_checkpoints_give_the_same_state_and_ignore_another_logs(small_log, tmp_path):
+    from adapters.checkpoints import CheckpointStore, state_at
+
+    head = small_log.head()
+    fresh = {p: fold_plain(small_log, p) for p in (head // 3, head // 2, head)}
+    state_at(small_log, head, every=50)  # leaves checkpoints every 50 positions
+    store = CheckpointStore(small_log)
+    assert store.nearest(head) is not None
+    store.close()
+    for position, snapshot in fresh.items():
+        assert state_at(small_log, position, every=50).snapshot() == snapshot
+
+
+def fold_plain(log: EventLog, position: int) -> dict[str, object]:
+    state = SchedulerState()
+    for pos, event in log.iter_events(stop=position):
+        state.apply(event, pos)
+    return state.snapshot()
