@@ -102,3 +102,20 @@ def fold_plain(log: EventLog, position: int) -> dict[str, object]:
     for pos, event in log.iter_events(stop=position):
         state.apply(event, pos)
     return state.snapshot()
+
+
+def test_checkpoints_of_a_replaced_log_are_not_used(tmp_path):
+    from adapters.checkpoints import state_at
+
+    url = f"sqlite:///{tmp_path / 'tt.db'}"
+    run_demo(url, tasks=20, seed=1)
+    first = EventLog(url)
+    state_at(first, first.head(), every=40)
+    first.close()
+    for leftover in tmp_path.glob("tt.db*"):
+        leftover.unlink()  # the checkpoints file stays behind
+    run_demo(url, tasks=30, seed=2)
+    second = EventLog(url)
+    head = second.head()
+    assert state_at(second, head, every=40).snapshot() == fold_plain(second, head)
+    second.close()
