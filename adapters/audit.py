@@ -4,6 +4,7 @@ read models rebuilt in a scratch store with the live ones. Streams the log."""
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class AuditReport:
     events: int = 0
     violations: list[Violation] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -75,9 +77,12 @@ def audit(
     """Verify the chain, check the invariants while replaying, compare projections."""
     report = AuditReport()
     head = log.head()
+    started = time.perf_counter()
     for found in verify_chain(log, batch):
         report.violations.append(Violation(found.position, "log", found.rule, found.detail))
     report.checked.append("hash chain")
+    report.timings["chain"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
     checker = InvariantChecker()
     replay = DeterminismChecker()
     for position, event in log.iter_events(batch=batch):
@@ -88,5 +93,8 @@ def audit(
             progress(report.events, head)
     report.checked.append("invariants")
     report.checked.append("routing decisions recomputed")
+    report.timings["replay"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
     _compare_projections(log, report)
+    report.timings["projections"] = round(time.perf_counter() - started, 2)
     return report

@@ -75,6 +75,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from adapters.bench import run_bench
 
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    if args.audit:
+        from adapters.bench_audit import run_audit_bench
+
+        print(json.dumps(run_audit_bench(events=args.log_events), indent=2))
+        return 0
     if args.http:
         from adapters.bench_http import run_http_bench
 
@@ -381,6 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the HTTP part: long-poll wake, queue reads, submissions (loopback)",
     )
     bench.add_argument("--submissions", type=int, default=5000, help="HTTP submissions")
+    bench.add_argument(
+        "--audit",
+        action="store_true",
+        help="audit throughput and memory, and `at` latency, on a large log",
+    )
+    bench.add_argument(
+        "--log-events", type=int, default=1_000_000, help="size of the generated log for --audit"
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
