@@ -117,6 +117,19 @@ class ReadStore:
             cursor.execute(_pg(sql), params)
             return list(cursor.fetchall())
 
+    def chunks(self, sql: str, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows of a read-only query, ``size`` at a time (bounded memory)."""
+        if self.sqlite_path is not None:
+            cursor = self._conn.execute(sql)
+            while rows := cursor.fetchmany(size):
+                yield rows
+            return
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor(name="tierlog_chunks") as cursor:
+            cursor.execute(_pg(sql))
+            while rows := cursor.fetchmany(size):
+                yield rows
+
     def positions(self) -> dict[str, int]:
         """The log position each projection has processed."""
         return {

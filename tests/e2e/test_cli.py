@@ -124,3 +124,17 @@ def test_audit_exit_codes_clean_violations_unreadable(tmp_path):
     assert violations[0]["position"] == 7 and violations[0]["rule"] == "record_changed"
     missing = _tierlog("audit", "--store", f"sqlite:///{tmp_path / 'absent.db'}", cwd=tmp_path)
     assert missing.returncode == 2 and "no log" in missing.stderr
+
+
+def test_audit_finds_a_read_model_that_differs_from_a_rebuild(tmp_path):
+    import sqlite3
+
+    store = f"sqlite:///{tmp_path / 'r.db'}"
+    assert _tierlog("demo", "--tasks", "30", "--store", store, cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "r.read.db") as conn:
+        conn.execute("UPDATE rm_tasks SET state = 'completed' WHERE rowid = 3")
+        conn.execute("UPDATE rm_tasks SET retry_count = retry_count + 7 WHERE rowid = 4")
+    done = _tierlog("audit", "--json", "--store", store, cwd=tmp_path)
+    assert done.returncode == 1
+    rules = {(v["rule"], v["aggregate_id"]) for v in json.loads(done.stdout)["violations"]}
+    assert ("projections_match", "rm_tasks") in rules
