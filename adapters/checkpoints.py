@@ -8,7 +8,6 @@ log's schema), and written by whoever folds far anyway (``at``, the audit).
 
 from __future__ import annotations
 
-import pickle
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ class CheckpointStore:
         chain = self.log.chain_hash_at(state.position)
         if chain is None:
             return
-        data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        data = dump_state(state)
         self._conn.execute(
             f"INSERT INTO {self._table} VALUES ({self._ph}, {self._ph}, {self._ph}) "
             "ON CONFLICT (position) DO NOTHING",
@@ -64,8 +63,7 @@ class CheckpointStore:
         ).fetchall()
         for at, chain, data in rows:
             if self.log.chain_hash_at(at) == bytes(chain):
-                state: SchedulerState = pickle.loads(bytes(data))
-                return state
+                return load_state(bytes(data))
         return None
 
     def close(self) -> None:

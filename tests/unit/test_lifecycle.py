@@ -373,3 +373,23 @@ def test_an_unchanged_health_report_appends_nothing(h):
     assert h.names(events) == ["EndpointHealthReported"]
     _, events = h.run("report_health", endpoint_id=endpoint_id, ok=False)
     assert h.names(events) == ["EndpointHealthReported"]  # a failure is always news
+
+
+def test_a_state_snapshot_round_trips_exactly(h):
+    from domain.snapshot import dump_state, load_state
+
+    endpoint = h.endpoint("gpu-a")
+    h.agent("a1", capabilities=["python"], ollama_host="gpu-a")
+    h.agent("a2")
+    for text in ("fix typo", "add tests for the parser", "refactor the storage layer"):
+        h.submit(None, description=text)
+    h.run("report_health", endpoint_id=endpoint, ok=False)
+    h.run("report_health", endpoint_id=endpoint, ok=False)
+    h.submit("standard", description="waits for a timer")
+    h.advance(1)
+    restored = load_state(dump_state(h.state))
+    assert restored.snapshot() == h.state.snapshot()
+    assert list(restored.idle_order) == list(h.state.idle_order)
+    assert {t: list(q) for t, q in restored.queued_by_tier.items() if q} == {
+        t: list(q) for t, q in h.state.queued_by_tier.items() if q
+    }

@@ -1,0 +1,93 @@
+"""A compact, typed picture of ``SchedulerState`` for checkpoints (msgpack via msgspec):
+decoding typed records is several times faster than unpickling them."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import msgspec
+from sortedcontainers import SortedList
+
+from domain.config import SchedulerConfig
+from domain.records import AgentRecord, EndpointRecord, PendingTimer, TaskRecord, host_of
+from domain.state import SchedulerState
+
+
+class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
+    """Everything a ``SchedulerState`` holds that cannot be derived."""
+
+    task_ttl_s: float
+    position: int
+    tasks: list[TaskRecord]
+    queue: list[tuple[int, int, UUID]]
+    agents: list[AgentRecord]
+    idle_agents: dict[str, int]
+    endpoints: list[EndpointRecord]
+    endpoint_state_position: int
+    timers: list[PendingTimer]
+    scheduler_version: int
+    config: SchedulerConfig | None
+    config_position: int
+    idempotency: dict[str, UUID]
+    agent_tokens: dict[str, str]
+    deadlines: list[tuple[float, int, str, UUID, int]]
+    deadline_counter: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StateSnapshot)
+
+
+def dump_state(state: SchedulerState) -> bytes:
+    """The state's bytes (stale deadlines dropped first)."""
+    state.compact_deadlines()
+    return _encoder.encode(
+        StateSnapshot(
+            task_ttl_s=state.task_ttl_s,
+            position=state.position,
+            tasks=list(state.tasks.values()),
+            queue=list(state.queue),
+            agents=list(state.agents.values()),
+            idle_agents=dict(state.idle_agents),
+            endpoints=list(state.endpoints.values()),
+            endpoint_state_position=state.endpoint_state_position,
+            timers=list(state.timers.values()),
+            scheduler_version=state.scheduler_version,
+            config=state.config,
+            config_position=state.config_position,
+            idempotency=dict(state.idempotency),
+            agent_tokens=dict(state.agent_tokens),
+            deadlines=list(state.deadlines),
+            deadline_counter=state._deadline_counter,
+        )
+    )
+
+
+def load_state(data: bytes) -> SchedulerState:
+    """A ``SchedulerState`` from ``dump_state`` bytes, with its indexes rebuilt."""
+    snap = _decoder.decode(data)
+    state = SchedulerState(snap.task_ttl_s)
+    state.position = snap.position
+    state.tasks = {t.task_id: t for t in snap.tasks}
+    state.queue = SortedList(snap.queue)
+    for key in snap.queue:
+        tier = state.tasks[key[2]].effective_tier
+        state.queued_by_tier.setdefault(tier, SortedList()).add(key)
+    state.agents = {a.agent_id: a for a in snap.agents}
+    state.idle_agents = dict(snap.idle_agents)
+    state.idle_order = SortedList((since, agent) for agent, since in snap.idle_agents.items())
+    for agent_id, since in snap.idle_agents.items():
+        host = host_of(state.agents[agent_id].ollama_host)
+        if host is not None:
+            state.idle_by_host.setdefault(host, SortedList()).add((since, agent_id))
+    state.endpoints = {e.endpoint_id: e for e in snap.endpoints}
+    state.endpoint_state_position = snap.endpoint_state_position
+    state.timers = {t.task_id: t for t in snap.timers}
+    state.scheduler_version = snap.scheduler_version
+    state.config = snap.config
+    state.config_position = snap.config_position
+    state.idempotency = dict(snap.idempotency)
+    state.agent_tokens = dict(snap.agent_tokens)
+    state.deadlines = list(snap.deadlines)
+    state._deadline_counter = snap.deadline_counter
+    return state
