@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.event_log import EventLog, postgres_connect_args
+from domain.snapshot import dump_state, load_state
 from domain.state import SchedulerState
 
 EVERY = 50_000
