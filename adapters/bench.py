@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from adapters.clock import SystemClock
 from adapters.event_log import EventLog
@@ -252,8 +252,3 @@ def run_bench(
         "submit_to_assigned_via_writer": writer,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-
-
-def new_ids() -> Callable[[], UUID]:
-    """A task id factory (kept for symmetry with the demo's seeded one)."""
-    return uuid4

@@ -5,7 +5,6 @@ PostgreSQL. One query per request (bulk fetches), rows returned as dicts.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,15 +103,6 @@ class AsyncReadModels:
             "SELECT MIN(position) AS position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
         )
         return int(rows[0]["position"] or 0) if rows else 0
-
-    async def wait_for(self, position: int, timeout: float) -> int:
-        """Wait (bounded) until the read models reach ``position``; the position reached."""
-        deadline = time.monotonic() + timeout
-        reached = await self.position()
-        while reached < position and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-            reached = await self.position()
-        return reached
 
     # --- the reads the API serves ---------------------------------------------------
 

@@ -8,7 +8,7 @@ owns the unit of work, appends its events and rolls it back on a lost race.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID, uuid4
@@ -468,10 +468,3 @@ class SchedulerService:
         if endpoint is None or endpoint.status == "deregistered":
             raise NotFoundError(f"no registered endpoint {name}", field="endpoint_id")
         return endpoint
-
-
-def submit_many(
-    service: SchedulerService, uow: UnitOfWork, now: datetime, tasks: Sequence[dict[str, Any]]
-) -> list[SubmitResult]:
-    """Submit several tasks in one unit of work (used by the demo and the bench)."""
-    return [service.submit_task(uow, now, **task) for task in tasks]
