@@ -136,19 +136,23 @@ _SPECS = (
 )
 
 
+def _fleet(path: Path, agents: int) -> SchedulerRuntime:
+    """A runtime on a fresh log with three healthy endpoints and ``agents`` idle agents."""
+    runtime = SchedulerRuntime(EventLog(f"sqlite:///{path}"), SchedulerConfig(), SystemClock())
+    runtime.execute_batch([_endpoint_setup])
+    for i in range(0, agents, 1000):
+        runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
+    return runtime
+
+
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
     """Tasks/s from submission to assignment, in process, with group commits of ``batch``."""
     rates: list[float] = []
     events_per_task: list[float] = []
     raw: list[float] = []
     for r in range(repeats):
-        log = EventLog(f"sqlite:///{workdir / f'submit-{r}.db'}")
-        runtime = SchedulerRuntime(log, SchedulerConfig(), SystemClock())
-        runtime.execute_batch([_endpoint_setup])
-        for i in range(0, tasks, batch):
-            runtime.execute_batch(
-                [_register(f"agent-{j}") for j in range(i, min(tasks, i + batch))]
-            )
+        runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
+        log = runtime.log
         head = log.head()
         commands = [_submit(_SPECS[i % len(_SPECS)]) for i in range(tasks)]
         started = time.perf_counter()
@@ -185,11 +189,8 @@ def bench_submit_via_writer(
     rates: list[float] = []
     batches: list[float] = []
     for r in range(repeats):
-        log = EventLog(f"sqlite:///{workdir / f'writer-{r}.db'}")
-        runtime = SchedulerRuntime(log, SchedulerConfig(), SystemClock())
-        runtime.execute_batch([_endpoint_setup])
-        for i in range(0, tasks, 1000):
-            runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(tasks, i + 1000))])
+        runtime = _fleet(workdir / f"writer-{r}.db", agents=tasks)
+        log = runtime.log
         runtime.start(poll_interval=0.05)
         commits_before = runtime.commits
         per_client = tasks // clients
