@@ -122,11 +122,3 @@ class Written(BaseModel):
     ok: bool = True
     position: int
     detail: dict[str, Any] = Field(default_factory=dict)
-
-
-class ErrorBody(BaseModel):
-    """Every client error: a code, the field at fault (if any) and what is wrong."""
-
-    error: str
-    field: str | None = None
-    message: str

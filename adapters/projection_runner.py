@@ -38,7 +38,6 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        self.changed = threading.Condition()
         # The position every read model has reached, as this runner last committed it.
         self.committed_position = 0
         with self.store.transaction() as db:
@@ -115,8 +114,6 @@ class ProjectionRunner:
                 "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
             )
         self.committed_position = min(self.positions().values(), default=0)
-        with self.changed:
-            self.changed.notify_all()
         return len(events)
 
     def run_until_caught_up(self) -> int:

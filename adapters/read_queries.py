@@ -97,13 +97,6 @@ class AsyncReadModels:
                         raise  # the server is really gone: this request fails
             raise AssertionError("unreachable")
 
-    async def position(self) -> int:
-        """The log position every read model has reached."""
-        rows = await self.fetch(
-            "SELECT MIN(position) AS position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
-        )
-        return int(rows[0]["position"] or 0) if rows else 0
-
     # --- the reads the API serves ---------------------------------------------------
 
     async def task(self, task_id: str) -> dict[str, Any] | None:

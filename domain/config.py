@@ -10,8 +10,6 @@ from domain.errors import ValidationError
 
 TierName = Literal["trivial", "standard", "complex"]
 TargetType = Literal["sidecar", "ollama", "claude"]
-TIERS: tuple[TierName, ...] = ("trivial", "standard", "complex")
-TARGETS: tuple[TargetType, ...] = ("sidecar", "ollama", "claude")
 
 
 class TierRule(msgspec.Struct, frozen=True, kw_only=True):

@@ -369,4 +369,3 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     EndpointResourcesReported,
     EndpointDeregistered,
 )
-EVENT_TYPES_BY_NAME: dict[str, type[DomainEvent]] = {t.__name__: t for t in EVENT_TYPES}

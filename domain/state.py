@@ -29,7 +29,6 @@ from domain.records import (
     host_of,
 )
 
-QueueKey = tuple[int, int, UUID]
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
 _MISSING: Any = object()

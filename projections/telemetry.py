@@ -24,7 +24,6 @@ DDL = (
 )
 # Histogram bucket upper bounds in milliseconds; "inf" catches the rest.
 BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000)
-HISTOGRAMS = ("fallback_wait_ms", "submit_to_assign_ms")
 
 
 def bucket_label(value_ms: float) -> str:

@@ -138,3 +138,25 @@ def test_audit_finds_a_read_model_that_differs_from_a_rebuild(tmp_path):
     assert done.returncode == 1
     rules = {(v["rule"], v["aggregate_id"]) for v in json.loads(done.stdout)["violations"]}
     assert ("projections_match", "rm_tasks") in rules
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("at", "--time", "2026-01-01T00:00:00"), "time zone"),
+        (("at", "--time", "yesterday"), "neither a position"),
+        (("at", "--position", "5", "--task", "not-a-uuid"), "--task must be"),
+        (("explain", "not-a-uuid"), "TASK_ID must be"),
+        (("explain", "00000000-0000-4000-8000-000000000000"), "no task"),
+        (("whatif",), "needs --config"),
+        (("diff", "3", "soon"), "neither a position"),
+    ],
+)
+def test_time_travel_commands_refuse_bad_arguments_clearly(tmp_path, args, message):
+    store = f"sqlite:///{tmp_path / 't.db'}"
+    assert _tierlog("demo", "--tasks", "10", "--store", store, cwd=tmp_path).returncode == 0
+    head = EventLog(store).head()
+    done = _tierlog(*args, "--store", store, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert EventLog(store).head() == head  # nothing appended
