@@ -78,7 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.audit:
         from adapters.bench_audit import run_audit_bench
 
-        print(json.dumps(run_audit_bench(events=args.log_events), indent=2))
+        print(json.dumps(run_audit_bench(events=args.log_events, repeats=args.repeats), indent=2))
         return 0
     if args.http:
         from adapters.bench_http import run_http_bench
@@ -176,6 +176,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             with Progress(transient=True) as bar:
                 job = bar.add_task("auditing", total=head)
                 report = audit(log, progress=lambda done, _: bar.update(job, completed=done))
+    except Exception as exc:  # the store went away or broke mid-read: no verdict
+        print(f"tierlog: cannot read the store {args.store}: {exc}", file=sys.stderr)
+        return 2
     finally:
         log.close()
     if args.json:

@@ -8,7 +8,9 @@ class, then converted to the current type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -71,6 +73,16 @@ class EventCodec:
             event: DomainEvent = decoder.decode(data)
             return event
         return self._decode_old(topic, data)
+
+    def decoder(self, topic: str) -> Callable[[bytes], DomainEvent]:
+        """The function that decodes payloads stored under ``topic`` (what ``decode``
+        does, without the lookup per call: for loops over many events of few topics).
+        An unknown topic gives a function that raises ``msgspec.DecodeError``."""
+        decoder = self._decoders.get(topic)
+        if decoder is not None:
+            decode: Callable[[bytes], DomainEvent] = decoder.decode
+            return decode
+        return partial(self._decode_old, topic)
 
     def _decode_old(self, topic: str, data: bytes) -> DomainEvent:
         base, _, version_text = topic.partition("@")

@@ -22,6 +22,15 @@ from domain.events import DomainEvent
 
 DEFAULT_STORE = "sqlite:///./tierlog.db"
 
+# One stored record as ``iter_raw`` gives it: (position, originator id as 32 lowercase
+# hex digits, originator version, topic, payload bytes).
+RawRow = tuple[int, str, int, str, bytes]
+
+
+def raw_id_bytes(raw_id: str) -> bytes:
+    """The 16 bytes of a raw originator id from ``iter_raw``, as the hash chain hashes it."""
+    return bytes.fromhex(raw_id)
+
 
 def sqlite_file(url: str) -> Path | None:
     """The file of a ``sqlite:///`` store URL (None for other stores); creates nothing."""
@@ -157,11 +166,23 @@ class EventLog:
         self, after: int = 0, limit: int = 1000, stop: int | None = None
     ) -> list[tuple[int, DomainEvent]]:
         """Events with positions in ``(after, stop]``, at most ``limit``, in order."""
-        to_domain = self.mapper.to_domain_event
-        notifications = self.recorder.select_notifications(
-            start=after, limit=limit, stop=stop, inclusive_of_start=False
+        if self.is_postgres:
+            to_domain = self.mapper.to_domain_event
+            notifications = self.recorder.select_notifications(
+                start=after, limit=limit, stop=stop, inclusive_of_start=False
+            )
+            return [(n.id, cast(DomainEvent, to_domain(n))) for n in notifications]
+        # On SQLite straight from the rows: eventsourcing's notifications would parse
+        # every id into a UUID the payload carries anyway (a third of the cost).
+        sql = (
+            f"SELECT rowid, topic, state FROM {self.recorder.events_table_name}"
+            " WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
         )
-        return [(n.id, cast(DomainEvent, to_domain(n))) for n in notifications]
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, (after, 2**63 - 1 if stop is None else stop, limit))
+            rows = curs.fetchall()
+        decoder = self.codec.decoder
+        return [(position, decoder(topic)(state)) for position, topic, state in rows]
 
     def iter_events(
         self, after: int = 0, stop: int | None = None, batch: int = 2000
@@ -174,6 +195,86 @@ class EventLog:
                 return
             yield from chunk
             position = chunk[-1][0]
+
+    def iter_raw(
+        self, after: int = 0, stop: int | None = None, batch: int = 1000
+    ) -> Iterator[list[RawRow]]:
+        """Stored records with positions in ``(after, stop]``, undecoded, in position
+        order, as lists of at most ``batch`` rows (see ``RawRow``).
+
+        For passes over the whole log that do their own decoding (the audit): no
+        ``Notification`` objects, no UUID parsing. On SQLite each batch is its own query
+        (keyset-paged on the rowid), so no read transaction stays open between batches;
+        on PostgreSQL one server-side cursor streams the range inside one transaction
+        (on one pooled connection, until the iterator is exhausted or closed).
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        pages = self._raw_pages_postgres if self.is_postgres else self._raw_pages_sqlite
+        yield from pages(after, stop, batch)
+
+    def _raw_pages_sqlite(self, after: int, stop: int | None, batch: int) -> Iterator[list[RawRow]]:
+        table = self.recorder.events_table_name
+        sql = (
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        )
+        last = stop if stop is not None else 2**63 - 1
+        datastore = self.recorder.datastore
+        if datastore.pool.is_sqlite_memory_mode:  # only the pool's connections see it
+            while after < last:
+                with datastore.transaction(commit=False) as curs:
+                    curs.execute(sql, (after, last, batch))
+                    rows: list[RawRow] = curs.fetchall()
+                if not rows:
+                    return
+                yield rows
+                after = rows[-1][0]
+            return
+        # A connection of its own, read-only: the recorder's pool interlocks readers
+        # with the writer, and this reader runs for the whole pass.
+        uri = Path(self.env["SQLITE_DBNAME"]).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.env['SQLITE_LOCK_TIMEOUT']) * 1000}")
+            while after < last:
+                rows = conn.execute(sql, (after, last, batch)).fetchall()
+                if not rows:
+                    return
+                yield rows
+                after = rows[-1][0]
+        finally:
+            conn.close()
+
+    def _raw_pages_postgres(
+        self, after: int, stop: int | None, batch: int
+    ) -> Iterator[list[RawRow]]:
+        from psycopg.rows import tuple_row
+
+        schema, table = self.env["POSTGRES_SCHEMA"], self.recorder.events_table_name
+        # The id as text without dashes: the same raw form as SQLite's, whether the
+        # column is uuid or text, and no UUID objects on this side.
+        sql = (
+            "SELECT notification_id, replace(originator_id::text, '-', ''), "
+            f'originator_version, topic, state FROM "{schema}"."{table}" '
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        )
+        last = stop if stop is not None else 2**63 - 1
+        # One server-side cursor for the whole range: planned once for a fast start (the
+        # index in order), where a page per query can meet a plan that sorts all that is
+        # left of the table for every page (fresh tables have no statistics).
+        with (
+            self.recorder.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="tierlog_iter_raw", row_factory=tuple_row, binary=True) as curs,
+        ):
+            curs.itersize = batch
+            curs.execute(sql, (after, last))
+            while True:
+                rows: list[RawRow] = curs.fetchmany(batch)
+                if not rows:
+                    return
+                yield rows
 
     def chain_hash_at(self, position: int) -> bytes | None:
         """The chain hash of the chain row that covers ``position`` (None if none does)."""
@@ -200,6 +301,25 @@ class EventLog:
         if found is None or found[0] < position:
             return None
         return found[1]
+
+    def chain_head(self) -> int:
+        """The last position the hash chain covers (0 when it is empty).
+
+        Beside ``head()`` it shows records deleted from the end of the log: the chain
+        still covers them.
+        """
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = f'SELECT MAX(last_position) AS last FROM "{schema}"."{table}"'
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql)
+                row = curs.fetchone()
+                return int(row["last"] or 0) if row else 0
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT MAX(last_position) FROM {table}")
+            row = curs.fetchone()
+            return int(row[0] or 0) if row else 0
 
     def chain_rows(self, after: int, limit: int) -> list[tuple[int, int, bytes, bytes]]:
         """Hash chain rows ``(first, last, record_hashes, chain_hash)`` starting after

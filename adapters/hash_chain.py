@@ -22,6 +22,17 @@ HASH_SIZE = 32
 
 _POSITION = struct.Struct(">Q")
 _VERSION_TOPIC = struct.Struct(">QI")
+_TOPIC_LENGTH = struct.Struct(">I")
+
+# The same layout as ``record_bytes`` cut in three, for the audit's loop over raw rows:
+# RECORD_HEAD.pack(position, id bytes, version) + topic_tail(topic) + payload.
+RECORD_HEAD = struct.Struct(">Q16sQ")
+
+
+def topic_tail(topic: str) -> bytes:
+    """The part of a record's canonical bytes between its version and its payload."""
+    topic_bytes = topic.encode()
+    return _TOPIC_LENGTH.pack(len(topic_bytes)) + topic_bytes
 
 
 def record_bytes(

@@ -2,7 +2,9 @@
 
 Each batch is one read-model transaction that also stores every projection's new
 position, so after a crash each event has been applied exactly once: either the
-whole batch was committed with its positions, or none of it was.
+whole batch was committed with its positions, or none of it was. Within a batch the
+projections fold into a ``RowCache``; the rows they changed are written once, at the
+end of the batch.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Sequence
 
 from adapters.event_log import EventLog
 from adapters.read_store import IDENTITY_KEY, ReadStore
-from projections.base import Projection
+from adapters.row_cache import ReadModelWriter, RowCache
+from projections.base import Projection, Table
 from projections.registry import all_projections
 
 log = logging.getLogger("tierlog.projections")
@@ -28,12 +31,15 @@ class ProjectionRunner:
         store: ReadStore | None = None,
         projections: Sequence[Projection] | None = None,
         *,
-        batch: int = 2000,
+        batch: int = 10_000,
+        indexes: bool = True,
     ) -> None:
         self.log = event_log
         self.store = store or ReadStore(event_log)
         self.projections = list(projections or all_projections())
         self.batch = batch
+        # A scratch copy (the audit's) is only compared row by row: it needs no indexes.
+        self.indexes = indexes
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,8 +48,8 @@ class ProjectionRunner:
         self.committed_position = 0
         with self.store.transaction() as db:
             for projection in self.projections:
-                for statement in projection.ddl:
-                    db.execute(statement)
+                for table in projection.tables:
+                    self._create(db, table)
                 db.execute(
                     "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
                     " ON CONFLICT (name) DO NOTHING",
@@ -64,6 +70,10 @@ class ProjectionRunner:
             self.rebuild()
         self.committed_position = self.position()
 
+    def _create(self, db: ReadModelWriter, table: Table) -> None:
+        for statement in table.ddl if self.indexes else table.ddl[:1]:
+            db.execute(statement)
+
     def _fingerprint(self, position: int) -> int:
         """63 bits of the chain hash covering ``position`` (-1 when none covers it)."""
         found = self.log.chain_hash_at(position) if position else None
@@ -83,16 +93,19 @@ class ProjectionRunner:
         head = self.log.head()
         return {name: head - pos for name, pos in self.positions().items()}
 
-    def run_once(self) -> int:
-        """Apply the next batch of events to every projection; returns events applied."""
+    def run_once(self, stop: int | None = None) -> int:
+        """Apply the next batch of events (up to position ``stop`` if given) to every
+        projection; returns events applied."""
         positions = self.positions()
         start = min(positions.values(), default=0)
-        events = self.log.read(start, self.batch)
+        events = self.log.read(start, self.batch, stop)
         if not events:
             return 0
         last = events[-1][0]
         fingerprint = self._fingerprint(last)
         with self.store.transaction() as db:
+            rows = RowCache((t for p in self.projections for t in p.tables), db)
+            appliers = []
             for projection in self.projections:
                 # Re-read inside the write transaction: another runner on the same read
                 # store (tierlog project, an audit) may have moved it meanwhile.
@@ -102,39 +115,44 @@ class ProjectionRunner:
                     (projection.name,),
                 )
                 done = int(row[0]) if row else 0
-                for position, event in events:
-                    if position > done:
-                        projection.apply(db, position, event)
+                appliers.append((projection.apply, done))
                 if last > done:
                     db.execute(
                         "UPDATE rm_positions SET position = ? WHERE name = ?",
                         (last, projection.name),
                     )
+            # Event by event, every projection in turn: they share the event's formatted
+            # id and time (see projections.base).
+            for position, event in events:
+                for apply, done in appliers:
+                    if position > done:
+                        apply(rows, position, event)
+            rows.flush()
             db.execute(
                 "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
             )
         self.committed_position = min(self.positions().values(), default=0)
         return len(events)
 
-    def run_until_caught_up(self) -> int:
-        """Apply batches until no event is left; returns events applied."""
+    def run_until_caught_up(self, stop: int | None = None) -> int:
+        """Apply batches until no event is left (or position ``stop`` is reached);
+        returns events applied."""
         total = 0
-        while applied := self.run_once():
+        while applied := self.run_once(stop):
             total += applied
         return total
 
-    def rebuild(self) -> int:
-        """Drop every read model and fold the whole log again from position 0."""
+    def rebuild(self, stop: int | None = None) -> int:
+        """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
         with self.store.transaction() as db:
             for projection in self.projections:
                 for table in projection.tables:
-                    db.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in projection.ddl:
-                    db.execute(statement)
+                    db.execute(f"DROP TABLE IF EXISTS {table.name}")
+                    self._create(db, table)
                 db.execute(
                     "UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,)
                 )
-        return self.run_until_caught_up()
+        return self.run_until_caught_up(stop)
 
     def start(self, poll_interval: float = 0.02) -> None:
         """Follow the log in a background thread (polling; LISTEN/NOTIFY on PostgreSQL)."""

@@ -39,6 +39,9 @@ class _SQLiteWriter:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(sql, rows)
+
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self._cursor.execute(sql, params)
         row: tuple[Any, ...] | None = self._cursor.fetchone()
@@ -52,6 +55,9 @@ class _PostgresWriter:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._cursor.execute(_pg(sql), params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(_pg(sql), rows)
+
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self._cursor.execute(_pg(sql), params)
         row: tuple[Any, ...] | None = self._cursor.fetchone()
@@ -61,20 +67,34 @@ class _PostgresWriter:
 class ReadStore:
     """A connection to the read models, with transactions and plain queries."""
 
-    def __init__(self, log: EventLog, *, sqlite_path: Path | None = None) -> None:
-        """Read models of ``log``; on SQLite at ``sqlite_path`` if given (a scratch copy)."""
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        sqlite_path: Path | None = None,
+        postgres_schema: str | None = None,
+        scratch: bool = False,
+    ) -> None:
+        """Read models of ``log``: beside a SQLite log (at ``sqlite_path`` if given) or in
+        the log's PostgreSQL schema (``postgres_schema`` if given, which must exist).
+        A ``scratch`` copy (an audit's) is thrown away after use, so it skips fsync."""
         self.is_postgres = log.is_postgres
-        self.schema = log.env.get("POSTGRES_SCHEMA", "public")
+        self.schema = postgres_schema or log.env.get("POSTGRES_SCHEMA", "public")
         self.sqlite_path: Path | None = None
+        self._scratch = scratch
         if log.sqlite_path is not None:
             self.sqlite_path = sqlite_path or read_model_path(log.sqlite_path)
             conn = sqlite3.connect(
                 self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=30
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            # A scratch copy is read by nobody while it is written, and thrown away
+            # after: its journal can stay in memory and nothing needs an fsync.
+            conn.execute(f"PRAGMA journal_mode={'MEMORY' if scratch else 'WAL'}")
+            if scratch:
+                conn.execute("PRAGMA synchronous=OFF")
             self._conn: Any = conn
         else:
-            self._env = log.env
+            self._env = {**log.env, "POSTGRES_SCHEMA": self.schema}
             self._conn = self._connect_postgres()
         with self.transaction() as db:
             db.execute(POSITIONS_DDL)
@@ -82,7 +102,11 @@ class ReadStore:
     def _connect_postgres(self) -> Any:
         import psycopg
 
-        return psycopg.connect(**postgres_connect_args(self._env, schema=True))
+        conn = psycopg.connect(**postgres_connect_args(self._env, schema=True))
+        if self._scratch:
+            conn.execute("SET synchronous_commit = off")
+            conn.commit()
+        return conn
 
     def _live_postgres(self) -> Any:
         # A dropped connection (server restart, idle kill) is replaced on next use; the

@@ -4,12 +4,48 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol
 
 from domain.config import SchedulerConfig, TierName
 from domain.events import CandidateScore, RoutingDecision
-from domain.records import EndpointRecord, TaskRecord
+from domain.records import EndpointRecord
 
 GIB = 1024**3
+
+
+class RoutingInputs(Protocol):
+    """What a routing decision reads from a task: ``TaskRecord`` has it, and so does the
+    audit's lean per-task record (which keeps only this)."""
+
+    @property
+    def repo(self) -> str | None:
+        """The task's repository (for endpoint affinity)."""
+        ...
+
+    @property
+    def route_tier(self) -> TierName:
+        """The tier the task was classified into."""
+        ...
+
+    @property
+    def classification_reason(self) -> str:
+        """Why it was classified so, copied into the decision."""
+        ...
+
+    @property
+    def escalated_to(self) -> TierName | None:
+        """The fallback tier once its timer fired, else None."""
+        ...
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why it was escalated, once it was."""
+        ...
+
+    @property
+    def effective_tier(self) -> TierName:
+        """The tier it routes at now."""
+        ...
 
 
 def fallback_reason_for(target: str) -> str:
@@ -78,7 +114,7 @@ def select_model(endpoint: EndpointRecord, config: SchedulerConfig) -> str:
 
 
 def decide_route(
-    task: TaskRecord,
+    task: RoutingInputs,
     config: SchedulerConfig,
     endpoints: Iterable[EndpointRecord],
     endpoint_state_position: int,

@@ -2,68 +2,114 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from domain import events as ev
-from projections.base import ReadModelWriter, iso, to_json
+from projections.base import Rows, Table, iso, text_id, to_json
 
 NAME = "agents"
-TABLES = ("rm_agents",)
-DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_agents ("
-    " agent_id TEXT PRIMARY KEY, status TEXT NOT NULL, capabilities TEXT NOT NULL,"
-    " ollama_host TEXT, task_id TEXT, generation INTEGER, registered_at TEXT NOT NULL,"
-    " updated_at TEXT NOT NULL, position BIGINT NOT NULL)",
+RM_AGENTS = Table(
+    "rm_agents",
+    (
+        ("agent_id", "TEXT NOT NULL"),
+        ("status", "TEXT NOT NULL"),
+        ("capabilities", "TEXT NOT NULL"),
+        ("ollama_host", "TEXT"),
+        ("task_id", "TEXT"),
+        ("generation", "INTEGER"),
+        ("registered_at", "TEXT NOT NULL"),
+        ("updated_at", "TEXT NOT NULL"),
+        ("position", "BIGINT NOT NULL"),
+    ),
+    key=("agent_id",),
 )
+
+
+def _registered(rows: Rows, position: int, event: ev.AgentRegistered) -> None:
+    when = iso(event.timestamp)
+    before = rows.get(RM_AGENTS, (event.agent_id,))
+    rows.put(
+        RM_AGENTS,
+        {
+            "agent_id": event.agent_id,
+            "status": "idle",
+            "capabilities": to_json(event.capabilities),
+            "ollama_host": event.ollama_host,
+            "task_id": None,
+            "generation": None,
+            # A re-registration keeps the first registration time.
+            "registered_at": when if before is None else before["registered_at"],
+            "updated_at": when,
+            "position": position,
+        },
+    )
+
+
+def _reserved(rows: Rows, position: int, event: ev.AgentReserved) -> None:
+    rows.update(
+        RM_AGENTS,
+        (event.agent_id,),
+        {
+            "status": "busy",
+            "task_id": text_id(event.task_id),
+            "generation": event.generation,
+            "updated_at": iso(event.timestamp),
+            "position": position,
+        },
+    )
+
+
+def _released(
+    rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskFailed | ev.TaskReclaimed
+) -> None:
+    row = rows.get(RM_AGENTS, (event.agent_id,))
+    if row is None or row["task_id"] != text_id(event.originator_id):
+        return
+    rows.update(
+        RM_AGENTS,
+        (event.agent_id,),
+        {
+            "status": "idle" if row["status"] == "busy" else row["status"],
+            "task_id": None,
+            "generation": None,
+            "updated_at": iso(event.timestamp),
+            "position": position,
+        },
+    )
+
+
+def _gone(rows: Rows, position: int, event: ev.AgentWentOffline | ev.AgentDeregistered) -> None:
+    rows.update(
+        RM_AGENTS,
+        (event.agent_id,),
+        {
+            "status": "offline" if isinstance(event, ev.AgentWentOffline) else "deregistered",
+            "updated_at": iso(event.timestamp),
+            "position": position,
+        },
+    )
+
+
+_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+    ev.AgentRegistered: _registered,
+    ev.AgentReserved: _reserved,
+    ev.TaskCompleted: _released,
+    ev.TaskFailed: _released,
+    ev.TaskReclaimed: _released,
+    ev.AgentWentOffline: _gone,
+    ev.AgentDeregistered: _gone,
+}
 
 
 class AgentsProjection:
     """Folds agent events (and the task events that free an agent) into ``rm_agents``."""
 
     name = NAME
-    tables: Sequence[str] = TABLES
-    ddl: Sequence[str] = DDL
+    tables: Sequence[Table] = (RM_AGENTS,)
 
-    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
+    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        when = iso(event.timestamp)
-        match event:
-            case ev.AgentRegistered():
-                db.execute(
-                    "INSERT INTO rm_agents (agent_id, status, capabilities, ollama_host,"
-                    " registered_at, updated_at, position) VALUES (?, 'idle', ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (agent_id) DO UPDATE SET status = 'idle',"
-                    " capabilities = excluded.capabilities, ollama_host = excluded.ollama_host,"
-                    " task_id = NULL, generation = NULL, updated_at = excluded.updated_at,"
-                    " position = excluded.position",
-                    (
-                        event.agent_id,
-                        to_json(event.capabilities),
-                        event.ollama_host,
-                        when,
-                        when,
-                        position,
-                    ),
-                )
-            case ev.AgentReserved():
-                db.execute(
-                    "UPDATE rm_agents SET status = 'busy', task_id = ?, generation = ?,"
-                    " updated_at = ?, position = ? WHERE agent_id = ?",
-                    (str(event.task_id), event.generation, when, position, event.agent_id),
-                )
-            case ev.TaskCompleted() | ev.TaskFailed() | ev.TaskReclaimed():
-                db.execute(
-                    "UPDATE rm_agents SET status = CASE WHEN status = 'busy' THEN 'idle'"
-                    " ELSE status END, task_id = NULL, generation = NULL, updated_at = ?,"
-                    " position = ? WHERE agent_id = ? AND task_id = ?",
-                    (when, position, event.agent_id, str(event.originator_id)),
-                )
-            case ev.AgentWentOffline() | ev.AgentDeregistered():
-                status = "offline" if isinstance(event, ev.AgentWentOffline) else "deregistered"
-                db.execute(
-                    "UPDATE rm_agents SET status = ?, updated_at = ?, position = ?"
-                    " WHERE agent_id = ?",
-                    (status, when, position, event.agent_id),
-                )
-            case _:
-                pass
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(rows, position, event)

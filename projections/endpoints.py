@@ -2,87 +2,116 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from domain import events as ev
-from projections.base import ReadModelWriter, iso, to_json
+from projections.base import Rows, Table, iso, to_json
 
 NAME = "endpoints"
-TABLES = ("rm_endpoints",)
-DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_endpoints ("
-    " endpoint_id TEXT PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,"
-    " models TEXT NOT NULL, status TEXT NOT NULL, consecutive_failures INTEGER NOT NULL,"
-    " resources TEXT, registered_position BIGINT NOT NULL, updated_at TEXT NOT NULL,"
-    " position BIGINT NOT NULL)",
+RM_ENDPOINTS = Table(
+    "rm_endpoints",
+    (
+        ("endpoint_id", "TEXT NOT NULL"),
+        ("host", "TEXT NOT NULL"),
+        ("port", "INTEGER NOT NULL"),
+        ("models", "TEXT NOT NULL"),
+        ("status", "TEXT NOT NULL"),
+        ("consecutive_failures", "INTEGER NOT NULL"),
+        ("resources", "TEXT"),
+        ("registered_position", "BIGINT NOT NULL"),
+        ("updated_at", "TEXT NOT NULL"),
+        ("position", "BIGINT NOT NULL"),
+    ),
+    key=("endpoint_id",),
 )
+
+
+def _registered(rows: Rows, position: int, event: ev.EndpointRegistered) -> None:
+    when = iso(event.timestamp)
+    key = (event.endpoint_id,)
+    changes = {
+        "host": event.host,
+        "port": event.port,
+        "models": to_json(event.models),
+        "updated_at": when,
+        "position": position,
+    }
+    before = rows.get(RM_ENDPOINTS, key)
+    if before is None:
+        rows.put(
+            RM_ENDPOINTS,
+            {
+                "endpoint_id": event.endpoint_id,
+                **changes,
+                "status": "unknown",
+                "consecutive_failures": 0,
+                "resources": None,
+                "registered_position": position,
+            },
+        )
+        return
+    # Registering again keeps the health history, except that it brings a
+    # deregistered endpoint back as unknown.
+    if before["status"] == "deregistered":
+        changes["status"] = "unknown"
+    rows.update(RM_ENDPOINTS, key, changes)
+
+
+def _health(rows: Rows, position: int, event: ev.EndpointHealthReported) -> None:
+    changes: dict[str, Any] = {
+        "status": event.status,
+        "consecutive_failures": event.consecutive_failures,
+        "updated_at": iso(event.timestamp),
+        "position": position,
+    }
+    if event.models is not None:
+        changes["models"] = to_json(event.models)
+    rows.update(RM_ENDPOINTS, (event.endpoint_id,), changes)
+
+
+def _resources(rows: Rows, position: int, event: ev.EndpointResourcesReported) -> None:
+    when = iso(event.timestamp)
+    resources = {
+        "cpu_percent": event.cpu_percent,
+        "ram_used_bytes": event.ram_used_bytes,
+        "ram_total_bytes": event.ram_total_bytes,
+        "vram_used_bytes": event.vram_used_bytes,
+        "vram_total_bytes": event.vram_total_bytes,
+        "repo": event.repo,
+        "reported_at": when,
+    }
+    rows.update(
+        RM_ENDPOINTS,
+        (event.endpoint_id,),
+        {"resources": to_json(resources), "updated_at": when, "position": position},
+    )
+
+
+def _deregistered(rows: Rows, position: int, event: ev.EndpointDeregistered) -> None:
+    rows.update(
+        RM_ENDPOINTS,
+        (event.endpoint_id,),
+        {"status": "deregistered", "updated_at": iso(event.timestamp), "position": position},
+    )
+
+
+_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+    ev.EndpointRegistered: _registered,
+    ev.EndpointHealthReported: _health,
+    ev.EndpointResourcesReported: _resources,
+    ev.EndpointDeregistered: _deregistered,
+}
 
 
 class EndpointsProjection:
     """Folds endpoint events into ``rm_endpoints``."""
 
     name = NAME
-    tables: Sequence[str] = TABLES
-    ddl: Sequence[str] = DDL
+    tables: Sequence[Table] = (RM_ENDPOINTS,)
 
-    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
+    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        when = iso(event.timestamp)
-        match event:
-            case ev.EndpointRegistered():
-                db.execute(
-                    "INSERT INTO rm_endpoints (endpoint_id, host, port, models, status,"
-                    " consecutive_failures, registered_position, updated_at, position)"
-                    " VALUES (?, ?, ?, ?, 'unknown', 0, ?, ?, ?)"
-                    " ON CONFLICT (endpoint_id) DO UPDATE SET host = excluded.host,"
-                    " port = excluded.port, models = excluded.models,"
-                    " status = CASE WHEN rm_endpoints.status = 'deregistered' THEN 'unknown'"
-                    " ELSE rm_endpoints.status END, updated_at = excluded.updated_at,"
-                    " position = excluded.position",
-                    (
-                        event.endpoint_id,
-                        event.host,
-                        event.port,
-                        to_json(event.models),
-                        position,
-                        when,
-                        position,
-                    ),
-                )
-            case ev.EndpointHealthReported():
-                db.execute(
-                    "UPDATE rm_endpoints SET status = ?, consecutive_failures = ?,"
-                    " models = COALESCE(?, models), updated_at = ?, position = ?"
-                    " WHERE endpoint_id = ?",
-                    (
-                        event.status,
-                        event.consecutive_failures,
-                        None if event.models is None else to_json(event.models),
-                        when,
-                        position,
-                        event.endpoint_id,
-                    ),
-                )
-            case ev.EndpointResourcesReported():
-                resources = {
-                    "cpu_percent": event.cpu_percent,
-                    "ram_used_bytes": event.ram_used_bytes,
-                    "ram_total_bytes": event.ram_total_bytes,
-                    "vram_used_bytes": event.vram_used_bytes,
-                    "vram_total_bytes": event.vram_total_bytes,
-                    "repo": event.repo,
-                    "reported_at": when,
-                }
-                db.execute(
-                    "UPDATE rm_endpoints SET resources = ?, updated_at = ?, position = ?"
-                    " WHERE endpoint_id = ?",
-                    (to_json(resources), when, position, event.endpoint_id),
-                )
-            case ev.EndpointDeregistered():
-                db.execute(
-                    "UPDATE rm_endpoints SET status = 'deregistered', updated_at = ?,"
-                    " position = ? WHERE endpoint_id = ?",
-                    (when, position, event.endpoint_id),
-                )
-            case _:
-                pass
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(rows, position, event)

@@ -6,26 +6,44 @@ other table; the queue is ``WHERE queued = 1 ORDER BY priority_rank, submit_posi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 from domain import events as ev
 from domain.records import PRIORITY_RANK
-from projections.base import ReadModelWriter, iso, to_json
+from projections.base import Row, Rows, Table, iso, text_id, to_json
 
 NAME = "queue"
-TABLES = ("rm_queue",)
-DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_queue ("
-    " task_id TEXT PRIMARY KEY, queued INTEGER NOT NULL, priority TEXT NOT NULL,"
-    " priority_rank INTEGER NOT NULL, submit_position BIGINT NOT NULL, tier TEXT NOT NULL,"
-    " effective_tier TEXT NOT NULL, escalation_reason TEXT, generation INTEGER NOT NULL,"
-    " queued_at TEXT NOT NULL, complete_by TEXT, needed_capabilities TEXT NOT NULL,"
-    " description TEXT NOT NULL, timer_fires_at TEXT, timer_fallback_tier TEXT,"
-    " timer_reason TEXT, position BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS rm_queue_order ON rm_queue (queued, priority_rank,"
-    " submit_position)",
+RM_QUEUE = Table(
+    "rm_queue",
+    (
+        ("task_id", "TEXT NOT NULL"),
+        ("queued", "INTEGER NOT NULL"),
+        ("priority", "TEXT NOT NULL"),
+        ("priority_rank", "INTEGER NOT NULL"),
+        ("submit_position", "BIGINT NOT NULL"),
+        ("tier", "TEXT NOT NULL"),
+        ("effective_tier", "TEXT NOT NULL"),
+        ("escalation_reason", "TEXT"),
+        ("generation", "INTEGER NOT NULL"),
+        ("queued_at", "TEXT NOT NULL"),
+        ("complete_by", "TEXT"),
+        ("needed_capabilities", "TEXT NOT NULL"),
+        ("description", "TEXT NOT NULL"),
+        ("timer_fires_at", "TEXT"),
+        ("timer_fallback_tier", "TEXT"),
+        ("timer_reason", "TEXT"),
+        ("position", "BIGINT NOT NULL"),
+    ),
+    key=("task_id",),
+    indexes=(
+        "CREATE INDEX IF NOT EXISTS rm_queue_order ON rm_queue (queued, priority_rank,"
+        " submit_position)",
+    ),
 )
+_NO_TIMER: Row = {"timer_fires_at": None, "timer_fallback_tier": None, "timer_reason": None}
 
 
 def waiting_reason(row: dict[str, object], now_iso: str) -> str:
@@ -46,94 +64,126 @@ def waiting_reason(row: dict[str, object], now_iso: str) -> str:
     return f"waiting for an idle agent (or a candidate) at tier {row['effective_tier']}"
 
 
-def _set(db: ReadModelWriter, task_id: object, position: int, **columns: object) -> None:
-    sets = ", ".join(f"{name} = ?" for name in columns)
-    db.execute(
-        f"UPDATE rm_queue SET {sets}, position = ? WHERE task_id = ?",
-        (*columns.values(), position, str(task_id)),
+def _set(rows: Rows, task_id: UUID, position: int, changes: Row) -> None:
+    changes["position"] = position
+    rows.update(RM_QUEUE, (text_id(task_id),), changes)
+
+
+def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
+    rows.put(
+        RM_QUEUE,
+        {
+            "task_id": text_id(event.originator_id),
+            "queued": 1,
+            "priority": event.priority,
+            "priority_rank": PRIORITY_RANK[event.priority],
+            "submit_position": position,
+            "tier": "standard",
+            "effective_tier": "standard",
+            "escalation_reason": None,
+            "generation": 0,
+            "queued_at": iso(event.timestamp),
+            "complete_by": iso(event.complete_by),
+            "needed_capabilities": to_json(event.needed_capabilities),
+            "description": event.description,
+            **_NO_TIMER,
+            "position": position,
+        },
     )
+
+
+def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
+    _set(
+        rows,
+        event.originator_id,
+        position,
+        {"tier": event.route_tier, "effective_tier": event.route_tier},
+    )
+
+
+def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
+    _set(
+        rows,
+        event.originator_id,
+        position,
+        {"effective_tier": event.to_tier, "escalation_reason": event.reason},
+    )
+
+
+def _left_queue(rows: Rows, position: int, event: ev.DomainEvent) -> None:
+    _set(rows, event.originator_id, position, {"queued": 0})
+
+
+def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
+    _set(
+        rows,
+        event.originator_id,
+        position,
+        {"queued": 1, "generation": event.generation, "queued_at": iso(event.timestamp)},
+    )
+
+
+def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
+    row = rows.get(RM_QUEUE, (text_id(event.originator_id),))
+    if row is None:
+        return
+    _set(
+        rows,
+        event.originator_id,
+        position,
+        {
+            "queued": 1,
+            "generation": event.generation,
+            "queued_at": iso(event.timestamp),
+            "effective_tier": row["tier"],
+            "escalation_reason": None,
+            "complete_by": iso(event.complete_by),
+        },
+    )
+
+
+def _timer_started(rows: Rows, position: int, event: ev.FallbackTimerStarted) -> None:
+    _set(
+        rows,
+        event.task_id,
+        position,
+        {
+            "timer_fires_at": iso(event.fires_at),
+            "timer_fallback_tier": event.fallback_tier,
+            "timer_reason": event.reason,
+        },
+    )
+
+
+def _timer_ended(
+    rows: Rows, position: int, event: ev.FallbackTimerFired | ev.FallbackTimerCancelled
+) -> None:
+    _set(rows, event.task_id, position, dict(_NO_TIMER))
+
+
+_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+    ev.TaskSubmitted: _submitted,
+    ev.TaskClassified: _classified,
+    ev.TaskEscalated: _escalated,
+    ev.TaskAssigned: _left_queue,
+    ev.TaskCancelled: _left_queue,
+    ev.TaskDeadLettered: _left_queue,
+    ev.TaskRequeued: _requeued,
+    ev.TaskRetried: _retried,
+    ev.FallbackTimerStarted: _timer_started,
+    ev.FallbackTimerFired: _timer_ended,
+    ev.FallbackTimerCancelled: _timer_ended,
+}
 
 
 class QueueProjection:
     """Folds task and timer events into ``rm_queue``."""
 
     name = NAME
-    tables: Sequence[str] = TABLES
-    ddl: Sequence[str] = DDL
+    tables: Sequence[Table] = (RM_QUEUE,)
 
-    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
+    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        task_id = event.originator_id
-        match event:
-            case ev.TaskSubmitted():
-                db.execute(
-                    "INSERT INTO rm_queue (task_id, queued, priority, priority_rank,"
-                    " submit_position, tier, effective_tier, generation, queued_at,"
-                    " complete_by, needed_capabilities, description, position)"
-                    " VALUES (?, 1, ?, ?, ?, 'standard', 'standard', 0, ?, ?, ?, ?, ?)",
-                    (
-                        str(task_id),
-                        event.priority,
-                        PRIORITY_RANK[event.priority],
-                        position,
-                        iso(event.timestamp),
-                        iso(event.complete_by),
-                        to_json(event.needed_capabilities),
-                        event.description,
-                        position,
-                    ),
-                )
-            case ev.TaskClassified():
-                _set(db, task_id, position, tier=event.route_tier, effective_tier=event.route_tier)
-            case ev.TaskEscalated():
-                _set(
-                    db,
-                    task_id,
-                    position,
-                    effective_tier=event.to_tier,
-                    escalation_reason=event.reason,
-                )
-            case ev.TaskAssigned() | ev.TaskCancelled() | ev.TaskDeadLettered():
-                _set(db, task_id, position, queued=0)
-            case ev.TaskRequeued():
-                _set(
-                    db,
-                    task_id,
-                    position,
-                    queued=1,
-                    generation=event.generation,
-                    queued_at=iso(event.timestamp),
-                )
-            case ev.TaskRetried():
-                db.execute(
-                    "UPDATE rm_queue SET queued = 1, generation = ?, queued_at = ?,"
-                    " effective_tier = tier, escalation_reason = NULL, complete_by = ?,"
-                    " position = ? WHERE task_id = ?",
-                    (
-                        event.generation,
-                        iso(event.timestamp),
-                        iso(event.complete_by),
-                        position,
-                        str(task_id),
-                    ),
-                )
-            case ev.FallbackTimerStarted():
-                _set(
-                    db,
-                    event.task_id,
-                    position,
-                    timer_fires_at=iso(event.fires_at),
-                    timer_fallback_tier=event.fallback_tier,
-                    timer_reason=event.reason,
-                )
-            case ev.FallbackTimerFired() | ev.FallbackTimerCancelled():
-                _set(
-                    db,
-                    event.task_id,
-                    position,
-                    timer_fires_at=None,
-                    timer_fallback_tier=None,
-                    timer_reason=None,
-                )
-            case _:
-                pass
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(rows, position, event)

@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from domain import events as ev
 from domain.records import PRIORITY_RANK
-from projections.base import ReadModelWriter, iso, to_json
+from projections.base import Row, Rows, Table, iso, text_id, to_json
 
 NAME = "tasks"
-TABLES = ("rm_tasks",)
-DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_tasks ("
-    " task_id TEXT PRIMARY KEY, state TEXT NOT NULL, priority TEXT NOT NULL,"
-    " priority_rank INTEGER NOT NULL, submit_position BIGINT NOT NULL,"
-    " tier TEXT NOT NULL, effective_tier TEXT NOT NULL, generation INTEGER NOT NULL,"
-    " retry_count INTEGER NOT NULL, max_retries INTEGER NOT NULL, assigned_to TEXT,"
-    " lease_expires_at TEXT, complete_by TEXT, description TEXT NOT NULL,"
-    " submission TEXT NOT NULL, classification TEXT, routing_decision TEXT,"
-    " dead_letter_reason TEXT, last_error TEXT, result TEXT, submitted_at TEXT NOT NULL,"
-    " updated_at TEXT NOT NULL, position BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS rm_tasks_state ON rm_tasks (state, submit_position)",
-    "CREATE INDEX IF NOT EXISTS rm_tasks_tier ON rm_tasks (effective_tier, submit_position)",
-    "CREATE INDEX IF NOT EXISTS rm_tasks_agent ON rm_tasks (assigned_to)",
+RM_TASKS = Table(
+    "rm_tasks",
+    (
+        ("task_id", "TEXT NOT NULL"),
+        ("state", "TEXT NOT NULL"),
+        ("priority", "TEXT NOT NULL"),
+        ("priority_rank", "INTEGER NOT NULL"),
+        ("submit_position", "BIGINT NOT NULL"),
+        ("tier", "TEXT NOT NULL"),
+        ("effective_tier", "TEXT NOT NULL"),
+        ("generation", "INTEGER NOT NULL"),
+        ("retry_count", "INTEGER NOT NULL"),
+        ("max_retries", "INTEGER NOT NULL"),
+        ("assigned_to", "TEXT"),
+        ("lease_expires_at", "TEXT"),
+        ("complete_by", "TEXT"),
+        ("description", "TEXT NOT NULL"),
+        ("submission", "TEXT NOT NULL"),
+        ("classification", "TEXT"),
+        ("routing_decision", "TEXT"),
+        ("dead_letter_reason", "TEXT"),
+        ("last_error", "TEXT"),
+        ("result", "TEXT"),
+        ("submitted_at", "TEXT NOT NULL"),
+        ("updated_at", "TEXT NOT NULL"),
+        ("position", "BIGINT NOT NULL"),
+    ),
+    key=("task_id",),
+    indexes=(
+        "CREATE INDEX IF NOT EXISTS rm_tasks_state ON rm_tasks (state, submit_position)",
+        "CREATE INDEX IF NOT EXISTS rm_tasks_tier ON rm_tasks (effective_tier, submit_position)",
+        "CREATE INDEX IF NOT EXISTS rm_tasks_agent ON rm_tasks (assigned_to)",
+    ),
 )
 _SUBMITTED_FIELDS = (
     "description",
@@ -40,122 +60,168 @@ _SUBMITTED_FIELDS = (
     "submitted_by",
     "idempotency_key",
 )
+_FREED: Row = {"assigned_to": None, "lease_expires_at": None}
 
 
-def _update(db: ReadModelWriter, event: ev.DomainEvent, position: int, **columns: object) -> None:
-    sets = ", ".join(f"{name} = ?" for name in columns)
-    db.execute(
-        f"UPDATE rm_tasks SET {sets}, updated_at = ?, position = ? WHERE task_id = ?",
-        (*columns.values(), iso(event.timestamp), position, str(event.originator_id)),
+def _update(rows: Rows, event: ev.DomainEvent, position: int, changes: Row) -> None:
+    changes["updated_at"] = iso(event.timestamp)
+    changes["position"] = position
+    rows.update(RM_TASKS, (text_id(event.originator_id),), changes)
+
+
+def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
+    submission = {f: getattr(event, f) for f in _SUBMITTED_FIELDS}
+    when = iso(event.timestamp)
+    rows.put(
+        RM_TASKS,
+        {
+            "task_id": text_id(event.originator_id),
+            "state": "queued",
+            "priority": event.priority,
+            "priority_rank": PRIORITY_RANK[event.priority],
+            "submit_position": position,
+            "tier": "standard",
+            "effective_tier": "standard",
+            "generation": 0,
+            "retry_count": 0,
+            "max_retries": event.max_retries,
+            "assigned_to": None,
+            "lease_expires_at": None,
+            "complete_by": iso(event.complete_by),
+            "description": event.description,
+            "submission": to_json(submission),
+            "classification": None,
+            "routing_decision": None,
+            "dead_letter_reason": None,
+            "last_error": None,
+            "result": None,
+            "submitted_at": when,
+            "updated_at": when,
+            "position": position,
+        },
     )
+
+
+def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
+    _update(
+        rows,
+        event,
+        position,
+        {
+            "tier": event.route_tier,
+            "effective_tier": event.route_tier,
+            "classification": to_json(event.classification),
+        },
+    )
+
+
+def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
+    _update(rows, event, position, {"routing_decision": to_json(event.decision)})
+
+
+def _assigned(rows: Rows, position: int, event: ev.TaskAssigned) -> None:
+    _update(
+        rows,
+        event,
+        position,
+        {
+            "state": "assigned",
+            "generation": event.generation,
+            "assigned_to": event.agent_id,
+            "lease_expires_at": iso(event.lease_expires_at),
+            "routing_decision": to_json(event.decision),
+        },
+    )
+
+
+def _heartbeated(rows: Rows, position: int, event: ev.TaskHeartbeated) -> None:
+    _update(rows, event, position, {"lease_expires_at": iso(event.lease_expires_at)})
+
+
+def _completed(rows: Rows, position: int, event: ev.TaskCompleted) -> None:
+    _update(
+        rows, event, position, {"state": "completed", **_FREED, "result": to_json(event.result)}
+    )
+
+
+def _failed(rows: Rows, position: int, event: ev.TaskFailed) -> None:
+    _update(
+        rows,
+        event,
+        position,
+        {"retry_count": event.retry_count, **_FREED, "last_error": event.error},
+    )
+
+
+def _reclaimed(rows: Rows, position: int, event: ev.TaskReclaimed) -> None:
+    _update(rows, event, position, dict(_FREED))
+
+
+def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
+    _update(rows, event, position, {"effective_tier": event.to_tier})
+
+
+def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
+    _update(rows, event, position, {"state": "queued", "generation": event.generation})
+
+
+def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
+    row = rows.get(RM_TASKS, (text_id(event.originator_id),))
+    if row is None:
+        return
+    _update(
+        rows,
+        event,
+        position,
+        {
+            "state": "queued",
+            "generation": event.generation,
+            "retry_count": 0,
+            "effective_tier": row["tier"],
+            "dead_letter_reason": None,
+            "complete_by": iso(event.complete_by),
+        },
+    )
+
+
+def _dead_lettered(rows: Rows, position: int, event: ev.TaskDeadLettered) -> None:
+    _update(
+        rows,
+        event,
+        position,
+        {"state": "dead_lettered", **_FREED, "dead_letter_reason": event.reason},
+    )
+
+
+def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
+    _update(rows, event, position, {"state": "cancelled"})
+
+
+_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+    ev.TaskSubmitted: _submitted,
+    ev.TaskClassified: _classified,
+    ev.TaskRouted: _routed,
+    ev.TaskAssigned: _assigned,
+    ev.TaskHeartbeated: _heartbeated,
+    ev.TaskCompleted: _completed,
+    ev.TaskFailed: _failed,
+    ev.TaskReclaimed: _reclaimed,
+    ev.TaskEscalated: _escalated,
+    ev.TaskRequeued: _requeued,
+    ev.TaskRetried: _retried,
+    ev.TaskDeadLettered: _dead_lettered,
+    ev.TaskCancelled: _cancelled,
+}
 
 
 class TasksProjection:
     """Folds task events into ``rm_tasks``."""
 
     name = NAME
-    tables: Sequence[str] = TABLES
-    ddl: Sequence[str] = DDL
+    tables: Sequence[Table] = (RM_TASKS,)
 
-    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
+    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        match event:
-            case ev.TaskSubmitted():
-                submission = {f: getattr(event, f) for f in _SUBMITTED_FIELDS}
-                db.execute(
-                    "INSERT INTO rm_tasks (task_id, state, priority, priority_rank,"
-                    " submit_position, tier, effective_tier, generation, retry_count,"
-                    " max_retries, complete_by, description, submission, submitted_at,"
-                    " updated_at, position) VALUES (?, 'queued', ?, ?, ?, 'standard',"
-                    " 'standard', 0, 0, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        str(event.originator_id),
-                        event.priority,
-                        PRIORITY_RANK[event.priority],
-                        position,
-                        event.max_retries,
-                        iso(event.complete_by),
-                        event.description,
-                        to_json(submission),
-                        iso(event.timestamp),
-                        iso(event.timestamp),
-                        position,
-                    ),
-                )
-            case ev.TaskClassified():
-                _update(
-                    db,
-                    event,
-                    position,
-                    tier=event.route_tier,
-                    effective_tier=event.route_tier,
-                    classification=to_json(event.classification),
-                )
-            case ev.TaskRouted():
-                _update(db, event, position, routing_decision=to_json(event.decision))
-            case ev.TaskAssigned():
-                _update(
-                    db,
-                    event,
-                    position,
-                    state="assigned",
-                    generation=event.generation,
-                    assigned_to=event.agent_id,
-                    lease_expires_at=iso(event.lease_expires_at),
-                    routing_decision=to_json(event.decision),
-                )
-            case ev.TaskHeartbeated():
-                _update(db, event, position, lease_expires_at=iso(event.lease_expires_at))
-            case ev.TaskCompleted():
-                _update(
-                    db,
-                    event,
-                    position,
-                    state="completed",
-                    assigned_to=None,
-                    lease_expires_at=None,
-                    result=to_json(event.result),
-                )
-            case ev.TaskFailed():
-                _update(
-                    db,
-                    event,
-                    position,
-                    retry_count=event.retry_count,
-                    assigned_to=None,
-                    lease_expires_at=None,
-                    last_error=event.error,
-                )
-            case ev.TaskReclaimed():
-                _update(db, event, position, assigned_to=None, lease_expires_at=None)
-            case ev.TaskEscalated():
-                _update(db, event, position, effective_tier=event.to_tier)
-            case ev.TaskRequeued():
-                _update(db, event, position, state="queued", generation=event.generation)
-            case ev.TaskRetried():
-                db.execute(
-                    "UPDATE rm_tasks SET state = 'queued', generation = ?, retry_count = 0,"
-                    " effective_tier = tier, dead_letter_reason = NULL, complete_by = ?,"
-                    " updated_at = ?, position = ? WHERE task_id = ?",
-                    (
-                        event.generation,
-                        iso(event.complete_by),
-                        iso(event.timestamp),
-                        position,
-                        str(event.originator_id),
-                    ),
-                )
-            case ev.TaskDeadLettered():
-                _update(
-                    db,
-                    event,
-                    position,
-                    state="dead_lettered",
-                    assigned_to=None,
-                    lease_expires_at=None,
-                    dead_letter_reason=event.reason,
-                )
-            case ev.TaskCancelled():
-                _update(db, event, position, state="cancelled")
-            case _:
-                pass
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(rows, position, event)

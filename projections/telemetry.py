@@ -5,22 +5,34 @@ and submit→assign latency (Prometheus-style buckets).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from domain import events as ev
-from projections.base import ReadModelWriter, iso
+from projections.base import Rows, Table, iso, text_id
 
 NAME = "telemetry"
-TABLES = ("rm_tel_tasks", "rm_tel_counters")
-DDL = (
-    "CREATE TABLE IF NOT EXISTS rm_tel_tasks ("
-    " task_id TEXT PRIMARY KEY, state TEXT NOT NULL, tier TEXT NOT NULL,"
-    " route_tier TEXT NOT NULL, submitted_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rm_tel_counters ("
-    " name TEXT NOT NULL, label TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (name, label))",
+RM_TEL_TASKS = Table(
+    "rm_tel_tasks",
+    (
+        ("task_id", "TEXT NOT NULL"),
+        ("state", "TEXT NOT NULL"),
+        ("tier", "TEXT NOT NULL"),
+        ("route_tier", "TEXT NOT NULL"),
+        ("submitted_at", "TEXT NOT NULL"),
+    ),
+    key=("task_id",),
+)
+RM_TEL_COUNTERS = Table(
+    "rm_tel_counters",
+    (
+        ("name", "TEXT NOT NULL"),
+        ("label", "TEXT NOT NULL"),
+        ("value", "DOUBLE PRECISION NOT NULL"),
+    ),
+    key=("name", "label"),
 )
 # Histogram bucket upper bounds in milliseconds; "inf" catches the rest.
 BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000)
@@ -34,92 +46,136 @@ def bucket_label(value_ms: float) -> str:
     return "le_inf"
 
 
-def _inc(db: ReadModelWriter, name: str, label: str = "", by: float = 1.0) -> None:
-    db.execute(
-        "INSERT INTO rm_tel_counters (name, label, value) VALUES (?, ?, ?)"
-        " ON CONFLICT (name, label) DO UPDATE SET value = rm_tel_counters.value + excluded.value",
-        (name, label, by),
+def _inc(rows: Rows, name: str, label: str = "", by: float = 1.0) -> None:
+    key = (name, label)
+    row = rows.get(RM_TEL_COUNTERS, key)
+    if row is None:
+        rows.put(RM_TEL_COUNTERS, {"name": name, "label": label, "value": float(by)})
+    else:
+        rows.update(RM_TEL_COUNTERS, key, {"value": row["value"] + by})
+
+
+def _observe(rows: Rows, histogram: str, value_ms: float) -> None:
+    _inc(rows, histogram, bucket_label(value_ms))
+    _inc(rows, histogram + "_sum", "", value_ms)
+    _inc(rows, histogram + "_count", "")
+
+
+def _set_task(rows: Rows, task_id: UUID, **columns: object) -> None:
+    rows.update(RM_TEL_TASKS, (text_id(task_id),), columns)
+
+
+def _submitted(rows: Rows, event: ev.TaskSubmitted) -> None:
+    rows.put(
+        RM_TEL_TASKS,
+        {
+            "task_id": text_id(event.originator_id),
+            "state": "queued",
+            "tier": "standard",
+            "route_tier": "standard",
+            "submitted_at": iso(event.timestamp),
+        },
     )
 
 
-def _observe(db: ReadModelWriter, histogram: str, value_ms: float) -> None:
-    _inc(db, histogram, bucket_label(value_ms))
-    _inc(db, histogram + "_sum", "", value_ms)
-    _inc(db, histogram + "_count", "")
+def _classified(rows: Rows, event: ev.TaskClassified) -> None:
+    _set_task(rows, event.originator_id, tier=event.route_tier, route_tier=event.route_tier)
 
 
-def _set_task(db: ReadModelWriter, task_id: object, **columns: object) -> None:
-    sets = ", ".join(f"{name} = ?" for name in columns)
-    db.execute(
-        f"UPDATE rm_tel_tasks SET {sets} WHERE task_id = ?", (*columns.values(), str(task_id))
-    )
+def _escalated(rows: Rows, event: ev.TaskEscalated) -> None:
+    _set_task(rows, event.originator_id, tier=event.to_tier)
+
+
+def _routed(rows: Rows, event: ev.TaskRouted) -> None:
+    d = event.decision
+    _inc(rows, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
+
+
+def _assigned(rows: Rows, event: ev.TaskAssigned) -> None:
+    _set_task(rows, event.originator_id, state="assigned")
+    _inc(rows, "assignments", event.decision.target_type)
+    if event.decision.fallback_used:
+        _inc(rows, "fallback_assignments")
+    row = rows.get(RM_TEL_TASKS, (text_id(event.originator_id),))
+    if row is not None:
+        waited = event.timestamp - datetime.fromisoformat(row["submitted_at"])
+        _observe(rows, "submit_to_assign_ms", waited.total_seconds() * 1000)
+
+
+def _completed(rows: Rows, event: ev.TaskCompleted) -> None:
+    _set_task(rows, event.originator_id, state="completed")
+
+
+def _requeued(rows: Rows, event: ev.TaskRequeued) -> None:
+    _set_task(rows, event.originator_id, state="queued")
+    if event.reason == "failed":
+        _inc(rows, "retries")
+
+
+def _retried(rows: Rows, event: ev.TaskRetried) -> None:
+    # A manual retry drops the escalation: the task routes at its own tier.
+    row = rows.get(RM_TEL_TASKS, (text_id(event.originator_id),))
+    if row is not None:
+        _set_task(rows, event.originator_id, state="queued", tier=row["route_tier"])
+    _inc(rows, "manual_retries")
+
+
+def _reclaimed(rows: Rows, event: ev.TaskReclaimed) -> None:
+    _inc(rows, "reclaims", event.reason)
+
+
+def _dead_lettered(rows: Rows, event: ev.TaskDeadLettered) -> None:
+    _set_task(rows, event.originator_id, state="dead_lettered")
+    _inc(rows, "dead_letters", event.reason)
+
+
+def _cancelled(rows: Rows, event: ev.TaskCancelled) -> None:
+    _set_task(rows, event.originator_id, state="cancelled")
+
+
+def _timer_started(rows: Rows, event: ev.FallbackTimerStarted) -> None:
+    _inc(rows, "timers_started")
+
+
+def _timer_fired(rows: Rows, event: ev.FallbackTimerFired) -> None:
+    _inc(rows, "timers_fired")
+    _observe(rows, "fallback_wait_ms", event.wait_ms)
+
+
+def _timer_cancelled(rows: Rows, event: ev.FallbackTimerCancelled) -> None:
+    _inc(rows, "timers_cancelled", event.reason)
+
+
+_HANDLERS: dict[type, Callable[[Rows, Any], None]] = {
+    ev.TaskSubmitted: _submitted,
+    ev.TaskClassified: _classified,
+    ev.TaskEscalated: _escalated,
+    ev.TaskRouted: _routed,
+    ev.TaskAssigned: _assigned,
+    ev.TaskCompleted: _completed,
+    ev.TaskRequeued: _requeued,
+    ev.TaskRetried: _retried,
+    ev.TaskReclaimed: _reclaimed,
+    ev.TaskDeadLettered: _dead_lettered,
+    ev.TaskCancelled: _cancelled,
+    ev.FallbackTimerStarted: _timer_started,
+    ev.FallbackTimerFired: _timer_fired,
+    ev.FallbackTimerCancelled: _timer_cancelled,
+}
 
 
 class TelemetryProjection:
     """Folds events into counters and histograms."""
 
     name = NAME
-    tables: Sequence[str] = TABLES
-    ddl: Sequence[str] = DDL
+    tables: Sequence[Table] = (RM_TEL_TASKS, RM_TEL_COUNTERS)
 
-    def apply(self, db: ReadModelWriter, position: int, event: ev.DomainEvent) -> None:
+    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
         """Fold one event."""
-        _inc(db, "events")
-        task_id = event.originator_id
-        match event:
-            case ev.TaskSubmitted():
-                db.execute(
-                    "INSERT INTO rm_tel_tasks (task_id, state, tier, route_tier, submitted_at)"
-                    " VALUES (?, 'queued', 'standard', 'standard', ?)",
-                    (str(task_id), iso(event.timestamp)),
-                )
-            case ev.TaskClassified():
-                _set_task(db, task_id, tier=event.route_tier, route_tier=event.route_tier)
-            case ev.TaskEscalated():
-                _set_task(db, task_id, tier=event.to_tier)
-            case ev.TaskRouted():
-                d = event.decision
-                _inc(db, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
-            case ev.TaskAssigned():
-                _set_task(db, task_id, state="assigned")
-                _inc(db, "assignments", event.decision.target_type)
-                if event.decision.fallback_used:
-                    _inc(db, "fallback_assignments")
-                row = db.fetchone(
-                    "SELECT submitted_at FROM rm_tel_tasks WHERE task_id = ?", (str(task_id),)
-                )
-                if row is not None:
-                    waited = event.timestamp - datetime.fromisoformat(row[0])
-                    _observe(db, "submit_to_assign_ms", waited.total_seconds() * 1000)
-            case ev.TaskCompleted():
-                _set_task(db, task_id, state="completed")
-            case ev.TaskRequeued():
-                _set_task(db, task_id, state="queued")
-                if event.reason == "failed":
-                    _inc(db, "retries")
-            case ev.TaskRetried():
-                # A manual retry drops the escalation: the task routes at its own tier.
-                db.execute(
-                    "UPDATE rm_tel_tasks SET state = 'queued', tier = route_tier WHERE task_id = ?",
-                    (str(task_id),),
-                )
-                _inc(db, "manual_retries")
-            case ev.TaskReclaimed():
-                _inc(db, "reclaims", event.reason)
-            case ev.TaskDeadLettered():
-                _set_task(db, task_id, state="dead_lettered")
-                _inc(db, "dead_letters", event.reason)
-            case ev.TaskCancelled():
-                _set_task(db, task_id, state="cancelled")
-            case ev.FallbackTimerStarted():
-                _inc(db, "timers_started")
-            case ev.FallbackTimerFired():
-                _inc(db, "timers_fired")
-                _observe(db, "fallback_wait_ms", event.wait_ms)
-            case ev.FallbackTimerCancelled():
-                _inc(db, "timers_cancelled", event.reason)
-            case _:
-                pass
+        _inc(rows, "events")
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(rows, event)
 
 
 def _histogram(counters: dict[tuple[str, str], float], name: str) -> dict[str, Any]:

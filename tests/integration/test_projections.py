@@ -21,7 +21,7 @@ WORKER = Path(__file__).with_name("projection_worker.py")
 
 
 def _dump(store: ReadStore) -> dict[str, list[tuple[object, ...]]]:
-    tables = [t for p in all_projections() for t in p.tables]
+    tables = [t.name for p in all_projections() for t in p.tables]
     return {t: sorted(map(tuple, store.query(f"SELECT * FROM {t}")), key=repr) for t in tables}
 
 
@@ -87,7 +87,7 @@ def test_a_runner_killed_mid_batch_resumes_with_every_event_applied_once(new_sto
     with runner.store.transaction() as db:
         for projection in runner.projections:
             for table in projection.tables:
-                db.execute(f"DELETE FROM {table}")
+                db.execute(f"DELETE FROM {table.name}")
         db.execute("UPDATE rm_positions SET position = 0")
     killed_at = []
     for delay in (0.1, 0.1, 0.1):

@@ -9,9 +9,11 @@ from domain.clock import VirtualClock
 from domain.config import SchedulerConfig
 from domain.determinism import DeterminismChecker
 from domain.service import SchedulerService
+from domain.state import SchedulerState
 from domain.unit_of_work import UnitOfWork
 
 CONFIG = SchedulerConfig(default_model="qwen", fallback_wait_s=5)
+FINAL = ("completed", "cancelled")
 
 
 def _recorded_log() -> list[ev.DomainEvent]:
@@ -86,3 +88,85 @@ def test_a_decision_citing_unrecorded_inputs_is_reported():
         events[index], decision=replace(events[index].decision, config_position=999)
     )
     assert _check(events) == ["decision_deterministic"]
+
+
+def _fed(events: list[ev.DomainEvent], **kw: object) -> DeterminismChecker:
+    checker = DeterminismChecker(**kw)  # type: ignore[arg-type]
+    for position, event in enumerate(events, 1):
+        assert checker.check(position, event) == []
+    return checker
+
+
+def test_the_routing_inputs_kept_per_task_are_the_task_records_fields():
+    events = _recorded_log()
+    checker = _fed(events)
+    state = SchedulerState()
+    for position, event in enumerate(events, 1):
+        state.apply(event, position)
+    live = {t.task_id.hex: t for t in state.tasks.values() if t.state not in FINAL}
+    assert set(checker.tasks) == set(live) and live
+    for key, inputs in checker.tasks.items():
+        task = live[key]
+        for name in ("repo", "route_tier", "classification_reason", "escalated_to"):
+            assert getattr(inputs, name) == getattr(task, name)
+        assert (inputs.fallback_reason, inputs.effective_tier) == (
+            task.fallback_reason,
+            task.effective_tier,
+        )
+
+
+def test_finished_tasks_are_dropped_and_a_later_decision_for_one_is_reported():
+    svc, clock = SchedulerService(CONFIG), VirtualClock()
+    events: list[ev.DomainEvent] = []
+    svc.state.begin()
+    uow = UnitOfWork(svc.state)
+    svc.record_config(uow, clock.now())
+    svc.register_agent(uow, clock.now(), agent_id="a0")
+    task = svc.submit_task(uow, clock.now(), description="fix typo", complexity_tier="trivial")
+    svc.schedule(uow, clock.now())
+    svc.complete_task(uow, clock.now(), agent_id="a0", task_id=task.task_id, generation=1)
+    svc.state.commit()
+    events.extend(uow.events)
+    checker = _fed(events)
+    assert checker.tasks == {}
+    routed = next(e for e in events if isinstance(e, ev.TaskRouted))
+    late = replace(routed, originator_version=events[-1].originator_version + 1)
+    found = checker.check(len(events) + 1, late)
+    assert [v.rule for v in found] == ["decision_deterministic"]
+    assert "task the log does not hold" in found[0].detail
+
+
+def test_only_endpoint_states_a_decision_can_still_cite_are_kept():
+    events = _recorded_log()
+    changes = [
+        p
+        for p, e in enumerate(events, 1)
+        if type(e).__name__.startswith("Endpoint")  # every endpoint event changes it
+    ]
+    # No window: only the current endpoint state, and the recorded log still checks.
+    assert list(_fed(events, endpoint_window=0).endpoints_at) == [changes[-1]]
+    # A window of 3 positions keeps the states replaced within 3 of the last change.
+    kept = list(_fed(events, endpoint_window=3).endpoints_at)
+    successors = dict(zip(changes, [*changes[1:], None], strict=True))
+    assert kept == [p for p in changes if successors[p] is None or successors[p] > changes[-1] - 3]
+    # The default keeps them all here (the log is short), as before.
+    assert list(_fed(events).endpoints_at) == [0, *changes]
+
+
+def test_a_decision_citing_an_endpoint_state_outside_the_window_is_reported():
+    events = _recorded_log()
+    index = next(
+        i
+        for i, e in enumerate(events)
+        if isinstance(e, ev.TaskRouted) and e.decision.target_type == "ollama"
+    )
+    checker = DeterminismChecker(endpoint_window=0)
+    cited = events[index].decision.endpoint_state_position  # type: ignore[attr-defined]
+    older = max(p for p in range(1, cited) if type(events[p - 1]).__name__.startswith("End"))
+    events[index] = replace(
+        events[index],
+        decision=replace(events[index].decision, endpoint_state_position=older),  # type: ignore[attr-defined]
+    )
+    found = [v for p, e in enumerate(events, 1) for v in checker.check(p, e)]
+    assert [v.rule for v in found] == ["decision_deterministic"]
+    assert "more than 0 positions before the latest" in found[0].detail

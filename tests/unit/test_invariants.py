@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from msgspec.structs import replace
 
 from domain import events as ev
 from domain.invariants import InvariantChecker
@@ -181,3 +182,95 @@ def test_a_clean_sequence_reports_nothing():
         reclaimed(4, T0 + timedelta(seconds=60)),
     ]
     assert [v for p, e in enumerate(events, 1) for v in checker.check(p, e)] == []
+
+
+def _rules(events: list[ev.DomainEvent], checker: InvariantChecker | None = None) -> list[str]:
+    checker = checker or InvariantChecker()
+    return [v.rule for p, e in enumerate(events, 1) for v in checker.check(p, e)]
+
+
+def cancelled(v: int) -> ev.TaskCancelled:
+    return ev.TaskCancelled(
+        originator_id=TASK, originator_version=v, timestamp=T0, reason="r", requested_by="op"
+    )
+
+
+def heartbeat(v: int) -> ev.TaskHeartbeated:
+    return ev.TaskHeartbeated(
+        originator_id=TASK,
+        originator_version=v,
+        timestamp=T0,
+        agent_id="a1",
+        generation=1,
+        lease_expires_at=T0 + timedelta(seconds=90),
+    )
+
+
+def test_a_finished_task_is_dropped_and_only_its_version_and_end_remembered():
+    checker = InvariantChecker()
+    assert _rules([submitted(1), routed(2), assigned(3), completed(4)], checker) == []
+    assert checker.tasks == {}
+    assert checker.finished == {TASK.hex: 4 << 1 | 0}  # version 4, FINAL_STATES[0]
+
+    checker = InvariantChecker()
+    assert _rules([submitted(1), cancelled(2)], checker) == []
+    assert checker.tasks == {} and checker.finished == {TASK.hex: 2 << 1 | 1}
+
+
+def test_a_dead_lettered_task_is_kept_since_it_can_be_retried():
+    checker = InvariantChecker()
+    dead = ev.TaskDeadLettered(
+        originator_id=TASK, originator_version=2, timestamp=T0, reason="ttl_expired"
+    )
+    retried = ev.TaskRetried(
+        originator_id=TASK,
+        originator_version=3,
+        timestamp=T0,
+        generation=1,
+        requested_by="op",
+        complete_by=None,
+    )
+    assert _rules([submitted(1), dead], checker) == []
+    assert checker.tasks[TASK.hex].state == "dead_lettered" and checker.finished == {}
+    assert _rules([retried, routed(4), assigned(5)], checker) == []
+
+
+def test_an_event_after_the_task_finished_is_reported():
+    done = [submitted(1), routed(2), assigned(3), completed(4)]
+    checker = InvariantChecker()
+    found = [v for p, e in enumerate([*done, heartbeat(5)], 1) for v in checker.check(p, e)]
+    assert [(v.position, v.aggregate_id, v.rule) for v in found] == [
+        (5, str(TASK), "finished_stays_finished")
+    ]
+    assert found[0].detail == "TaskHeartbeated after the task was completed"
+    # Tracked again from there: its next version is still checked.
+    assert _rules([heartbeat(7)], checker) == ["versions_contiguous"]
+
+    # A version that does not follow the finished one is reported as before.
+    assert _rules([*done, heartbeat(9)]) == ["versions_contiguous", "finished_stays_finished"]
+    # So is a task id submitted again.
+    assert _rules([submitted(1), cancelled(2), submitted(1)]) == [
+        "versions_contiguous",
+        "finished_stays_finished",
+    ]
+
+
+def test_a_timer_firing_for_a_finished_task_names_its_final_state():
+    checker = InvariantChecker()
+    events = [submitted(1), timer("start", 1), cancelled(2), timer("fire", 2, T0 + timedelta(9))]
+    found = [v for p, e in enumerate(events, 1) for v in checker.check(p, e)]
+    assert [(v.rule, v.detail) for v in found] == [
+        ("timer_only_while_queued", "fired while the task was cancelled")
+    ]
+
+
+def test_only_the_most_recently_finished_tasks_are_remembered():
+    other = uuid4()
+    checker = InvariantChecker(remember_finished=1)
+    assert _rules([submitted(1), cancelled(2)], checker) == []
+    assert _rules([replace(submitted(1), originator_id=other)], checker) == []
+    assert _rules([replace(cancelled(2), originator_id=other)], checker) == []
+    assert checker.finished == {other.hex: 2 << 1 | 1}
+    # The forgotten one: still reported, by its version (a store holds one version 1).
+    found = checker.check(5, heartbeat(3))
+    assert [(v.rule, v.detail) for v in found] == [("versions_contiguous", "version 3 after 0")]

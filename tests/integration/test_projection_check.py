@@ -1,0 +1,151 @@
+"""The audit's projection check on real stores: read models rebuilt from the log are
+compared with the live ones, by digest first and row by row when a digest differs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.audit import audit, worker_groups
+from adapters.demo import run_demo
+from adapters.event_log import EventLog
+from adapters.projection_check import check_projections
+from adapters.projection_digest import DigestRows, row_digest
+from adapters.projection_runner import ProjectionRunner
+from adapters.read_store import ReadStore
+from adapters.runtime import SchedulerRuntime
+from domain.clock import VirtualClock
+from domain.config import SchedulerConfig
+from projections.registry import all_projections
+from projections.tasks import RM_TASKS
+
+
+@pytest.fixture
+def projected(store_url: str) -> Iterator[tuple[EventLog, ReadStore]]:
+    """A demo log on each store with live read models caught up."""
+    run_demo(store_url, tasks=300, seed=3)
+    log = EventLog(store_url)
+    runner = ProjectionRunner(log)
+    runner.run_until_caught_up()
+    yield log, runner.store
+    runner.close()
+    log.close()
+
+
+def _one_task_id(store: ReadStore) -> str:
+    return str(store.query("SELECT task_id FROM rm_tasks ORDER BY task_id LIMIT 1")[0][0])
+
+
+def _tamper(store: ReadStore, sql: str, params: tuple[object, ...] = ()) -> None:
+    with store.transaction() as db:
+        db.execute(sql, params)
+
+
+def test_live_read_models_equal_to_a_rebuild_pass_by_digest(projected):
+    log, store = projected
+    result = check_projections(log)
+    assert result.violations == []
+    assert "compared by digest" in result.checked
+    tables = [t.name for p in all_projections() for t in p.tables]
+    live_rows = sum(int(store.query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables)
+    assert result.rows_compared == live_rows > 300
+
+
+def test_a_changed_live_row_is_named_with_its_table_and_key(projected):
+    log, store = projected
+    task_id = _one_task_id(store)
+    _tamper(
+        store, "UPDATE rm_tasks SET state = 'completed', result = '1' WHERE task_id = ?", (task_id,)
+    )
+    result = check_projections(log)
+    assert [(v.aggregate_id, v.rule) for v in result.violations] == [
+        ("rm_tasks", "projections_match")
+    ]
+    assert task_id in result.violations[0].detail
+    assert "1 live rows differ" in result.violations[0].detail
+    assert "rebuilt in a scratch store" in result.checked
+
+
+def test_a_deleted_and_an_inserted_live_row_are_found(projected):
+    log, store = projected
+    task_id = _one_task_id(store)
+    _tamper(store, "DELETE FROM rm_queue WHERE task_id = ?", (task_id,))
+    _tamper(
+        store,
+        "INSERT INTO rm_tel_counters (name, label, value) VALUES ('forged', '', 1.0)",
+    )
+    result = check_projections(log)
+    found = {v.aggregate_id: v.detail for v in result.violations}
+    assert set(found) == {"rm_queue", "rm_tel_counters"}
+    assert (
+        "0 live rows differ" in found["rm_queue"]
+        and "1 rebuilt rows are not live" in found["rm_queue"]
+    )
+    assert task_id in found["rm_queue"]
+    assert "1 live rows differ" in found["rm_tel_counters"] and "forged" in found["rm_tel_counters"]
+
+
+def test_a_changed_counter_is_found(projected):
+    log, store = projected
+    _tamper(store, "UPDATE rm_tel_counters SET value = value + 1 WHERE name = 'events'")
+    result = check_projections(log)
+    assert [v.aggregate_id for v in result.violations] == ["rm_tel_counters"]
+
+
+def test_live_read_models_behind_the_log_are_compared_at_their_position(store_url):
+    run_demo(store_url, tasks=200, seed=4)
+    log = EventLog(store_url)
+    runner = ProjectionRunner(log)
+    runner.rebuild(stop=500)  # the live models stop at 500 of the log's events
+    assert runner.position() == 500 < log.head()
+    result = check_projections(log)
+    assert result.violations == [] and "compared by digest" in result.checked
+    runner.close()
+    log.close()
+
+
+def test_a_log_without_live_read_models_is_skipped_with_a_reason(store_url):
+    log = EventLog(store_url)
+    runtime = SchedulerRuntime(log, SchedulerConfig(), VirtualClock())
+    runtime.execute_batch(
+        [lambda service, uow, now: service.submit_task(uow, now, description="x")]
+    )
+    assert log.head() > 0
+    result = check_projections(log)
+    assert result.violations == [] and "skipped" in result.checked
+    log.close()
+
+
+def test_the_audit_finds_the_same_in_worker_processes_and_in_process(projected):
+    log, store = projected
+    _tamper(store, "UPDATE rm_agents SET status = 'busy'")
+    parallel, serial = audit(log, parallel=True), audit(log, parallel=False)
+    assert parallel.violations == serial.violations
+    assert [v.aggregate_id for v in parallel.violations] == ["rm_agents"]
+    assert parallel.events == serial.events == log.head()
+
+
+def test_every_projection_is_in_exactly_one_worker_group():
+    names = [name for group in worker_groups() for name in group]
+    assert sorted(names) == sorted(p.name for p in all_projections())
+
+
+def test_released_rows_count_in_the_digest_as_if_kept():
+    kept, released = DigestRows([RM_TASKS]), DigestRows([RM_TASKS])
+    rows = [
+        {c: (f"task-{i}" if c == "task_id" else i) for c in RM_TASKS.column_names} for i in range(5)
+    ]
+    for row in rows:
+        kept.put(RM_TASKS, dict(row))
+        released.put(RM_TASKS, dict(row))
+    released.release(["task-1", "task-3", "task-9"])
+    assert kept.digests() == released.digests()
+    assert released.get(RM_TASKS, ("task-1",)) is None
+    assert kept.digests()["rm_tasks"][1] == 5
+
+
+def test_row_digests_depend_on_every_value_and_its_type():
+    assert row_digest(("a", 1, None)) != row_digest(("a", 1.0, None))
+    assert row_digest(("a", 1, None)) != row_digest(("a", None, 1))
+    assert row_digest(("a", 1, None)) == row_digest(("a", 1, None))
