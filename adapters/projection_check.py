@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.event_log import EventLog, postgres_connect_args
-from adapters.projection_digest import fold_digests, live_digests
+from adapters.projection_digest import DigestFold, Digests, feed_from_log, live_digests
 from adapters.projection_runner import ProjectionRunner
 from adapters.read_store import IDENTITY_KEY, ReadStore, read_model_path
 from domain.invariants import Violation
@@ -262,30 +262,58 @@ def _compare(
     )
 
 
+@dataclass
+class PendingCheck:
+    """A projection check under way: the live tables' digests, and the in-memory fold
+    that must reproduce them (fed by ``check_projections`` or by the audit's replay)."""
+
+    projections: list[Projection]
+    live: Digests
+    fold: DigestFold
+    batch: int
+    started: float
+
+
+def begin_check(
+    log: EventLog, *, names: Sequence[str] | None = None, batch: int = 10_000
+) -> PendingCheck | ProjectionCheck:
+    """Digest the live read models (those ``names``, or all) in one snapshot and set up
+    the fold; a finished ``ProjectionCheck`` when there is nothing to compare."""
+    started = time.perf_counter()
+    projections = [p for p in all_projections() if names is None or p.name in names]
+    live = live_digests(log, [t for p in projections for t in p.tables])
+    if live is None:
+        return ProjectionCheck(checked="projections: skipped (the log has no live read models)")
+    positions, live_tables = live
+    projections = [p for p in projections if p.name in positions]
+    fold = DigestFold(projections, positions, batch)
+    return PendingCheck(projections, live_tables, fold, batch, started)
+
+
+def finish_check(log: EventLog, pending: PendingCheck) -> ProjectionCheck:
+    """Compare the fold's digests with the live ones; on a difference, find the rows."""
+    result = ProjectionCheck(rebuild_seconds=time.perf_counter() - pending.started)
+    folded = pending.fold.digests()
+    if all(folded[t] == pending.live[t] for t in folded):
+        result.rows_compared = sum(rows for _digest, rows in pending.live.values())
+        listed = ", ".join(p.name for p in pending.projections)
+        result.checked = f"projections: {listed} rebuilt in memory and compared by digest"
+    else:
+        _exact(log, pending.projections, pending.batch, result)
+    result.seconds = time.perf_counter() - pending.started
+    return result
+
+
 def check_projections(
     log: EventLog, *, names: Sequence[str] | None = None, batch: int = 10_000
 ) -> ProjectionCheck:
     """Rebuild the live read models (those ``names``, or all) from the log and compare
     them with the live ones: by digest, then row by row if a digest differs."""
-    started = time.perf_counter()
-    result = ProjectionCheck()
-    projections = [p for p in all_projections() if names is None or p.name in names]
-    live = live_digests(log, [t for p in projections for t in p.tables])
-    if live is None:
-        result.checked = "projections: skipped (the log has no live read models)"
-    else:
-        positions, live_tables = live
-        projections = [p for p in projections if p.name in positions]
-        folded = fold_digests(log, projections, positions, batch)
-        result.rebuild_seconds = time.perf_counter() - started
-        if all(folded[t] == live_tables[t] for t in folded):
-            result.rows_compared = sum(rows for _digest, rows in live_tables.values())
-            listed = ", ".join(p.name for p in projections)
-            result.checked = f"projections: {listed} rebuilt in memory and compared by digest"
-        else:
-            _exact(log, projections, batch, result)
-    result.seconds = time.perf_counter() - started
-    return result
+    begun = begin_check(log, names=names, batch=batch)
+    if isinstance(begun, ProjectionCheck):
+        return begun
+    feed_from_log(log, begun.fold)
+    return finish_check(log, begun)
 
 
 def _exact(

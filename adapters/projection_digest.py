@@ -129,43 +129,58 @@ def _decodable(
             continue
 
 
-def fold_digests(
-    log: EventLog, projections: Sequence[Projection], positions: dict[str, int], batch: int
-) -> Digests:
-    """Fold each projection from position 0 to its ``positions`` entry, in memory."""
-    # Rows are plain dicts that never form cycles; with the collector on, each of its
-    # passes would walk every row held.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _fold(log, projections, positions, batch)
-    finally:
-        if was_enabled:
-            gc.enable()
+class DigestFold:
+    """Folds projections in memory from position 0, chunk by chunk, each up to its own
+    position; ``digests`` gives what the live tables at those positions must digest to.
 
+    Fed by ``fold_digests`` from the log, or by the audit's replay pass, which decodes
+    every event anyway.
+    """
 
-def _fold(
-    log: EventLog, projections: Sequence[Projection], positions: dict[str, int], batch: int
-) -> Digests:
-    rows = DigestRows(t for p in projections for t in p.tables)
-    appliers = [(p.apply, positions[p.name]) for p in projections]
-    # Finished tasks are released a batch late: a command's trailing events (a timer
-    # cancelled after its task was) still find the rows.
-    ending: list[str] = []
-    finished: list[str] = []
-    since_release = 0
-    for chunk in _events(log, max(positions.values(), default=0)):
+    def __init__(
+        self, projections: Sequence[Projection], positions: dict[str, int], batch: int
+    ) -> None:
+        self.rows = DigestRows(t for p in projections for t in p.tables)
+        self.stop = max((positions[p.name] for p in projections), default=0)
+        self._appliers = [(p.apply, positions[p.name]) for p in projections]
+        self._batch = batch
+        # Finished tasks are released a batch late: a command's trailing events (a timer
+        # cancelled after its task was) still find the rows.
+        self._ending: list[str] = []
+        self._finished: list[str] = []
+        self._since_release = 0
+
+    def feed(self, chunk: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold the next events, in log order."""
+        rows, appliers, finished = self.rows, self._appliers, self._finished
         for position, event in chunk:
             for apply, stop in appliers:
                 if position <= stop:
                     apply(rows, position, event)
             if isinstance(event, _FINISHED):
                 finished.append(str(event.originator_id))
-        since_release += len(chunk)
-        if since_release >= batch:
-            rows.release(ending)
-            ending, finished, since_release = finished, [], 0
-    return rows.digests()
+        self._since_release += len(chunk)
+        if self._since_release >= self._batch:
+            rows.release(self._ending)
+            self._ending, self._finished, self._since_release = finished, [], 0
+
+    def digests(self) -> Digests:
+        """Every table's digest and row count."""
+        return self.rows.digests()
+
+
+def feed_from_log(log: EventLog, fold: DigestFold) -> None:
+    """Feed ``fold`` every event it needs, read and decoded from the log."""
+    # Rows are plain dicts that never form cycles; with the collector on, each of its
+    # passes would walk every row held.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for chunk in _events(log, fold.stop):
+            fold.feed(chunk)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _digest_rows(rows: Iterable[Sequence[Any]]) -> tuple[int, int]:

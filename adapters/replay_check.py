@@ -22,7 +22,10 @@ from domain.determinism import DeterminismChecker
 from domain.events import DomainEvent
 from domain.invariants import InvariantChecker, Violation
 
-PARTS = ("read", "chain", "decode", "invariants", "determinism")
+PARTS = ("read", "chain", "decode", "invariants", "determinism", "consumers")
+
+# Something that takes every decoded chunk of the pass: (position, event) pairs.
+EventConsumer = Callable[[Sequence[tuple[int, DomainEvent]]], None]
 
 # The most rows read and checked at a time, whatever ``batch`` asks: each part walks the
 # chunk in turn, and a chunk's objects should still be in the CPU cache for the next
@@ -96,6 +99,7 @@ def replay_check(
     progress: Callable[[int, int], None] | None = None,
     batch: int = 1000,
     stop: int | None = None,
+    consumers: Sequence[EventConsumer] = (),
 ) -> ReplayResult:
     """Verify the hash chain, the invariants and the routing decisions of the log up to
     ``stop`` (default: ``audit_stop``, the head when the pass starts), reading and
@@ -106,9 +110,11 @@ def replay_check(
     first violation (see ``ChainVerifier``); the others run to the end. A record whose
     payload does not decode is reported as ``event_decodes`` and skipped by the
     checkers. The garbage collector is off during the pass (for the whole process).
+    ``consumers`` get every decoded chunk as ``(position, event)`` pairs, in log order
+    (the audit folds read models on them, so the log is decoded once).
     """
     head = audit_stop(log) if stop is None else stop
-    replay = _Replay(log, head)
+    replay = _Replay(log, head, consumers)
     # Nothing this pass keeps can form a reference cycle, and the checkers' records are
     # untracked; collections would only walk the chunk in flight, thousands of times.
     gc_was_enabled = gc.isenabled()
@@ -124,8 +130,9 @@ def replay_check(
 class _Replay:
     """One pass: the chain verifier, the decoder and both checkers, fed chunk by chunk."""
 
-    def __init__(self, log: EventLog, head: int) -> None:
+    def __init__(self, log: EventLog, head: int, consumers: Sequence[EventConsumer]) -> None:
         self.log, self.head = log, head
+        self.consumers = consumers
         self.events = 0
         self.sink: list[Violation] = []  # decoding, invariants, determinism: chunk by chunk
         self.chain = ChainVerifier(log, head)
@@ -141,7 +148,8 @@ class _Replay:
         inv_handler = self.invariants.handlers.get
         inv_feed: Any = self.invariants.feed  # for a type without a handler (none, today)
         det_handler = self.determinism.handlers.get
-        read = chain_s = decode_s = inv_s = det_s = 0.0
+        consumers = self.consumers
+        read = chain_s = decode_s = inv_s = det_s = consumers_s = 0.0
         done = reported = 0
         started = clock()
         for rows in self.log.iter_raw(0, head, min(batch, CHUNK)):
@@ -158,11 +166,17 @@ class _Replay:
                 if handler is not None:
                     handler(position, key, event)
             t5 = clock()
+            if consumers:
+                pairs = [(row[0], event) for row, event in zip(kept, events, strict=True)]
+                for consume in consumers:
+                    consume(pairs)
+            t6 = clock()
             read += t1 - started
             chain_s += t2 - t1
             decode_s += t3 - t2
             inv_s += t4 - t3
             det_s += t5 - t4
+            consumers_s += t6 - t5
             done += len(rows)
             if progress is not None and done - reported >= batch:
                 progress(done, head)
@@ -173,7 +187,12 @@ class _Replay:
             progress(done, head)
         self.events = done
         self.spent.update(
-            read=read, chain=chain_s, decode=decode_s, invariants=inv_s, determinism=det_s
+            read=read,
+            chain=chain_s,
+            decode=decode_s,
+            invariants=inv_s,
+            determinism=det_s,
+            consumers=consumers_s,
         )
 
     def result(self) -> ReplayResult:
