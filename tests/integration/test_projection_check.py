@@ -149,3 +149,16 @@ def test_row_digests_depend_on_every_value_and_its_type():
     assert row_digest(("a", 1, None)) != row_digest(("a", 1.0, None))
     assert row_digest(("a", 1, None)) != row_digest(("a", None, 1))
     assert row_digest(("a", 1, None)) == row_digest(("a", 1, None))
+
+
+def test_the_replay_pass_feeds_consumers_every_event_once_in_order(projected):
+    from adapters.replay_check import replay_check
+
+    log, _store = projected
+    seen: list[int] = []
+    result = replay_check(
+        log, batch=100, consumers=[lambda chunk: seen.extend(p for p, _ in chunk)]
+    )
+    assert result.clean
+    assert seen == list(range(1, log.head() + 1))
+    assert [p for p, _ in log.read(0, 50)] == seen[:50]
