@@ -30,13 +30,17 @@ class CheckpointStore:
                 path.with_name(path.stem + ".checkpoints.db"), isolation_level=None
             )
             self._ph = "?"
-            self._table = "checkpoints"
+            self._table = "checkpoints_lean"
         else:
             import psycopg
 
             self._conn = psycopg.connect(**postgres_connect_args(log.env), autocommit=True)
             self._ph = "%s"
-            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".tierlog_checkpoints'
+            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".tierlog_checkpoints_lean'
+        # Checkpoints of full states (every finished task kept) were written under the
+        # old name before time travel dropped finished tasks; nothing reads them now.
+        old = self._table.replace("_lean", "")
+        self._conn.execute(f"DROP TABLE IF EXISTS {old}")
         blob = "BLOB" if log.sqlite_path is not None else "BYTEA"
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._table} (position BIGINT PRIMARY KEY, "
@@ -73,11 +77,13 @@ class CheckpointStore:
 
 
 def state_at(log: EventLog, position: int, every: int = EVERY) -> SchedulerState:
-    """The state after positions ``1..position``: from the nearest checkpoint, folding the
-    rest, and leaving a checkpoint every ``every`` positions it passes."""
+    """The state after positions ``1..position``, without the tasks that had finished
+    by then (``SchedulerState(keep_finished=False)``: memory follows the live tasks, not
+    the log): from the nearest checkpoint, folding the rest, and leaving a checkpoint
+    every ``every`` positions it passes."""
     store = CheckpointStore(log)
     try:
-        state = store.nearest(position) or SchedulerState()
+        state = store.nearest(position) or SchedulerState(keep_finished=False)
         for pos, event in log.iter_events(after=state.position, stop=position):
             state.apply(event, pos)
             if pos % every == 0:

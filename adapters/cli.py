@@ -230,7 +230,7 @@ def cmd_at(args: argparse.Namespace) -> int:
                 task_id = UUID(args.task)
             except ValueError:
                 raise ValidationError("--task must be a task id (UUID)", field="task") from None
-            data: Any = {"position": state.position, "task": task_at(state, task_id)}
+            data: Any = {"position": state.position, "task": task_at(log, state, task_id)}
         else:
             data = summarise_state(state)
     finally:

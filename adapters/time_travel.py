@@ -13,6 +13,7 @@ import msgspec
 
 from adapters.event_log import EventLog
 from domain import events as ev
+from domain.records import TaskRecord
 from domain.state import SchedulerState
 
 
@@ -35,9 +36,13 @@ def fold_until(log: EventLog, position: int) -> SchedulerState:
 
 
 def summarise_state(state: SchedulerState) -> dict[str, Any]:
-    """The queue, pending timers, agents, endpoints and counters of a state."""
+    """The queue, pending timers, agents, endpoints and counters of a state (counting
+    the tasks a time-travel state dropped when they finished)."""
     by_state: Counter[str] = Counter(t.state for t in state.tasks.values())
     by_tier: Counter[str] = Counter(t.effective_tier for t in state.tasks.values())
+    for (finished, tier), count in state.finished_counts.items():
+        by_state[finished] += count
+        by_tier[tier] += count
     return {
         "position": state.position,
         "queue": [
@@ -56,30 +61,61 @@ def summarise_state(state: SchedulerState) -> dict[str, Any]:
     }
 
 
-def task_at(state: SchedulerState, task_id: UUID) -> dict[str, Any] | None:
-    """One task as it was, or None if it did not exist yet."""
+def task_record_at(log: EventLog, state: SchedulerState, task_id: UUID) -> TaskRecord | None:
+    """One task as it was at the state's position, or None if it did not exist yet: from
+    the state, or (a finished task the state dropped) folded from the task's own events."""
     task = state.tasks.get(task_id)
+    if task is not None or state.keep_finished:
+        return task
+    alone = SchedulerState()
+    for position, event in log.positioned_events_of(task_id):
+        if position > state.position:
+            break
+        alone.apply(event, position)
+    return alone.tasks.get(task_id)
+
+
+def task_at(log: EventLog, state: SchedulerState, task_id: UUID) -> dict[str, Any] | None:
+    """One task as it was, as plain data (see ``task_record_at``)."""
+    task = task_record_at(log, state, task_id)
     return None if task is None else msgspec.to_builtins(task)
 
 
+_FINISHED_STATES = {ev.TaskCompleted: "completed", ev.TaskCancelled: "cancelled"}
+# The events of task streams (their originator is the task).
+_TASK_EVENTS = (
+    ev.TaskSubmitted,
+    ev.TaskClassified,
+    ev.TaskRouted,
+    ev.TaskAssigned,
+    ev.TaskHeartbeated,
+    ev.TaskCompleted,
+    ev.TaskFailed,
+    ev.TaskReclaimed,
+    ev.TaskEscalated,
+    ev.TaskRequeued,
+    ev.TaskDeadLettered,
+    ev.TaskRetried,
+    ev.TaskCancelled,
+)
+
+
 def diff(log: EventLog, a: int, b: int) -> dict[str, Any]:
-    """What changed between positions ``a`` and ``b`` (``a < b``)."""
+    """What changed between positions ``a`` and ``b`` (``a < b``): streams the events
+    between them, so memory follows the range, not the log."""
     if a > b:
         a, b = b, a
     before = fold_until(log, a)
     after = fold_until(log, b)
-    changed = [
-        {
-            "task_id": str(task_id),
-            "from": before.tasks[task_id].state if task_id in before.tasks else None,
-            "to": task.state,
-        }
-        for task_id, task in after.tasks.items()
-        if task_id not in before.tasks or before.tasks[task_id].state != task.state
-    ]
+    touched: dict[UUID, None] = {}  # task ids in order of first change
+    finished: dict[UUID, str] = {}
     timers: Counter[str] = Counter()
     endpoints: list[dict[str, Any]] = []
     for _, event in log.iter_events(after=a, stop=b):
+        if isinstance(event, _TASK_EVENTS):
+            touched[event.originator_id] = None
+            if type(event) in _FINISHED_STATES:
+                finished[event.originator_id] = _FINISHED_STATES[type(event)]
         match event:
             case ev.FallbackTimerStarted():
                 timers["started"] += 1
@@ -97,6 +133,15 @@ def diff(log: EventLog, a: int, b: int) -> dict[str, Any]:
                 )
             case _:
                 pass
+    changed = []
+    for task_id in touched:
+        was = before.tasks.get(task_id)
+        now = after.tasks.get(task_id)
+        to = now.state if now is not None else finished.get(task_id)
+        if was is None or was.state != to:
+            changed.append(
+                {"task_id": str(task_id), "from": None if was is None else was.state, "to": to}
+            )
     counts_before = summarise_state(before)["counters"]["tasks_by_state"]
     counts_after = summarise_state(after)["counters"]["tasks_by_state"]
     return {

@@ -32,6 +32,8 @@ class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
     agent_tokens: dict[str, str]
     deadlines: list[tuple[float, int, str, UUID, int]]
     deadline_counter: int
+    keep_finished: bool = True
+    finished_counts: list[tuple[str, str, int]] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -59,6 +61,8 @@ def dump_state(state: SchedulerState) -> bytes:
             agent_tokens=dict(state.agent_tokens),
             deadlines=list(state.deadlines),
             deadline_counter=state._deadline_counter,
+            keep_finished=state.keep_finished,
+            finished_counts=[(st, tier, n) for (st, tier), n in state.finished_counts.items()],
         )
     )
 
@@ -66,7 +70,8 @@ def dump_state(state: SchedulerState) -> bytes:
 def load_state(data: bytes) -> SchedulerState:
     """A ``SchedulerState`` from ``dump_state`` bytes, with its indexes rebuilt."""
     snap = _decoder.decode(data)
-    state = SchedulerState(snap.task_ttl_s)
+    state = SchedulerState(snap.task_ttl_s, keep_finished=snap.keep_finished)
+    state.finished_counts = {(st, tier): n for st, tier, n in snap.finished_counts}
     state.position = snap.position
     state.tasks = {t.task_id: t for t in snap.tasks}
     state.queue = SortedList(snap.queue)

@@ -37,8 +37,16 @@ _MISSING: Any = object()
 class SchedulerState:
     """Everything the scheduler decides from, folded from the log."""
 
-    def __init__(self, task_ttl_s: float = 600.0) -> None:
+    def __init__(self, task_ttl_s: float = 600.0, *, keep_finished: bool = True) -> None:
+        """An empty state. ``keep_finished=False`` is for looking at the past (time
+        travel): a task is dropped when it completes or is cancelled (states nothing
+        leaves) and only counted in ``finished_counts``, and idempotency keys are not
+        kept, so memory follows the live tasks instead of the log's length. The
+        scheduler itself keeps every task (late commands, idempotent submissions)."""
         self.task_ttl_s = task_ttl_s
+        self.keep_finished = keep_finished
+        # Tasks dropped when they finished, by (state, effective tier).
+        self.finished_counts: dict[tuple[str, str], int] = {}
         self.position = 0
         self.tasks: dict[UUID, TaskRecord] = {}
         self.queue: SortedList = SortedList()
@@ -352,7 +360,7 @@ class SchedulerState:
         # append): its tier decides which tier's line it stands in.
         self._put_task(task)
         self._push_deadline_ttl(task)
-        if e.idempotency_key is not None:
+        if e.idempotency_key is not None and self.keep_finished:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
     def _task_classified(self, e: ev.TaskClassified, _: int) -> None:
@@ -416,6 +424,8 @@ class SchedulerState:
                 lease_expires_at=None,
             )
         )
+        if not self.keep_finished:
+            self._drop_finished(e.originator_id)
 
     def _task_failed(self, e: ev.TaskFailed, position: int) -> None:
         task = self.tasks[e.originator_id]
@@ -497,6 +507,14 @@ class SchedulerState:
         task = self.tasks[e.originator_id]
         self._queue_remove(task)
         self._put_task(replace(task, version=e.originator_version, state="cancelled"))
+        if not self.keep_finished:
+            self._drop_finished(e.originator_id)
+
+    def _drop_finished(self, task_id: UUID) -> None:
+        task = self.tasks[task_id]
+        self._discard(self.tasks, task_id)
+        key = (task.state, task.effective_tier)
+        self._set(self.finished_counts, key, self.finished_counts.get(key, 0) + 1)
 
     def _timer_started(self, e: ev.FallbackTimerStarted, _: int) -> None:
         timer = PendingTimer(
@@ -646,4 +664,5 @@ class SchedulerState:
             "config_position": self.config_position,
             "idempotency": dict(self.idempotency),
             "agent_tokens": dict(self.agent_tokens),
+            "finished_counts": dict(self.finished_counts),
         }

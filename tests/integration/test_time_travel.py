@@ -6,7 +6,14 @@ import pytest
 
 from adapters.demo import run_demo
 from adapters.event_log import EventLog
-from adapters.time_travel import diff, explain, fold_until, position_at_time, summarise_state
+from adapters.time_travel import (
+    diff,
+    explain,
+    fold_until,
+    position_at_time,
+    summarise_state,
+    task_at,
+)
 from domain import events as ev
 from domain.state import SchedulerState
 
@@ -18,12 +25,41 @@ def small_log(new_store) -> EventLog:
     return EventLog(url)
 
 
+def _shown(log: EventLog, state: SchedulerState, task_ids: list[object]) -> dict[str, object]:
+    """What ``tierlog at`` shows of a state: its summary and each task."""
+    return {
+        "summary": summarise_state(state),
+        "tasks": {str(t): task_at(log, state, t) for t in task_ids},
+    }
+
+
 def test_at_every_position_equals_folding_events_one_to_n(small_log):
+    """``at`` (whose state drops finished tasks) shows at every position exactly what a
+    full fold of events 1..N shows, the finished tasks included (each at every tenth
+    position, every one at the head)."""
     events = list(small_log.iter_events())
-    mine = SchedulerState()
+    task_ids = [e.originator_id for _, e in events if isinstance(e, ev.TaskSubmitted)]
+    mine = SchedulerState()  # keeps every task
     for position, event in events:
         mine.apply(event, position)
-        assert fold_until(small_log, position).snapshot() == mine.snapshot()
+        lean = fold_until(small_log, position)
+        assert lean.keep_finished is False
+        assert summarise_state(lean) == summarise_state(mine)
+        assert lean.tasks == {
+            i: t for i, t in mine.tasks.items() if t.state not in ("completed", "cancelled")
+        }
+        if position % 10 == 0 or position == len(events):
+            assert _shown(small_log, lean, task_ids) == _shown(small_log, mine, task_ids)
+
+
+def test_at_keeps_memory_to_the_live_tasks(small_log):
+    head = small_log.head()
+    lean, full = fold_until(small_log, head), SchedulerState()
+    for position, event in small_log.iter_events():
+        full.apply(event, position)
+    finished = [t for t in full.tasks.values() if t.state in ("completed", "cancelled")]
+    assert finished and len(lean.tasks) == len(full.tasks) - len(finished)
+    assert sum(lean.finished_counts.values()) == len(finished)
 
 
 def test_time_agrees_with_position(small_log):
@@ -98,7 +134,7 @@ def test_checkpoints_give_the_same_state_and_ignore_another_logs(small_log, tmp_
 
 
 def fold_plain(log: EventLog, position: int) -> dict[str, object]:
-    state = SchedulerState()
+    state = SchedulerState(keep_finished=False)
     for pos, event in log.iter_events(stop=position):
         state.apply(event, pos)
     return state.snapshot()
