@@ -41,6 +41,11 @@ class CheckpointStore:
         # old name before time travel dropped finished tasks; nothing reads them now.
         old = self._table.replace("_lean", "")
         self._conn.execute(f"DROP TABLE IF EXISTS {old}")
+        if (
+            log.sqlite_path is not None
+            and self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        ):
+            self._conn.execute("VACUUM")  # give the old table's pages back to the disk
         blob = "BLOB" if log.sqlite_path is not None else "BYTEA"
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._table} (position BIGINT PRIMARY KEY, "

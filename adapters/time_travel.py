@@ -232,20 +232,13 @@ def what_if(log: EventLog, config: Any, start: int = 0, stop: int | None = None)
     target, endpoint, model, cost tier or timer outcome would change, with counts."""
     from domain.whatif import WhatIf
 
-    replay = WhatIf(config)
-    in_range: set[str] = set()
+    replay = WhatIf(config, report_from=start)
     for position, event in log.iter_events(stop=stop):
         replay.feed(position, event)
-        if isinstance(event, ev.TaskSubmitted) and position > start:
-            in_range.add(str(event.originator_id))
     report = replay.report()
-    changes = {t: c for t, c in report.changes.items() if t in in_range}
-    counts: Counter[str] = Counter()
-    for change in changes.values():
-        counts.update(change.keys())
     return {
-        "tasks_considered": len(in_range),
-        "tasks_changed": len(changes),
-        "counts": dict(sorted(counts.items())),
-        "changes": changes,
+        "tasks_considered": report.tasks_seen,
+        "tasks_changed": len(report.changes),
+        "counts": dict(sorted(report.counts.items())),
+        "changes": report.changes,
     }

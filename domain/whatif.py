@@ -9,7 +9,8 @@ routing decision (tier, target, endpoint, model, cost tier) at the recorded mome
 
 from __future__ import annotations
 
-from collections import Counter
+import heapq
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,10 +20,12 @@ from msgspec.structs import replace
 
 from domain import events as ev
 from domain.config import SchedulerConfig
+from domain.records import EndpointRecord, TaskRecord
 from domain.routing import decide_route, has_candidate
 from domain.state import SchedulerState
 
 FIELDS = ("tier", "target", "endpoint", "model", "cost_tier", "timer")
+_FINISHED = (ev.TaskCompleted, ev.TaskCancelled)
 
 
 @dataclass
@@ -30,7 +33,8 @@ class _Timer:
     tier: str
     deadline: datetime | None  # None: no timer would start under the new configuration
     outcome: str = "pending"
-    recovered_at: int = 0  # the log position whose endpoint state ended the wait
+    # The endpoints as they were when the tier recovered and ended the wait (if it did).
+    recovered_with: tuple[EndpointRecord, ...] | None = None
 
 
 @dataclass
@@ -64,93 +68,164 @@ class WhatIfReport:
 
 
 class WhatIf:
-    """Folds a recorded log and, alongside, what the new configuration would do."""
+    """Folds a recorded log and, alongside, what the new configuration would do.
 
-    def __init__(self, new: SchedulerConfig) -> None:
+    Memory follows the live tasks: a task is compared and forgotten once it has
+    finished (completed or cancelled) and its virtual timer, if any, is decided; its
+    change, if any, goes into the report. Tasks submitted at or before ``report_from``
+    are folded but not reported.
+    """
+
+    def __init__(self, new: SchedulerConfig, report_from: int = 0) -> None:
         self.new = new
-        self.state = SchedulerState()
+        self.report_from = report_from
+        self.state = SchedulerState(keep_finished=False)
+        self.result = WhatIfReport()
         self.recorded: dict[UUID, TaskOutcome] = {}
+        self.in_range: set[UUID] = set()
         self.virtual: dict[UUID, _Timer] = {}
-        self.decisions: dict[UUID, ev.TaskRouted] = {}
-        self.endpoints_at: dict[int, tuple[Any, ...]] = {0: ()}
-        self.now: datetime | None = None
+        self.pending: dict[UUID, _Timer] = {}
+        self._due: list[tuple[datetime, int, UUID]] = []  # pending timers by deadline
+        self._pushed = 0
+        # Each routed task's decision and the endpoints it was made with.
+        self.decisions: dict[UUID, tuple[ev.TaskRouted, tuple[EndpointRecord, ...]]] = {}
+        # Tasks the log finished whose virtual timer is still pending.
+        self.finished: dict[UUID, TaskRecord] = {}
+        self._endpoints_now: tuple[EndpointRecord, ...] = ()
+        # Recent endpoint states by position, for a decision citing one that has since
+        # changed (another writer's endpoint event landed between); bounded.
+        self._endpoints_at: deque[tuple[int, tuple[EndpointRecord, ...]]] = deque(maxlen=1024)
 
     def feed(self, position: int, event: ev.DomainEvent) -> None:
         """Fold one recorded event."""
-        self.now = event.timestamp
         self._expire(event.timestamp)
+        ending = self.state.tasks.get(event.originator_id) if type(event) in _FINISHED else None
         self.state.apply(event, position)
         match event:
             case ev.TaskSubmitted():
                 self.recorded[event.originator_id] = TaskOutcome()
+                if position > self.report_from:
+                    self.in_range.add(event.originator_id)
             case ev.TaskRouted():
-                self.decisions[event.originator_id] = event
                 d = event.decision
+                self.decisions[event.originator_id] = (event, self._endpoints(d))
                 outcome = self.recorded.setdefault(event.originator_id, TaskOutcome())
                 outcome.tier, outcome.target = d.effective_tier, d.target_type
                 outcome.endpoint, outcome.model = d.selected_endpoint, d.selected_model
                 outcome.cost_tier = d.estimated_cost_tier
             case ev.FallbackTimerStarted():
-                self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "pending"
-                above = self.new.tier_above(event.original_tier)
-                wait = timedelta(seconds=self.new.fallback_wait_s)
-                self.virtual[event.task_id] = _Timer(
-                    event.original_tier,
-                    event.timestamp + wait if above else None,
-                    "pending" if above else "none",
-                )
-                self._recover()  # the tier may already have a candidate under new rules
+                self._timer_started(event)
             case ev.FallbackTimerFired():
-                self.recorded[event.task_id].timer = "fired"
+                self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "fired"
             case ev.FallbackTimerCancelled():
-                self.recorded[event.task_id].timer = "cancelled"
-                timer = self.virtual.get(event.task_id)
-                if (
-                    timer is not None
-                    and timer.outcome == "pending"
-                    and event.reason in ("cancelled", "dead_lettered")
-                ):
-                    timer.outcome = "cancelled"
+                self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "cancelled"
+                timer = self.pending.get(event.task_id)
+                if timer is not None and event.reason in ("cancelled", "dead_lettered"):
+                    self._decide(event.task_id, timer, "cancelled")
             case (
                 ev.EndpointRegistered()
                 | ev.EndpointHealthReported()
                 | ev.EndpointResourcesReported()
                 | ev.EndpointDeregistered()
             ):
-                self.endpoints_at[position] = tuple(self.state.endpoints.values())
+                self._endpoints_now = tuple(self.state.endpoints.values())
+                self._endpoints_at.append((position, self._endpoints_now))
                 self._recover()
             case _:
-                pass
+                if ending is not None:
+                    self.finished[ending.task_id] = ending
+                    self._settle(ending.task_id)
+
+    def _endpoints(self, decision: Any) -> tuple[EndpointRecord, ...]:
+        cited = decision.endpoint_state_position
+        if cited != self.state.endpoint_state_position:
+            for position, endpoints in reversed(self._endpoints_at):
+                if position == cited:
+                    return endpoints
+        return self._endpoints_now
+
+    def _timer_started(self, event: ev.FallbackTimerStarted) -> None:
+        self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "pending"
+        above = self.new.tier_above(event.original_tier)
+        wait = timedelta(seconds=self.new.fallback_wait_s)
+        deadline = event.timestamp + wait if above else None
+        timer = _Timer(event.original_tier, deadline, "pending" if above else "none")
+        self.virtual[event.task_id] = timer
+        if deadline is not None:
+            self.pending[event.task_id] = timer
+            self._pushed += 1
+            heapq.heappush(self._due, (deadline, self._pushed, event.task_id))
+        self._recover()  # the tier may already have a candidate under new rules
+
+    def _decide(self, task_id: UUID, timer: _Timer, outcome: str) -> None:
+        timer.outcome = outcome
+        self.pending.pop(task_id, None)
+        self._settle(task_id)
 
     def _expire(self, now: datetime) -> None:
-        for timer in self.virtual.values():
-            if timer.outcome == "pending" and timer.deadline is not None and timer.deadline <= now:
-                timer.outcome = "fired"
+        due = self._due
+        while due and due[0][0] <= now:
+            _, _, task_id = heapq.heappop(due)
+            timer = self.pending.get(task_id)
+            if timer is not None and timer.deadline is not None and timer.deadline <= now:
+                self._decide(task_id, timer, "fired")
 
     def _recover(self) -> None:
-        endpoints = list(self.state.endpoints.values())
-        for timer in self.virtual.values():
+        endpoints = self._endpoints_now
+        for task_id, timer in list(self.pending.items()):
             tier: Any = timer.tier
-            if timer.outcome == "pending" and has_candidate(tier, self.new, endpoints):
-                timer.outcome = "cancelled"
-                timer.recovered_at = self.state.endpoint_state_position
+            if has_candidate(tier, self.new, endpoints):
+                timer.recovered_with = endpoints
+                self._decide(task_id, timer, "cancelled")
 
-    def _would_route(self, task_id: UUID, timer: str, recovered_at: int) -> TaskOutcome:
-        outcome = TaskOutcome(timer=timer)
-        routed = self.decisions.get(task_id)
-        task = self.state.tasks.get(task_id)
+    def _settle(self, task_id: UUID) -> None:
+        """Compare and forget a finished task once nothing about it can change."""
+        if task_id in self.pending or task_id not in self.finished:
+            return
+        self._compare(task_id, self.finished.pop(task_id))
+
+    def _compare(self, task_id: UUID, task: TaskRecord | None) -> None:
+        recorded = self.recorded.pop(task_id, TaskOutcome())
+        timer = self.virtual.pop(task_id, None)
+        routed = self.decisions.pop(task_id, None)
+        if task_id not in self.in_range:
+            return
+        self.in_range.discard(task_id)
+        self.result.tasks_seen += 1
+        would = self._would_route(task, routed, timer)
+        if recorded.target is None:
+            would.tier = would.target = would.endpoint = would.model = None
+            would.cost_tier = None
+        diffs = {
+            f: {"recorded": getattr(recorded, f), "would": getattr(would, f)}
+            for f in FIELDS
+            if getattr(recorded, f) != getattr(would, f)
+        }
+        if diffs:
+            self.result.changes[str(task_id)] = diffs
+            self.result.counts.update(diffs.keys())
+
+    def _would_route(
+        self,
+        task: TaskRecord | None,
+        routed: tuple[ev.TaskRouted, tuple[EndpointRecord, ...]] | None,
+        timer: _Timer | None,
+    ) -> TaskOutcome:
+        outcome = TaskOutcome(timer="none" if timer is None else timer.outcome)
         if routed is None or task is None:
             return outcome
-        escalate = timer == "fired"
+        event, endpoints = routed
+        escalate = outcome.timer == "fired"
         above = self.new.tier_above(task.route_tier) if escalate else None
         record = replace(task, escalated_to=above, fallback_reason=task.fallback_reason)
-        endpoints = list(self.state.endpoints.values())
+        if timer is not None and timer.recovered_with is not None:
+            endpoints = timer.recovered_with  # routed when its tier came back
         decision = decide_route(
             record,
             self.new,
             endpoints,
-            routed.decision.endpoint_state_position,
-            routed.decision.decided_at,
+            event.decision.endpoint_state_position,
+            event.decision.decided_at,
         )
         if decision is None:
             outcome.tier, outcome.target = record.effective_tier, "none"
@@ -161,24 +236,8 @@ class WhatIf:
         return outcome
 
     def report(self) -> WhatIfReport:
-        """Compare, task by task."""
-        result = WhatIfReport()
-        for task_id, recorded in self.recorded.items():
-            result.tasks_seen += 1
-            timer = self.virtual.get(task_id)
-            virtual_timer = "none" if timer is None else timer.outcome
-            would = self._would_route(
-                task_id, virtual_timer, timer.recovered_at if timer is not None else 0
-            )
-            if recorded.target is None:
-                would.tier = would.target = would.endpoint = would.model = None
-                would.cost_tier = None
-            diffs = {
-                f: {"recorded": getattr(recorded, f), "would": getattr(would, f)}
-                for f in FIELDS
-                if getattr(recorded, f) != getattr(would, f)
-            }
-            if diffs:
-                result.changes[str(task_id)] = diffs
-                result.counts.update(diffs.keys())
-        return result
+        """Compare the tasks still live at the end, and return every change."""
+        for task_id in list(self.recorded):
+            task = self.state.tasks.get(task_id) or self.finished.pop(task_id, None)
+            self._compare(task_id, task)
+        return self.result

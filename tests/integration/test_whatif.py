@@ -108,3 +108,22 @@ def test_claude_disabled_leaves_complex_work_without_a_target(crafted):
         t["S3"]: {"target", "cost_tier"},
         t["C1"]: {"target", "cost_tier"},
     }
+
+
+def test_finished_tasks_are_compared_and_forgotten_as_the_log_streams(crafted):
+    """Memory follows the live tasks: once a task has finished and its virtual timer is
+    decided, its outcome is compared and nothing of it is kept."""
+    from domain.whatif import WhatIf
+
+    url, t = crafted
+    log = EventLog(url)
+    replay = WhatIf(replace(RECORDED, fallback_wait_s=15.0))
+    for position, event in log.iter_events():
+        replay.feed(position, event)
+    log.close()
+    # Every task of the crafted log completed, and S3's longer timer ended when its
+    # tier recovered, after S3 had completed: all compared before the report.
+    assert replay.recorded == {} and replay.finished == {} and replay.pending == {}
+    assert replay.state.tasks == {} and replay.decisions == {}
+    assert set(replay.result.changes) == {t["S3"]}
+    assert replay.report().tasks_seen == 4
