@@ -106,7 +106,8 @@ def _merge(parts: list[ProjectionCheck]) -> ProjectionCheck:
     """One result from the workers' results."""
     return ProjectionCheck(
         violations=[v for part in parts for v in part.violations],
-        checked="; ".join(part.checked for part in parts),
+        checked="projections: "
+        + "; ".join(part.checked.removeprefix("projections: ") for part in parts),
         rows_compared=sum(part.rows_compared for part in parts),
         seconds=max(part.seconds for part in parts),
         rebuild_seconds=max(part.rebuild_seconds for part in parts),
