@@ -143,7 +143,13 @@ def audit(
             worker.kill()
             worker.wait()
         raise
-    projections = _merge([local, *(_finish_projection_worker(w) for w in workers)])
+    try:
+        projections = _merge([local, *(_finish_projection_worker(w) for w in workers)])
+    finally:
+        for worker in workers:  # those a failing one left running
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
     report.events = replay.events
     report.violations.extend(replay.violations)
     report.checked += ["hash chain", "invariants", "routing decisions recomputed"]

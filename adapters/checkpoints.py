@@ -31,15 +31,17 @@ class CheckpointStore:
             )
             self._ph = "?"
             self._table = "checkpoints_lean"
+            old = "checkpoints"
         else:
             import psycopg
 
             self._conn = psycopg.connect(**postgres_connect_args(log.env), autocommit=True)
             self._ph = "%s"
-            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".tierlog_checkpoints_lean'
+            schema = log.env["POSTGRES_SCHEMA"]
+            self._table = f'"{schema}".tierlog_checkpoints_lean'
+            old = f'"{schema}".tierlog_checkpoints'
         # Checkpoints of full states (every finished task kept) were written under the
         # old name before time travel dropped finished tasks; nothing reads them now.
-        old = self._table.replace("_lean", "")
         self._conn.execute(f"DROP TABLE IF EXISTS {old}")
         if (
             log.sqlite_path is not None

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.event_log import EventLog, postgres_connect_args
-from adapters.projection_digest import DigestFold, Digests, feed_from_log, live_digests
+from adapters.projection_digest import (
+    MISSING,
+    DigestFold,
+    Digests,
+    feed_from_log,
+    live_digests,
+)
 from adapters.projection_runner import ProjectionRunner
 from adapters.read_store import IDENTITY_KEY, ReadStore, read_model_path
 from domain.invariants import Violation
@@ -224,11 +230,12 @@ def _compare(
     projections: list[Projection],
     batch: int,
     result: ProjectionCheck,
-) -> None:
+) -> bool:
+    """Compare row by row; False when the live models kept moving out of reach."""
     live_positions = comparer.positions()
     if live_positions is None:
         result.checked = "projections: skipped (the log has no live read models)"
-        return
+        return True
     projections = [p for p in projections if p.name in live_positions]
     for _attempt in range(_ATTEMPTS):
         with comparer.snapshot():
@@ -253,13 +260,11 @@ def _compare(
                             )
                 names = ", ".join(p.name for p in projections)
                 result.checked = f"projections: {names} rebuilt in a scratch store and compared"
-                return
+                return True
         started = time.perf_counter()
         _catch_up(log, scratch, projections, live_positions, batch)
         result.rebuild_seconds += time.perf_counter() - started
-    result.checked = (
-        f"projections: not compared (the live read models kept moving for {_ATTEMPTS} attempts)"
-    )
+    return False
 
 
 @dataclass
@@ -272,6 +277,7 @@ class PendingCheck:
     fold: DigestFold
     batch: int
     started: float
+    positions: dict[str, int]  # each table's live position (its projection's)
 
 
 def begin_check(
@@ -287,21 +293,66 @@ def begin_check(
     positions, live_tables = live
     projections = [p for p in projections if p.name in positions]
     fold = DigestFold(projections, positions, batch)
-    return PendingCheck(projections, live_tables, fold, batch, started)
+    at = {t.name: positions[p.name] for p in projections for t in p.tables}
+    return PendingCheck(projections, live_tables, fold, batch, started, at)
 
 
 def finish_check(log: EventLog, pending: PendingCheck) -> ProjectionCheck:
-    """Compare the fold's digests with the live ones; on a difference, find the rows."""
+    """Compare the fold's digests with the live ones; on a difference, find the rows.
+
+    A difference is never let go: read models beyond the log's head, a live table that
+    is missing, and a difference whose rows could not be named (the live models kept
+    moving) are violations too.
+    """
     result = ProjectionCheck(rebuild_seconds=time.perf_counter() - pending.started)
     folded = pending.fold.digests()
-    if all(folded[t] == pending.live[t] for t in folded):
+    differing = [t for t in folded if folded[t] != pending.live[t]]
+    listed = ", ".join(p.name for p in pending.projections)
+    result.checked = f"projections: {listed} rebuilt in memory and compared by digest"
+    if not differing:
         result.rows_compared = sum(rows for _digest, rows in pending.live.values())
-        listed = ", ".join(p.name for p in pending.projections)
-        result.checked = f"projections: {listed} rebuilt in memory and compared by digest"
     else:
-        _exact(log, pending.projections, pending.batch, result)
+        plain = _report_plain_causes(log, pending, differing, result)
+        exact = [
+            p
+            for p in pending.projections
+            if any(t.name in differing for t in p.tables)
+            and not any(t.name in plain for t in p.tables)
+        ]
+        named = bool(exact) and _exact(log, exact, pending.batch, result)
+        for table in differing:
+            if table not in plain and not named:
+                result.violations.append(
+                    Violation(
+                        pending.positions[table],
+                        table,
+                        "projections_match",
+                        "the live table differs from a rebuild (by digest); its rows could "
+                        "not be named (its read model kept moving, or another was broken)",
+                    )
+                )
     result.seconds = time.perf_counter() - pending.started
     return result
+
+
+def _report_plain_causes(
+    log: EventLog, pending: PendingCheck, differing: list[str], result: ProjectionCheck
+) -> set[str]:
+    """Report the differences with a plain cause: read models beyond the log's head
+    (built from another log) and live tables that are missing. Returns those tables."""
+    head = log.head()
+    plain: set[str] = set()
+    for table in differing:
+        at = pending.positions[table]
+        if pending.live[table] == MISSING:
+            detail = "the live table is missing"
+        elif at > head:
+            detail = f"the read model is at position {at}, beyond the log's head {head}"
+        else:
+            continue
+        plain.add(table)
+        result.violations.append(Violation(at, table, "projections_match", detail))
+    return plain
 
 
 def check_projections(
@@ -318,8 +369,9 @@ def check_projections(
 
 def _exact(
     log: EventLog, projections: list[Projection], batch: int, result: ProjectionCheck
-) -> None:
-    """The exact comparison in a scratch store, naming the rows that differ."""
+) -> bool:
+    """The exact comparison in a scratch store, naming the rows that differ; False when
+    the live models kept moving out of its reach."""
     if log.is_postgres:
         schema = f"tierlog_audit_{uuid.uuid4().hex[:12]}"
         comparer_pg = _PostgresComparer(log, schema)
@@ -327,18 +379,17 @@ def _exact(
             comparer_pg.conn.execute(f'CREATE SCHEMA "{schema}"')
             scratch = ReadStore(log, postgres_schema=schema, scratch=True)
             try:
-                _compare(comparer_pg, log, scratch, projections, batch, result)
+                return _compare(comparer_pg, log, scratch, projections, batch, result)
             finally:
                 scratch.close()
         finally:
             comparer_pg.close()
-        return
     with tempfile.TemporaryDirectory(prefix="tierlog-audit-") as tmp:
         scratch_path = Path(tmp) / "scratch.read.db"
         scratch = ReadStore(log, sqlite_path=scratch_path, scratch=True)
         comparer = _SQLiteComparer(read_model_path(str(log.sqlite_path)), scratch_path)
         try:
-            _compare(comparer, log, scratch, projections, batch, result)
+            return _compare(comparer, log, scratch, projections, batch, result)
         finally:
             comparer.close()
             scratch.close()

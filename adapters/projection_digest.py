@@ -35,6 +35,8 @@ _FINISHED = (ev.TaskCompleted, ev.TaskCancelled)
 
 # Per table: (digest, rows).
 Digests = dict[str, tuple[int, int]]
+# The digest of a live table that does not exist (no real digest has a negative count).
+MISSING = (0, -1)
 
 
 _pack = msgspec.msgpack.Encoder().encode
@@ -215,7 +217,16 @@ def live_digests(log: EventLog, tables: Sequence[Table]) -> tuple[dict[str, int]
             for name, pos in conn.execute("SELECT name, position FROM rm_positions")
             if name != IDENTITY_KEY
         }
-        digests = {t.name: _digest_rows(_chunked(conn.execute(_select(t)))) for t in tables}
+        present = {
+            str(name)
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        digests = {
+            t.name: _digest_rows(_chunked(conn.execute(_select(t))))
+            if t.name in present
+            else MISSING
+            for t in tables
+        }
         conn.execute("COMMIT")
         return positions, digests
     finally:
@@ -244,8 +255,18 @@ def _live_postgres(log: EventLog, tables: Sequence[Table]) -> tuple[dict[str, in
             for name, pos in conn.execute(f'SELECT name, position FROM "{schema}".rm_positions')
             if name != IDENTITY_KEY
         }
+        present = {
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+        }
         digests: Digests = {}
         for table in tables:
+            if table.name not in present:
+                digests[table.name] = MISSING
+                continue
             with conn.cursor(name="tierlog_audit_digest") as cursor:
                 cursor.itersize = 5000
                 cursor.execute(_select(table, f'"{schema}".'))

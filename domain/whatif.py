@@ -117,11 +117,13 @@ class WhatIf:
                 self._timer_started(event)
             case ev.FallbackTimerFired():
                 self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "fired"
+                self._settle(event.task_id)
             case ev.FallbackTimerCancelled():
                 self.recorded.setdefault(event.task_id, TaskOutcome()).timer = "cancelled"
                 timer = self.pending.get(event.task_id)
                 if timer is not None and event.reason in ("cancelled", "dead_lettered"):
                     self._decide(event.task_id, timer, "cancelled")
+                self._settle(event.task_id)
             case (
                 ev.EndpointRegistered()
                 | ev.EndpointHealthReported()
@@ -179,8 +181,13 @@ class WhatIf:
                 self._decide(task_id, timer, "cancelled")
 
     def _settle(self, task_id: UUID) -> None:
-        """Compare and forget a finished task once nothing about it can change."""
+        """Compare and forget a finished task once nothing about it can change: its
+        virtual timer is decided, and its recorded one has ended (a cancelled task's
+        timer is cancelled by the event after the cancellation)."""
         if task_id in self.pending or task_id not in self.finished:
+            return
+        recorded = self.recorded.get(task_id)
+        if recorded is not None and recorded.timer == "pending":
             return
         self._compare(task_id, self.finished.pop(task_id))
 

@@ -162,3 +162,43 @@ def test_the_replay_pass_feeds_consumers_every_event_once_in_order(projected):
     assert result.clean
     assert seen == list(range(1, log.head() + 1))
     assert [p for p, _ in log.read(0, 50)] == seen[:50]
+
+
+def test_a_dropped_live_table_is_a_violation_not_an_unreadable_store(projected):
+    log, store = projected
+    with store.transaction() as db:
+        db.execute("DROP TABLE rm_queue")
+    result = check_projections(log)
+    assert [(v.aggregate_id, v.detail) for v in result.violations] == [
+        ("rm_queue", "the live table is missing")
+    ]
+
+
+def test_read_models_beyond_the_logs_head_are_a_violation(tmp_path):
+    import shutil
+
+    big, small = tmp_path / "big.db", tmp_path / "small.db"
+    run_demo(f"sqlite:///{big}", tasks=120, seed=6)
+    run_demo(f"sqlite:///{small}", tasks=20, seed=6)
+    shutil.copy(tmp_path / "big.read.db", tmp_path / "small.read.db")  # another log's models
+    log = EventLog(f"sqlite:///{small}")
+    report = audit(log, parallel=False)
+    assert not report.clean
+    assert {v.rule for v in report.violations} == {"projections_match"}
+    assert all("beyond the log's head" in v.detail for v in report.violations)
+    log.close()
+
+
+def test_a_difference_whose_rows_cannot_be_named_is_still_a_violation(projected, monkeypatch):
+    """When the exact comparison cannot catch the live models (they keep moving), the
+    digest difference is reported rather than let go."""
+    import adapters.projection_check as check
+
+    log, store = projected
+    _tamper(store, "UPDATE rm_tel_counters SET value = value + 1 WHERE name = 'events'")
+    monkeypatch.setattr(check, "_ATTEMPTS", 0)  # as if the live models never held still
+    result = check.check_projections(log)
+    assert [(v.aggregate_id, v.rule) for v in result.violations] == [
+        ("rm_tel_counters", "projections_match")
+    ]
+    assert "could not be named" in result.violations[0].detail

@@ -127,3 +127,26 @@ def test_finished_tasks_are_compared_and_forgotten_as_the_log_streams(crafted):
     assert replay.state.tasks == {} and replay.decisions == {}
     assert set(replay.result.changes) == {t["S3"]}
     assert replay.report().tasks_seen == 4
+
+
+def test_a_task_cancelled_while_it_waited_keeps_its_recorded_timer(new_store):
+    """The cancellation and its timer's cancellation are two events of one command: the
+    task is compared after both, so its recorded timer reads "cancelled"."""
+    url = new_store()
+    clock = VirtualClock()
+    rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
+    ep = rt.execute(lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3"]))
+    for _ in range(2):
+        rt.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=ep, ok=False))
+    rt.execute(lambda s, u, n: s.register_agent(u, n, agent_id="a1"))
+    task = rt.execute(
+        lambda s, u, n: s.submit_task(u, n, description="document it", complexity_tier="standard")
+    ).task_id
+    clock.advance(3)
+    rt.execute(lambda s, u, n: s.cancel_task(u, n, task_id=task))
+    rt.log.close()
+    assert _changes(url, RECORDED) == {}
+    log = EventLog(url)
+    report = what_if(log, replace(RECORDED, fallback_wait_s=1.0))
+    log.close()
+    assert report["changes"] == {str(task): {"timer": {"recorded": "cancelled", "would": "fired"}}}
