@@ -25,7 +25,7 @@ from msgspec.structs import replace
 
 from domain import events as ev
 from domain.config import SchedulerConfig, TierName
-from domain.invariants import Handler, Violation, aggregate_key
+from domain.invariants import Handler, SinkChecker, Violation
 from domain.records import EndpointRecord
 from domain.routing import decide_route
 from domain.state import SchedulerState
@@ -49,7 +49,7 @@ class RouteInputs(Struct, gc=False):
         return self.escalated_to or self.route_tier
 
 
-class DeterminismChecker:
+class DeterminismChecker(SinkChecker):
     """Folds the log and recomputes each ``TaskRouted`` decision as it comes.
 
     ``check(position, event)`` returns what one event breaks; the audit's fast path
@@ -83,15 +83,6 @@ class DeterminismChecker:
             ev.EndpointResourcesReported: self._endpoint_changed,
             ev.EndpointDeregistered: self._endpoint_changed,
         }
-
-    def check(self, position: int, event: ev.DomainEvent) -> list[Violation]:
-        """Violations at ``event`` (recomputed before it is folded in), then fold it."""
-        sink = self.violations
-        before = len(sink)
-        self.feed(position, aggregate_key(event.originator_id), event)
-        found = sink[before:]
-        del sink[before:]
-        return found
 
     def feed(self, position: int, key: str, event: ev.DomainEvent) -> None:
         """Check and fold one event of the aggregate filed under ``key``."""

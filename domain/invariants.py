@@ -19,6 +19,7 @@ Python code on every lookup.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +69,28 @@ class TaskFacts(msgspec.Struct, gc=False):
     lease: datetime | None = None
 
 
-class InvariantChecker:
+class SinkChecker(ABC):
+    """A checker that streams its findings into a sink (``violations``, which the audit
+    may share between checkers) through ``feed``, and answers one event at a time
+    through ``check``."""
+
+    violations: list[Violation]
+
+    @abstractmethod
+    def feed(self, position: int, key: str, event: ev.DomainEvent) -> None:
+        """Check one event of the aggregate filed under ``key``; findings go to the sink."""
+
+    def check(self, position: int, event: ev.DomainEvent) -> list[Violation]:
+        """The violations ``event`` brings, given everything before it."""
+        sink = self.violations
+        before = len(sink)
+        self.feed(position, aggregate_key(event.originator_id), event)
+        found = sink[before:]
+        del sink[before:]
+        return found
+
+
+class InvariantChecker(SinkChecker):
     """Folds events and reports every rule they break (SPEC §1, issue #4).
 
     ``check(position, event)`` returns what one event breaks. The audit's fast path is
@@ -112,15 +134,6 @@ class InvariantChecker:
         }
         for event_type in ev.EVENT_TYPES:  # the rest: the version check alone
             self.handlers.setdefault(event_type, self._version)
-
-    def check(self, position: int, event: ev.DomainEvent) -> list[Violation]:
-        """The rules ``event`` breaks, given everything before it."""
-        sink = self.violations
-        before = len(sink)
-        self.feed(position, aggregate_key(event.originator_id), event)
-        found = sink[before:]
-        del sink[before:]
-        return found
 
     def feed(self, position: int, key: str, event: ev.DomainEvent) -> None:
         """Check one event of the aggregate filed under ``key``; findings go to the sink."""
