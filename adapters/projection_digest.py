@@ -135,7 +135,7 @@ class DigestFold:
     """Folds projections in memory from position 0, chunk by chunk, each up to its own
     position; ``digests`` gives what the live tables at those positions must digest to.
 
-    Fed by ``fold_digests`` from the log, or by the audit's replay pass, which decodes
+    Fed by ``feed_from_log``, or by the audit's replay pass, which decodes
     every event anyway.
     """
 

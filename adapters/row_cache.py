@@ -96,10 +96,6 @@ class RowCache:
             self._dirty[name][key] = row
         return row
 
-    def changed_rows(self) -> int:
-        """How many rows ``flush`` would write."""
-        return sum(len(rows) for rows in self._dirty.values())
-
     def flush(self) -> int:
         """Write every changed row back (one upsert per table); returns rows written."""
         written = 0
