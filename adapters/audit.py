@@ -110,7 +110,6 @@ def _merge(parts: list[ProjectionCheck]) -> ProjectionCheck:
         + "; ".join(part.checked.removeprefix("projections: ") for part in parts),
         rows_compared=sum(part.rows_compared for part in parts),
         seconds=max(part.seconds for part in parts),
-        rebuild_seconds=max(part.rebuild_seconds for part in parts),
     )
 
 
