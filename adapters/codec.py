@@ -74,6 +74,10 @@ class EventCodec:
             return event
         return self._decode_old(topic, data)
 
+    def event_type(self, topic: str) -> type[DomainEvent] | None:
+        """The event class stored under ``topic`` (any class version), or None."""
+        return self._by_base.get(topic.partition("@")[0])
+
     def decoder(self, topic: str) -> Callable[[bytes], DomainEvent]:
         """The function that decodes payloads stored under ``topic`` (what ``decode``
         does, without the lookup per call: for loops over many events of few topics).

@@ -26,7 +26,7 @@ from adapters.event_log import EventLog, RawRow, postgres_connect_args
 from adapters.read_store import IDENTITY_KEY, read_model_path
 from domain import events as ev
 from domain.events import DomainEvent
-from projections.base import Key, Projection, Row, Table
+from projections.base import Fold, Key, Projection, Row, Table
 
 _MODULUS = 1 << 128
 # Task tables are keyed by the task id alone; their rows can be released when it ends.
@@ -102,31 +102,46 @@ class DigestRows:
 _CHUNK = 1024
 
 
-def _events(log: EventLog, stop: int) -> Iterator[list[tuple[int, DomainEvent]]]:
-    """The log's events up to ``stop``, a chunk at a time. A payload that does not
-    decode is left out: the replay half of the audit reports it (``event_decodes``)."""
+def _skip(data: bytes) -> DomainEvent:
+    raise AssertionError("never called: marks a topic that is not decoded")
+
+
+def _events(
+    log: EventLog, stop: int, wanted: Callable[[type], bool]
+) -> Iterator[list[tuple[int, DomainEvent]]]:
+    """The log's events up to ``stop`` whose type is ``wanted``, a chunk at a time. A
+    payload that does not decode is left out: the replay half of the audit reports it
+    (``event_decodes``)."""
     codec = log.codec
     decoders: dict[str, Callable[[bytes], DomainEvent]] = {}
 
-    def decoder(topic: str) -> Callable[[bytes], DomainEvent]:
-        found = decoders.get(topic)
-        if found is None:
-            found = decoders[topic] = codec.decoder(topic)
+    def learn(topic: str) -> Callable[[bytes], DomainEvent]:
+        event_type = codec.event_type(topic)
+        found = decoders[topic] = (
+            codec.decoder(topic) if event_type is None or wanted(event_type) else _skip
+        )
         return found
 
     for rows in log.iter_raw(0, stop, _CHUNK):
         try:
-            yield [(p, decoder(t)(s)) for p, _id, _version, t, s in rows]
+            yield [
+                (p, decode(s))
+                for p, _id, _version, t, s in rows
+                if (decode := decoders.get(t) or learn(t)) is not _skip
+            ]
         except Exception:
-            yield list(_decodable(rows, decoder))
+            yield list(_decodable(rows, lambda t: decoders.get(t) or learn(t)))
 
 
 def _decodable(
     rows: Sequence[RawRow], decoder: Callable[[str], Callable[[bytes], DomainEvent]]
 ) -> Iterator[tuple[int, DomainEvent]]:
     for position, _id, _version, topic, state in rows:
+        decode = decoder(topic)
+        if decode is _skip:
+            continue
         try:
-            yield position, decoder(topic)(state)
+            yield position, decode(state)
         except Exception:  # a forged or damaged payload, of any shape
             continue
 
@@ -144,7 +159,7 @@ class DigestFold:
     ) -> None:
         self.rows = DigestRows(t for p in projections for t in p.tables)
         self.stop = max((positions[p.name] for p in projections), default=0)
-        self._appliers = [(p.apply, positions[p.name]) for p in projections]
+        self._fold = Fold([(p, 0, positions[p.name]) for p in projections])
         self._batch = batch
         # Finished tasks are released a batch late: a command's trailing events (a timer
         # cancelled after its task was) still find the rows.
@@ -152,19 +167,20 @@ class DigestFold:
         self._finished: list[str] = []
         self._since_release = 0
 
+    def handles(self, event_type: type) -> bool:
+        """Whether the fold needs events of ``event_type`` (others need not be decoded)."""
+        return issubclass(event_type, _FINISHED) or self._fold.handles(event_type)
+
     def feed(self, chunk: Sequence[tuple[int, DomainEvent]]) -> None:
         """Fold the next events, in log order."""
-        rows, appliers, finished = self.rows, self._appliers, self._finished
-        for position, event in chunk:
-            for apply, stop in appliers:
-                if position <= stop:
-                    apply(rows, position, event)
-            if isinstance(event, _FINISHED):
-                finished.append(str(event.originator_id))
+        self._fold.apply(self.rows, chunk)
+        self._finished.extend(
+            str(event.originator_id) for _, event in chunk if isinstance(event, _FINISHED)
+        )
         self._since_release += len(chunk)
         if self._since_release >= self._batch:
-            rows.release(self._ending)
-            self._ending, self._finished, self._since_release = finished, [], 0
+            self.rows.release(self._ending)
+            self._ending, self._finished, self._since_release = self._finished, [], 0
 
     def digests(self) -> Digests:
         """Every table's digest and row count."""
@@ -178,7 +194,7 @@ def feed_from_log(log: EventLog, fold: DigestFold) -> None:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for chunk in _events(log, fold.stop):
+        for chunk in _events(log, fold.stop, fold.handles):
             fold.feed(chunk)
     finally:
         if was_enabled:

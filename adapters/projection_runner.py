@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from adapters.event_log import EventLog
 from adapters.read_store import IDENTITY_KEY, ReadStore
 from adapters.row_cache import ReadModelWriter, RowCache
-from projections.base import Projection, Table
+from projections.base import Fold, Projection, Table
 from projections.registry import all_projections
 
 log = logging.getLogger("tierlog.projections")
@@ -105,7 +105,7 @@ class ProjectionRunner:
         fingerprint = self._fingerprint(last)
         with self.store.transaction() as db:
             rows = RowCache((t for p in self.projections for t in p.tables), db)
-            appliers = []
+            windows: list[tuple[Projection, int, int | None]] = []
             for projection in self.projections:
                 # Re-read inside the write transaction: another runner on the same read
                 # store (tierlog project, an audit) may have moved it meanwhile.
@@ -115,18 +115,13 @@ class ProjectionRunner:
                     (projection.name,),
                 )
                 done = int(row[0]) if row else 0
-                appliers.append((projection.apply, done))
+                windows.append((projection, done, None))
                 if last > done:
                     db.execute(
                         "UPDATE rm_positions SET position = ? WHERE name = ?",
                         (last, projection.name),
                     )
-            # Event by event, every projection in turn: they share the event's formatted
-            # id and time (see projections.base).
-            for position, event in events:
-                for apply, done in appliers:
-                    if position > done:
-                        apply(rows, position, event)
+            Fold(windows).apply(rows, events)
             rows.flush()
             db.execute(
                 "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from domain import events as ev
-from projections.base import Rows, Table, iso, text_id, to_json
+from projections.base import Handler, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "agents"
 RM_AGENTS = Table(
@@ -91,7 +90,7 @@ def _gone(rows: Rows, position: int, event: ev.AgentWentOffline | ev.AgentDeregi
     )
 
 
-_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+_HANDLERS: dict[type, Handler] = {
     ev.AgentRegistered: _registered,
     ev.AgentReserved: _reserved,
     ev.TaskCompleted: _released,
@@ -108,8 +107,6 @@ class AgentsProjection:
     name = NAME
     tables: Sequence[Table] = (RM_AGENTS,)
 
-    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
-        """Fold one event."""
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(rows, position, event)
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """The handler of ``event_type``, if this read model folds it."""
+        return handlers_from(_HANDLERS, event_type)

@@ -9,7 +9,7 @@ it. The audit folds the same code into a scratch store and compares.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -104,12 +104,65 @@ class Rows(Protocol):
         ...
 
 
+# How one event type changes a projection's rows: (rows, position, event).
+Handler = Callable[[Rows, int, Any], None]
+
+
 class Projection(Protocol):
-    """A read model: its name, its tables, and how an event changes their rows."""
+    """A read model: its name, its tables, and how each type of event changes their rows."""
 
     name: str
     tables: Sequence[Table]
 
-    def apply(self, rows: Rows, position: int, event: DomainEvent) -> None:
-        """Fold one event, recorded at ``position``, into the rows."""
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """What folds an event of ``event_type`` into the rows, in order (none: the
+        projection ignores that type). Asked once per type and fold, so the answer
+        must not change."""
         ...
+
+
+def handlers_from(table: Mapping[type, Handler], event_type: type) -> tuple[Handler, ...]:
+    """``handlers_for`` of a projection with one handler per type it folds."""
+    handler = table.get(event_type)
+    return () if handler is None else (handler,)
+
+
+class Fold:
+    """Folds events into several projections, each over its own window of positions
+    (``after < position <= upto``): what the live runner and the audit both run.
+
+    Events go one at a time to every projection in turn, so they share the event's
+    formatted id and time (``iso``, ``text_id``). The handlers of each event type are
+    looked up once; a type nothing handles costs one dict lookup per event.
+    """
+
+    def __init__(self, windows: Sequence[tuple[Projection, int, int | None]]) -> None:
+        self._windows = [
+            (p, after, upto if upto is not None else 1 << 62) for p, after, upto in windows
+        ]
+        self._by_type: dict[type, list[tuple[Handler, int, int]]] = {}
+
+    def handles(self, event_type: type) -> bool:
+        """Whether any projection folds events of ``event_type``."""
+        return bool(self._handlers(event_type))
+
+    def _handlers(self, event_type: type) -> list[tuple[Handler, int, int]]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = self._by_type[event_type] = [
+                (handler, after, upto)
+                for projection, after, upto in self._windows
+                for handler in projection.handlers_for(event_type)
+            ]
+        return found
+
+    def apply(self, rows: Rows, events: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold ``(position, event)`` pairs, in log order."""
+        by_type, learn = self._by_type, self._handlers
+        for position, event in events:
+            handlers = by_type.get(type(event))
+            if handlers is None:
+                handlers = learn(type(event))
+            for handler, after, upto in handlers:
+                if after < position <= upto:
+                    handler(rows, position, event)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from domain import events as ev
-from projections.base import Rows, Table, iso, to_json
+from projections.base import Handler, Rows, Table, handlers_from, iso, to_json
 
 NAME = "endpoints"
 RM_ENDPOINTS = Table(
@@ -96,7 +96,7 @@ def _deregistered(rows: Rows, position: int, event: ev.EndpointDeregistered) -> 
     )
 
 
-_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+_HANDLERS: dict[type, Handler] = {
     ev.EndpointRegistered: _registered,
     ev.EndpointHealthReported: _health,
     ev.EndpointResourcesReported: _resources,
@@ -110,8 +110,6 @@ class EndpointsProjection:
     name = NAME
     tables: Sequence[Table] = (RM_ENDPOINTS,)
 
-    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
-        """Fold one event."""
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(rows, position, event)
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """The handler of ``event_type``, if this read model folds it."""
+        return handlers_from(_HANDLERS, event_type)

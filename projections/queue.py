@@ -6,14 +6,13 @@ other table; the queue is ``WHERE queued = 1 ORDER BY priority_rank, submit_posi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from domain import events as ev
 from domain.records import PRIORITY_RANK
-from projections.base import Row, Rows, Table, iso, text_id, to_json
+from projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "queue"
 RM_QUEUE = Table(
@@ -161,7 +160,7 @@ def _timer_ended(
     _set(rows, event.task_id, position, dict(_NO_TIMER))
 
 
-_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+_HANDLERS: dict[type, Handler] = {
     ev.TaskSubmitted: _submitted,
     ev.TaskClassified: _classified,
     ev.TaskEscalated: _escalated,
@@ -182,8 +181,6 @@ class QueueProjection:
     name = NAME
     tables: Sequence[Table] = (RM_QUEUE,)
 
-    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
-        """Fold one event."""
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(rows, position, event)
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """The handler of ``event_type``, if this read model folds it."""
+        return handlers_from(_HANDLERS, event_type)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from domain import events as ev
 from domain.records import PRIORITY_RANK
-from projections.base import Row, Rows, Table, iso, text_id, to_json
+from projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "tasks"
 RM_TASKS = Table(
@@ -197,7 +196,7 @@ def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
     _update(rows, event, position, {"state": "cancelled"})
 
 
-_HANDLERS: dict[type, Callable[[Rows, int, Any], None]] = {
+_HANDLERS: dict[type, Handler] = {
     ev.TaskSubmitted: _submitted,
     ev.TaskClassified: _classified,
     ev.TaskRouted: _routed,
@@ -220,8 +219,6 @@ class TasksProjection:
     name = NAME
     tables: Sequence[Table] = (RM_TASKS,)
 
-    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
-        """Fold one event."""
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(rows, position, event)
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """The handler of ``event_type``, if this read model folds it."""
+        return handlers_from(_HANDLERS, event_type)

@@ -5,13 +5,13 @@ and submit→assign latency (Prometheus-style buckets).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from domain import events as ev
-from projections.base import Rows, Table, iso, text_id
+from projections.base import Handler, Rows, Table, handlers_from, iso, text_id
 
 NAME = "telemetry"
 RM_TEL_TASKS = Table(
@@ -65,7 +65,11 @@ def _set_task(rows: Rows, task_id: UUID, **columns: object) -> None:
     rows.update(RM_TEL_TASKS, (text_id(task_id),), columns)
 
 
-def _submitted(rows: Rows, event: ev.TaskSubmitted) -> None:
+def _counted(rows: Rows, position: int, event: ev.DomainEvent) -> None:
+    _inc(rows, "events")
+
+
+def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
     rows.put(
         RM_TEL_TASKS,
         {
@@ -78,20 +82,20 @@ def _submitted(rows: Rows, event: ev.TaskSubmitted) -> None:
     )
 
 
-def _classified(rows: Rows, event: ev.TaskClassified) -> None:
+def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
     _set_task(rows, event.originator_id, tier=event.route_tier, route_tier=event.route_tier)
 
 
-def _escalated(rows: Rows, event: ev.TaskEscalated) -> None:
+def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
     _set_task(rows, event.originator_id, tier=event.to_tier)
 
 
-def _routed(rows: Rows, event: ev.TaskRouted) -> None:
+def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
     d = event.decision
     _inc(rows, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
 
 
-def _assigned(rows: Rows, event: ev.TaskAssigned) -> None:
+def _assigned(rows: Rows, position: int, event: ev.TaskAssigned) -> None:
     _set_task(rows, event.originator_id, state="assigned")
     _inc(rows, "assignments", event.decision.target_type)
     if event.decision.fallback_used:
@@ -102,17 +106,17 @@ def _assigned(rows: Rows, event: ev.TaskAssigned) -> None:
         _observe(rows, "submit_to_assign_ms", waited.total_seconds() * 1000)
 
 
-def _completed(rows: Rows, event: ev.TaskCompleted) -> None:
+def _completed(rows: Rows, position: int, event: ev.TaskCompleted) -> None:
     _set_task(rows, event.originator_id, state="completed")
 
 
-def _requeued(rows: Rows, event: ev.TaskRequeued) -> None:
+def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
     _set_task(rows, event.originator_id, state="queued")
     if event.reason == "failed":
         _inc(rows, "retries")
 
 
-def _retried(rows: Rows, event: ev.TaskRetried) -> None:
+def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
     # A manual retry drops the escalation: the task routes at its own tier.
     row = rows.get(RM_TEL_TASKS, (text_id(event.originator_id),))
     if row is not None:
@@ -120,33 +124,33 @@ def _retried(rows: Rows, event: ev.TaskRetried) -> None:
     _inc(rows, "manual_retries")
 
 
-def _reclaimed(rows: Rows, event: ev.TaskReclaimed) -> None:
+def _reclaimed(rows: Rows, position: int, event: ev.TaskReclaimed) -> None:
     _inc(rows, "reclaims", event.reason)
 
 
-def _dead_lettered(rows: Rows, event: ev.TaskDeadLettered) -> None:
+def _dead_lettered(rows: Rows, position: int, event: ev.TaskDeadLettered) -> None:
     _set_task(rows, event.originator_id, state="dead_lettered")
     _inc(rows, "dead_letters", event.reason)
 
 
-def _cancelled(rows: Rows, event: ev.TaskCancelled) -> None:
+def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
     _set_task(rows, event.originator_id, state="cancelled")
 
 
-def _timer_started(rows: Rows, event: ev.FallbackTimerStarted) -> None:
+def _timer_started(rows: Rows, position: int, event: ev.FallbackTimerStarted) -> None:
     _inc(rows, "timers_started")
 
 
-def _timer_fired(rows: Rows, event: ev.FallbackTimerFired) -> None:
+def _timer_fired(rows: Rows, position: int, event: ev.FallbackTimerFired) -> None:
     _inc(rows, "timers_fired")
     _observe(rows, "fallback_wait_ms", event.wait_ms)
 
 
-def _timer_cancelled(rows: Rows, event: ev.FallbackTimerCancelled) -> None:
+def _timer_cancelled(rows: Rows, position: int, event: ev.FallbackTimerCancelled) -> None:
     _inc(rows, "timers_cancelled", event.reason)
 
 
-_HANDLERS: dict[type, Callable[[Rows, Any], None]] = {
+_HANDLERS: dict[type, Handler] = {
     ev.TaskSubmitted: _submitted,
     ev.TaskClassified: _classified,
     ev.TaskEscalated: _escalated,
@@ -170,12 +174,9 @@ class TelemetryProjection:
     name = NAME
     tables: Sequence[Table] = (RM_TEL_TASKS, RM_TEL_COUNTERS)
 
-    def apply(self, rows: Rows, position: int, event: ev.DomainEvent) -> None:
-        """Fold one event."""
-        _inc(rows, "events")
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(rows, event)
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        """Every event is counted; some types are folded further."""
+        return (_counted, *handlers_from(_HANDLERS, event_type))
 
 
 def _histogram(counters: dict[tuple[str, str], float], name: str) -> dict[str, Any]:

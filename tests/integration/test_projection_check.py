@@ -11,10 +11,11 @@ from adapters.audit import audit, worker_groups
 from adapters.demo import run_demo
 from adapters.event_log import EventLog
 from adapters.projection_check import check_projections
-from adapters.projection_digest import DigestRows, row_digest
+from adapters.projection_digest import DigestFold, DigestRows, feed_from_log, row_digest
 from adapters.projection_runner import ProjectionRunner
 from adapters.read_store import ReadStore
 from adapters.runtime import SchedulerRuntime
+from domain import events as ev
 from domain.clock import VirtualClock
 from domain.config import SchedulerConfig
 from projections.registry import all_projections
@@ -50,6 +51,21 @@ def test_live_read_models_equal_to_a_rebuild_pass_by_digest(projected):
     tables = [t.name for p in all_projections() for t in p.tables]
     live_rows = sum(int(store.query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables)
     assert result.rows_compared == live_rows > 300
+
+
+def test_a_fold_reading_the_log_decodes_only_what_it_folds_and_digests_the_same(projected):
+    log, _ = projected
+    tasks = [p for p in all_projections() if p.name == "tasks"]
+    head = log.head()
+    from_log = DigestFold(tasks, {"tasks": head}, batch=100)
+    assert not from_log.handles(ev.AgentReserved)  # never decoded by feed_from_log
+    assert from_log.handles(ev.TaskCompleted)
+    feed_from_log(log, from_log)
+    every_event = DigestFold(tasks, {"tasks": head}, batch=100)
+    every_event.feed(list(log.iter_events()))
+    assert from_log.digests() == every_event.digests()
+    submitted = sum(isinstance(e, ev.TaskSubmitted) for _, e in log.iter_events())
+    assert from_log.digests()["rm_tasks"][1] == submitted > 0
 
 
 def test_a_changed_live_row_is_named_with_its_table_and_key(projected):
