@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from event_factories import sidecar_decision
 from msgspec.structs import replace
 from reference_checkers import ReferenceDeterminismChecker, ReferenceInvariantChecker
 
@@ -299,13 +300,15 @@ def _random_log(
         if kind == "submitted":
             out.append(_submitted(common))
         elif kind == "routed":
-            out.append(ev.TaskRouted(generation=generation, decision=_decision(at), **common))
+            out.append(
+                ev.TaskRouted(generation=generation, decision=sidecar_decision(at), **common)
+            )
         elif kind == "assigned":
             out.append(
                 ev.TaskAssigned(
                     agent_id="a",
                     generation=generation,
-                    decision=_decision(at),
+                    decision=sidecar_decision(at),
                     lease_expires_at=lease,
                     **common,
                 )
@@ -361,25 +364,6 @@ def _submitted(common: dict[str, object]) -> ev.TaskSubmitted:
         submitted_by="t",
         idempotency_key=None,
         **common,  # type: ignore[arg-type]
-    )
-
-
-def _decision(at: datetime) -> ev.RoutingDecision:
-    return ev.RoutingDecision(
-        effective_tier="trivial",
-        target_type="sidecar",
-        selected_endpoint=None,
-        selected_model=None,
-        fallback_used=False,
-        fallback_from_tier=None,
-        fallback_reason=None,
-        candidate_count=1,
-        candidates=(),
-        classification_reason="x",
-        estimated_cost_tier="free",
-        decided_at=at,
-        scoring_duration_us=0,
-        endpoint_state_position=0,
     )
 
 

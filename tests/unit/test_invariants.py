@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from event_factories import sidecar_decision
 from msgspec.structs import replace
 
 from domain import events as ev
@@ -14,25 +15,6 @@ from domain.invariants import InvariantChecker
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TASK = uuid4()
 AGENT = ev.agent_aggregate_id("a1")
-
-
-def _decision(at: datetime) -> ev.RoutingDecision:
-    return ev.RoutingDecision(
-        effective_tier="trivial",
-        target_type="sidecar",
-        selected_endpoint=None,
-        selected_model=None,
-        fallback_used=False,
-        fallback_from_tier=None,
-        fallback_reason=None,
-        candidate_count=1,
-        candidates=(),
-        classification_reason="x",
-        estimated_cost_tier="free",
-        decided_at=at,
-        scoring_duration_us=0,
-        endpoint_state_position=0,
-    )
 
 
 def submitted(v: int = 1) -> ev.TaskSubmitted:
@@ -63,7 +45,7 @@ def routed(v: int, gen: int = 1) -> ev.TaskRouted:
         originator_version=v,
         timestamp=T0,
         generation=gen,
-        decision=_decision(T0),
+        decision=sidecar_decision(T0),
     )
 
 
@@ -74,7 +56,7 @@ def assigned(v: int, gen: int = 1, lease: datetime = T0 + timedelta(seconds=60))
         timestamp=T0,
         agent_id="a1",
         generation=gen,
-        decision=_decision(T0),
+        decision=sidecar_decision(T0),
         lease_expires_at=lease,
     )
 
