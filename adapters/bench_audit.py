@@ -181,6 +181,12 @@ def run_audit_bench(
         "audit_events_per_s_median": round(rates[len(rates) // 2]),
         "audit_events_per_s_runs": [round(r) for r in rates],
         "audit_parts_seconds_of_median_run": median["timings"],
+        # What one process does before any check: read the rows, verify the chain and
+        # decode. No split of the audit can run faster than this in the process that
+        # decodes everything; the median run's figure.
+        "read_chain_decode_events_per_s": round(
+            head / sum(median["timings"][f"replay_{part}"] for part in ("read", "chain", "decode"))
+        ),
         "audit_clean": all(a["clean"] for a in audits),
         "audit_peak_rss_mb": round(main_peak, 1),
         "audit_worker_peak_rss_mb": round(worker_peak, 1),

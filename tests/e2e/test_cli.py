@@ -91,6 +91,19 @@ def test_bench_json_reports_ratios(tmp_path):
     assert figures["peak_rss_mb"] > 0
 
 
+def test_bench_audit_reports_throughput_memory_and_at_on_a_small_log(tmp_path):
+    done = _tierlog("bench", "--audit", "--log-events", "5000", "--repeats", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["events"] >= 5000
+    assert figures["audit_clean"] is True
+    assert len(figures["audit_events_per_s_runs"]) == 1
+    assert figures["audit_events_per_s_median"] > 0
+    assert figures["read_chain_decode_events_per_s"] > figures["audit_events_per_s_median"]
+    assert figures["audit_peak_rss_mb"] > 0
+    assert figures["at_middle_seconds_median"] >= 0
+
+
 def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):
     store = f"sqlite:///{tmp_path / 'p.db'}"
     assert _tierlog("demo", "--tasks", "30", "--store", store, cwd=tmp_path).returncode == 0
