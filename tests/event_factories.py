@@ -4,6 +4,7 @@ path through its ``conftest.py``)."""
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from domain import events as ev
 
@@ -25,4 +26,29 @@ def sidecar_decision(at: datetime) -> ev.RoutingDecision:
         decided_at=at,
         scoring_duration_us=0,
         endpoint_state_position=0,
+    )
+
+
+def plain_submission(
+    originator_id: UUID, originator_version: int, timestamp: datetime
+) -> ev.TaskSubmitted:
+    """A submission with nothing asked beyond a description (normal priority, 3 retries)."""
+    return ev.TaskSubmitted(
+        originator_id=originator_id,
+        originator_version=originator_version,
+        timestamp=timestamp,
+        description="d",
+        priority="normal",
+        needed_capabilities=(),
+        requested_tier=None,
+        file_hints=(),
+        verification_steps=(),
+        success_criteria=(),
+        repo=None,
+        branch=None,
+        metadata={},
+        max_retries=3,
+        complete_by=None,
+        submitted_by="t",
+        idempotency_key=None,
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
-from event_factories import sidecar_decision
+from event_factories import plain_submission, sidecar_decision
 from msgspec.structs import replace
 from reference_checkers import ReferenceDeterminismChecker, ReferenceInvariantChecker
 
@@ -298,7 +298,7 @@ def _random_log(
             )
         )
         if kind == "submitted":
-            out.append(_submitted(common))
+            out.append(plain_submission(task, version[task], at))
         elif kind == "routed":
             out.append(
                 ev.TaskRouted(generation=generation, decision=sidecar_decision(at), **common)
@@ -345,26 +345,6 @@ def _random_log(
                 )
             )
     return out
-
-
-def _submitted(common: dict[str, object]) -> ev.TaskSubmitted:
-    return ev.TaskSubmitted(
-        description="d",
-        priority="normal",
-        needed_capabilities=(),
-        requested_tier=None,
-        file_hints=(),
-        verification_steps=(),
-        success_criteria=(),
-        repo=None,
-        branch=None,
-        metadata={},
-        max_retries=3,
-        complete_by=None,
-        submitted_by="t",
-        idempotency_key=None,
-        **common,  # type: ignore[arg-type]
-    )
 
 
 @pytest.mark.parametrize("seed", range(300))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-from event_factories import sidecar_decision
+from event_factories import plain_submission, sidecar_decision
 from msgspec.structs import replace
 
 from domain import events as ev
@@ -18,25 +18,7 @@ AGENT = ev.agent_aggregate_id("a1")
 
 
 def submitted(v: int = 1) -> ev.TaskSubmitted:
-    return ev.TaskSubmitted(
-        originator_id=TASK,
-        originator_version=v,
-        timestamp=T0,
-        description="d",
-        priority="normal",
-        needed_capabilities=(),
-        requested_tier=None,
-        file_hints=(),
-        verification_steps=(),
-        success_criteria=(),
-        repo=None,
-        branch=None,
-        metadata={},
-        max_retries=3,
-        complete_by=None,
-        submitted_by="t",
-        idempotency_key=None,
-    )
+    return plain_submission(TASK, v, T0)
 
 
 def routed(v: int, gen: int = 1) -> ev.TaskRouted:
