@@ -127,6 +127,10 @@ def handlers_from(table: Mapping[type, Handler], event_type: type) -> tuple[Hand
     return () if handler is None else (handler,)
 
 
+# Past every position a store can hold (positions are BIGINT).
+_NO_END = (1 << 63) - 1
+
+
 class Fold:
     """Folds events into several projections, each over its own window of positions
     (``after < position <= upto``): what the live runner and the audit both run.
@@ -138,7 +142,7 @@ class Fold:
 
     def __init__(self, windows: Sequence[tuple[Projection, int, int | None]]) -> None:
         self._windows = [
-            (p, after, upto if upto is not None else 1 << 62) for p, after, upto in windows
+            (p, after, upto if upto is not None else _NO_END) for p, after, upto in windows
         ]
         self._by_type: dict[type, list[tuple[Handler, int, int]]] = {}
 
