@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.event_log import DEFAULT_STORE
-from domain.errors import DomainError, ValidationError
+from tierlog.adapters.store.event_log import DEFAULT_STORE
+from tierlog.domain.errors import TierlogError, ValidationError
 
 
 def _store_default() -> str:
@@ -60,7 +60,7 @@ def _print_demo(report: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the simulated fleet on a fresh log."""
-    from adapters.demo import run_demo
+    from tierlog.adapters.tools.demo import run_demo
 
     report = run_demo(args.store, tasks=args.tasks, seed=args.seed)
     if args.json:
@@ -72,16 +72,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the append path and submit→assigned against raw sqlite3."""
-    from adapters.bench import run_bench
+    from tierlog.adapters.tools.bench import run_bench
 
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.audit:
-        from adapters.bench_audit import run_audit_bench
+        from tierlog.adapters.tools.bench_audit import run_audit_bench
 
         print(json.dumps(run_audit_bench(events=args.log_events, repeats=args.repeats), indent=2))
         return 0
     if args.http:
-        from adapters.bench_http import run_http_bench
+        from tierlog.adapters.tools.bench_http import run_http_bench
 
         figures_http = run_http_bench(submissions=args.submissions)
         print(json.dumps(figures_http, indent=2))
@@ -117,7 +117,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API, the scheduler and the projections."""
-    from adapters.serve import serve
+    from tierlog.adapters.http.serve import serve
 
     serve(
         args.store,
@@ -132,8 +132,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_project(args: argparse.Namespace) -> int:
     """Bring the read models up to date (or rebuild them from position 0)."""
-    from adapters.event_log import EventLog
-    from adapters.projection_runner import ProjectionRunner
+    from tierlog.adapters.readside.runner import ProjectionRunner
+    from tierlog.adapters.store.event_log import EventLog
 
     runner = ProjectionRunner(EventLog(args.store))
     try:
@@ -154,8 +154,8 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Verify a log: exit 0 clean, 1 with violations, 2 when it cannot be read."""
-    from adapters.audit import audit
-    from adapters.event_log import EventLog, sqlite_file
+    from tierlog.adapters.audit.run import audit
+    from tierlog.adapters.store.event_log import EventLog, sqlite_file
 
     path = sqlite_file(args.store)
     if path is not None and not path.is_file():
@@ -195,7 +195,7 @@ def _point(log: Any, text: str) -> int:
     """A log position from a number or an ISO 8601 time."""
     from datetime import datetime
 
-    from adapters.time_travel import position_at_time
+    from tierlog.adapters.history.time_travel import position_at_time
 
     if text.isdigit():
         return int(text)
@@ -218,8 +218,8 @@ def cmd_at(args: argparse.Namespace) -> int:
     """The state at a position or time (or one task then)."""
     from uuid import UUID
 
-    from adapters.event_log import EventLog
-    from adapters.time_travel import fold_until, summarise_state, task_at
+    from tierlog.adapters.history.time_travel import fold_until, summarise_state, task_at
+    from tierlog.adapters.store.event_log import EventLog
 
     log = EventLog(args.store)
     try:
@@ -248,8 +248,8 @@ def cmd_at(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """What changed between two positions or times."""
-    from adapters.event_log import EventLog
-    from adapters.time_travel import diff
+    from tierlog.adapters.history.time_travel import diff
+    from tierlog.adapters.store.event_log import EventLog
 
     log = EventLog(args.store)
     try:
@@ -271,8 +271,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """A task's timeline with every decision's reason."""
     from uuid import UUID
 
-    from adapters.event_log import EventLog
-    from adapters.time_travel import explain
+    from tierlog.adapters.history.time_travel import explain
+    from tierlog.adapters.store.event_log import EventLog
 
     try:
         task_id = UUID(args.task_id)
@@ -295,9 +295,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_whatif(args: argparse.Namespace) -> int:
     """Replay recorded traffic under another configuration and report what changes."""
-    from adapters.config_file import load_config
-    from adapters.event_log import EventLog
-    from adapters.time_travel import what_if
+    from tierlog.adapters.history.time_travel import what_if
+    from tierlog.adapters.settings import load_config
+    from tierlog.adapters.store.event_log import EventLog
 
     if args.config is None:
         raise ValidationError("whatif needs --config NEW.toml", field="config")
@@ -406,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except DomainError as exc:
+    except TierlogError as exc:
         print(f"tierlog: {exc.message}", file=sys.stderr)
         return 2
     return code

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from domain.config import TierName
-from domain.events import Classification, ClassificationSignals, RequestedTier
+from tierlog.domain.config import TierName
+from tierlog.domain.events import Classification, ClassificationSignals, RequestedTier
 
 COMPLEX_KEYWORDS: tuple[str, ...] = (
     "refactor",

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from domain.errors import ValidationError
+from tierlog.domain.errors import ValidationError
 
 TierName = Literal["trivial", "standard", "complex"]
 TargetType = Literal["sidecar", "ollama", "claude"]

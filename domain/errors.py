@@ -1,21 +1,33 @@
-"""Domain errors: every rejected command raises one of these, and appends nothing."""
+"""tierlog's errors, under one root: command rejections, configuration, the store.
+
+A rejected command raises a ``DomainError`` and appends nothing; a bad setting raises a
+``ConfigurationError`` before anything runs; the store raises a ``StoreError`` (a lost
+version race is one). Every one carries a stable ``code`` and, where there is one, the
+``field`` at fault, so the HTTP edge and the CLI can say what was wrong.
+"""
 
 from __future__ import annotations
 
 
-class DomainError(Exception):
-    """Base class of every error a tierlog command raises for bad input or a bad state.
+class TierlogError(Exception):
+    """The root of every error tierlog raises on purpose.
 
     ``field`` names the offending input where there is one, so the HTTP edge can
     say which field was wrong.
     """
 
-    code = "domain_error"
+    code = "tierlog_error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+class DomainError(TierlogError):
+    """A command was rejected: bad input or a state that does not allow it."""
+
+    code = "domain_error"
 
 
 class ValidationError(DomainError):
@@ -48,7 +60,19 @@ class NotYourTaskError(DomainError):
     code = "not_your_task"
 
 
-class ConcurrencyConflictError(DomainError):
+class ConfigurationError(TierlogError):
+    """A setting (configuration file, ``TIERLOG_*`` variable, CLI flag) is invalid."""
+
+    code = "configuration_error"
+
+
+class StoreError(TierlogError):
+    """The log store refused or failed an operation."""
+
+    code = "store_error"
+
+
+class ConcurrencyConflictError(StoreError):
     """Another writer appended to the same aggregate first; reload and retry."""
 
     code = "conflict"

@@ -14,7 +14,7 @@ from uuid import UUID, uuid5
 
 import msgspec
 
-from domain.config import SchedulerConfig, TargetType, TierName
+from tierlog.domain.config import SchedulerConfig, TargetType, TierName
 
 Priority = Literal["urgent", "high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "normal", "low")

@@ -12,8 +12,8 @@ from uuid import UUID
 
 import msgspec
 
-from domain.config import TierName
-from domain.events import Priority, RoutingDecision
+from tierlog.domain.config import TierName
+from tierlog.domain.events import Priority, RoutingDecision
 
 TaskStateName = Literal["queued", "assigned", "completed", "dead_lettered", "cancelled"]
 PRIORITY_RANK: dict[str, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 
 from msgspec.structs import replace
 
-from domain import events as ev
-from domain.config import SchedulerConfig, TierName
-from domain.records import AgentRecord, EndpointRecord, TaskRecord
-from domain.routing import decide_route, fallback_reason_for, has_candidate
-from domain.state import Deadline, SchedulerState
-from domain.unit_of_work import UnitOfWork
+from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig, TierName
+from tierlog.domain.records import AgentRecord, EndpointRecord, TaskRecord
+from tierlog.domain.routing import decide_route, fallback_reason_for, has_candidate
+from tierlog.domain.state import Deadline, SchedulerState
+from tierlog.domain.unit_of_work import UnitOfWork
 
 
 def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:

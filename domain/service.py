@@ -15,21 +15,21 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-from domain import events as ev
-from domain import validation as v
-from domain.classification import VALID_TIERS, classification_reason, classify, route_tier
-from domain.config import SchedulerConfig
-from domain.errors import (
+from tierlog.domain import events as ev
+from tierlog.domain import validation as v
+from tierlog.domain.classification import VALID_TIERS, classification_reason, classify, route_tier
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import (
     InvalidTransitionError,
     NotFoundError,
     NotYourTaskError,
     StaleGenerationError,
     ValidationError,
 )
-from domain.records import AgentRecord, EndpointRecord, TaskRecord
-from domain.scheduling import reclaim_task, run_pass
-from domain.state import SchedulerState
-from domain.unit_of_work import UnitOfWork
+from tierlog.domain.records import AgentRecord, EndpointRecord, TaskRecord
+from tierlog.domain.scheduling import reclaim_task, run_pass
+from tierlog.domain.state import SchedulerState
+from tierlog.domain.unit_of_work import UnitOfWork
 
 
 class SubmitResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,9 +8,9 @@ from uuid import UUID
 import msgspec
 from sortedcontainers import SortedList
 
-from domain.config import SchedulerConfig
-from domain.records import AgentRecord, EndpointRecord, PendingTimer, TaskRecord, host_of
-from domain.state import SchedulerState
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.records import AgentRecord, EndpointRecord, PendingTimer, TaskRecord, host_of
+from tierlog.domain.state import SchedulerState
 
 
 class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):

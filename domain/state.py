@@ -18,9 +18,9 @@ from uuid import UUID
 from msgspec.structs import replace
 from sortedcontainers import SortedList
 
-from domain import events as ev
-from domain.config import SchedulerConfig
-from domain.records import (
+from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.records import (
     AgentRecord,
     EndpointRecord,
     EndpointResources,

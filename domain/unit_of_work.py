@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from domain import events as ev
-from domain.state import SchedulerState
+from tierlog.domain import events as ev
+from tierlog.domain.state import SchedulerState
 
 E = TypeVar("E", bound=ev.DomainEvent)
 

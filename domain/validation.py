@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from domain.errors import ValidationError
+from tierlog.domain.errors import ValidationError
 
 MAX_TEXT = 100_000
 MAX_NAME = 200

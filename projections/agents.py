@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain import events as ev
-from projections.base import Handler, Rows, Table, handlers_from, iso, text_id, to_json
+from tierlog.domain import events as ev
+from tierlog.projections.base import Handler, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "agents"
 RM_AGENTS = Table(

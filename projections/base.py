@@ -16,7 +16,7 @@ from uuid import UUID
 
 import msgspec
 
-from domain.events import DomainEvent
+from tierlog.domain.events import DomainEvent
 
 _encoder = msgspec.json.Encoder()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domain import events as ev
-from projections.base import Handler, Rows, Table, handlers_from, iso, to_json
+from tierlog.domain import events as ev
+from tierlog.projections.base import Handler, Rows, Table, handlers_from, iso, to_json
 
 NAME = "endpoints"
 RM_ENDPOINTS = Table(

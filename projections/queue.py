@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
-from domain import events as ev
-from domain.records import PRIORITY_RANK
-from projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
+from tierlog.domain import events as ev
+from tierlog.domain.records import PRIORITY_RANK
+from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "queue"
 RM_QUEUE = Table(

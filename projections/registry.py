@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from projections.agents import AgentsProjection
-from projections.base import Projection
-from projections.endpoints import EndpointsProjection
-from projections.queue import QueueProjection
-from projections.tasks import TasksProjection
-from projections.telemetry import TelemetryProjection
+from tierlog.projections.agents import AgentsProjection
+from tierlog.projections.base import Projection
+from tierlog.projections.endpoints import EndpointsProjection
+from tierlog.projections.queue import QueueProjection
+from tierlog.projections.tasks import TasksProjection
+from tierlog.projections.telemetry import TelemetryProjection
 
 
 def all_projections() -> list[Projection]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain import events as ev
-from domain.records import PRIORITY_RANK
-from projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
+from tierlog.domain import events as ev
+from tierlog.domain.records import PRIORITY_RANK
+from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "tasks"
 RM_TASKS = Table(

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain import events as ev
-from projections.base import Handler, Rows, Table, handlers_from, iso, text_id
+from tierlog.domain import events as ev
+from tierlog.projections.base import Handler, Rows, Table, handlers_from, iso, text_id
 
 NAME = "telemetry"
 RM_TEL_TASKS = Table(

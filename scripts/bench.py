@@ -2,7 +2,7 @@
 
 import sys
 
-from adapters.cli import main
+from tierlog.adapters.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main(["bench", *sys.argv[1:]]))

@@ -7,8 +7,8 @@ match ``--until`` (an event type such as FallbackTimerFired, or a task id).
 import argparse
 import os
 
-from adapters.event_log import DEFAULT_STORE, EventLog
-from adapters.stepper import steps
+from tierlog.adapters.history.stepper import steps
+from tierlog.adapters.store.event_log import DEFAULT_STORE, EventLog
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from domain import events as ev
+from tierlog.domain import events as ev
 
 
 def sidecar_decision(at: datetime) -> ev.RoutingDecision:

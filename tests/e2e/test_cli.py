@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.event_log import EventLog
+from tierlog.adapters.store.event_log import EventLog
 
 
 def _tierlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

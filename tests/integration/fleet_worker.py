@@ -10,10 +10,10 @@ import json
 import sys
 import time
 
-from adapters.clock import SystemClock
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from domain.config import SchedulerConfig
+from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.config import SchedulerConfig
 
 DESCRIPTIONS = (
     "fix typo in README",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from adapters.event_log import EventLog
-from adapters.projection_runner import ProjectionRunner
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.store.event_log import EventLog
 
 
 def main() -> None:

@@ -10,12 +10,12 @@ from uuid import UUID
 
 from msgspec.structs import replace
 
-from domain import events as ev
-from domain.config import SchedulerConfig
-from domain.invariants import Violation
-from domain.records import EndpointRecord
-from domain.routing import decide_route
-from domain.state import SchedulerState
+from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.records import EndpointRecord
+from tierlog.domain.replay.invariants import Violation
+from tierlog.domain.routing import decide_route
+from tierlog.domain.state import SchedulerState
 
 
 @dataclass

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.clock import SystemClock
-from adapters.event_log import EventLog
-from adapters.ollama_prober import OllamaProber, ProbeError, fetch_models
-from adapters.runtime import SchedulerRuntime
-from domain import events as ev
-from domain.config import SchedulerConfig
+from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.ollama_prober import OllamaProber, ProbeError, fetch_models
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig
 
 HANG_S = 2.0
 READ_TIMEOUT = 0.3

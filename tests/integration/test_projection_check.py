@@ -8,19 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.audit import audit, worker_groups
-from adapters.demo import run_demo
-from adapters.event_log import EventLog
-from adapters.projection_check import check_projections
-from adapters.projection_digest import DigestFold, DigestRows, feed_from_log, row_digest
-from adapters.projection_runner import ProjectionRunner
-from adapters.read_store import ReadStore
-from adapters.runtime import SchedulerRuntime
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from projections.registry import all_projections
-from projections.tasks import RM_TASKS
+from tierlog.adapters.audit.digest import DigestFold, DigestRows, feed_from_log, row_digest
+from tierlog.adapters.audit.projections import check_projections
+from tierlog.adapters.audit.run import audit, worker_groups
+from tierlog.adapters.readside.read_store import ReadStore
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.demo import run_demo
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.projections.registry import all_projections
+from tierlog.projections.tasks import RM_TASKS
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_row_digests_depend_on_every_value_and_its_type():
 
 
 def test_the_replay_pass_feeds_consumers_every_event_once_in_order(projected):
-    from adapters.replay_check import replay_check
+    from tierlog.adapters.audit.replay import replay_check
 
     log, _store = projected
     seen: list[int] = []
@@ -231,7 +231,7 @@ def test_read_models_beyond_the_logs_head_are_a_violation(tmp_path):
 def test_a_difference_whose_rows_cannot_be_named_is_still_a_violation(projected, monkeypatch):
     """When the exact comparison cannot catch the live models (they keep moving), the
     digest difference is reported rather than let go."""
-    import adapters.projection_check as check
+    import tierlog.adapters.audit.projections as check
 
     log, store = projected
     _tamper(store, "UPDATE rm_tel_counters SET value = value + 1 WHERE name = 'events'")

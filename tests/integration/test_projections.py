@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.demo import run_demo
-from adapters.event_log import EventLog
-from adapters.projection_runner import ProjectionRunner
-from adapters.read_store import ReadStore, telemetry_summary
-from projections.registry import all_projections
+from tierlog.adapters.readside.read_store import ReadStore, telemetry_summary
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.demo import run_demo
+from tierlog.projections.registry import all_projections
 
 WORKER = Path(__file__).with_name("projection_worker.py")
 
@@ -57,10 +57,10 @@ def test_lag_is_reported_and_closes(demo_log):
     runner = ProjectionRunner(log, batch=100)
     runner.rebuild()
     log.append([])  # nothing
-    from adapters.runtime import SchedulerRuntime
-    from domain import events as ev
-    from domain.clock import VirtualClock
-    from domain.config import SchedulerConfig
+    from tierlog.adapters.runtime.writer import SchedulerRuntime
+    from tierlog.domain import events as ev
+    from tierlog.domain.clock import VirtualClock
+    from tierlog.domain.config import SchedulerConfig
 
     runtime = SchedulerRuntime(EventLog(demo_log), SchedulerConfig(), VirtualClock())
     for i in range(5):

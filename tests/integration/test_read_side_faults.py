@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.event_log import EventLog
-from adapters.projection_runner import ProjectionRunner
-from adapters.read_store import ReadStore
-from adapters.runtime import SchedulerRuntime
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
+from tierlog.adapters.readside.read_store import ReadStore
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
 
 
 def _fill(url: str, n: int, word: str) -> None:

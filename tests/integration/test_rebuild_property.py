@@ -7,11 +7,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from domain.state import SchedulerState
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.state import SchedulerState
 
 AGENTS = ["a1", "a2", "a3"]
 HOSTS = ["gpu-a", "gpu-b"]

@@ -14,13 +14,13 @@ from event_factories import plain_submission, sidecar_decision
 from msgspec.structs import replace
 from reference_checkers import ReferenceDeterminismChecker, ReferenceInvariantChecker
 
-from adapters.chain_audit import RawRecordHasher, verify_chain
-from adapters.demo import run_demo
-from adapters.event_log import EventLog, raw_id_bytes
-from adapters.hash_chain import record_hash
-from adapters.replay_check import PARTS, replay_check
-from domain import events as ev
-from domain.invariants import InvariantChecker, Violation
+from tierlog.adapters.audit.chain import RawRecordHasher, verify_chain
+from tierlog.adapters.audit.replay import PARTS, replay_check
+from tierlog.adapters.store.event_log import EventLog, raw_id_bytes
+from tierlog.adapters.store.hash_chain import record_hash
+from tierlog.adapters.tools.demo import run_demo
+from tierlog.domain import events as ev
+from tierlog.domain.replay.invariants import InvariantChecker, Violation
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NEW_RULES = {"finished_stays_finished"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
 
 CONFIG = SchedulerConfig(fallback_wait_s=5.0)
 

@@ -6,14 +6,14 @@ import threading
 
 import pytest
 
-from adapters.clock import SystemClock
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from domain.errors import ValidationError
-from domain.state import SchedulerState
+from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import ValidationError
+from tierlog.domain.state import SchedulerState
 
 
 def _count(runtime: SchedulerRuntime, event_type: type) -> int:

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from domain.state import SchedulerState
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.state import SchedulerState
 
 CONFIG = SchedulerConfig()
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from freezegun import freeze_time
 
-from adapters.event_log import EventLog
-from domain.errors import ConcurrencyConflictError, ValidationError
-from domain.events import TaskDeadLettered
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.errors import ConcurrencyConflictError, ValidationError
+from tierlog.domain.events import TaskDeadLettered
 
 
 def _event(task_id=None, version=1, when=None):

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from adapters.chain_audit import verify_chain
-from adapters.demo import run_demo
-from adapters.event_log import EventLog
-from adapters.replay_check import replay_check
+from tierlog.adapters.audit.chain import verify_chain
+from tierlog.adapters.audit.replay import replay_check
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.demo import run_demo
 
 
 class RawStore:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.demo import run_demo
-from adapters.event_log import EventLog
-from adapters.time_travel import (
+from tierlog.adapters.history.time_travel import (
     diff,
     explain,
     fold_until,
@@ -14,8 +12,10 @@ from adapters.time_travel import (
     summarise_state,
     task_at,
 )
-from domain import events as ev
-from domain.state import SchedulerState
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.demo import run_demo
+from tierlog.domain import events as ev
+from tierlog.domain.state import SchedulerState
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_explain_tells_a_fallback_story_in_log_order(new_store):
 
 
 def test_stepper_runs_until_an_event_type_or_a_task(small_log):
-    from adapters.stepper import steps
+    from tierlog.adapters.history.stepper import steps
 
     all_steps = list(steps(small_log))
     assert [s.position for s in all_steps] == list(range(1, small_log.head() + 1))
@@ -121,7 +121,7 @@ def test_stepper_runs_until_an_event_type_or_a_task(small_log):
 
 
 def test_checkpoints_give_the_same_state_and_ignore_another_logs(small_log, tmp_path):
-    from adapters.checkpoints import CheckpointStore, state_at
+    from tierlog.adapters.history.checkpoints import CheckpointStore, state_at
 
     head = small_log.head()
     fresh = {p: fold_plain(small_log, p) for p in (head // 3, head // 2, head)}
@@ -141,7 +141,7 @@ def fold_plain(log: EventLog, position: int) -> dict[str, object]:
 
 
 def test_checkpoints_of_a_replaced_log_are_not_used(tmp_path):
-    from adapters.checkpoints import state_at
+    from tierlog.adapters.history.checkpoints import state_at
 
     url = f"sqlite:///{tmp_path / 'tt.db'}"
     run_demo(url, tasks=20, seed=1)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.event_log import EventLog
-from domain import events as ev
-from domain.state import SchedulerState
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.state import SchedulerState
 
 TASKS = 1000
 WORKER = Path(__file__).with_name("fleet_worker.py")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from msgspec.structs import replace
 
-from adapters.event_log import EventLog
-from adapters.runtime import SchedulerRuntime
-from adapters.time_travel import what_if
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
+from tierlog.adapters.history.time_travel import what_if
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
 
 RECORDED = SchedulerConfig(default_model="llama3", fallback_wait_s=5.0)
 
@@ -113,7 +113,7 @@ def test_claude_disabled_leaves_complex_work_without_a_target(crafted):
 def test_finished_tasks_are_compared_and_forgotten_as_the_log_streams(crafted):
     """Memory follows the live tasks: once a task has finished and its virtual timer is
     decided, its outcome is compared and nothing of it is kept."""
-    from domain.whatif import WhatIf
+    from tierlog.domain.replay.whatif import WhatIf
 
     url, t = crafted
     log = EventLog(url)

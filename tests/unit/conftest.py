@@ -9,13 +9,13 @@ from uuid import UUID
 
 import pytest
 
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from domain.errors import DomainError
-from domain.records import TaskRecord
-from domain.service import SchedulerService
-from domain.unit_of_work import UnitOfWork
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import DomainError
+from tierlog.domain.records import TaskRecord
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.unit_of_work import UnitOfWork
 
 E = TypeVar("E", bound=ev.DomainEvent)
 

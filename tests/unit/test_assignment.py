@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain import events as ev
+from tierlog.domain import events as ev
 
 
 def _assigned(h, events=None):

@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from domain.errors import (
+from tierlog.domain.errors import (
     DomainError,
     InvalidTransitionError,
     NotFoundError,
@@ -331,8 +331,8 @@ def test_deregister_endpoint(world, override, exc, field, text):
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
 def test_metadata_and_results_refuse_numbers_json_cannot_carry(bad):
-    from domain import validation as v
-    from domain.errors import ValidationError
+    from tierlog.domain import validation as v
+    from tierlog.domain.errors import ValidationError
 
     with pytest.raises(ValidationError, match="NaN or infinite"):
         v.json_object({"x": [1, {"y": bad}]}, "metadata")
@@ -341,8 +341,8 @@ def test_metadata_and_results_refuse_numbers_json_cannot_carry(bad):
 
 
 def test_nul_characters_are_refused_before_anything_is_appended():
-    from domain import validation as v
-    from domain.errors import ValidationError
+    from tierlog.domain import validation as v
+    from tierlog.domain.errors import ValidationError
 
     with pytest.raises(ValidationError, match="NUL"):
         v.text("segfault\x00", "error")
@@ -351,7 +351,7 @@ def test_nul_characters_are_refused_before_anything_is_appended():
 
 
 def test_waiting_reason_compares_deadlines_as_times_not_text():
-    from projections.queue import waiting_reason
+    from tierlog.projections.queue import waiting_reason
 
     row = {
         "complete_by": "2026-01-01T00:00:00-10:00",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.classification import (
+from tierlog.domain.classification import (
     COMPLEX_KEYWORDS,
     TRIVIAL_KEYWORDS,
     VALID_TIERS,
@@ -12,7 +12,7 @@ from domain.classification import (
     read_signals,
     route_tier,
 )
-from domain.events import ClassificationSignals
+from tierlog.domain.events import ClassificationSignals
 
 SPEC_COMPLEX = (
     "refactor",

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 from freezegun import freeze_time
 
-from adapters.codec import EventCodec, MsgspecMapper, topic_of
-from domain import events as ev
+from tierlog.adapters.store.codec import EventCodec, MsgspecMapper, topic_of
+from tierlog.domain import events as ev
 
 
 class ThingHappened(ev.DomainEvent, frozen=True, kw_only=True):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.config_file import load_config
-from domain.config import DEFAULT_LADDER
-from domain.errors import ValidationError
+from tierlog.adapters.settings import load_config
+from tierlog.domain.config import DEFAULT_LADDER
+from tierlog.domain.errors import ValidationError
 
 
 def test_defaults_follow_the_spec():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
-from domain import events as ev
-from domain.clock import VirtualClock
-from domain.config import SchedulerConfig
-from domain.determinism import DeterminismChecker
-from domain.service import SchedulerService
-from domain.state import SchedulerState
-from domain.unit_of_work import UnitOfWork
+from tierlog.domain import events as ev
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.replay.determinism import DeterminismChecker
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.state import SchedulerState
+from tierlog.domain.unit_of_work import UnitOfWork
 
 CONFIG = SchedulerConfig(default_model="qwen", fallback_wait_s=5)
 FINAL = ("completed", "cancelled")

@@ -9,8 +9,8 @@ import pytest
 from event_factories import plain_submission, sidecar_decision
 from msgspec.structs import replace
 
-from domain import events as ev
-from domain.invariants import InvariantChecker
+from tierlog.domain import events as ev
+from tierlog.domain.replay.invariants import InvariantChecker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TASK = uuid4()

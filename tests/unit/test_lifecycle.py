@@ -7,8 +7,8 @@ from uuid import UUID
 
 import pytest
 
-from domain import events as ev
-from domain.errors import InvalidTransitionError, NotYourTaskError, StaleGenerationError
+from tierlog.domain import events as ev
+from tierlog.domain.errors import InvalidTransitionError, NotYourTaskError, StaleGenerationError
 
 US = timedelta(microseconds=1)
 
@@ -376,7 +376,7 @@ def test_an_unchanged_health_report_appends_nothing(h):
 
 
 def test_a_state_snapshot_round_trips_exactly(h):
-    from domain.snapshot import dump_state, load_state
+    from tierlog.domain.snapshot import dump_state, load_state
 
     endpoint = h.endpoint("gpu-a")
     h.agent("a1", capabilities=["python"], ollama_host="gpu-a")

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from domain import events as ev
-from projections.base import Fold, Handler, Key, Row, Table
-from projections.tasks import TasksProjection
-from projections.telemetry import TelemetryProjection
+from tierlog.domain import events as ev
+from tierlog.projections.base import Fold, Handler, Key, Row, Table
+from tierlog.projections.tasks import TasksProjection
+from tierlog.projections.telemetry import TelemetryProjection
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOG = Table("log", (("name", "TEXT"), ("position", "INTEGER")), key=("name", "position"))

@@ -5,11 +5,11 @@ from uuid import UUID
 
 import pytest
 
-from domain.config import DEFAULT_LADDER, SchedulerConfig, TierRule
-from domain.errors import ValidationError
-from domain.events import RoutingDecision
-from domain.records import EndpointRecord, EndpointResources, TaskRecord
-from domain.routing import (
+from tierlog.domain.config import DEFAULT_LADDER, SchedulerConfig, TierRule
+from tierlog.domain.errors import ValidationError
+from tierlog.domain.events import RoutingDecision
+from tierlog.domain.records import EndpointRecord, EndpointResources, TaskRecord
+from tierlog.domain.routing import (
     GIB,
     decide_route,
     fallback_reason_for,

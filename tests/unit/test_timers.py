@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from domain import events as ev
-from domain.service import SchedulerService
-from domain.state import SchedulerState
+from tierlog.domain import events as ev
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.state import SchedulerState
 
 REASON = "no_healthy_ollama_endpoints"
 US = timedelta(microseconds=1)

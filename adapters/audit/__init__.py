@@ -1,0 +1,1 @@
+"""The audit: hash chain, invariants, determinism and read-model checks over a stored log."""

@@ -1,0 +1,290 @@
+"""The projection check's fast path: read models folded in memory, compared by digest.
+
+Each table gets a multiset digest: the sum, modulo 2**128, of a BLAKE2b-128 hash of
+every row's values in column order (MessagePack). Sums do not depend on row order, so the live
+table can be streamed in any order and the in-memory copy can release rows early: a
+task's rows are added to the digest and dropped once the task has finished
+(completed or cancelled, states nothing leaves) and one more batch has passed, which
+keeps memory flat on a long log. The same projection code folds both copies.
+
+A digest that differs says only *that* a table differs; the caller then runs the
+exact comparison (a scratch store and a keyed join) to say which rows.
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tierlog.adapters.readside.read_store import IDENTITY_KEY, read_model_path
+from tierlog.adapters.store.event_log import EventLog, RawRow, postgres_connect_args
+from tierlog.domain import events as ev
+from tierlog.domain.events import DomainEvent
+from tierlog.projections.base import Fold, Key, Projection, Row, Table
+
+_MODULUS = 1 << 128
+# Task tables are keyed by the task id alone; their rows can be released when it ends.
+_TASK_KEY = ("task_id",)
+_FINISHED = (ev.TaskCompleted, ev.TaskCancelled)
+
+# Per table: (digest, rows).
+Digests = dict[str, tuple[int, int]]
+# The digest of a live table that does not exist (no real digest has a negative count).
+MISSING = (0, -1)
+
+
+_pack = msgspec.msgpack.Encoder().encode
+
+
+def row_digest(values: tuple[Any, ...]) -> int:
+    """The 128-bit hash of one row's values (column order), as an integer.
+
+    The values are packed with MessagePack, which keeps ``1`` and ``1.0`` apart and
+    is several times cheaper than ``repr``."""
+    return int.from_bytes(blake2b(_pack(values), digest_size=16).digest(), "big")
+
+
+class DigestRows:
+    """An in-memory scratch store (``projections.base.Rows``) that digests what it drops."""
+
+    def __init__(self, tables: Iterable[Table]) -> None:
+        self._tables = {t.name: t for t in tables}
+        self._rows: dict[str, dict[Key, Row]] = {name: {} for name in self._tables}
+        self._digests: dict[str, list[int]] = {name: [0, 0] for name in self._tables}
+        self._task_tables = [t for t in self._tables.values() if t.key == _TASK_KEY]
+
+    def get(self, table: Table, key: Key) -> Row | None:
+        """The row with ``key``, or None."""
+        return self._rows[table.name].get(key)
+
+    def put(self, table: Table, row: Row) -> None:
+        """Insert ``row`` or replace the row with its key."""
+        self._rows[table.name][table.key_of(row)] = row
+
+    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
+        """Change columns of the row with ``key``; nothing when there is none."""
+        row = self._rows[table.name].get(key)
+        if row is not None:
+            row.update(changes)
+        return row
+
+    def release(self, task_ids: Iterable[str]) -> None:
+        """Add the rows of finished tasks to the digests and drop them."""
+        for table in self._task_tables:
+            rows, digest = self._rows[table.name], self._digests[table.name]
+            columns = table.column_names
+            for task_id in task_ids:
+                row = rows.pop((task_id,), None)
+                if row is not None:
+                    digest[0] += row_digest(tuple(row[c] for c in columns))
+                    digest[1] += 1
+
+    def digests(self) -> Digests:
+        """Every table's digest and row count, the rows still held included."""
+        result: Digests = {}
+        for name, table in self._tables.items():
+            total, count = self._digests[name]
+            columns = table.column_names
+            for row in self._rows[name].values():
+                total += row_digest(tuple(row[c] for c in columns))
+                count += 1
+            result[name] = (total % _MODULUS, count)
+        return result
+
+
+# Rows read and decoded at a time: small enough to stay in the CPU's caches.
+_CHUNK = 1024
+
+
+def _skip(data: bytes) -> DomainEvent:
+    raise AssertionError("never called: marks a topic that is not decoded")
+
+
+def _events(
+    log: EventLog, stop: int, wanted: Callable[[type], bool]
+) -> Iterator[list[tuple[int, DomainEvent]]]:
+    """The log's events up to ``stop`` whose type is ``wanted``, a chunk at a time. A
+    payload that does not decode is left out: the replay half of the audit reports it
+    (``event_decodes``)."""
+    codec = log.codec
+    decoders: dict[str, Callable[[bytes], DomainEvent]] = {}
+
+    def learn(topic: str) -> Callable[[bytes], DomainEvent]:
+        event_type = codec.event_type(topic)
+        found = decoders[topic] = (
+            codec.decoder(topic) if event_type is None or wanted(event_type) else _skip
+        )
+        return found
+
+    for rows in log.iter_raw(0, stop, _CHUNK):
+        try:
+            yield [
+                (p, decode(s))
+                for p, _id, _version, t, s in rows
+                if (decode := decoders.get(t) or learn(t)) is not _skip
+            ]
+        except Exception:
+            yield list(_decodable(rows, lambda t: decoders.get(t) or learn(t)))
+
+
+def _decodable(
+    rows: Sequence[RawRow], decoder: Callable[[str], Callable[[bytes], DomainEvent]]
+) -> Iterator[tuple[int, DomainEvent]]:
+    for position, _id, _version, topic, state in rows:
+        decode = decoder(topic)
+        if decode is _skip:
+            continue
+        try:
+            yield position, decode(state)
+        except Exception:  # a forged or damaged payload, of any shape
+            continue
+
+
+class DigestFold:
+    """Folds projections in memory from position 0, chunk by chunk, each up to its own
+    position; ``digests`` gives what the live tables at those positions must digest to.
+
+    Fed by ``feed_from_log``, or by the audit's replay pass, which decodes
+    every event anyway.
+    """
+
+    def __init__(
+        self, projections: Sequence[Projection], positions: dict[str, int], batch: int
+    ) -> None:
+        self.rows = DigestRows(t for p in projections for t in p.tables)
+        self.stop = max((positions[p.name] for p in projections), default=0)
+        self._fold = Fold([(p, 0, positions[p.name]) for p in projections])
+        self._batch = batch
+        # Finished tasks are released a batch late: a command's trailing events (a timer
+        # cancelled after its task was) still find the rows.
+        self._ending: list[str] = []
+        self._finished: list[str] = []
+        self._since_release = 0
+
+    def handles(self, event_type: type) -> bool:
+        """Whether the fold needs events of ``event_type`` (others need not be decoded)."""
+        return issubclass(event_type, _FINISHED) or self._fold.handles(event_type)
+
+    def feed(self, chunk: Sequence[tuple[int, DomainEvent]]) -> None:
+        """Fold the next events, in log order."""
+        self._fold.apply(self.rows, chunk)
+        self._finished.extend(
+            str(event.originator_id) for _, event in chunk if isinstance(event, _FINISHED)
+        )
+        self._since_release += len(chunk)
+        if self._since_release >= self._batch:
+            self.rows.release(self._ending)
+            self._ending, self._finished, self._since_release = self._finished, [], 0
+
+    def digests(self) -> Digests:
+        """Every table's digest and row count."""
+        return self.rows.digests()
+
+
+def feed_from_log(log: EventLog, fold: DigestFold) -> None:
+    """Feed ``fold`` every event it needs, read and decoded from the log."""
+    # Rows are plain dicts that never form cycles; with the collector on, each of its
+    # passes would walk every row held.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for chunk in _events(log, fold.stop, fold.handles):
+            fold.feed(chunk)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _digest_rows(rows: Iterable[Sequence[Any]]) -> tuple[int, int]:
+    total = count = 0
+    for row in rows:
+        total += row_digest(tuple(row))
+        count += 1
+    return total % _MODULUS, count
+
+
+def _select(table: Table, schema: str = "") -> str:
+    return f"SELECT {', '.join(table.column_names)} FROM {schema}{table.name}"
+
+
+def live_digests(log: EventLog, tables: Sequence[Table]) -> tuple[dict[str, int], Digests] | None:
+    """The live read models' positions and the digests of ``tables``, read in one
+    snapshot (None when the log has no live read models)."""
+    if log.is_postgres:
+        return _live_postgres(log, tables)
+    path = read_model_path(str(log.sqlite_path))
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        conn.execute("BEGIN")
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rm_positions'"
+        ).fetchone():
+            return None
+        positions = {
+            str(name): int(pos)
+            for name, pos in conn.execute("SELECT name, position FROM rm_positions")
+            if name != IDENTITY_KEY
+        }
+        present = {
+            str(name)
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        digests = {
+            t.name: _digest_rows(_chunked(conn.execute(_select(t))))
+            if t.name in present
+            else MISSING
+            for t in tables
+        }
+        conn.execute("COMMIT")
+        return positions, digests
+    finally:
+        conn.close()
+
+
+def _chunked(cursor: Any) -> Iterator[Sequence[Any]]:
+    while rows := cursor.fetchmany(5000):
+        yield from rows
+
+
+def _live_postgres(log: EventLog, tables: Sequence[Table]) -> tuple[dict[str, int], Digests] | None:
+    import psycopg
+
+    schema = log.env["POSTGRES_SCHEMA"]
+    with psycopg.connect(**postgres_connect_args(log.env)) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if not conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_name = 'rm_positions'",
+            (schema,),
+        ).fetchone():
+            return None
+        positions = {
+            str(name): int(pos)
+            for name, pos in conn.execute(f'SELECT name, position FROM "{schema}".rm_positions')
+            if name != IDENTITY_KEY
+        }
+        present = {
+            str(name)
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (schema,),
+            )
+        }
+        digests: Digests = {}
+        for table in tables:
+            if table.name not in present:
+                digests[table.name] = MISSING
+                continue
+            with conn.cursor(name="tierlog_audit_digest") as cursor:
+                cursor.itersize = 5000
+                cursor.execute(_select(table, f'"{schema}".'))
+                digests[table.name] = _digest_rows(cursor)
+        return positions, digests

@@ -1,0 +1,214 @@
+"""The replay half of ``tierlog audit``, in one streaming pass over the stored rows.
+
+Each batch of raw rows (``EventLog.iter_raw``) is checked against the hash chain,
+decoded once (``EventCodec``), and handed to the invariant and determinism checkers,
+whose handlers are looked up by event type. Memory is bounded by one batch plus what
+the checkers keep (live tasks; see ``domain.replay.invariants`` and ``domain.replay.determinism``).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
+from uuid import UUID
+
+from tierlog.adapters.audit.chain import ChainVerifier, audit_stop
+from tierlog.adapters.store.event_log import EventLog, RawRow
+from tierlog.domain.events import DomainEvent
+from tierlog.domain.replay.determinism import DeterminismChecker
+from tierlog.domain.replay.invariants import InvariantChecker, Violation
+
+PARTS = ("read", "chain", "decode", "invariants", "determinism", "consumers")
+
+# Something that takes every decoded chunk of the pass: (position, event) pairs.
+EventConsumer = Callable[[Sequence[tuple[int, DomainEvent]]], None]
+
+# The most rows read and checked at a time, whatever ``batch`` asks: each part walks the
+# chunk in turn, and a chunk's objects should still be in the CPU cache for the next
+# part (measured on 1M events: 1,000 rows ~4 s, 5,000 rows ~5.5 s).
+CHUNK = 1024
+
+
+@dataclass
+class ReplayResult:
+    """What the pass read, every violation found (chain first, then in log order), and
+    the seconds spent in each part (``PARTS``)."""
+
+    events: int = 0
+    head: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.violations
+
+
+class _Decoder:
+    """Topic -> decode function, filled as topics appear (a log holds a few dozen)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._codec = log.codec
+        self.by_topic: dict[str, Callable[[bytes], DomainEvent]] = {}
+
+    def learn(self, topic: str) -> Callable[[bytes], DomainEvent]:
+        decode = self._codec.decoder(topic)
+        if len(self.by_topic) < 4096:  # a forged log could hold any number of topics
+            self.by_topic[topic] = decode
+        return decode
+
+    def batch(
+        self, rows: Sequence[RawRow], sink: list[Violation]
+    ) -> tuple[Sequence[RawRow], list[DomainEvent]]:
+        """The rows that decode, and their events; the others are reported."""
+        by_topic, learn = self.by_topic, self.learn
+        try:
+            return rows, [(by_topic.get(t) or learn(t))(s) for _, _, _, t, s in rows]
+        except Exception:
+            pass  # one of them does not decode: sort them out one by one
+        kept: list[RawRow] = []
+        events: list[DomainEvent] = []
+        for row in rows:
+            try:
+                # Not just msgspec's errors: an upcaster can meet a shape it does not
+                # expect and fail any way it likes.
+                events.append((by_topic.get(row[3]) or learn(row[3]))(row[4]))
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"
+                sink.append(Violation(row[0], _dashed(row[1]), "event_decodes", detail))
+            else:
+                kept.append(row)
+        return kept, events
+
+
+def _dashed(raw_id: str) -> str:
+    try:
+        return str(UUID(raw_id))
+    except (ValueError, TypeError, AttributeError):  # not an id this store writes
+        return str(raw_id)
+
+
+def replay_check(
+    log: EventLog,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    batch: int = 1000,
+    stop: int | None = None,
+    consumers: Sequence[EventConsumer] = (),
+) -> ReplayResult:
+    """Verify the hash chain, the invariants and the routing decisions of the log up to
+    ``stop`` (default: ``audit_stop``, the head when the pass starts), reading and
+    decoding each record once.
+
+    ``progress(done, head)`` is called every ``batch`` rows and at the end; the rows are
+    read and checked in chunks of at most ``CHUNK``. The chain check stops at its
+    first violation (see ``ChainVerifier``); the others run to the end. A record whose
+    payload does not decode is reported as ``event_decodes`` and skipped by the
+    checkers. The garbage collector is off during the pass (for the whole process).
+    ``consumers`` get every decoded chunk as ``(position, event)`` pairs, in log order
+    (the audit folds read models on them, so the log is decoded once).
+    """
+    head = audit_stop(log) if stop is None else stop
+    replay = _Replay(log, head, consumers)
+    # Nothing this pass keeps can form a reference cycle, and the checkers' records are
+    # untracked; collections would only walk the chunk in flight, thousands of times.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        replay.run(batch, progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return replay.result()
+
+
+class _Replay:
+    """One pass: the chain verifier, the decoder and both checkers, fed chunk by chunk."""
+
+    def __init__(self, log: EventLog, head: int, consumers: Sequence[EventConsumer]) -> None:
+        self.log, self.head = log, head
+        self.consumers = consumers
+        self.events = 0
+        self.sink: list[Violation] = []  # decoding, invariants, determinism: chunk by chunk
+        self.chain = ChainVerifier(log, head)
+        self.decoder = _Decoder(log)
+        self.invariants = InvariantChecker(self.sink)
+        self.determinism = DeterminismChecker(self.sink)
+        self.spent = dict.fromkeys(PARTS, 0.0)
+
+    def run(self, batch: int, progress: Callable[[int, int], None] | None) -> None:
+        """Read, verify, decode and check every chunk."""
+        clock, head, sink = time.perf_counter, self.head, self.sink
+        chain_feed, decode = self.chain.feed, self.decoder.batch
+        inv_handler = self.invariants.handlers.get
+        inv_feed: Any = self.invariants.feed  # for a type without a handler (none, today)
+        det_handler = self.determinism.handlers.get
+        consumers = self.consumers
+        read = chain_s = decode_s = inv_s = det_s = consumers_s = 0.0
+        done = reported = 0
+        started = clock()
+        for rows in self.log.iter_raw(0, head, min(batch, CHUNK)):
+            t1 = clock()
+            chain_feed(rows)
+            t2 = clock()
+            kept, events = decode(rows, sink)
+            t3 = clock()
+            for (position, key, _, _, _), event in zip(kept, events, strict=True):
+                (inv_handler(type(event)) or inv_feed)(position, key, event)
+            t4 = clock()
+            for (position, key, _, _, _), event in zip(kept, events, strict=True):
+                handler = det_handler(type(event))
+                if handler is not None:
+                    handler(position, key, event)
+            t5 = clock()
+            if consumers:
+                pairs = [(row[0], event) for row, event in zip(kept, events, strict=True)]
+                for consume in consumers:
+                    consume(pairs)
+            t6 = clock()
+            read += t1 - started
+            chain_s += t2 - t1
+            decode_s += t3 - t2
+            inv_s += t4 - t3
+            det_s += t5 - t4
+            consumers_s += t6 - t5
+            done += len(rows)
+            if progress is not None and done - reported >= batch:
+                progress(done, head)
+                reported = done
+            started = clock()
+        read += clock() - started
+        if progress is not None and done != reported:
+            progress(done, head)
+        self.events = done
+        self.spent.update(
+            read=read,
+            chain=chain_s,
+            decode=decode_s,
+            invariants=inv_s,
+            determinism=det_s,
+            consumers=consumers_s,
+        )
+
+    def result(self) -> ReplayResult:
+        """The verdict, once the last batch is in."""
+        self.chain.finish()
+        found = self.chain.violation
+        violations = (
+            [] if found is None else [Violation(found.position, "log", found.rule, found.detail)]
+        )
+        # Each chunk ran the invariants over it before the determinism check: a stable
+        # sort by position restores the order of one event at a time (invariants first).
+        self.sink.sort(key=attrgetter("position"))
+        violations.extend(self.sink)
+        return ReplayResult(
+            events=self.events,
+            head=self.head,
+            violations=violations,
+            timings={part: round(seconds, 3) for part, seconds in self.spent.items()},
+        )

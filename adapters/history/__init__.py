@@ -1,0 +1,1 @@
+"""Time travel: the state at any position or time, diffs, explanations, checkpoints."""

@@ -1,0 +1,1 @@
+"""The HTTP API: dependencies, routes, request models, authentication, the server."""

@@ -1,0 +1,181 @@
+"""Read routes: the queue, telemetry, Prometheus metrics, the raw log, health."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+from fastapi import APIRouter, Depends, Query, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from tierlog.adapters.http.app import MAX_POSITION, ApiContext, Caller, MinPosition, caller, context
+from tierlog.adapters.store.codec import topic_of
+from tierlog.projections.queue import waiting_reason
+from tierlog.projections.telemetry import BUCKETS_MS
+
+router = APIRouter(tags=["reads"])
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+@router.get("/v1/queue")
+async def queue(
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    min_position: MinPosition = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """The first ``limit`` queued tasks in queue order, with tier, timer and why each waits.
+
+    Pollers at the same log position share one query and one encoding.
+    """
+    position = await ctx.reads_at(min_position)
+    cached = ctx.queue_cache.get(limit)
+    if cached is None or cached[0] < position:
+        # Single flight: the first poller at a new position runs the query, the rest
+        # await its answer instead of each running the same query.
+        pending = ctx.queue_inflight.get(limit)
+        if pending is None or pending[0] < position:
+            task = asyncio.ensure_future(_queue_page(ctx, position, limit))
+            pending = (position, task)
+            ctx.queue_inflight[limit] = pending
+        try:
+            cached = (pending[0], await asyncio.shield(pending[1]))
+        finally:
+            if ctx.queue_inflight.get(limit) is pending and pending[1].done():
+                del ctx.queue_inflight[limit]
+        ctx.queue_cache[limit] = max(ctx.queue_cache.get(limit, cached), cached)
+    return Response(cached[1], media_type="application/json")
+
+
+async def _queue_page(ctx: ApiContext, position: int, limit: int) -> bytes:
+    rows, total = await ctx.reads.queue(limit)
+    now = datetime.now(UTC).isoformat()
+    for row in rows:
+        row["waiting_reason"] = waiting_reason(row, now)
+    return msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+
+
+@router.get("/v1/telemetry")
+async def telemetry(
+    ctx: Ctx, _auth: Annotated[Caller, Depends(caller)], min_position: MinPosition = None
+) -> dict[str, Any]:
+    """Counters and histograms (SPEC §3), and each read model's lag."""
+    position = await ctx.reads_at(min_position)
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    return {
+        "position": position,
+        "telemetry": await ctx.reads.telemetry(),
+        "projection_lag": {name: max(0, head - pos) for name, pos in positions.items()},
+    }
+
+
+def _histogram(name: str, doc: str, data: dict[str, Any]) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound in BUCKETS_MS:
+        cumulative += data["buckets"][f"le_{bound:g}"]
+        buckets.append((f"{bound / 1000:g}", cumulative))
+    buckets.append(("+Inf", cumulative + data["buckets"]["le_inf"]))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=data["sum_ms"] / 1000)
+
+
+class _Snapshot:
+    """A one-scrape collector over the telemetry read model."""
+
+    def __init__(self, data: dict[str, Any], lag: dict[str, int], head: int) -> None:
+        self.data, self.lag, self.head = data, lag, head
+
+    def collect(self) -> Any:
+        data = self.data
+        tasks = GaugeMetricFamily(
+            "tierlog_tasks", "Tasks by state and tier", labels=["state", "tier"]
+        )
+        for state, tiers in data["tasks_by_state_and_tier"].items():
+            for tier, count in tiers.items():
+                tasks.add_metric([state, tier], count)
+        yield tasks
+        routing = CounterMetricFamily(
+            "tierlog_routing_decisions", "Routing decisions", labels=["tier", "target"]
+        )
+        for key, count in data["routing_decisions"].items():
+            routing.add_metric(key.split("->"), count)
+        yield routing
+        timers = CounterMetricFamily(
+            "tierlog_fallback_timers", "Fallback timers by outcome", labels=["outcome", "reason"]
+        )
+        timers.add_metric(["started", ""], data["timers"]["started"])
+        timers.add_metric(["fired", ""], data["timers"]["fired"])
+        for reason, count in data["timers"]["cancelled"].items():
+            timers.add_metric(["cancelled", reason], count)
+        yield timers
+        yield _histogram(
+            "tierlog_fallback_wait_seconds", "Fallback timer waits", data["fallback_wait_ms"]
+        )
+        yield _histogram(
+            "tierlog_submit_to_assign_seconds",
+            "Submission to assignment",
+            data["submit_to_assign_ms"],
+        )
+        lag = GaugeMetricFamily(
+            "tierlog_projection_lag_events", "Events behind the log head", labels=["projection"]
+        )
+        for name, behind in self.lag.items():
+            lag.add_metric([name], behind)
+        yield lag
+        yield GaugeMetricFamily("tierlog_log_head", "Position of the last event", value=self.head)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]) -> Response:
+    """Prometheus text format."""
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    registry = CollectorRegistry()
+    registry.register(
+        _Snapshot(
+            await ctx.reads.telemetry(), {n: max(0, head - p) for n, p in positions.items()}, head
+        )
+    )
+    return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/log")
+async def raw_log(
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Raw events after position ``after``, in order."""
+    events = await anyio.to_thread.run_sync(ctx.runtime.log.read, after, limit)
+    return {
+        "events": [
+            {
+                "position": p,
+                "type": type(e).__name__,
+                "topic": topic_of(type(e)),
+                "aggregate_id": str(e.originator_id),
+                "version": e.originator_version,
+                "timestamp": e.timestamp.isoformat(),
+                "payload": msgspec.to_builtins(e),
+            }
+            for p, e in events
+        ],
+        "next_after": events[-1][0] if events else after,
+    }
+
+
+@router.get("/healthz")
+async def healthz(ctx: Ctx) -> dict[str, Any]:
+    """Liveness, with the log head and each read model's lag (no token needed)."""
+    head = ctx.runtime.state.position
+    positions = await ctx.reads.projection_positions()
+    return {
+        "status": "ok" if ctx.runtime.running else "stopped",
+        "log_head": head,
+        "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
+    }

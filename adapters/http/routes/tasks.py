@@ -1,0 +1,184 @@
+"""Task routes: submit, read, list, timeline, cancel, retry, complete, fail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+import msgspec
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+
+from tierlog.adapters.http.app import (
+    ApiContext,
+    ApiError,
+    Caller,
+    MinPosition,
+    a_agent,
+    admin,
+    caller,
+    context,
+    require_admin,
+)
+from tierlog.adapters.http.models import (
+    CancelTask,
+    Complete,
+    Fail,
+    SubmitTask,
+    TaskCreated,
+    Written,
+)
+from tierlog.adapters.store.codec import topic_of
+from tierlog.domain import events as ev
+
+router = APIRouter(prefix="/v1", tags=["tasks"])
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+@router.post("/tasks", status_code=201, response_model=TaskCreated)
+async def submit_task(
+    body: SubmitTask,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> TaskCreated:
+    """Submit a task; the same ``Idempotency-Key`` returns the same task (200)."""
+    # The hottest route: context and auth without FastAPI dependencies (each one
+    # costs measurable time on the event loop).
+    ctx = require_admin(request)
+    fields = body.model_dump()
+    if idempotency_key is not None:
+        if fields["idempotency_key"] not in (None, idempotency_key):
+            raise ApiError(
+                422,
+                "validation_error",
+                "the Idempotency-Key header and the body's idempotency_key differ",
+                "idempotency_key",
+            )
+        fields["idempotency_key"] = idempotency_key
+    result, position = await ctx.write(lambda s, u, n: s.submit_task(u, n, **fields))
+    if not result.created:
+        response.status_code = 200
+    return TaskCreated(
+        task_id=str(result.task_id), state=result.state, created=result.created, position=position
+    )
+
+
+@router.get("/tasks/{task_id}")
+async def get_task(
+    task_id: UUID,
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    """One task as the tasks read model has it."""
+    position = await ctx.reads_at(min_position)
+    task = await ctx.reads.task(str(task_id))
+    if task is None:
+        raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
+    return {"position": position, "task": task}
+
+
+@router.get("/tasks")
+async def list_tasks(
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(caller)],
+    state: Annotated[
+        str | None, Query(pattern="^(queued|assigned|completed|dead_lettered|cancelled)$")
+    ] = None,
+    tier: Annotated[str | None, Query(pattern="^(trivial|standard|complex)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern="^[0-9]{1,18}$")] = None,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    """Tasks in submission order, filtered; ``next_cursor`` pages on."""
+    position = await ctx.reads_at(min_position)
+    rows = await ctx.reads.tasks(
+        state=state, tier=tier, limit=limit, after=int(cursor) if cursor else 0
+    )
+    next_cursor = str(rows[-1]["submit_position"]) if len(rows) == limit else None
+    return {"position": position, "tasks": rows, "next_cursor": next_cursor}
+
+
+@router.get("/tasks/{task_id}/timeline")
+async def task_timeline(
+    task_id: UUID, ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]
+) -> dict[str, Any]:
+    """Every event of the task's own stream, in order."""
+    events = await anyio.to_thread.run_sync(ctx.runtime.log.events_of, task_id)
+    if not events or not isinstance(events[0], ev.TaskSubmitted):
+        raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
+    return {
+        "position": ctx.runtime.state.position,
+        "task_id": str(task_id),
+        "events": [
+            {
+                "type": type(e).__name__,
+                "topic": topic_of(type(e)),
+                "version": e.originator_version,
+                "timestamp": e.timestamp.isoformat(),
+                "payload": msgspec.to_builtins(e),
+            }
+            for e in events
+        ],
+    }
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=Written)
+async def cancel_task(
+    task_id: UUID,
+    ctx: Ctx,
+    _auth: Annotated[Caller, Depends(admin)],
+    body: Annotated[CancelTask | None, Body()] = None,
+) -> Written:
+    """Cancel a queued or dead-lettered task."""
+    reason = body.reason if body else "cancelled"
+    _, position = await ctx.write(
+        lambda s, u, n: s.cancel_task(u, n, task_id=task_id, requested_by="operator", reason=reason)
+    )
+    return Written(position=position)
+
+
+@router.post("/tasks/{task_id}/retry", response_model=Written)
+async def retry_task(task_id: UUID, ctx: Ctx, _auth: Annotated[Caller, Depends(admin)]) -> Written:
+    """Put a dead-lettered task back in the queue."""
+    generation, position = await ctx.write(
+        lambda s, u, n: s.retry_task(u, n, task_id=task_id, requested_by="operator")
+    )
+    return Written(position=position, detail={"generation": generation})
+
+
+@router.post("/tasks/{task_id}/complete", response_model=Written)
+async def complete_task(
+    task_id: UUID, body: Complete, ctx: Ctx, who: Annotated[Caller, Depends(a_agent)]
+) -> Written:
+    """The calling agent finished the task (its generation must be current)."""
+    _, position = await ctx.write(
+        lambda s, u, n: s.complete_task(
+            u,
+            n,
+            agent_id=who.agent_id,
+            task_id=task_id,
+            generation=body.generation,
+            result=body.result,
+        )
+    )
+    return Written(position=position)
+
+
+@router.post("/tasks/{task_id}/fail", response_model=Written)
+async def fail_task(
+    task_id: UUID, body: Fail, ctx: Ctx, who: Annotated[Caller, Depends(a_agent)]
+) -> Written:
+    """The calling agent failed the task: requeued while retries remain."""
+    state, position = await ctx.write(
+        lambda s, u, n: s.fail_task(
+            u,
+            n,
+            agent_id=who.agent_id,
+            task_id=task_id,
+            generation=body.generation,
+            error=body.error,
+        )
+    )
+    return Written(position=position, detail={"state": state})

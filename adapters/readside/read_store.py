@@ -1,0 +1,176 @@
+"""Where read models live: a SQLite file beside the log, or the log's PostgreSQL schema.
+
+Statements use ``?`` placeholders everywhere; on PostgreSQL they are rewritten once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
+
+# The row of rm_positions that holds a fingerprint of the log the models were built from.
+IDENTITY_KEY = "__log_identity__"
+POSITIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS rm_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+)
+
+
+@lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+def read_model_path(log_path: str) -> Path:
+    """The read model file beside a SQLite log: ``tierlog.db`` → ``tierlog.read.db``."""
+    path = Path(log_path)
+    return path.with_name(f"{path.stem}.read{path.suffix or '.db'}")
+
+
+class _SQLiteWriter:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(sql, rows)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+
+class _PostgresWriter:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(_pg(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(_pg(sql), rows)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(_pg(sql), params)
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        return row
+
+
+class ReadStore:
+    """A connection to the read models, with transactions and plain queries."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        sqlite_path: Path | None = None,
+        postgres_schema: str | None = None,
+        scratch: bool = False,
+    ) -> None:
+        """Read models of ``log``: beside a SQLite log (at ``sqlite_path`` if given) or in
+        the log's PostgreSQL schema (``postgres_schema`` if given, which must exist).
+        A ``scratch`` copy (an audit's) is thrown away after use, so it skips fsync."""
+        self.is_postgres = log.is_postgres
+        self.schema = postgres_schema or log.env.get("POSTGRES_SCHEMA", "public")
+        self.sqlite_path: Path | None = None
+        self._scratch = scratch
+        if log.sqlite_path is not None:
+            self.sqlite_path = sqlite_path or read_model_path(log.sqlite_path)
+            conn = sqlite3.connect(
+                self.sqlite_path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            # A scratch copy is read by nobody while it is written, and thrown away
+            # after: its journal can stay in memory and nothing needs an fsync.
+            conn.execute(f"PRAGMA journal_mode={'MEMORY' if scratch else 'WAL'}")
+            if scratch:
+                conn.execute("PRAGMA synchronous=OFF")
+            self._conn: Any = conn
+        else:
+            self._env = {**log.env, "POSTGRES_SCHEMA": self.schema}
+            self._conn = self._connect_postgres()
+        with self.transaction() as db:
+            db.execute(POSITIONS_DDL)
+
+    def _connect_postgres(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(**postgres_connect_args(self._env, schema=True))
+        if self._scratch:
+            conn.execute("SET synchronous_commit = off")
+            conn.commit()
+        return conn
+
+    def _live_postgres(self) -> Any:
+        # A dropped connection (server restart, idle kill) is replaced on next use; the
+        # operation that found it dropped raised, and its caller retries.
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._connect_postgres()
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SQLiteWriter | _PostgresWriter]:
+        """One transaction: committed if the block ends normally, else rolled back."""
+        if self.sqlite_path is not None:
+            cursor = self._conn.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteWriter(cursor)
+            except BaseException:
+                self._conn.rollback()
+                raise
+            self._conn.commit()
+            return
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor() as cursor:
+            yield _PostgresWriter(cursor)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query outside any write transaction."""
+        if self.sqlite_path is not None:
+            return list(self._conn.execute(sql, params).fetchall())
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(_pg(sql), params)
+            return list(cursor.fetchall())
+
+    def chunks(self, sql: str, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows of a read-only query, ``size`` at a time (bounded memory)."""
+        if self.sqlite_path is not None:
+            cursor = self._conn.execute(sql)
+            while rows := cursor.fetchmany(size):
+                yield rows
+            return
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor(name="tierlog_chunks") as cursor:
+            cursor.execute(_pg(sql))
+            while rows := cursor.fetchmany(size):
+                yield rows
+
+    def positions(self) -> dict[str, int]:
+        """The log position each projection has processed."""
+        return {
+            name: int(pos)
+            for name, pos in self.query(
+                "SELECT name, position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
+            )
+        }
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def telemetry_summary(store: ReadStore) -> dict[str, Any]:
+    """The telemetry read model, shaped for people and JSON."""
+    from tierlog.projections.telemetry import TELEMETRY_QUERIES, summarise
+
+    counters, states = (store.query(sql) for sql in TELEMETRY_QUERIES)
+    return summarise(counters, states)

@@ -1,0 +1,112 @@
+"""Read-model rows held in memory for one transaction.
+
+Projections fold events into plain dict rows (``projections.base.Rows``). During a
+batch the runner backs them with this cache: a row is loaded from the read store the
+first time a projection asks for it, changed in memory as often as the batch says,
+and every changed row is written back once, by ``flush``, with one upsert per table.
+That turns "a few SQL statements per event" into "one row write per touched row per
+batch", on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any, Protocol
+
+from tierlog.projections.base import Key, Row, Table
+
+
+class ReadModelWriter(Protocol):
+    """The statements the cache runs inside a read-store transaction (``?`` placeholders)."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        ...
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run a query and return its first row."""
+        ...
+
+
+# Marks a key this cache has not looked up yet (None means "looked up: no such row").
+_UNSEEN: Row = {}
+
+
+@lru_cache(maxsize=64)
+def _select_sql(table: Table) -> str:
+    where = " AND ".join(f"{name} = ?" for name in table.key)
+    return f"SELECT {', '.join(table.column_names)} FROM {table.name} WHERE {where}"
+
+
+@lru_cache(maxsize=64)
+def upsert_sql(table: Table) -> str:
+    """One statement that inserts a whole row or replaces the row with its key."""
+    others = [name for name in table.column_names if name not in table.key]
+    sets = ", ".join(f"{name} = excluded.{name}" for name in others)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.column_names)})"
+        f" VALUES ({', '.join('?' for _ in table.column_names)})"
+        f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {sets}"
+    )
+
+
+class RowCache:
+    """``Rows`` over a read store: loads on first use, writes changed rows on ``flush``."""
+
+    def __init__(self, tables: Iterable[Table], db: ReadModelWriter) -> None:
+        self._db = db
+        self._rows: dict[str, dict[Key, Row | None]] = {}
+        self._dirty: dict[str, dict[Key, Row]] = {}
+        self._tables: dict[str, Table] = {}
+        for table in tables:
+            self._rows[table.name] = {}
+            self._dirty[table.name] = {}
+            self._tables[table.name] = table
+
+    def get(self, table: Table, key: Key) -> Row | None:
+        """The row with ``key`` (from memory, else from the store), or None."""
+        row = self._rows[table.name].get(key, _UNSEEN)
+        return self._load(table, key) if row is _UNSEEN else row
+
+    def _load(self, table: Table, key: Key) -> Row | None:
+        found = self._db.fetchone(_select_sql(table), key)
+        row = None if found is None else dict(zip(table.column_names, found, strict=True))
+        self._rows[table.name][key] = row
+        return row
+
+    def put(self, table: Table, row: Row) -> None:
+        """Insert ``row`` or replace the row with its key."""
+        key = table.key_of(row)
+        self._rows[table.name][key] = row
+        self._dirty[table.name][key] = row
+
+    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
+        """Change columns of the row with ``key``; nothing when there is none."""
+        name = table.name
+        row = self._rows[name].get(key, _UNSEEN)
+        if row is _UNSEEN:
+            row = self._load(table, key)
+        if row is not None:
+            row.update(changes)
+            self._dirty[name][key] = row
+        return row
+
+    def flush(self) -> int:
+        """Write every changed row back (one upsert per table); returns rows written."""
+        written = 0
+        for name, dirty in self._dirty.items():
+            if not dirty:
+                continue
+            table = self._tables[name]
+            columns = table.column_names
+            self._db.executemany(
+                upsert_sql(table), [tuple(row[c] for c in columns) for row in dirty.values()]
+            )
+            written += len(dirty)
+            dirty.clear()
+        return written

@@ -1,0 +1,207 @@
+"""Runs the projections: follows the log, applies events, records positions.
+
+Each batch is one read-model transaction that also stores every projection's new
+position, so after a crash each event has been applied exactly once: either the
+whole batch was committed with its positions, or none of it was. Within a batch the
+projections fold into a ``RowCache``; the rows they changed are written once, at the
+end of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
+from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.projections.base import Fold, Projection, Table
+from tierlog.projections.registry import all_projections
+
+log = logging.getLogger("tierlog.projections")
+
+
+class ProjectionRunner:
+    """Keeps the read models up to date with the log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        store: ReadStore | None = None,
+        projections: Sequence[Projection] | None = None,
+        *,
+        batch: int = 10_000,
+        indexes: bool = True,
+    ) -> None:
+        self.log = event_log
+        self.store = store or ReadStore(event_log)
+        self.projections = list(projections or all_projections())
+        self.batch = batch
+        # A scratch copy (the audit's) is only compared row by row: it needs no indexes.
+        self.indexes = indexes
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        # The position every read model has reached, as this runner last committed it.
+        self.committed_position = 0
+        with self.store.transaction() as db:
+            for projection in self.projections:
+                for table in projection.tables:
+                    self._create(db, table)
+                db.execute(
+                    "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (projection.name,),
+                )
+        # Read models built from another log (a log file replaced under them) are
+        # found by the chain hash at the position they reached: start them again.
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
+                " ON CONFLICT (name) DO NOTHING",
+                (IDENTITY_KEY,),
+            )
+            row = db.fetchone("SELECT position FROM rm_positions WHERE name = ?", (IDENTITY_KEY,))
+        reached = min(self.positions().values(), default=0)
+        if reached and (int(row[0]) if row else 0) != self._fingerprint(reached):
+            log.warning("read models do not match this log at %s; rebuilding", reached)
+            self.rebuild()
+        self.committed_position = self.position()
+
+    def _create(self, db: ReadModelWriter, table: Table) -> None:
+        for statement in table.ddl if self.indexes else table.ddl[:1]:
+            db.execute(statement)
+
+    def _fingerprint(self, position: int) -> int:
+        """63 bits of the chain hash covering ``position`` (-1 when none covers it)."""
+        found = self.log.chain_hash_at(position) if position else None
+        return int.from_bytes(found[:8], "big") >> 1 if found else -1
+
+    def positions(self) -> dict[str, int]:
+        """Each projection's processed position."""
+        positions = self.store.positions()
+        return {p.name: positions.get(p.name, 0) for p in self.projections}
+
+    def position(self) -> int:
+        """The position every projection has reached (the slowest one's)."""
+        return min(self.positions().values(), default=0)
+
+    def lag(self) -> dict[str, int]:
+        """Events each projection is behind the head of the log."""
+        head = self.log.head()
+        return {name: head - pos for name, pos in self.positions().items()}
+
+    def run_once(self, stop: int | None = None) -> int:
+        """Apply the next batch of events (up to position ``stop`` if given) to every
+        projection; returns events applied."""
+        positions = self.positions()
+        start = min(positions.values(), default=0)
+        events = self.log.read(start, self.batch, stop)
+        if not events:
+            return 0
+        last = events[-1][0]
+        fingerprint = self._fingerprint(last)
+        with self.store.transaction() as db:
+            rows = RowCache((t for p in self.projections for t in p.tables), db)
+            windows: list[tuple[Projection, int, int | None]] = []
+            for projection in self.projections:
+                # Re-read inside the write transaction: another runner on the same read
+                # store (tierlog project, an audit) may have moved it meanwhile.
+                row = db.fetchone(
+                    "SELECT position FROM rm_positions WHERE name = ?"
+                    + ("" if self.store.sqlite_path is not None else " FOR UPDATE"),
+                    (projection.name,),
+                )
+                done = int(row[0]) if row else 0
+                windows.append((projection, done, None))
+                if last > done:
+                    db.execute(
+                        "UPDATE rm_positions SET position = ? WHERE name = ?",
+                        (last, projection.name),
+                    )
+            Fold(windows).apply(rows, events)
+            rows.flush()
+            db.execute(
+                "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
+            )
+        self.committed_position = min(self.positions().values(), default=0)
+        return len(events)
+
+    def run_until_caught_up(self, stop: int | None = None) -> int:
+        """Apply batches until no event is left (or position ``stop`` is reached);
+        returns events applied."""
+        total = 0
+        while applied := self.run_once(stop):
+            total += applied
+        return total
+
+    def rebuild(self, stop: int | None = None) -> int:
+        """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
+        with self.store.transaction() as db:
+            for projection in self.projections:
+                for table in projection.tables:
+                    db.execute(f"DROP TABLE IF EXISTS {table.name}")
+                    self._create(db, table)
+                db.execute(
+                    "UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,)
+                )
+        return self.run_until_caught_up(stop)
+
+    def start(self, poll_interval: float = 0.02) -> None:
+        """Follow the log in a background thread (polling; LISTEN/NOTIFY on PostgreSQL)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_interval,), name="tierlog-projections", daemon=True
+        )
+        self._thread.start()
+        if self.log.is_postgres:
+            self._listener = threading.Thread(
+                target=self._listen, name="tierlog-projections-listen", daemon=True
+            )
+            self._listener.start()
+
+    def _listen(self) -> None:
+        # Other processes' appends arrive by LISTEN/NOTIFY on PostgreSQL.
+        while not self._stop.is_set():
+            try:
+                if self.log.wait_for_append(1.0):
+                    self._wake.set()
+            except Exception:
+                log.exception("LISTEN failed; reconnecting")
+                self._stop.wait(1.0)
+
+    def wake(self) -> None:
+        """Look at the log now (the runtime calls this after each commit)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop following the log."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
+
+    def _run(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.run_once():
+                    continue
+                # Woken at once by an in-process commit; polls for other writers.
+                self._wake.wait(poll_interval)
+                self._wake.clear()
+            except Exception:  # a store hiccup: try again after a pause
+                log.exception("projection batch failed")
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        """Stop and release the read store."""
+        self.stop()
+        self.store.close()

@@ -1,0 +1,345 @@
+"""The imperative shell: follows the log, runs commands, appends, wakes on deadlines.
+
+State is touched only under ``_lock``. A batch of commands is decided against the
+state (events applied at once through a unit of work), then appended in one
+transaction: that is the group commit. If the append loses a version race, or other
+writers appended in between, the state is rolled back, caught up from the log, and
+the batch decided again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.clock import Clock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import ConcurrencyConflictError, DomainError
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.state import SchedulerState
+from tierlog.domain.unit_of_work import UnitOfWork
+
+T = TypeVar("T")
+Command = Callable[[SchedulerService, UnitOfWork, datetime], Any]
+_ENDPOINT_EVENTS = (
+    ev.EndpointRegistered,
+    ev.EndpointHealthReported,
+    ev.EndpointResourcesReported,
+    ev.EndpointDeregistered,
+)
+Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
+MAX_ATTEMPTS = 50
+
+
+def _noop(service: SchedulerService, uow: UnitOfWork, now: datetime) -> None:
+    """A command that decides nothing: it makes the writer catch up and run a pass."""
+
+
+log = logging.getLogger("tierlog.runtime")
+
+
+class SchedulerRuntime:
+    """One process's scheduler over a shared log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        config: SchedulerConfig,
+        clock: Clock,
+        *,
+        new_task_id: Callable[[], UUID] = uuid4,
+        read_batch: int = 5000,
+        record_config: bool = True,
+    ) -> None:
+        self.log = event_log
+        self.config = config
+        self.clock = clock
+        self.service = SchedulerService(config, new_task_id=new_task_id)
+        self.state = self.service.state
+        self.read_batch = read_batch
+        self.conflicts = 0
+        self.commits = 0
+        self._lock = threading.RLock()
+        self._inbox: queue.SimpleQueue[tuple[Command, Future[Any]] | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._listeners: list[Listener] = []
+        with self._lock:
+            self.catch_up()
+            if record_config:
+                # Replays and audits recompute decisions under the policy that made them.
+                self.execute_batch([lambda s, u, n: s.record_config(u, n)])
+
+    # --- following the log ----------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply every event appended after the state's position; returns how many."""
+        applied = 0
+        with self._lock:
+            while True:
+                chunk = self.log.read(self.state.position, self.read_batch)
+                for position, event in chunk:
+                    self.state.apply(event, position)
+                applied += len(chunk)
+                self._notify(chunk)
+                if len(chunk) < self.read_batch:
+                    return applied
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` (on the writer's thread) with every event the state folds in.
+
+        Listeners must be quick and must not call back into the runtime: the HTTP edge
+        uses one to wake long-polls, the projection runner one to wake up at once.
+        """
+        self._listeners.append(listener)
+
+    def _notify(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
+        if not applied:
+            return
+        for listener in self._listeners:
+            try:
+                listener(applied)
+            except Exception:  # a listener's bug must not stop the scheduler
+                log.exception("runtime listener failed")
+
+    def read(self, query: Callable[[SchedulerState], T]) -> T:
+        """Run a read-only ``query`` against the state, safely against the writer thread."""
+        with self._lock:
+            return query(self.state)
+
+    # --- running commands -----------------------------------------------------------
+
+    def execute(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+        """Run one command and a scheduling pass; raise its ``DomainError`` if it fails."""
+        result = self.execute_batch([command])[0]
+        if isinstance(result, DomainError):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def execute_batch(self, commands: Sequence[Command]) -> list[Any]:
+        """Run commands as one group commit; each result is a value or its ``DomainError``."""
+        with self._lock:
+            for _ in range(MAX_ATTEMPTS):
+                with self._rolled_back_on_error():
+                    self.catch_up()
+                    now = self.clock.now()
+                    results, uow = self._decide(commands, now)
+                    if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
+                        # Routing decisions cite the log position of the endpoint state
+                        # they read, so endpoint changes are committed before the pass
+                        # reads them. Once committed, only the pass may be retried.
+                        if not self._append(uow):
+                            continue
+                        self._schedule(now)
+                        return results
+                    self.service.schedule(uow, now)
+                    if self._append(uow):
+                        return results
+            raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    def tick(self) -> int:
+        """Run a scheduling pass now (deadlines due, queue); returns events appended."""
+        with self._lock:
+            before = self.state.position
+            self._schedule(self.clock.now())
+            return self.state.position - before
+
+    def tick_if_needed(self) -> int:
+        """Catch up; run a pass only if other writers appended or a deadline is due."""
+        with self._lock:
+            caught_up = self.catch_up()
+            deadline = self.state.next_deadline()
+            due = deadline is not None and deadline <= self.clock.now().timestamp()
+            return self.tick() if caught_up or due else 0
+
+    def _schedule(self, now: datetime) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            with self._rolled_back_on_error():
+                self.catch_up()
+                self.state.begin()
+                uow = UnitOfWork(self.state)
+                self.service.schedule(uow, now)
+                if self._append(uow):
+                    return
+        raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
+        # Whatever fails mid-batch (a store error, a bug), the state must not keep
+        # events the log does not have: it would drift from the log for good.
+        try:
+            yield
+        except BaseException:
+            self.state.rollback()
+            self.state.commit()
+            raise
+
+    def _decide(self, commands: Sequence[Command], now: datetime) -> tuple[list[Any], UnitOfWork]:
+        self.state.begin()
+        uow = UnitOfWork(self.state)
+        results: list[Any] = []
+        for command in commands:
+            savepoint = self.state.savepoint()
+            emitted = len(uow.events)
+            try:
+                results.append(command(self.service, uow, now))
+            except DomainError as exc:
+                self.state.rollback(savepoint)
+                del uow.events[emitted:]
+                results.append(exc)
+        return results, uow
+
+    def _append(self, uow: UnitOfWork) -> bool:
+        """Append the unit of work. False (state rolled back) if the batch must be redone."""
+        if not uow.events:
+            self.state.commit()
+            return True
+        try:
+            positions = self.log.append(uow.events)
+        except ConcurrencyConflictError:
+            self.conflicts += 1
+            self.state.rollback()
+            self.state.commit()
+            return False
+        self.commits += 1
+        expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
+        if positions == expected:
+            self.state.commit()
+            self._notify(list(zip(positions, uow.events, strict=True)))
+        else:
+            # Someone appended in between: our events are in the log, but the state
+            # must fold them in log order, so undo and read them back.
+            self.state.rollback()
+            self.state.commit()
+            self.catch_up()
+        return True
+
+    # --- background loop ------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the background writer is running."""
+        return self._thread is not None and not self._stop.is_set()
+
+    def submit(self, command: Command) -> Future[Any]:
+        """Queue a command for the background writer; concurrent callers share a commit."""
+        if self._stop.is_set() or self._thread is None:
+            raise RuntimeError("the scheduler runtime is not running: call start() first")
+        future: Future[Any] = Future()
+        self._inbox.put((command, future))
+        return future
+
+    def call(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+        """Run a command through the background writer and wait for its result."""
+        result = self.submit(command).result()
+        if isinstance(result, DomainError):
+            raise result
+        return result  # type: ignore[no-any-return]
+
+    def start(self, poll_interval: float = 0.05, max_batch: int = 1000) -> None:
+        """Start the background writer: commands, deadlines and other writers' events."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        if self.log.is_postgres:
+            self._listener = threading.Thread(
+                target=self._follow_notifications, name="tierlog-listen", daemon=True
+            )
+            self._listener.start()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(poll_interval, max_batch),
+            name="tierlog-scheduler",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background writer; commands still queued fail with RuntimeError."""
+        self._stop.set()
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
+        stopped = RuntimeError("the scheduler runtime stopped before running this command")
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[1].set_running_or_notify_cancel():
+                item[1].set_exception(stopped)
+
+    def _follow_notifications(self) -> None:
+        # PostgreSQL tells us when another writer appends: wake the writer to catch up.
+        while not self._stop.is_set():
+            try:
+                notified = self.log.wait_for_append(1.0)
+            except Exception:  # the listener reconnects on the next round
+                log.exception("LISTEN failed; reconnecting")
+                self._stop.wait(1.0)
+                continue
+            if notified:
+                self._inbox.put((_noop, Future()))
+
+    def _wait_time(self, poll_interval: float) -> float:
+        with self._lock:
+            deadline = self.state.next_deadline()
+        if deadline is None:
+            return poll_interval
+        return max(0.0, min(poll_interval, deadline - self.clock.now().timestamp()))
+
+    def _run(self, poll_interval: float, max_batch: int) -> None:
+        while not self._stop.is_set():
+            batch = self._drain(self._wait_time(poll_interval), max_batch)
+            if not batch:
+                if not self._stop.is_set():
+                    self._guarded(self.tick_if_needed)
+                continue
+            try:
+                results = self.execute_batch([command for command, _ in batch])
+            except Exception as exc:  # a store failure: every caller hears of it
+                log.exception("scheduler batch failed")
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
+
+    def _guarded(self, work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except Exception:  # the next round tries again; the loop must not die
+            log.exception("scheduler pass failed")
+
+    def _drain(self, wait: float, max_batch: int) -> list[tuple[Command, Future[Any]]]:
+        """Take up to ``max_batch`` commands whose callers still want them."""
+        batch: list[tuple[Command, Future[Any]]] = []
+        try:
+            item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return batch
+        while item is not None:
+            # A caller that cancelled (say, an HTTP client timed out) gets nothing run.
+            if item[1].set_running_or_notify_cancel():
+                batch.append(item)
+            if len(batch) >= max_batch:
+                break
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        return batch

@@ -1,0 +1,123 @@
+"""msgspec codec for events: one encoder and one decoder per event type, built once.
+
+Stored topics are ``domain.events:TaskSubmitted`` (eventsourcing's topic form) with
+``@N`` appended for class versions above 1. An older stored version is decoded to a
+dict, upcast one step at a time by ``upcast_vN_vN+1`` static methods on the event
+class, then converted to the current type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+
+from tierlog.domain.events import EVENT_TYPES, DomainEvent
+
+
+def _enc_hook(obj: Any) -> Any:
+    # freezegun's FakeDatetime (a datetime subclass) reaches here; encode it as a datetime.
+    if isinstance(obj, datetime):
+        return datetime.isoformat(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} in an event")
+
+
+class _MsgspecJSONTranscoder(Transcoder):
+    """eventsourcing's transcoder interface over msgspec JSON (for non-event payloads)."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+    def encode(self, obj: Any) -> bytes:
+        return self._encoder.encode(obj)
+
+    def decode(self, data: bytes) -> Any:
+        return msgspec.json.decode(data)
+
+
+def topic_of(event_type: type[DomainEvent]) -> str:
+    """The stored topic of an event type, with its class version when above 1."""
+    base = f"domain.events:{event_type.__qualname__}"
+    version = event_type.class_version
+    return base if version == 1 else f"{base}@{version}"
+
+
+class EventCodec:
+    """Encodes events to canonical JSON bytes and back."""
+
+    def __init__(self, event_types: tuple[type[DomainEvent], ...] = EVENT_TYPES) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+        self._topics = {t: topic_of(t) for t in event_types}
+        self._by_base: dict[str, type[DomainEvent]] = {
+            f"domain.events:{t.__qualname__}": t for t in event_types
+        }
+        self._decoders = {self._topics[t]: msgspec.json.Decoder(t) for t in event_types}
+
+    def topic(self, event: DomainEvent) -> str:
+        """The stored topic of ``event``."""
+        return self._topics[type(event)]
+
+    def encode(self, event: DomainEvent) -> bytes:
+        """Canonical bytes of ``event`` (fields in declaration order, no white space)."""
+        return self._encoder.encode(event)
+
+    def decode(self, topic: str, data: bytes) -> DomainEvent:
+        """The event stored under ``topic``, upcast to the current class version."""
+        decoder = self._decoders.get(topic)
+        if decoder is not None:
+            event: DomainEvent = decoder.decode(data)
+            return event
+        return self._decode_old(topic, data)
+
+    def event_type(self, topic: str) -> type[DomainEvent] | None:
+        """The event class stored under ``topic`` (any class version), or None."""
+        return self._by_base.get(topic.partition("@")[0])
+
+    def decoder(self, topic: str) -> Callable[[bytes], DomainEvent]:
+        """The function that decodes payloads stored under ``topic`` (what ``decode``
+        does, without the lookup per call: for loops over many events of few topics).
+        An unknown topic gives a function that raises ``msgspec.DecodeError``."""
+        decoder = self._decoders.get(topic)
+        if decoder is not None:
+            decode: Callable[[bytes], DomainEvent] = decoder.decode
+            return decode
+        return partial(self._decode_old, topic)
+
+    def _decode_old(self, topic: str, data: bytes) -> DomainEvent:
+        base, _, version_text = topic.partition("@")
+        event_type = self._by_base.get(base)
+        if event_type is None:
+            raise msgspec.DecodeError(f"unknown event topic {topic!r}")
+        version = int(version_text) if version_text else 1
+        state: dict[str, Any] = msgspec.json.decode(data)
+        while version < event_type.class_version:
+            getattr(event_type, f"upcast_v{version}_v{version + 1}")(state)
+            version += 1
+        result: DomainEvent = msgspec.convert(state, event_type, strict=False)
+        return result
+
+
+class MsgspecMapper(Mapper[UUID]):
+    """eventsourcing ``Mapper`` that stores events as msgspec JSON."""
+
+    def __init__(self, codec: EventCodec | None = None) -> None:
+        super().__init__(transcoder=_MsgspecJSONTranscoder())
+        self.codec = codec or EventCodec()
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        """Map an event to the stored form."""
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=self.codec.topic(domain_event),
+            state=self.codec.encode(domain_event),
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        """Map a stored event back to a domain event."""
+        return self.codec.decode(stored_event.topic, stored_event.state)

@@ -1,0 +1,417 @@
+"""The append-only event log on eventsourcing: SQLite by default, PostgreSQL by DSN."""
+
+from __future__ import annotations
+
+import os
+import select
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
+
+from tierlog.adapters.store.codec import MsgspecMapper
+from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
+from tierlog.domain.errors import ConcurrencyConflictError, ValidationError
+from tierlog.domain.events import DomainEvent
+
+DEFAULT_STORE = "sqlite:///./tierlog.db"
+
+# One stored record as ``iter_raw`` gives it: (position, originator id as 32 lowercase
+# hex digits, originator version, topic, payload bytes).
+RawRow = tuple[int, str, int, str, bytes]
+
+
+def raw_id_bytes(raw_id: str) -> bytes:
+    """The 16 bytes of a raw originator id from ``iter_raw``, as the hash chain hashes it."""
+    return bytes.fromhex(raw_id)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` store URL (None for other stores); creates nothing."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite":
+        return None
+    raw = unquote(parsed.path)
+    return Path(raw[1:] if raw.startswith("/") else raw).expanduser()
+
+
+def store_env(url: str) -> dict[str, str]:
+    """The eventsourcing environment for a store URL.
+
+    ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+    ``postgresql://user:password@host:port/dbname?schema=name``.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        raw = unquote(parsed.path)
+        path = raw[1:] if raw.startswith("/") else raw
+        if not path:
+            raise ValidationError("a sqlite store URL needs a file path", field="store")
+        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(Path(path).expanduser()),
+            "SQLITE_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "tierlog.adapters.store.sqlite:TierlogSQLiteRecorder",
+        }
+    if parsed.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parsed.query)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": (parsed.path or "/").lstrip("/") or "postgres",
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": unquote(parsed.username or os.environ.get("USER", "postgres")),
+            "POSTGRES_PASSWORD": unquote(parsed.password or ""),
+            "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_LOCK_TIMEOUT": "30",
+            "APPLICATION_RECORDER_TOPIC": "tierlog.adapters.store.postgres:TierlogPostgresRecorder",
+        }
+    raise ValidationError(
+        f"unknown store {url!r}: use sqlite:///path.db or postgresql://...", field="store"
+    )
+
+
+def postgres_connect_args(env: dict[str, str], *, schema: bool = False) -> dict[str, Any]:
+    """psycopg connection arguments for a store's environment (tierlog's own
+    connections beside eventsourcing's pool: LISTEN, read models)."""
+    args: dict[str, Any] = {
+        "dbname": env["POSTGRES_DBNAME"],
+        "host": env["POSTGRES_HOST"],
+        "port": int(env["POSTGRES_PORT"]),
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"] or None,
+        "connect_timeout": int(env["POSTGRES_CONNECT_TIMEOUT"]),
+    }
+    if schema:
+        args["options"] = f"-c search_path={env['POSTGRES_SCHEMA']}"
+    return args
+
+
+class TierlogApplication(Application[UUID]):
+    """eventsourcing application that wires our msgspec mapper to the chosen recorder."""
+
+    name = "tierlog"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Events are stored as msgspec JSON."""
+        return MsgspecMapper()
+
+
+class EventLog:
+    """Append, read and follow the log. Positions are the store's notification ids."""
+
+    def __init__(self, url: str = DEFAULT_STORE) -> None:
+        self.url = url
+        self.env = store_env(url)
+        self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        self.app = self._open()
+        self.recorder: Any = self.app.recorder
+        self.mapper = self.app.mapper
+        self.codec = cast(MsgspecMapper, self.mapper).codec
+        self._listener: Any = None
+
+    def _open(self) -> TierlogApplication:
+        # Processes starting together race to create the tables (PostgreSQL's
+        # CREATE TABLE IF NOT EXISTS is not atomic; SQLite's switch to WAL needs a
+        # moment alone): the loser retries, and then finds the tables made.
+        for attempt in range(20):
+            try:
+                return TierlogApplication(env=self.env)
+            except (PersistenceError, sqlite3.OperationalError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite file, or None on PostgreSQL."""
+        return None if self.is_postgres else self.env["SQLITE_DBNAME"]
+
+    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+        """Append events in one transaction; a lost version race raises a conflict."""
+        if not events:
+            return []
+        try:
+            if isinstance(self.recorder, TierlogSQLiteRecorder):
+                codec = self.codec
+                ids = self.recorder.insert_rows(
+                    [
+                        (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode(e))
+                        for e in events
+                    ]
+                )
+            else:
+                to_stored = self.mapper.to_stored_event
+                ids = self.recorder.insert_events([to_stored(e) for e in events])
+        except IntegrityError as exc:
+            raise ConcurrencyConflictError(
+                "another writer appended to the same aggregate first"
+            ) from exc
+        return list(ids or [])
+
+    def head(self) -> int:
+        """The position of the last event (0 for an empty log)."""
+        return int(self.recorder.max_notification_id() or 0)
+
+    def read(
+        self, after: int = 0, limit: int = 1000, stop: int | None = None
+    ) -> list[tuple[int, DomainEvent]]:
+        """Events with positions in ``(after, stop]``, at most ``limit``, in order."""
+        if self.is_postgres:
+            to_domain = self.mapper.to_domain_event
+            notifications = self.recorder.select_notifications(
+                start=after, limit=limit, stop=stop, inclusive_of_start=False
+            )
+            return [(n.id, cast(DomainEvent, to_domain(n))) for n in notifications]
+        # On SQLite straight from the rows: eventsourcing's notifications would parse
+        # every id into a UUID the payload carries anyway (a third of the cost).
+        sql = (
+            f"SELECT rowid, topic, state FROM {self.recorder.events_table_name}"
+            " WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        )
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, (after, 2**63 - 1 if stop is None else stop, limit))
+            rows = curs.fetchall()
+        decoder = self.codec.decoder
+        return [(position, decoder(topic)(state)) for position, topic, state in rows]
+
+    def iter_events(
+        self, after: int = 0, stop: int | None = None, batch: int = 2000
+    ) -> Iterator[tuple[int, DomainEvent]]:
+        """Stream events after ``after`` (up to ``stop``) in bounded batches."""
+        position = after
+        while True:
+            chunk = self.read(position, batch, stop)
+            if not chunk:
+                return
+            yield from chunk
+            position = chunk[-1][0]
+
+    def iter_raw(
+        self, after: int = 0, stop: int | None = None, batch: int = 1000
+    ) -> Iterator[list[RawRow]]:
+        """Stored records with positions in ``(after, stop]``, undecoded, in position
+        order, as lists of at most ``batch`` rows (see ``RawRow``).
+
+        For passes over the whole log that do their own decoding (the audit): no
+        ``Notification`` objects, no UUID parsing. On SQLite each batch is its own query
+        (keyset-paged on the rowid), so no read transaction stays open between batches;
+        on PostgreSQL one server-side cursor streams the range inside one transaction
+        (on one pooled connection, until the iterator is exhausted or closed).
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        pages = self._raw_pages_postgres if self.is_postgres else self._raw_pages_sqlite
+        yield from pages(after, stop, batch)
+
+    def _raw_pages_sqlite(self, after: int, stop: int | None, batch: int) -> Iterator[list[RawRow]]:
+        table = self.recorder.events_table_name
+        sql = (
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+        )
+        last = stop if stop is not None else 2**63 - 1
+        datastore = self.recorder.datastore
+        if datastore.pool.is_sqlite_memory_mode:  # only the pool's connections see it
+            while after < last:
+                with datastore.transaction(commit=False) as curs:
+                    curs.execute(sql, (after, last, batch))
+                    rows: list[RawRow] = curs.fetchall()
+                if not rows:
+                    return
+                yield rows
+                after = rows[-1][0]
+            return
+        # A connection of its own, read-only: the recorder's pool interlocks readers
+        # with the writer, and this reader runs for the whole pass.
+        uri = Path(self.env["SQLITE_DBNAME"]).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.env['SQLITE_LOCK_TIMEOUT']) * 1000}")
+            while after < last:
+                rows = conn.execute(sql, (after, last, batch)).fetchall()
+                if not rows:
+                    return
+                yield rows
+                after = rows[-1][0]
+        finally:
+            conn.close()
+
+    def _raw_pages_postgres(
+        self, after: int, stop: int | None, batch: int
+    ) -> Iterator[list[RawRow]]:
+        from psycopg.rows import tuple_row
+
+        schema, table = self.env["POSTGRES_SCHEMA"], self.recorder.events_table_name
+        # The id as text without dashes: the same raw form as SQLite's, whether the
+        # column is uuid or text, and no UUID objects on this side.
+        sql = (
+            "SELECT notification_id, replace(originator_id::text, '-', ''), "
+            f'originator_version, topic, state FROM "{schema}"."{table}" '
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        )
+        last = stop if stop is not None else 2**63 - 1
+        # One server-side cursor for the whole range: planned once for a fast start (the
+        # index in order), where a page per query can meet a plan that sorts all that is
+        # left of the table for every page (fresh tables have no statistics).
+        with (
+            self.recorder.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="tierlog_iter_raw", row_factory=tuple_row, binary=True) as curs,
+        ):
+            curs.itersize = batch
+            curs.execute(sql, (after, last))
+            while True:
+                rows: list[RawRow] = curs.fetchmany(batch)
+                if not rows:
+                    return
+                yield rows
+
+    def chain_hash_at(self, position: int) -> bytes | None:
+        """The chain hash of the chain row that covers ``position`` (None if none does)."""
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = (
+                f'SELECT last_position, chain_hash FROM "{schema}"."{table}" '
+                "WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (position,))
+                row = curs.fetchone()
+                found = (row["last_position"], bytes(row["chain_hash"])) if row else None
+        else:
+            sql = (
+                f"SELECT last_position, chain_hash FROM {table} WHERE first_position <= ? "
+                "ORDER BY first_position DESC LIMIT 1"
+            )
+            with self.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute(sql, (position,))
+                row = curs.fetchone()
+                found = (row[0], bytes(row[1])) if row else None
+        if found is None or found[0] < position:
+            return None
+        return found[1]
+
+    def chain_head(self) -> int:
+        """The last position the hash chain covers (0 when it is empty).
+
+        Beside ``head()`` it shows records deleted from the end of the log: the chain
+        still covers them.
+        """
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = f'SELECT MAX(last_position) AS last FROM "{schema}"."{table}"'
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql)
+                row = curs.fetchone()
+                return int(row["last"] or 0) if row else 0
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT MAX(last_position) FROM {table}")
+            row = curs.fetchone()
+            return int(row[0] or 0) if row else 0
+
+    def chain_rows(self, after: int, limit: int) -> list[tuple[int, int, bytes, bytes]]:
+        """Hash chain rows ``(first, last, record_hashes, chain_hash)`` starting after
+        position ``after``, in order."""
+        table = self.recorder.chain_table_name
+        if self.is_postgres:
+            schema = self.env["POSTGRES_SCHEMA"]
+            sql = (
+                f'SELECT first_position, last_position, record_hashes, chain_hash FROM "{schema}".'
+                f'"{table}" WHERE first_position > %s ORDER BY first_position LIMIT %s'
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (after, limit))
+                return [
+                    (
+                        r["first_position"],
+                        r["last_position"],
+                        bytes(r["record_hashes"]),
+                        bytes(r["chain_hash"]),
+                    )
+                    for r in curs.fetchall()
+                ]
+        sql = (
+            f"SELECT first_position, last_position, record_hashes, chain_hash FROM {table}"
+            " WHERE first_position > ? ORDER BY first_position LIMIT ?"
+        )
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql, (after, limit))
+            return [(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in curs.fetchall()]
+
+    def positioned_events_of(self, aggregate_id: UUID) -> list[tuple[int, DomainEvent]]:
+        """All events of one aggregate with their global positions, in order."""
+        if self.is_postgres:
+            schema, table = self.env["POSTGRES_SCHEMA"], self.recorder.events_table_name
+            sql = (
+                f'SELECT notification_id, topic, state FROM "{schema}"."{table}" '
+                "WHERE originator_id = %s ORDER BY originator_version"
+            )
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(sql, (aggregate_id,))
+                rows = [
+                    (r["notification_id"], r["topic"], bytes(r["state"])) for r in curs.fetchall()
+                ]
+        else:
+            sql = (
+                "SELECT rowid, topic, state FROM stored_events WHERE originator_id = ? "
+                "ORDER BY originator_version"
+            )
+            with self.recorder.datastore.transaction(commit=False) as curs:
+                curs.execute(sql, (aggregate_id.hex,))
+                rows = [(r[0], r[1], bytes(r[2])) for r in curs.fetchall()]
+        return [(position, self.codec.decode(topic, state)) for position, topic, state in rows]
+
+    def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
+        """All events of one aggregate, in version order."""
+        return list(self.app.events.get(aggregate_id))  # type: ignore[arg-type]
+
+    def wait_for_append(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True if another writer appended (PostgreSQL).
+
+        SQLite has no notifications, so there this sleeps and returns False: poll.
+        A broken LISTEN connection is dropped, so the next call reconnects.
+        """
+        if not self.is_postgres:
+            select.select([], [], [], timeout)
+            return False
+        listener = self._listen()
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                return True
+        except Exception:
+            self._drop_listener()
+            raise
+        return False
+
+    def _listen(self) -> Any:
+        if self._listener is None:
+            import psycopg
+
+            conn = psycopg.connect(**postgres_connect_args(self.env), autocommit=True)
+            conn.execute(f'LISTEN "{self.recorder.channel_name}"')
+            self._listener = conn
+        return self._listener
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            finally:
+                self._listener = None
+
+    def close(self) -> None:
+        """Release connections."""
+        self._drop_listener()
+        self.app.close()

@@ -1,0 +1,109 @@
+"""PostgreSQL recorder: eventsourcing's, made append-only by triggers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg.sql import SQL, Identifier
+
+from tierlog.adapters.store.hash_chain import GENESIS, chain_row
+
+APPEND_ONLY_MESSAGE = "tierlog: the event log is append-only"
+
+
+class TierlogPostgresRecorder(PostgresApplicationRecorder):
+    """Application recorder whose table refuses UPDATE, DELETE and TRUNCATE."""
+
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(self.datastore.schema)
+        self.chain_table_name = self.events_table_name + "_chain"
+        chain = Identifier(self.chain_table_name)
+        function = Identifier(f"{self.events_table_name}_append_only")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{chain} (first_position bigint PRIMARY KEY, "
+                "last_position bigint NOT NULL, record_hashes bytea NOT NULL, "
+                "chain_hash bytea NOT NULL)"
+            ).format(schema=schema, chain=chain)
+        )
+        self._chain_head = SQL(
+            "SELECT chain_hash FROM {schema}.{chain} ORDER BY last_position DESC LIMIT 1"
+        ).format(schema=schema, chain=chain)
+        self._insert_chain = SQL("INSERT INTO {schema}.{chain} VALUES (%s, %s, %s, %s)").format(
+            schema=schema, chain=chain
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION '{message}' USING ERRCODE = 'insufficient_privilege'; "
+                "END $$"
+            ).format(schema=schema, function=function, message=SQL(APPEND_ONLY_MESSAGE))
+        )
+        for table_name, kind, each in (
+            (name, kind, each)
+            for name in (self.events_table_name, self.chain_table_name)
+            for kind, each in (
+                ("update_delete", "FOR EACH ROW"),
+                ("truncate", "FOR EACH STATEMENT"),
+            )
+        ):
+            table = Identifier(table_name)
+            events = "UPDATE OR DELETE" if kind == "update_delete" else "TRUNCATE"
+            trigger = Identifier(f"{table_name}_no_{kind}")
+            self.sql_create_statements.append(
+                SQL(
+                    "DO $$ BEGIN "
+                    "CREATE TRIGGER {trigger} BEFORE {events} ON {schema}.{table} "
+                    "{each} EXECUTE FUNCTION {schema}.{function}(); "
+                    "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+                ).format(
+                    trigger=trigger,
+                    events=SQL(events),
+                    schema=schema,
+                    table=table,
+                    each=SQL(each),
+                    function=function,
+                )
+            )
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The new positions; and the chain row for them, in the same transaction.
+
+        The events table is locked EXCLUSIVE for this transaction (eventsourcing takes
+        the lock to keep positions in commit order), so the chain stays linear.
+        """
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if not ids:
+            return ids
+        curs.execute(self._chain_head)
+        head = curs.fetchone()
+        row = chain_row(
+            bytes(head["chain_hash"]) if head else GENESIS,
+            list(ids),
+            [
+                (
+                    (
+                        e.originator_id
+                        if isinstance(e.originator_id, UUID)
+                        else UUID(e.originator_id)
+                    ).bytes,
+                    e.originator_version,
+                    e.topic,
+                    e.state,
+                )
+                for e in stored_events
+            ],
+        )
+        curs.execute(
+            self._insert_chain,
+            (row.first_position, row.last_position, row.record_hashes, row.chain_hash),
+        )
+        return ids

@@ -1,0 +1,255 @@
+"""``tierlog bench``: throughput of the append path and of submit→assigned.
+
+Each figure stands beside a raw ``sqlite3`` baseline measured in the same run at the
+same batch size, on a file with the same pragmas (WAL, the default synchronous),
+so the ratio means something on a noisy machine. Runs repeat; medians are reported.
+"""
+
+from __future__ import annotations
+
+import resource
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.writer import Command, SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.unit_of_work import UnitOfWork
+
+_RAW_TABLE = (
+    "CREATE TABLE IF NOT EXISTS stored_events (originator_id TEXT, originator_version INTEGER, "
+    "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"
+)
+
+
+def _raw_sqlite_rate(path: Path, rows: list[tuple[str, int, str, bytes]], batch: int) -> float:
+    """Rows/s for plain ``executemany`` + commit per batch, on a fresh WAL file."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(_RAW_TABLE)
+    started = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", rows[i : i + batch])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return len(rows) / elapsed
+
+
+def _sample_events(count: int) -> list[ev.DomainEvent]:
+    now = SystemClock().now()
+    events: list[ev.DomainEvent] = []
+    for _ in range(count):
+        events.append(
+            ev.TaskSubmitted(
+                originator_id=uuid4(),
+                originator_version=1,
+                timestamp=now,
+                description="add a retry with backoff to the HTTP client",
+                priority="normal",
+                needed_capabilities=("python",),
+                requested_tier=None,
+                file_hints=("src/client.py",),
+                verification_steps=("pytest -q",),
+                success_criteria=(),
+                repo="acme/web",
+                branch=None,
+                metadata={},
+                max_retries=3,
+                complete_by=None,
+                submitted_by="bench",
+                idempotency_key=None,
+            )
+        )
+    return events
+
+
+def bench_append(workdir: Path, events: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Events/s through ``EventLog.append`` (encode + insert) vs raw sqlite3."""
+    ours: list[float] = []
+    raw: list[float] = []
+    for r in range(repeats):
+        sample = _sample_events(events)
+        log = EventLog(f"sqlite:///{workdir / f'append-{r}.db'}")
+        started = time.perf_counter()
+        for i in range(0, len(sample), batch):
+            log.append(sample[i : i + batch])
+        ours.append(len(sample) / (time.perf_counter() - started))
+        log.close()
+        mapper = log.mapper
+        rows = []
+        for e in sample:
+            s = mapper.to_stored_event(e)
+            rows.append((str(s.originator_id), s.originator_version, s.topic, s.state))
+        raw.append(_raw_sqlite_rate(workdir / f"raw-{r}.db", rows, batch))
+    ratios = [o / b for o, b in zip(ours, raw, strict=True)]
+    return {
+        "events": events,
+        "batch": batch,
+        "repeats": repeats,
+        "events_per_s_median": round(statistics.median(ours)),
+        "raw_sqlite_rows_per_s_median": round(statistics.median(raw)),
+        "ratio_median": round(statistics.median(ratios), 3),
+    }
+
+
+def _submit(spec: dict[str, Any]) -> Command:
+    def command(service: SchedulerService, uow: UnitOfWork, now: datetime) -> Any:
+        return service.submit_task(uow, now, **spec)
+
+    return command
+
+
+def _register(agent_id: str) -> Command:
+    def command(service: SchedulerService, uow: UnitOfWork, now: datetime) -> Any:
+        service.register_agent(uow, now, agent_id=agent_id, capabilities=["python"])
+
+    return command
+
+
+def _endpoint_setup(service: SchedulerService, uow: UnitOfWork, now: datetime) -> None:
+    for host in ("gpu-a", "gpu-b", "gpu-c"):
+        endpoint_id = service.register_endpoint(uow, now, host=host, models=["llama3:8b"])
+        service.report_health(uow, now, endpoint_id=endpoint_id, ok=True)
+
+
+_SPECS = (
+    {"description": "fix typo in README", "priority": "low"},
+    {
+        "description": "add pagination to the list endpoint and document the cursor",
+        "file_hints": ["api.py"],
+        "needed_capabilities": ["python"],
+    },
+    {"description": "refactor the storage layer", "priority": "high"},
+)
+
+
+def _fleet(path: Path, agents: int) -> SchedulerRuntime:
+    """A runtime on a fresh log with three healthy endpoints and ``agents`` idle agents."""
+    runtime = SchedulerRuntime(EventLog(f"sqlite:///{path}"), SchedulerConfig(), SystemClock())
+    runtime.execute_batch([_endpoint_setup])
+    for i in range(0, agents, 1000):
+        runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
+    return runtime
+
+
+def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
+    """Tasks/s from submission to assignment, in process, with group commits of ``batch``."""
+    rates: list[float] = []
+    events_per_task: list[float] = []
+    raw: list[float] = []
+    for r in range(repeats):
+        runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
+        log = runtime.log
+        head = log.head()
+        commands = [_submit(_SPECS[i % len(_SPECS)]) for i in range(tasks)]
+        started = time.perf_counter()
+        for i in range(0, tasks, batch):
+            runtime.execute_batch(commands[i : i + batch])
+        elapsed = time.perf_counter() - started
+        assigned = sum(1 for t in runtime.state.tasks.values() if t.state == "assigned")
+        if assigned != tasks:
+            raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
+        rates.append(tasks / elapsed)
+        appended = log.head() - head
+        events_per_task.append(appended / tasks)
+        rows = [(str(p), 1, "t", b"x" * 400) for p in range(appended)]
+        raw.append(
+            _raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (appended / tasks)
+        )
+        log.close()
+    return {
+        "tasks": tasks,
+        "batch": batch,
+        "repeats": repeats,
+        "events_per_task": round(statistics.median(events_per_task), 2),
+        "tasks_per_s_median": round(statistics.median(rates)),
+        "raw_sqlite_equivalent_tasks_per_s_median": round(statistics.median(raw)),
+    }
+
+
+def bench_submit_via_writer(
+    workdir: Path, tasks: int, repeats: int, clients: int = 4
+) -> dict[str, Any]:
+    """Tasks/s from submission to assignment through the runtime's background writer:
+    ``clients`` threads submit at once, and the writer group-commits what has queued up
+    (at most its ``max_batch``), as ``tierlog serve`` does."""
+    rates: list[float] = []
+    batches: list[float] = []
+    for r in range(repeats):
+        runtime = _fleet(workdir / f"writer-{r}.db", agents=tasks)
+        log = runtime.log
+        runtime.start(poll_interval=0.05)
+        commits_before = runtime.commits
+        per_client = tasks // clients
+
+        def client(n: int, runtime: SchedulerRuntime = runtime, count: int = per_client) -> None:
+            futures = [runtime.submit(_submit(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)]
+            for future in futures:
+                future.result()
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        runtime.stop()
+        assigned = runtime.read(lambda s: sum(1 for t in s.tasks.values() if t.state == "assigned"))
+        if assigned != per_client * clients:
+            raise RuntimeError(f"bench: only {assigned} tasks were assigned")
+        rates.append(assigned / elapsed)
+        batches.append(assigned / max(1, runtime.commits - commits_before))
+        log.close()
+    return {
+        "tasks": tasks,
+        "clients": clients,
+        "repeats": repeats,
+        "mean_commands_per_commit": round(statistics.median(batches), 1),
+        "tasks_per_s_median": round(statistics.median(rates)),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_bench(
+    *,
+    events: int = 50_000,
+    batch: int = 500,
+    tasks: int = 20_000,
+    repeats: int = 3,
+    workdir: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every core benchmark and return the figures."""
+    say = progress or (lambda _: None)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp)
+        say(f"append: {events} events in batches of {batch}, {repeats} runs")
+        append = bench_append(path, events, batch, repeats)
+        say(f"submit->assigned: {tasks} tasks in batches of {batch}, {repeats} runs")
+        submit = bench_submit_to_assigned(path, tasks, batch, repeats)
+        say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
+        writer = bench_submit_via_writer(path, tasks, repeats)
+    return {
+        "append": append,
+        "submit_to_assigned": submit,
+        "submit_to_assigned_via_writer": writer,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

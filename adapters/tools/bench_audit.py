@@ -1,0 +1,200 @@
+"""``tierlog bench --audit``: audit throughput and memory, and ``at`` latency, on a large
+generated log (1,000,000 events by default). Each audit part is timed on its own."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.writer import Command, SchedulerRuntime
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.service import SchedulerService
+from tierlog.domain.unit_of_work import UnitOfWork
+
+# One audit in a fresh process, so its peak memory (and its workers') is its own. The
+# peak is VmHWM, which starts again at exec; ru_maxrss would carry over the forking
+# parent's (this bench holds the log's whole state). The workers' figure is their
+# ru_maxrss, an upper bound for the same reason.
+_AUDIT_CHILD = """
+import json, resource, sys, time
+from tierlog.adapters.audit.run import audit
+from tierlog.adapters.store.event_log import EventLog
+
+def vm_hwm_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+log = EventLog(sys.argv[1])
+started = time.perf_counter()
+report = audit(log)
+elapsed = time.perf_counter() - started
+print(json.dumps({"events": report.events, "seconds": elapsed, "clean": report.clean,
+                  "timings": report.timings, "workers": report.workers,
+                  "peak_rss_mb": vm_hwm_mb(),
+                  "worker_peak_rss_mb":
+                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def _audit_once(url: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _AUDIT_CHILD, url], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+_KINDS = (
+    ("fix typo in README", "trivial"),
+    ("add tests for the parser module", "standard"),
+    ("refactor the storage layer", "complex"),
+)
+_ENDPOINTS = 3
+# Every so many rounds the ollama endpoints go down: standard tasks start timers, which
+# fire and escalate them (a long outage) or are cancelled when the endpoints recover.
+_OUTAGE_EVERY = 10
+_FAIL_EVERY = 25  # one held task in so many fails (and is requeued) instead of completing
+
+
+def _submitter(i: int) -> Command:
+    description, tier = _KINDS[i % len(_KINDS)]
+
+    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
+        return service.submit_task(
+            uow, now, description=description, complexity_tier=tier, repo=f"repo-{i % 7}"
+        )
+
+    return command
+
+
+def _finisher(n: int, agent_id: str, task_id: Any, generation: Any) -> Command:
+    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
+        if n % _FAIL_EVERY == 0:
+            return service.fail_task(
+                uow, now, agent_id=agent_id, task_id=task_id, generation=generation, error="boom"
+            )
+        return service.complete_task(
+            uow, now, agent_id=agent_id, task_id=task_id, generation=generation
+        )
+
+    return command
+
+
+def _health(ok: bool) -> Command:
+    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
+        for e in range(_ENDPOINTS):
+            service.report_health(uow, now, endpoint_id=f"ollama-{e}:11434", ok=ok)
+
+    return command
+
+
+def make_log(url: str, events: int, agents: int = 1000) -> int:
+    """Fill a fresh log with about ``events`` events of a realistic mix, on a virtual
+    clock: every tier, ollama routing with scored candidates, endpoint outages that
+    start fallback timers (which fire or are cancelled), failures and requeues."""
+    log = EventLog(url)
+    clock = VirtualClock()
+    runtime = SchedulerRuntime(log, SchedulerConfig(), clock)
+    wait = runtime.config.fallback_wait_s
+
+    def setup(service: SchedulerService, uow: UnitOfWork, now: Any) -> None:
+        for e in range(_ENDPOINTS):
+            service.register_endpoint(uow, now, host=f"ollama-{e}", models=["llama3:8b"])
+        for n in range(agents):
+            service.register_agent(uow, now, agent_id=f"agent-{n}")
+
+    runtime.execute_batch([setup])
+    runtime.execute_batch([_health(True)])
+    submitted = finished = rounds = 0
+    while log.head() < events:
+        rounds += 1
+        outage = rounds % _OUTAGE_EVERY == 0
+        if outage:
+            for _ in range(runtime.config.health_failures_to_unhealthy):
+                runtime.execute_batch([_health(False)])
+        runtime.execute_batch([_submitter(i) for i in range(submitted, submitted + agents)])
+        submitted += agents
+        # Every other outage ends inside the wait (timers cancelled), the rest after it.
+        long_outage = rounds % (2 * _OUTAGE_EVERY) == 0
+        clock.advance((wait + 1 if long_outage else wait / 2) if outage else 1.0)
+        if outage:
+            runtime.execute_batch([_health(True)])
+        held = [
+            (a.agent_id, a.task_id, a.generation)
+            for a in runtime.state.agents.values()
+            if a.status == "busy"
+        ]
+        runtime.execute_batch([_finisher(finished + k, *h) for k, h in enumerate(held)])
+        finished += len(held)
+    head = log.head()
+    log.close()
+    return head
+
+
+def run_audit_bench(
+    events: int = 1_000_000, workdir: str | None = None, repeats: int = 3
+) -> dict[str, Any]:
+    """Generate the log, audit it ``repeats`` times (each in a fresh process, for its own
+    peak memory), and time ``at`` at the middle of the log."""
+    from tierlog.adapters.history.checkpoints import state_at
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        url = f"sqlite:///{Path(tmp) / 'big.db'}"
+        started = time.perf_counter()
+        head = make_log(url, events)
+        generated = time.perf_counter() - started
+        runner = ProjectionRunner(EventLog(url))
+        started = time.perf_counter()
+        runner.run_until_caught_up()  # live read models, which the audit compares
+        projected = time.perf_counter() - started
+        runner.close()
+        audits = [_audit_once(url) for _ in range(repeats)]
+        log = EventLog(url)
+        state_at(log, head)  # the first long fold leaves checkpoints behind
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            state_at(log, head // 2 + 7)
+            timings.append(time.perf_counter() - started)
+        log.close()
+    timings.sort()
+    rates = sorted(a["events"] / a["seconds"] for a in audits)
+    median = audits[[a["events"] / a["seconds"] for a in audits].index(rates[len(rates) // 2])]
+    main_peak = max(a["peak_rss_mb"] for a in audits)
+    worker_peak = max(a["worker_peak_rss_mb"] for a in audits)
+    return {
+        "events": head,
+        "generate_seconds": round(generated, 1),
+        "project_events_per_s": round(head / projected),
+        "audit_events_per_s_median": round(rates[len(rates) // 2]),
+        "audit_events_per_s_runs": [round(r) for r in rates],
+        "audit_parts_seconds_of_median_run": median["timings"],
+        # What one process does before any check: read the rows, verify the chain and
+        # decode. No split of the audit can run faster than this in the process that
+        # decodes everything; the median run's figure.
+        "read_chain_decode_events_per_s": round(
+            head / sum(median["timings"][f"replay_{part}"] for part in ("read", "chain", "decode"))
+        ),
+        "audit_clean": all(a["clean"] for a in audits),
+        "audit_peak_rss_mb": round(main_peak, 1),
+        "audit_worker_peak_rss_mb": round(worker_peak, 1),
+        "audit_workers": median["workers"],
+        # Each process's peak, added up: an upper bound of what the audit held at once.
+        "audit_all_processes_peak_rss_mb_bound": round(
+            main_peak + median["workers"] * worker_peak, 1
+        ),
+        "at_middle_seconds_median": round(timings[len(timings) // 2], 3),
+        "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }

@@ -1,0 +1,1 @@
+"""Replay checkers: invariants, determinism and what-if over a folded log."""
