@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
+from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.config import SchedulerConfig, TierName
 from tierlog.domain.events import CandidateScore, RoutingDecision
-from tierlog.domain.records import EndpointRecord
 
 GIB = 1024**3
 

@@ -7,47 +7,33 @@ stopwatch for ``scoring_duration_us``); it emits events through the unit of work
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
+from uuid import UUID
 
 from msgspec.structs import replace
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates import agent as agents
+from tierlog.domain.aggregates import scheduler
+from tierlog.domain.aggregates import task as tasks
+from tierlog.domain.aggregates.agent import AgentRecord
+from tierlog.domain.aggregates.endpoint import EndpointRecord
+from tierlog.domain.aggregates.task import TaskRecord, is_overdue
 from tierlog.domain.config import SchedulerConfig, TierName
-from tierlog.domain.records import AgentRecord, EndpointRecord, TaskRecord
-from tierlog.domain.routing import decide_route, fallback_reason_for, has_candidate
+from tierlog.domain.routing import decide_route, has_candidate
 from tierlog.domain.state import Deadline, SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
 
 
 def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:
     """Take a task back from its agent and return it to the queue (SPEC §1.1, §1.6)."""
-    assert task.assigned_to is not None
-    uow.task_event(
-        ev.TaskReclaimed,
-        task.task_id,
-        now,
-        agent_id=task.assigned_to,
-        reason=reason,
-        previous_generation=task.generation,
-    )
-    uow.task_event(
-        ev.TaskRequeued, task.task_id, now, generation=task.generation + 1, reason=reason
-    )
+    uow.emit(*tasks.reclaim(task, reason, now))
 
 
-def is_overdue(task: TaskRecord, now: datetime) -> bool:
-    """Whether the task's ``complete_by`` has passed.
-
-    An overdue task is not handed to an agent again: it would be reclaimed at once.
-    It waits in the queue until its TTL, a cancel, or a manual retry after that.
-    """
-    return task.complete_by is not None and task.complete_by <= now
-
-
-def cancel_timer(uow: UnitOfWork, task_id: object, reason: str, now: datetime) -> None:
+def cancel_timer(uow: UnitOfWork, task_id: UUID, reason: str, now: datetime) -> None:
     """Cancel the task's pending fallback timer, if it has one."""
     if task_id in uow.state.timers:
-        uow.scheduler_event(ev.FallbackTimerCancelled, now, task_id=task_id, reason=reason)
+        uow.emit(scheduler.cancel_timer(uow.state.scheduler, task_id, reason, now))
 
 
 def _handle_deadline(
@@ -68,49 +54,33 @@ def _handle_deadline(
         reclaim_task(uow, task, "lease_expired", now)
         agent = state.agents.get(agent_id) if agent_id else None
         if agent is not None and agent.status == "idle":
-            uow.agent_event(ev.AgentWentOffline, agent.agent_id, now, reason="lease_expired")
+            uow.emit(agents.go_offline(agent, "lease_expired", now))
     elif kind == "complete_by":
         reclaim_task(uow, task, "overdue", now)
     elif kind == "ttl":
-        uow.task_event(ev.TaskDeadLettered, task.task_id, now, reason="ttl_expired")
+        uow.emit(tasks.dead_letter(task, "ttl_expired", now))
         cancel_timer(uow, task.task_id, "dead_lettered", now)
 
 
 def _fire_timer(
     uow: UnitOfWork,
     config: SchedulerConfig,
-    task_id: object,
+    task_id: UUID,
     now: datetime,
     perf_ns: Callable[[], int],
 ) -> None:
     state = uow.state
-    timer = state.timers[task_id]  # type: ignore[index]
+    timer = state.timers[task_id]
     task = state.tasks[timer.task_id]
-    uow.scheduler_event(
-        ev.FallbackTimerFired,
-        now,
-        task_id=timer.task_id,
-        original_tier=timer.original_tier,
-        fallback_tier=timer.fallback_tier,
-        reason=timer.reason,
-        wait_ms=round((now - timer.started_at).total_seconds() * 1000),
-    )
+    uow.emit(scheduler.fire_timer(state.scheduler, timer, now))
     if task.state == "queued":
-        uow.task_event(
-            ev.TaskEscalated,
-            task.task_id,
-            now,
-            from_tier=timer.original_tier,
-            to_tier=timer.fallback_tier,
-            reason=timer.reason,
-        )
+        uow.emit(tasks.escalate(task, timer.original_tier, timer.fallback_tier, timer.reason, now))
         # The fallback is a routing decision of its own (SPEC §1.5), appended now even
         # if no agent can take the task yet; an assignment in this pass reuses it.
-        decision = _route(uow, config, uow.state.tasks[timer.task_id], now, perf_ns)
+        escalated = state.tasks[timer.task_id]
+        decision = _route(uow, config, escalated, now, perf_ns)
         if decision is not None:
-            uow.task_event(
-                ev.TaskRouted, task.task_id, now, generation=task.generation + 1, decision=decision
-            )
+            uow.emit(tasks.route(escalated, decision, now))
 
 
 def _capable(agent: AgentRecord, needed: tuple[str, ...]) -> bool:
@@ -256,18 +226,9 @@ def _start_timer_if_needed(
 ) -> None:
     if task.task_id in uow.state.timers or task.escalated_to is not None:
         return
-    above = config.tier_above(task.route_tier)
-    if above is None:
-        return  # the top tier has nowhere to go: the task waits (TTL still applies)
-    uow.scheduler_event(
-        ev.FallbackTimerStarted,
-        now,
-        task_id=task.task_id,
-        original_tier=task.route_tier,
-        fallback_tier=above,
-        fires_at=now + timedelta(seconds=config.fallback_wait_s),
-        reason=fallback_reason_for(config.rule_for(task.route_tier).target),
-    )
+    started = scheduler.start_timer(uow.state.scheduler, task, config, now)
+    if started is not None:
+        uow.emit(started)
 
 
 def _assign(
@@ -280,19 +241,9 @@ def _assign(
     *,
     already_routed: bool,
 ) -> None:
-    generation = task.generation + 1
     if not already_routed:
-        uow.task_event(ev.TaskRouted, task.task_id, now, generation=generation, decision=decision)
-    uow.task_event(
-        ev.TaskAssigned,
-        task.task_id,
-        now,
-        agent_id=agent.agent_id,
-        generation=generation,
-        decision=decision,
-        lease_expires_at=now + timedelta(seconds=config.lease_s),
-    )
-    uow.agent_event(
-        ev.AgentReserved, agent.agent_id, now, task_id=task.task_id, generation=generation
-    )
+        uow.emit(tasks.route(task, decision, now))
+        task = uow.state.tasks[task.task_id]
+    uow.emit(tasks.assign(task, agent.agent_id, decision, now, config.lease_s))
+    uow.emit(agents.reserve(agent, task.task_id, task.generation + 1, now))
     cancel_timer(uow, task.task_id, "assigned", now)

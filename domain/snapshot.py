@@ -8,8 +8,11 @@ from uuid import UUID
 import msgspec
 from sortedcontainers import SortedList
 
+from tierlog.domain.aggregates.agent import AgentRecord, host_of
+from tierlog.domain.aggregates.endpoint import EndpointRecord
+from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.records import AgentRecord, EndpointRecord, PendingTimer, TaskRecord, host_of
 from tierlog.domain.state import SchedulerState
 
 
@@ -88,9 +91,9 @@ def load_state(data: bytes) -> SchedulerState:
     state.endpoints = {e.endpoint_id: e for e in snap.endpoints}
     state.endpoint_state_position = snap.endpoint_state_position
     state.timers = {t.task_id: t for t in snap.timers}
-    state.scheduler_version = snap.scheduler_version
-    state.config = snap.config
-    state.config_position = snap.config_position
+    state.scheduler = SchedulerRecord(
+        version=snap.scheduler_version, config=snap.config, config_position=snap.config_position
+    )
     state.idempotency = dict(snap.idempotency)
     state.agent_tokens = dict(snap.agent_tokens)
     state.deadlines = list(snap.deadlines)

@@ -1,10 +1,12 @@
-"""The scheduler's state: a fold of every event in the log, with indexes and an undo log.
+"""The scheduler's state: every aggregate folded from the log, and the indexes across them.
 
 ``SchedulerState.apply(event, position)`` is the only way state changes, so state
-rebuilt from the log equals live state by construction. Deciders read the state;
-the application service applies their events at once (so later decisions in the
-same batch see them) inside a unit of work that can be rolled back if the append
-loses a race.
+rebuilt from the log equals live state by construction. Each aggregate's record
+evolves through its own module's pure ``evolve`` (``tierlog.domain.aggregates``); this
+class composes them and owns only what spans aggregates: the queue in order (and by
+tier), the idle agents in order (and by host), the deadline heap, the idempotency keys
+and the agents' token digests. While a unit of work is open, every change is recorded
+in its undo log (``self.undo``) so a batch that loses a race can be taken back.
 """
 
 from __future__ import annotations
@@ -15,23 +17,26 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from msgspec.structs import replace
 from sortedcontainers import SortedList
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates import agent as agent_aggregate
+from tierlog.domain.aggregates import endpoint as endpoint_aggregate
+from tierlog.domain.aggregates import scheduler as scheduler_aggregate
+from tierlog.domain.aggregates import task as task_aggregate
+from tierlog.domain.aggregates.agent import AgentRecord, host_of
+from tierlog.domain.aggregates.endpoint import EndpointRecord
+from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.records import (
-    AgentRecord,
-    EndpointRecord,
-    EndpointResources,
-    PendingTimer,
-    TaskRecord,
-    host_of,
-)
+from tierlog.domain.unit_of_work import MISSING, UndoLog
 
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
-_MISSING: Any = object()
+# Each aggregate's evolve functions, looked up once per event by its exact type.
+_TASK = task_aggregate.EVOLVERS
+_AGENT = agent_aggregate.EVOLVERS
+_ENDPOINT = endpoint_aggregate.EVOLVERS
 
 
 class SchedulerState:
@@ -62,114 +67,92 @@ class SchedulerState:
         self.idle_by_host: dict[str, SortedList] = {}
         self.endpoints: dict[str, EndpointRecord] = {}
         self.endpoint_state_position = 0
+        self.scheduler = SchedulerRecord()
         self.timers: dict[UUID, PendingTimer] = {}
-        self.scheduler_version = 0
-        # The last recorded configuration and where it was recorded (0: none yet).
-        self.config: SchedulerConfig | None = None
-        self.config_position = 0
         self.idempotency: dict[str, UUID] = {}
         # Bearer token digests of registered agents, for the HTTP edge.
         self.agent_tokens: dict[str, str] = {}
         self.deadlines: list[Deadline] = []
         self._deadline_counter = 0
-        self._undo: list[Any] | None = None
+        # The open unit of work's undo log (None when no unit of work is open).
+        self.undo: UndoLog | None = None
         self._handlers: dict[type[ev.DomainEvent], Callable[[Any, int], None]] = {
             ev.TaskSubmitted: self._task_submitted,
             ev.TaskClassified: self._task_classified,
-            ev.TaskRouted: self._task_routed,
+            ev.TaskRouted: self._task_evolved,
             ev.TaskAssigned: self._task_assigned,
             ev.TaskHeartbeated: self._task_heartbeated,
-            ev.TaskCompleted: self._task_completed,
-            ev.TaskFailed: self._task_failed,
-            ev.TaskReclaimed: self._task_reclaimed,
+            ev.TaskCompleted: self._task_left_agent,
+            ev.TaskFailed: self._task_left_agent,
+            ev.TaskReclaimed: self._task_left_agent,
             ev.TaskEscalated: self._task_escalated,
-            ev.TaskRequeued: self._task_requeued,
+            ev.TaskRequeued: self._task_back_in_queue,
             ev.TaskDeadLettered: self._task_dead_lettered,
-            ev.TaskRetried: self._task_retried,
+            ev.TaskRetried: self._task_back_in_queue,
             ev.TaskCancelled: self._task_cancelled,
             ev.FallbackTimerStarted: self._timer_started,
             ev.FallbackTimerFired: self._timer_ended,
             ev.FallbackTimerCancelled: self._timer_ended,
-            ev.SchedulerConfigured: self._configured,
+            ev.SchedulerConfigured: self._scheduler_evolved,
             ev.AgentRegistered: self._agent_registered,
-            ev.AgentReserved: self._agent_reserved,
-            ev.AgentWentOffline: self._agent_left,
-            ev.AgentDeregistered: self._agent_left,
-            ev.EndpointRegistered: self._endpoint_registered,
-            ev.EndpointHealthReported: self._endpoint_health,
-            ev.EndpointResourcesReported: self._endpoint_resources,
-            ev.EndpointDeregistered: self._endpoint_deregistered,
+            ev.AgentReserved: self._agent_not_idle,
+            ev.AgentWentOffline: self._agent_not_idle,
+            ev.AgentDeregistered: self._agent_not_idle,
+            ev.EndpointRegistered: self._endpoint_evolved,
+            ev.EndpointHealthReported: self._endpoint_evolved,
+            ev.EndpointResourcesReported: self._endpoint_evolved,
+            ev.EndpointDeregistered: self._endpoint_evolved,
         }
 
-    # --- unit of work ---------------------------------------------------------------
+    # --- the scheduler aggregate's record, read as plain attributes --------------------
 
-    def begin(self) -> None:
-        """Start recording undo steps; changes until ``commit`` can be rolled back."""
-        self._undo = []
+    @property
+    def scheduler_version(self) -> int:
+        """The scheduler stream's version."""
+        return self.scheduler.version
 
-    def savepoint(self) -> int:
-        """A mark to roll back to if one command of a batch fails."""
-        return len(self._undo) if self._undo is not None else 0
+    @property
+    def config(self) -> SchedulerConfig | None:
+        """The last recorded configuration (None: none recorded yet)."""
+        return self.scheduler.config
 
-    def rollback(self, savepoint: int = 0) -> None:
-        """Undo every change made since ``savepoint`` (or since ``begin``)."""
-        undo = self._undo
-        if undo is None:
-            return
-        # Undo steps are flat triples (target, key, old value), newest last. Flat
-        # triples rather than closures: no allocation per step, so no GC pressure.
-        while len(undo) > savepoint:
-            old = undo.pop()
-            key = undo.pop()
-            target = undo.pop()
-            if target is self:
-                setattr(self, key, old)
-            elif isinstance(target, SortedList):
-                if key == "added":
-                    target.discard(old)
-                else:
-                    target.add(old)
-            elif target is self.deadlines:
-                heapq.heappush(self.deadlines, old)
-            elif old is _MISSING:
-                target.pop(key, None)
-            else:
-                target[key] = old
+    @property
+    def config_position(self) -> int:
+        """Where the last configuration was recorded (0: none yet)."""
+        return self.scheduler.config_position
 
-    def commit(self) -> None:
-        """Keep the changes and stop recording undo steps."""
-        self._undo = None
+    # --- changes, recorded in the open unit of work's undo log --------------------------
 
     def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        undo = self._undo
+        undo = self.undo
         if undo is not None:
-            undo += (mapping, key, mapping.get(key, _MISSING))
+            undo.steps += (mapping, key, mapping.get(key, MISSING))
         mapping[key] = value
 
     def _discard(self, mapping: dict[Any, Any], key: Any) -> None:
         # A restored idle agent goes to the back of the line: idle order is a
         # preference between equally fit agents, not a rule, so that is harmless.
-        old = mapping.pop(key, _MISSING)
-        if old is not _MISSING and self._undo is not None:
-            self._undo += (mapping, key, old)
+        old = mapping.pop(key, MISSING)
+        if old is not MISSING and self.undo is not None:
+            self.undo.steps += (mapping, key, old)
 
     def _set_scalar(self, name: str, value: Any) -> None:
-        if self._undo is not None:
-            self._undo += (self, name, getattr(self, name))
+        if self.undo is not None:
+            self.undo.steps += (self, name, getattr(self, name))
         setattr(self, name, value)
 
     def _sorted_add(self, target: SortedList, item: Any) -> None:
         target.add(item)
-        if self._undo is not None:
-            self._undo += (target, "added", item)
+        if self.undo is not None:
+            self.undo.steps += (target, "added", item)
 
     def _sorted_remove(self, target: SortedList, item: Any) -> None:
         try:
             target.remove(item)  # one search, where "in" then remove would be two
         except ValueError:
             return
-        if self._undo is not None:
-            self._undo += (target, "removed", item)
+        if self.undo is not None:
+            self.undo.steps += (target, "removed", item)
 
     def _queue_add(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
@@ -185,15 +168,6 @@ class SchedulerState:
         by_tier = self.queued_by_tier.get(task.effective_tier)
         if by_tier is not None:
             self._sorted_remove(by_tier, key)
-
-    def _put_queued_task(self, old: TaskRecord, new: TaskRecord) -> None:
-        """Replace a task record, moving its queue entry if its effective tier changed."""
-        moved = old.state == "queued" and old.effective_tier != new.effective_tier
-        if moved:
-            self._queue_remove(old)
-        self._put_task(new)
-        if moved:
-            self._queue_add(new)
 
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
@@ -230,8 +204,8 @@ class SchedulerState:
         while self.deadlines and self.deadlines[0][0] <= cutoff:
             entry = heapq.heappop(self.deadlines)
             # Stale entries are kept for undo too: a rollback can make them live again.
-            if self._undo is not None:
-                self._undo += (self.deadlines, "popped", entry)
+            if self.undo is not None:
+                self.undo.steps += (self.deadlines, "popped", entry)
             if self.deadline_is_live(entry):
                 due.append(entry)
         return due
@@ -293,6 +267,13 @@ class SchedulerState:
     def _put_task(self, task: TaskRecord) -> None:
         self._set(self.tasks, task.task_id, task)
 
+    def _evolve_task(self, e: ev.DomainEvent, position: int) -> tuple[TaskRecord, TaskRecord]:
+        """The task before and after ``e``; the new record is stored."""
+        old = self.tasks[e.originator_id]
+        new = _TASK[type(e)](old, e, position)
+        self._set(self.tasks, new.task_id, new)
+        return old, new
+
     def _release_agent(self, task: TaskRecord, position: int) -> None:
         if task.assigned_to is None:
             return
@@ -300,11 +281,7 @@ class SchedulerState:
         if agent is None or agent.task_id != task.task_id:
             return
         free = agent.status == "busy"
-        self._set(
-            self.agents,
-            agent.agent_id,
-            replace(agent, status="idle" if free else agent.status, task_id=None, generation=None),
-        )
+        self._set(self.agents, agent.agent_id, agent_aggregate.released(agent))
         if free:
             self._idle_add(agent, position)
 
@@ -328,7 +305,6 @@ class SchedulerState:
             self._sorted_remove(self.idle_by_host[host], (since, agent.agent_id))
 
     def _enqueue(self, task: TaskRecord) -> None:
-        self._put_task(task)
         self._queue_add(task)
         self._push_deadline_ttl(task)
 
@@ -338,24 +314,10 @@ class SchedulerState:
         entry = (due, self._deadline_counter, "ttl", task.task_id, task.generation)
         heapq.heappush(self.deadlines, entry)
 
+    # --- Task events: the record evolves, then the queue and deadlines follow ----------
+
     def _task_submitted(self, e: ev.TaskSubmitted, position: int) -> None:
-        task = TaskRecord(
-            task_id=e.originator_id,
-            version=e.originator_version,
-            position=position,
-            priority=e.priority,
-            needed_capabilities=e.needed_capabilities,
-            repo=e.repo,
-            route_tier="standard",
-            classification_reason="",
-            state="queued",
-            generation=0,
-            retry_count=0,
-            max_retries=e.max_retries,
-            submitted_at=e.timestamp,
-            queued_at=e.timestamp,
-            complete_by=e.complete_by,
-        )
+        task = _TASK[ev.TaskSubmitted](None, e, position)
         # It joins the queue when classified (the next event, always in the same
         # append): its tier decides which tier's line it stands in.
         self._put_task(task)
@@ -363,150 +325,56 @@ class SchedulerState:
         if e.idempotency_key is not None and self.keep_finished:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
-    def _task_classified(self, e: ev.TaskClassified, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        classified = replace(
-            task,
-            version=e.originator_version,
-            route_tier=e.route_tier,
-            classification_reason=e.reason,
-        )
-        if task.classification_reason == "" and task.state == "queued":
-            self._put_task(classified)
-            self._queue_add(classified)
+    def _task_classified(self, e: ev.TaskClassified, position: int) -> None:
+        old, new = self._evolve_task(e, position)
+        if old.classification_reason == "" and old.state == "queued":
+            self._queue_add(new)
         else:
-            self._put_queued_task(task, classified)
+            self._move_queued(old, new)
 
-    def _task_routed(self, e: ev.TaskRouted, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._put_task(
-            replace(
-                task,
-                version=e.originator_version,
-                routing_decision=e.decision,
-                routed_generation=e.generation,
-            )
-        )
+    def _move_queued(self, old: TaskRecord, new: TaskRecord) -> None:
+        """Move a queued task's entry if its effective tier changed."""
+        if old.state == "queued" and old.effective_tier != new.effective_tier:
+            self._queue_remove(old)
+            self._queue_add(new)
 
-    def _task_assigned(self, e: ev.TaskAssigned, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._queue_remove(task)
-        task = replace(
-            task,
-            version=e.originator_version,
-            state="assigned",
-            generation=e.generation,
-            assigned_to=e.agent_id,
-            lease_expires_at=e.lease_expires_at,
-            routing_decision=e.decision,
-        )
-        self._put_task(task)
+    def _task_evolved(self, e: ev.DomainEvent, position: int) -> None:
+        """Routed: only the record changes."""
+        self._evolve_task(e, position)
+
+    def _task_assigned(self, e: ev.TaskAssigned, position: int) -> None:
+        old, task = self._evolve_task(e, position)
+        self._queue_remove(old)
         self._push_deadline(e.lease_expires_at, "lease", task.task_id, e.generation)
         if task.complete_by is not None:
             self._push_deadline(task.complete_by, "complete_by", task.task_id, e.generation)
 
-    def _task_heartbeated(self, e: ev.TaskHeartbeated, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._put_task(
-            replace(task, version=e.originator_version, lease_expires_at=e.lease_expires_at)
-        )
-        self._push_deadline(e.lease_expires_at, "lease", task.task_id, e.generation)
+    def _task_heartbeated(self, e: ev.TaskHeartbeated, position: int) -> None:
+        self._evolve_task(e, position)
+        self._push_deadline(e.lease_expires_at, "lease", e.originator_id, e.generation)
 
-    def _task_completed(self, e: ev.TaskCompleted, position: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._release_agent(task, position)
-        self._put_task(
-            replace(
-                task,
-                version=e.originator_version,
-                state="completed",
-                assigned_to=None,
-                lease_expires_at=None,
-            )
-        )
-        if not self.keep_finished:
+    def _task_left_agent(self, e: ev.DomainEvent, position: int) -> None:
+        """Completed, failed, reclaimed: the agent that held it is free again."""
+        old, _ = self._evolve_task(e, position)
+        self._release_agent(old, position)
+        if type(e) is ev.TaskCompleted and not self.keep_finished:
             self._drop_finished(e.originator_id)
 
-    def _task_failed(self, e: ev.TaskFailed, position: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._release_agent(task, position)
-        self._put_task(
-            replace(
-                task,
-                version=e.originator_version,
-                retry_count=e.retry_count,
-                assigned_to=None,
-                lease_expires_at=None,
-            )
-        )
+    def _task_escalated(self, e: ev.TaskEscalated, position: int) -> None:
+        self._move_queued(*self._evolve_task(e, position))
 
-    def _task_reclaimed(self, e: ev.TaskReclaimed, position: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._release_agent(task, position)
-        self._put_task(
-            replace(task, version=e.originator_version, assigned_to=None, lease_expires_at=None)
-        )
-
-    def _task_escalated(self, e: ev.TaskEscalated, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._put_queued_task(
-            task,
-            replace(
-                task,
-                version=e.originator_version,
-                escalated_to=e.to_tier,
-                fallback_reason=e.reason,
-            ),
-        )
-
-    def _task_requeued(self, e: ev.TaskRequeued, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._enqueue(
-            replace(
-                task,
-                version=e.originator_version,
-                state="queued",
-                generation=e.generation,
-                queued_at=e.timestamp,
-            )
-        )
+    def _task_back_in_queue(self, e: ev.DomainEvent, position: int) -> None:
+        """Requeued or retried."""
+        self._enqueue(self._evolve_task(e, position)[1])
 
     def _task_dead_lettered(self, e: ev.TaskDeadLettered, position: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._queue_remove(task)
-        self._release_agent(task, position)
-        self._put_task(
-            replace(
-                task,
-                version=e.originator_version,
-                state="dead_lettered",
-                assigned_to=None,
-                lease_expires_at=None,
-                dead_letter_reason=e.reason,
-            )
-        )
+        old, _ = self._evolve_task(e, position)
+        self._queue_remove(old)
+        self._release_agent(old, position)
 
-    def _task_retried(self, e: ev.TaskRetried, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._enqueue(
-            replace(
-                task,
-                version=e.originator_version,
-                state="queued",
-                generation=e.generation,
-                retry_count=0,
-                queued_at=e.timestamp,
-                complete_by=e.complete_by,
-                escalated_to=None,
-                fallback_reason=None,
-                dead_letter_reason=None,
-            )
-        )
-
-    def _task_cancelled(self, e: ev.TaskCancelled, _: int) -> None:
-        task = self.tasks[e.originator_id]
-        self._queue_remove(task)
-        self._put_task(replace(task, version=e.originator_version, state="cancelled"))
+    def _task_cancelled(self, e: ev.TaskCancelled, position: int) -> None:
+        old, _ = self._evolve_task(e, position)
+        self._queue_remove(old)
         if not self.keep_finished:
             self._drop_finished(e.originator_id)
 
@@ -516,38 +384,29 @@ class SchedulerState:
         key = (task.state, task.effective_tier)
         self._set(self.finished_counts, key, self.finished_counts.get(key, 0) + 1)
 
-    def _timer_started(self, e: ev.FallbackTimerStarted, _: int) -> None:
-        timer = PendingTimer(
-            task_id=e.task_id,
-            original_tier=e.original_tier,
-            fallback_tier=e.fallback_tier,
-            started_at=e.timestamp,
-            fires_at=e.fires_at,
-            reason=e.reason,
-        )
+    # --- Scheduler events: the record, the pending timers and their deadlines ----------
+
+    def _scheduler_evolved(self, e: ev.DomainEvent, position: int) -> None:
+        self._set_scalar("scheduler", scheduler_aggregate.evolve(self.scheduler, e, position))
+
+    def _timer_started(self, e: ev.FallbackTimerStarted, position: int) -> None:
+        timer = scheduler_aggregate.timer_after(e)
+        assert timer is not None
         self._set(self.timers, e.task_id, timer)
-        self._set_scalar("scheduler_version", e.originator_version)
+        self._scheduler_evolved(e, position)
         self._push_deadline(e.fires_at, "timer", e.task_id, 0)
 
-    def _timer_ended(self, e: ev.FallbackTimerFired | ev.FallbackTimerCancelled, _: int) -> None:
+    def _timer_ended(
+        self, e: ev.FallbackTimerFired | ev.FallbackTimerCancelled, position: int
+    ) -> None:
         self._discard(self.timers, e.task_id)
-        self._set_scalar("scheduler_version", e.originator_version)
+        self._scheduler_evolved(e, position)
 
-    def _configured(self, e: ev.SchedulerConfigured, position: int) -> None:
-        self._set_scalar("config", e.config)
-        self._set_scalar("config_position", position)
-        self._set_scalar("scheduler_version", e.originator_version)
+    # --- Agent events: the record, the idle line and the token digests -----------------
 
     def _agent_registered(self, e: ev.AgentRegistered, position: int) -> None:
-        agent = AgentRecord(
-            agent_id=e.agent_id,
-            version=e.originator_version,
-            capabilities=frozenset(e.capabilities),
-            ollama_host=e.ollama_host,
-            status="idle",
-            token_sha256=e.token_sha256,
-        )
         old = self.agents.get(e.agent_id)
+        agent = agent_aggregate.evolve(old, e)
         if old is not None:
             self._idle_remove(old)
             if old.token_sha256 is not None:
@@ -557,91 +416,21 @@ class SchedulerState:
         self._set(self.agents, e.agent_id, agent)
         self._idle_add(agent, position)
 
-    def _agent_reserved(self, e: ev.AgentReserved, _: int) -> None:
-        agent = self.agents[e.agent_id]
-        self._set(
-            self.agents,
-            e.agent_id,
-            replace(
-                agent,
-                version=e.originator_version,
-                status="busy",
-                task_id=e.task_id,
-                generation=e.generation,
-            ),
-        )
-        self._idle_remove(agent)
+    def _agent_not_idle(
+        self, e: ev.AgentReserved | ev.AgentWentOffline | ev.AgentDeregistered, _: int
+    ) -> None:
+        """Reserved, went offline, deregistered: out of the idle line."""
+        old = self.agents[e.agent_id]
+        self._set(self.agents, e.agent_id, _AGENT[type(e)](old, e))
+        self._idle_remove(old)
 
-    def _agent_left(self, e: ev.AgentWentOffline | ev.AgentDeregistered, _: int) -> None:
-        agent = self.agents[e.agent_id]
-        status = "offline" if isinstance(e, ev.AgentWentOffline) else "deregistered"
-        self._set(
-            self.agents,
-            e.agent_id,
-            replace(agent, version=e.originator_version, status=status),
-        )
-        self._idle_remove(agent)
+    # --- Endpoint events: the record, and the position of the endpoint state -----------
 
-    def _put_endpoint(self, endpoint: EndpointRecord, position: int) -> None:
-        self._set(self.endpoints, endpoint.endpoint_id, endpoint)
+    def _endpoint_evolved(self, e: ev.DomainEvent, position: int) -> None:
+        endpoint_id: str = e.endpoint_id  # type: ignore[attr-defined]
+        endpoint = _ENDPOINT[type(e)](self.endpoints.get(endpoint_id), e, position)
+        self._set(self.endpoints, endpoint_id, endpoint)
         self._set_scalar("endpoint_state_position", position)
-
-    def _endpoint_registered(self, e: ev.EndpointRegistered, position: int) -> None:
-        old = self.endpoints.get(e.endpoint_id)
-        if old is None:
-            endpoint = EndpointRecord(
-                endpoint_id=e.endpoint_id,
-                version=e.originator_version,
-                host=e.host,
-                port=e.port,
-                models=e.models,
-                status="unknown",
-                registration_order=position,
-            )
-        else:
-            endpoint = replace(
-                old,
-                version=e.originator_version,
-                host=e.host,
-                port=e.port,
-                models=e.models,
-                status="unknown" if old.status == "deregistered" else old.status,
-            )
-        self._put_endpoint(endpoint, position)
-
-    def _endpoint_health(self, e: ev.EndpointHealthReported, position: int) -> None:
-        old = self.endpoints[e.endpoint_id]
-        self._put_endpoint(
-            replace(
-                old,
-                version=e.originator_version,
-                status=e.status,
-                consecutive_failures=e.consecutive_failures,
-                models=e.models if e.models is not None else old.models,
-            ),
-            position,
-        )
-
-    def _endpoint_resources(self, e: ev.EndpointResourcesReported, position: int) -> None:
-        old = self.endpoints[e.endpoint_id]
-        resources = EndpointResources(
-            cpu_percent=e.cpu_percent,
-            ram_used_bytes=e.ram_used_bytes,
-            ram_total_bytes=e.ram_total_bytes,
-            vram_used_bytes=e.vram_used_bytes,
-            vram_total_bytes=e.vram_total_bytes,
-            repo=e.repo,
-            reported_at=e.timestamp,
-        )
-        self._put_endpoint(
-            replace(old, version=e.originator_version, resources=resources), position
-        )
-
-    def _endpoint_deregistered(self, e: ev.EndpointDeregistered, position: int) -> None:
-        old = self.endpoints[e.endpoint_id]
-        self._put_endpoint(
-            replace(old, version=e.originator_version, status="deregistered"), position
-        )
 
     # --- comparison -----------------------------------------------------------------
 
@@ -659,9 +448,7 @@ class SchedulerState:
             "endpoints": dict(self.endpoints),
             "endpoint_state_position": self.endpoint_state_position,
             "timers": dict(self.timers),
-            "scheduler_version": self.scheduler_version,
-            "config": self.config,
-            "config_position": self.config_position,
+            "scheduler": self.scheduler,
             "idempotency": dict(self.idempotency),
             "agent_tokens": dict(self.agent_tokens),
             "finished_counts": dict(self.finished_counts),

@@ -11,7 +11,7 @@ from datetime import datetime
 from uuid import UUID
 
 from tierlog.domain import events as ev
-from tierlog.domain.records import PRIORITY_RANK
+from tierlog.domain.aggregates.task import PRIORITY_RANK
 from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "queue"

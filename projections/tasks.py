@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tierlog.domain import events as ev
-from tierlog.domain.records import PRIORITY_RANK
+from tierlog.domain.aggregates.task import PRIORITY_RANK
 from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "tasks"

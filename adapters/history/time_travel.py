@@ -13,7 +13,7 @@ import msgspec
 
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
-from tierlog.domain.records import TaskRecord
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.state import SchedulerState
 
 

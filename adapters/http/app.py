@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -25,10 +24,9 @@ from tierlog.adapters.http.auth import digest, same_token
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.domain import commands as cmd
 from tierlog.domain import errors
 from tierlog.domain import events as ev
-from tierlog.domain.service import SchedulerService
-from tierlog.domain.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 MAX_WAIT_S = 60.0
@@ -63,6 +61,12 @@ class Caller:
     is_admin: bool
     agent_id: str | None = None
     token_sha256: str | None = None
+
+    def agent(self) -> str:
+        """The calling agent's id (for routes behind ``a_agent``, which ensures one)."""
+        if self.agent_id is None:
+            raise ApiError(403, "forbidden", "this needs an agent's own token")
+        return self.agent_id
 
 
 @dataclass
@@ -103,9 +107,7 @@ class ApiContext:
             for waiter in self.waiters.get(agent_id, ()):
                 waiter.set()
 
-    async def write(
-        self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]
-    ) -> tuple[T, int]:
+    async def write(self, command: cmd.Command) -> tuple[Any, int]:
         """Run a command through the writer; its result and the position to read it at."""
         result = await asyncio.wrap_future(self.runtime.submit(command))
         if isinstance(result, errors.DomainError):
@@ -274,7 +276,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        # A command refused where a route builds it (a value the body type let through).
+        assert isinstance(exc, errors.DomainError)
+        return _error_response(domain_error(exc))
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(errors.DomainError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
 

@@ -1,41 +1,34 @@
-"""Pydantic models at the HTTP edge: request bodies are strict, unknown fields refused."""
+"""Request and answer bodies at the HTTP edge: unknown fields refused.
+
+Request bodies are the domain's commands, or are built from the commands' annotated
+types (``tierlog.domain.commands``): every limit is declared once, there. A body whose
+command has fields the edge fills in itself (the agent from the token, the endpoint or
+task from the path) lists only what the caller sends.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-Priority = Literal["urgent", "high", "normal", "low"]
-Tier = Literal["trivial", "standard", "complex", "unknown"]
-Text = Field(min_length=1, max_length=100_000)
-Name = Field(min_length=1, max_length=200, pattern=r"^\S+$")
-Item = Annotated[str, Field(min_length=1, max_length=100_000)]
-Generation = Field(ge=0, le=2**62)
+from tierlog.domain import commands as cmd
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class SubmitTask(_Body):
-    """A task submission (SPEC §1.1)."""
+class SubmitTask(cmd.SubmitTask):
+    """A task submission (SPEC §1.1): the ``SubmitTask`` command, read from JSON.
 
-    description: str = Text
-    priority: Priority = "normal"
-    needed_capabilities: list[Item] = Field(default_factory=list, max_length=1000)
-    complexity_tier: Tier | None = None
-    file_hints: list[Item] = Field(default_factory=list, max_length=1000)
-    verification_steps: list[Item] = Field(default_factory=list, max_length=1000)
-    success_criteria: list[Item] = Field(default_factory=list, max_length=1000)
-    repo: str | None = Field(default=None, min_length=1, max_length=1000)
-    branch: str | None = Field(default=None, min_length=1, max_length=1000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    max_retries: int = Field(default=3, ge=0, le=100)
-    complete_by: AwareDatetime | None = None
-    submitted_by: str = Field(default="unknown", min_length=1, max_length=200)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    JSON carries times and ids as text, so the body is validated in pydantic's ordinary
+    mode (``complete_by`` as an ISO 8601 string); the fields that are strict in the
+    command (texts, numbers, booleans) stay strict.
+    """
+
+    # The command's strict constructor is for Python callers; JSON needs the base one.
+    __init__ = BaseModel.__init__
 
 
 class TaskCreated(BaseModel):
@@ -50,9 +43,9 @@ class TaskCreated(BaseModel):
 class RegisterAgent(_Body):
     """An agent joining the fleet."""
 
-    agent_id: str = Name
-    capabilities: list[Item] = Field(default_factory=list, max_length=1000)
-    ollama_host: str | None = Field(default=None, min_length=1, max_length=200)
+    agent_id: cmd.Name
+    capabilities: cmd.Items = ()
+    ollama_host: cmd.ShortText | None = None
 
 
 class AgentRegistered(BaseModel):
@@ -66,54 +59,52 @@ class AgentRegistered(BaseModel):
 class Heartbeat(_Body):
     """An agent's heartbeat for its current task."""
 
-    task_id: UUID
-    generation: int = Generation
+    task_id: cmd.TaskId
+    generation: cmd.Generation
 
 
 class Complete(_Body):
     """An agent finished its task."""
 
-    generation: int = Generation
-    result: Any = None
+    generation: cmd.Generation
+    result: cmd.JsonValue = None
 
 
 class Fail(_Body):
     """An agent failed its task."""
 
-    generation: int = Generation
-    error: str = Text
+    generation: cmd.Generation
+    error: cmd.Text
 
 
 class CancelTask(_Body):
     """Why an operator cancels a task."""
 
-    reason: str = Field(default="cancelled", min_length=1, max_length=1000)
+    reason: cmd.LongText = "cancelled"
 
 
-class RegisterEndpoint(_Body):
-    """An Ollama endpoint; its id is ``host:port``."""
+class RegisterEndpoint(cmd.RegisterEndpoint):
+    """An Ollama endpoint; its id is ``host:port`` (the ``RegisterEndpoint`` command)."""
 
-    host: str = Name
-    port: int = Field(default=11434, ge=1, le=65535)
-    models: list[Item] = Field(default_factory=list, max_length=1000)
+    __init__ = BaseModel.__init__
 
 
 class HealthReport(_Body):
     """A health check result."""
 
-    ok: bool
-    models: list[Item] | None = Field(default=None, max_length=1000)
+    ok: bool = Field(strict=True)
+    models: cmd.Items | None = None
 
 
 class ResourcesReport(_Body):
     """An endpoint's resource usage (SPEC §1.7)."""
 
-    cpu_percent: float | None = Field(default=None, ge=0, le=100)
-    ram_used_bytes: int | None = Field(default=None, ge=0)
-    ram_total_bytes: int | None = Field(default=None, ge=0)
-    vram_used_bytes: int | None = Field(default=None, ge=0)
-    vram_total_bytes: int | None = Field(default=None, ge=0)
-    repo: str | None = Field(default=None, min_length=1, max_length=1000)
+    cpu_percent: cmd.Percent | None = None
+    ram_used_bytes: cmd.Bytes | None = None
+    ram_total_bytes: cmd.Bytes | None = None
+    vram_used_bytes: cmd.Bytes | None = None
+    vram_total_bytes: cmd.Bytes | None = None
+    repo: cmd.LongText | None = None
 
 
 class Written(BaseModel):

@@ -18,26 +18,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 
 import httpx
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.domain import validation as v
-from tierlog.domain.errors import DomainError
-from tierlog.domain.service import SchedulerService
+from tierlog.domain import commands as cmd
+from tierlog.domain.errors import DomainError, ValidationError
 from tierlog.domain.state import SchedulerState
-from tierlog.domain.unit_of_work import UnitOfWork
 
 log = logging.getLogger("tierlog.prober")
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """The largest ``/api/tags`` body read; a bigger answer is a failed check."""
-
-_Command = Callable[[SchedulerService, UnitOfWork, datetime], Any]
 
 
 class ProbeError(Exception):
@@ -124,13 +119,16 @@ def fetch_models(
     return parse_tags(bytes(body), url)
 
 
-def _report(endpoint_id: str, ok: bool, models: list[str] | None) -> _Command:
-    """A command recording one health check."""
-
-    def command(service: SchedulerService, uow: UnitOfWork, now: datetime) -> str:
-        return service.report_health(uow, now, endpoint_id=endpoint_id, ok=ok, models=models)
-
-    return command
+def _report(endpoint_id: str, ok: bool, models: list[str] | None) -> cmd.ReportHealth:
+    """The command recording one health check; models the log cannot hold are left out
+    (the server answers, so it is healthy; it keeps the models it had before)."""
+    try:
+        return cmd.ReportHealth(
+            endpoint_id=endpoint_id, ok=ok, models=None if models is None else tuple(models)
+        )
+    except ValidationError as exc:
+        log.warning("models of %s not recorded: %s", endpoint_id, exc)
+        return cmd.ReportHealth(endpoint_id=endpoint_id, ok=ok)
 
 
 def _targets(state: SchedulerState) -> list[tuple[str, str, int]]:
@@ -225,15 +223,9 @@ class OllamaProber:
         except Exception:  # a bug must not cost the other endpoints their round
             log.exception("health check of %s failed unexpectedly", endpoint_id)
             return endpoint_id, False, None
-        try:
-            v.strings(models, "models")
-        except DomainError as exc:
-            # The server answers, so it is healthy; keep the models it had before.
-            log.warning("models of %s not recorded: %s", endpoint_id, exc)
-            return endpoint_id, True, None
         return endpoint_id, True, models
 
-    def _record(self, commands: Sequence[_Command]) -> list[Any]:
+    def _record(self, commands: Sequence[cmd.Command]) -> list[Any]:
         """Each command's result or ``DomainError``, as ``execute_batch`` gives them."""
         if not self.use_background_writer:
             return self.runtime.execute_batch(commands)

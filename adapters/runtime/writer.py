@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import Clock
 from tierlog.domain.config import SchedulerConfig
@@ -29,7 +29,6 @@ from tierlog.domain.state import SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
-Command = Callable[[SchedulerService, UnitOfWork, datetime], Any]
 _ENDPOINT_EVENTS = (
     ev.EndpointRegistered,
     ev.EndpointHealthReported,
@@ -38,10 +37,6 @@ _ENDPOINT_EVENTS = (
 )
 Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
 MAX_ATTEMPTS = 50
-
-
-def _noop(service: SchedulerService, uow: UnitOfWork, now: datetime) -> None:
-    """A command that decides nothing: it makes the writer catch up and run a pass."""
 
 
 log = logging.getLogger("tierlog.runtime")
@@ -69,7 +64,7 @@ class SchedulerRuntime:
         self.conflicts = 0
         self.commits = 0
         self._lock = threading.RLock()
-        self._inbox: queue.SimpleQueue[tuple[Command, Future[Any]] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[cmd.Command, Future[Any]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
@@ -78,7 +73,7 @@ class SchedulerRuntime:
             self.catch_up()
             if record_config:
                 # Replays and audits recompute decisions under the policy that made them.
-                self.execute_batch([lambda s, u, n: s.record_config(u, n)])
+                self.execute_batch([cmd.RecordConfiguration()])
 
     # --- following the log ----------------------------------------------------------
 
@@ -119,21 +114,21 @@ class SchedulerRuntime:
 
     # --- running commands -----------------------------------------------------------
 
-    def execute(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+    def execute(self, command: cmd.Command) -> Any:
         """Run one command and a scheduling pass; raise its ``DomainError`` if it fails."""
         result = self.execute_batch([command])[0]
         if isinstance(result, DomainError):
             raise result
-        return result  # type: ignore[no-any-return]
+        return result
 
-    def execute_batch(self, commands: Sequence[Command]) -> list[Any]:
+    def execute_batch(self, commands: Sequence[cmd.Command]) -> list[Any]:
         """Run commands as one group commit; each result is a value or its ``DomainError``."""
         with self._lock:
             for _ in range(MAX_ATTEMPTS):
-                with self._rolled_back_on_error():
-                    self.catch_up()
-                    now = self.clock.now()
-                    results, uow = self._decide(commands, now)
+                self.catch_up()
+                now = self.clock.now()
+                with UnitOfWork(self.state) as uow:
+                    results = self.service.handle_all(uow, commands, now)
                     if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
                         # Routing decisions cite the log position of the endpoint state
                         # they read, so endpoint changes are committed before the pass
@@ -164,63 +159,37 @@ class SchedulerRuntime:
 
     def _schedule(self, now: datetime) -> None:
         for _ in range(MAX_ATTEMPTS):
-            with self._rolled_back_on_error():
-                self.catch_up()
-                self.state.begin()
-                uow = UnitOfWork(self.state)
+            self.catch_up()
+            with UnitOfWork(self.state) as uow:
                 self.service.schedule(uow, now)
                 if self._append(uow):
                     return
         raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
-    @contextmanager
-    def _rolled_back_on_error(self) -> Iterator[None]:
-        # Whatever fails mid-batch (a store error, a bug), the state must not keep
-        # events the log does not have: it would drift from the log for good.
-        try:
-            yield
-        except BaseException:
-            self.state.rollback()
-            self.state.commit()
-            raise
-
-    def _decide(self, commands: Sequence[Command], now: datetime) -> tuple[list[Any], UnitOfWork]:
-        self.state.begin()
-        uow = UnitOfWork(self.state)
-        results: list[Any] = []
-        for command in commands:
-            savepoint = self.state.savepoint()
-            emitted = len(uow.events)
-            try:
-                results.append(command(self.service, uow, now))
-            except DomainError as exc:
-                self.state.rollback(savepoint)
-                del uow.events[emitted:]
-                results.append(exc)
-        return results, uow
-
     def _append(self, uow: UnitOfWork) -> bool:
-        """Append the unit of work. False (state rolled back) if the batch must be redone."""
+        """Append the unit of work and commit it. False (state rolled back) if the batch
+        must be decided again. Whatever fails (a store error, a bug), leaving the unit of
+        work's block uncommitted rolls the state back: it must not keep events the log
+        does not have, or it would drift from the log for good."""
         if not uow.events:
-            self.state.commit()
+            uow.commit()
             return True
         try:
             positions = self.log.append(uow.events)
         except ConcurrencyConflictError:
             self.conflicts += 1
-            self.state.rollback()
-            self.state.commit()
+            uow.rollback()
             return False
         self.commits += 1
         expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
         if positions == expected:
-            self.state.commit()
-            self._notify(list(zip(positions, uow.events, strict=True)))
+            applied = list(zip(positions, uow.events, strict=True))
+            uow.commit()
+            self._notify(applied)
         else:
             # Someone appended in between: our events are in the log, but the state
             # must fold them in log order, so undo and read them back.
-            self.state.rollback()
-            self.state.commit()
+            uow.rollback()
             self.catch_up()
         return True
 
@@ -231,7 +200,7 @@ class SchedulerRuntime:
         """Whether the background writer is running."""
         return self._thread is not None and not self._stop.is_set()
 
-    def submit(self, command: Command) -> Future[Any]:
+    def submit(self, command: cmd.Command) -> Future[Any]:
         """Queue a command for the background writer; concurrent callers share a commit."""
         if self._stop.is_set() or self._thread is None:
             raise RuntimeError("the scheduler runtime is not running: call start() first")
@@ -239,12 +208,12 @@ class SchedulerRuntime:
         self._inbox.put((command, future))
         return future
 
-    def call(self, command: Callable[[SchedulerService, UnitOfWork, datetime], T]) -> T:
+    def call(self, command: cmd.Command) -> Any:
         """Run a command through the background writer and wait for its result."""
         result = self.submit(command).result()
         if isinstance(result, DomainError):
             raise result
-        return result  # type: ignore[no-any-return]
+        return result
 
     def start(self, poll_interval: float = 0.05, max_batch: int = 1000) -> None:
         """Start the background writer: commands, deadlines and other writers' events."""
@@ -293,7 +262,7 @@ class SchedulerRuntime:
                 self._stop.wait(1.0)
                 continue
             if notified:
-                self._inbox.put((_noop, Future()))
+                self._inbox.put((cmd.RunSchedulingPass(), Future()))
 
     def _wait_time(self, poll_interval: float) -> float:
         with self._lock:
@@ -325,9 +294,9 @@ class SchedulerRuntime:
         except Exception:  # the next round tries again; the loop must not die
             log.exception("scheduler pass failed")
 
-    def _drain(self, wait: float, max_batch: int) -> list[tuple[Command, Future[Any]]]:
+    def _drain(self, wait: float, max_batch: int) -> list[tuple[cmd.Command, Future[Any]]]:
         """Take up to ``max_batch`` commands whose callers still want them."""
-        batch: list[tuple[Command, Future[Any]]] = []
+        batch: list[tuple[cmd.Command, Future[Any]]] = []
         try:
             item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import Command, SchedulerRuntime
+from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.service import SchedulerService
-from tierlog.domain.unit_of_work import UnitOfWork
 
 # One audit in a fresh process, so its peak memory (and its workers') is its own. The
 # peak is VmHWM, which starts again at exec; ru_maxrss would carry over the forking
@@ -56,7 +55,7 @@ def _audit_once(url: str) -> dict[str, Any]:
     return result
 
 
-_KINDS = (
+_KINDS: tuple[tuple[str, cmd.RequestedTier], ...] = (
     ("fix typo in README", "trivial"),
     ("add tests for the parser module", "standard"),
     ("refactor the storage layer", "complex"),
@@ -68,36 +67,19 @@ _OUTAGE_EVERY = 10
 _FAIL_EVERY = 25  # one held task in so many fails (and is requeued) instead of completing
 
 
-def _submitter(i: int) -> Command:
+def _submitter(i: int) -> cmd.SubmitTask:
     description, tier = _KINDS[i % len(_KINDS)]
-
-    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
-        return service.submit_task(
-            uow, now, description=description, complexity_tier=tier, repo=f"repo-{i % 7}"
-        )
-
-    return command
+    return cmd.SubmitTask(description=description, complexity_tier=tier, repo=f"repo-{i % 7}")
 
 
-def _finisher(n: int, agent_id: str, task_id: Any, generation: Any) -> Command:
-    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
-        if n % _FAIL_EVERY == 0:
-            return service.fail_task(
-                uow, now, agent_id=agent_id, task_id=task_id, generation=generation, error="boom"
-            )
-        return service.complete_task(
-            uow, now, agent_id=agent_id, task_id=task_id, generation=generation
-        )
-
-    return command
+def _finisher(n: int, agent_id: str, task_id: Any, generation: Any) -> cmd.Command:
+    if n % _FAIL_EVERY == 0:
+        return cmd.FailTask(agent_id=agent_id, task_id=task_id, generation=generation, error="boom")
+    return cmd.CompleteTask(agent_id=agent_id, task_id=task_id, generation=generation)
 
 
-def _health(ok: bool) -> Command:
-    def command(service: SchedulerService, uow: UnitOfWork, now: Any) -> Any:
-        for e in range(_ENDPOINTS):
-            service.report_health(uow, now, endpoint_id=f"ollama-{e}:11434", ok=ok)
-
-    return command
+def _health(ok: bool) -> list[cmd.Command]:
+    return [cmd.ReportHealth(endpoint_id=f"ollama-{e}:11434", ok=ok) for e in range(_ENDPOINTS)]
 
 
 def make_log(url: str, events: int, agents: int = 1000) -> int:
@@ -109,28 +91,30 @@ def make_log(url: str, events: int, agents: int = 1000) -> int:
     runtime = SchedulerRuntime(log, SchedulerConfig(), clock)
     wait = runtime.config.fallback_wait_s
 
-    def setup(service: SchedulerService, uow: UnitOfWork, now: Any) -> None:
-        for e in range(_ENDPOINTS):
-            service.register_endpoint(uow, now, host=f"ollama-{e}", models=["llama3:8b"])
-        for n in range(agents):
-            service.register_agent(uow, now, agent_id=f"agent-{n}")
-
-    runtime.execute_batch([setup])
-    runtime.execute_batch([_health(True)])
+    runtime.execute_batch(
+        [
+            *(
+                cmd.RegisterEndpoint(host=f"ollama-{e}", models=("llama3:8b",))
+                for e in range(_ENDPOINTS)
+            ),
+            *(cmd.RegisterAgent(agent_id=f"agent-{n}") for n in range(agents)),
+        ]
+    )
+    runtime.execute_batch(_health(True))
     submitted = finished = rounds = 0
     while log.head() < events:
         rounds += 1
         outage = rounds % _OUTAGE_EVERY == 0
         if outage:
             for _ in range(runtime.config.health_failures_to_unhealthy):
-                runtime.execute_batch([_health(False)])
+                runtime.execute_batch(_health(False))
         runtime.execute_batch([_submitter(i) for i in range(submitted, submitted + agents)])
         submitted += agents
         # Every other outage ends inside the wait (timers cancelled), the rest after it.
         long_outage = rounds % (2 * _OUTAGE_EVERY) == 0
         clock.advance((wait + 1 if long_outage else wait / 2) if outage else 1.0)
         if outage:
-            runtime.execute_batch([_health(True)])
+            runtime.execute_batch(_health(True))
         held = [
             (a.agent_id, a.task_id, a.generation)
             for a in runtime.state.agents.values()

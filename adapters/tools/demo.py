@@ -11,20 +11,18 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from tierlog.adapters.readside.read_store import telemetry_summary
 from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import Command, SchedulerRuntime
+from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import ValidationError
-from tierlog.domain.service import SchedulerService
-from tierlog.domain.unit_of_work import UnitOfWork
 
 ENDPOINTS = (
     ("gpu-a.fleet.local", ("llama3:8b", "qwen2.5-coder:7b")),
@@ -102,18 +100,12 @@ def _task_spec(rng: random.Random, n: int) -> dict[str, Any]:
     return spec
 
 
-def _submit(spec: dict[str, Any]) -> Command:
-    def command(service: SchedulerService, uow: UnitOfWork, now: datetime) -> Any:
-        return service.submit_task(uow, now, **spec)
-
-    return command
+def _submit(spec: dict[str, Any]) -> cmd.Command:
+    return cmd.SubmitTask(**spec)
 
 
-def _call(name: str, **kwargs: Any) -> Command:
-    def command(service: SchedulerService, uow: UnitOfWork, now: datetime) -> Any:
-        return getattr(service, name)(uow, now, **kwargs)
-
-    return command
+def _call(verb: str, **kwargs: Any) -> cmd.Command:
+    return cmd.COMMANDS[verb](**kwargs)
 
 
 class FleetSimulator:
@@ -129,7 +121,7 @@ class FleetSimulator:
 
     def setup(self) -> None:
         """Register endpoints (healthy, with resources) and agents."""
-        commands: list[Command] = []
+        commands: list[cmd.Command] = []
         for host, models in ENDPOINTS:
             commands.append(_call("register_endpoint", host=host, models=list(models)))
         for host, models in ENDPOINTS:
@@ -147,13 +139,13 @@ class FleetSimulator:
             )
         self._run(commands)
 
-    def _run(self, commands: list[Command]) -> list[Any]:
+    def _run(self, commands: list[cmd.Command]) -> list[Any]:
         results = self.runtime.execute_batch(commands)
         return results
 
-    def _health_commands(self) -> list[Command]:
+    def _health_commands(self) -> list[cmd.Command]:
         t = self.elapsed
-        commands: list[Command] = []
+        commands: list[cmd.Command] = []
         # gpu-a fails for a while on its own; then the whole tier goes down twice.
         down = {
             "gpu-a.fleet.local": 60 <= t < 120 or 150 <= t < 176 or 230 <= t < 234,
@@ -184,9 +176,9 @@ class FleetSimulator:
                 )
         return commands
 
-    def _agent_commands(self) -> list[Command]:
+    def _agent_commands(self) -> list[cmd.Command]:
         state = self.runtime.state
-        commands: list[Command] = []
+        commands: list[cmd.Command] = []
         for agent in list(state.agents.values()):
             if agent.status != "busy" or agent.task_id is None or agent.generation is None:
                 continue

@@ -24,8 +24,8 @@ from msgspec import Struct
 from msgspec.structs import replace
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.config import SchedulerConfig, TierName
-from tierlog.domain.records import EndpointRecord
 from tierlog.domain.replay.invariants import Handler, SinkChecker, Violation
 from tierlog.domain.routing import decide_route
 from tierlog.domain.state import SchedulerState

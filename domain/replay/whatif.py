@@ -19,8 +19,9 @@ from uuid import UUID
 from msgspec.structs import replace
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates.endpoint import EndpointRecord
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.records import EndpointRecord, TaskRecord
 from tierlog.domain.routing import decide_route, has_candidate
 from tierlog.domain.state import SchedulerState
 

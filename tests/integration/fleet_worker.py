@@ -13,6 +13,7 @@ import time
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.config import SchedulerConfig
 
 DESCRIPTIONS = (
@@ -30,13 +31,11 @@ def main() -> None:
     runtime.start(poll_interval=0.01, max_batch=100)
     agents = [f"{name}-agent-{i}" for i in range(6)]
     for agent_id in agents:
-        runtime.call(lambda s, u, n, a=agent_id: s.register_agent(u, n, agent_id=a))
+        runtime.call(cmd.RegisterAgent(agent_id=agent_id))
     if submit == "1":
         futures = [
             runtime.submit(
-                lambda s, u, n, i=i: s.submit_task(
-                    u, n, description=DESCRIPTIONS[i % 3], priority=("high", "normal")[i % 2]
-                )
+                cmd.SubmitTask(description=DESCRIPTIONS[i % 3], priority=("high", "normal")[i % 2])
             )
             for i in range(total)
         ]
@@ -60,8 +59,11 @@ def main() -> None:
             break
         for agent_id, task_id, generation in held:
             runtime.submit(
-                lambda s, u, n, a=agent_id, t=task_id, g=generation: s.complete_task(
-                    u, n, agent_id=a, task_id=t, generation=g, result={"by": a}
+                cmd.CompleteTask(
+                    agent_id=agent_id,
+                    task_id=task_id,
+                    generation=generation,
+                    result={"by": agent_id},
                 )
             )
             reports += 1

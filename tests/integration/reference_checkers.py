@@ -11,8 +11,8 @@ from uuid import UUID
 from msgspec.structs import replace
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.records import EndpointRecord
 from tierlog.domain.replay.invariants import Violation
 from tierlog.domain.routing import decide_route
 from tierlog.domain.state import SchedulerState

@@ -18,6 +18,7 @@ from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.ollama_prober import OllamaProber, ProbeError, fetch_models
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.config import SchedulerConfig
 
@@ -118,9 +119,7 @@ def runtime(tmp_path: Path) -> Iterator[SchedulerRuntime]:
 
 
 def _register(runtime: SchedulerRuntime, port: int) -> str:
-    endpoint_id: str = runtime.execute(
-        lambda s, u, n: s.register_endpoint(u, n, host="127.0.0.1", port=port, models=[])
-    )
+    endpoint_id: str = runtime.execute(cmd.RegisterEndpoint(host="127.0.0.1", port=port, models=[]))
     return endpoint_id
 
 
@@ -343,7 +342,7 @@ def test_a_failing_endpoint_does_not_stop_the_others(
     good_id, bad_id = _register(runtime, good.port), _register(runtime, bad.port)
     refused_id = _register(runtime, _free_port())
     gone_id = _register(runtime, gone.port)
-    runtime.execute(lambda s, u, n: s.deregister_endpoint(u, n, endpoint_id=gone_id))
+    runtime.execute(cmd.DeregisterEndpoint(endpoint_id=gone_id))
 
     started = time.monotonic()
     results = _prober(runtime).probe_once()

@@ -16,6 +16,7 @@ from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.tools.demo import run_demo
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
@@ -147,9 +148,7 @@ def test_live_read_models_behind_the_log_are_compared_at_their_position(store_ur
 def test_a_log_without_live_read_models_is_skipped_with_a_reason(store_url):
     log = EventLog(store_url)
     runtime = SchedulerRuntime(log, SchedulerConfig(), VirtualClock())
-    runtime.execute_batch(
-        [lambda service, uow, now: service.submit_task(uow, now, description="x")]
-    )
+    runtime.execute_batch([cmd.SubmitTask(description="x")])
     assert log.head() > 0
     result = check_projections(log)
     assert result.violations == [] and "skipped" in result.checked

@@ -15,6 +15,7 @@ from tierlog.adapters.readside.read_store import ReadStore, telemetry_summary
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.tools.demo import run_demo
+from tierlog.domain import commands as cmd
 from tierlog.projections.registry import all_projections
 
 WORKER = Path(__file__).with_name("projection_worker.py")
@@ -64,7 +65,7 @@ def test_lag_is_reported_and_closes(demo_log):
 
     runtime = SchedulerRuntime(EventLog(demo_log), SchedulerConfig(), VirtualClock())
     for i in range(5):
-        runtime.execute(lambda s, u, n, i=i: s.submit_task(u, n, description=f"late task {i}"))
+        runtime.execute(cmd.SubmitTask(description=f"late task {i}"))
     lag = runner.lag()
     assert set(lag) == {"tasks", "queue", "agents", "endpoints", "telemetry"}
     assert min(lag.values()) >= 10  # submitted + classified per task, at least

@@ -13,6 +13,7 @@ from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
 
@@ -20,14 +21,7 @@ from tierlog.domain.config import SchedulerConfig
 def _fill(url: str, n: int, word: str) -> None:
     runtime = SchedulerRuntime(EventLog(url), SchedulerConfig(), VirtualClock())
     runtime.execute_batch(
-        [
-            (
-                lambda s, u, q, i=i: s.submit_task(
-                    u, q, description=f"{word} {i}", complexity_tier="complex"
-                )
-            )
-            for i in range(n)
-        ]
+        [(cmd.SubmitTask(description=f"{word} {i}", complexity_tier="complex")) for i in range(n)]
     )
     runtime.log.close()
 
@@ -94,13 +88,13 @@ def test_telemetry_tier_returns_to_the_own_tier_on_manual_retry(sqlite_url):
     config = SchedulerConfig(fallback_wait_s=5, task_ttl_s=60)
     runtime = SchedulerRuntime(EventLog(sqlite_url), config, clock)
     task = runtime.execute(
-        lambda s, u, n: s.submit_task(u, n, description="write tests", complexity_tier="standard")
+        cmd.SubmitTask(description="write tests", complexity_tier="standard")
     ).task_id
     clock.advance(5)
     runtime.tick()  # escalated to complex; no agent takes it
     clock.advance(60)
     runtime.tick()  # dead-lettered by its TTL
-    runtime.execute(lambda s, u, n: s.retry_task(u, n, task_id=task))
+    runtime.execute(cmd.RetryTask(task_id=task))
     runner = ProjectionRunner(EventLog(sqlite_url))
     runner.run_until_caught_up()
     rows = runner.store.query("SELECT state, tier FROM rm_tel_tasks")

@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
+from tierlog.domain.commands import COMMANDS
 from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import ValidationError
 from tierlog.domain.state import SchedulerState
 
 AGENTS = ["a1", "a2", "a3"]
@@ -98,7 +101,16 @@ commands = st.one_of(
 )
 
 
-def _command(runtime: SchedulerRuntime, name: str, args: Any) -> Any:
+def _command(runtime: SchedulerRuntime, name: str, args: Any) -> cmd.Command | None:
+    """The command, or None when there is none to give or its input is invalid (a bad
+    command is refused when it is built, before it reaches the runtime)."""
+    try:
+        return _build(runtime, name, args)
+    except ValidationError:
+        return None
+
+
+def _build(runtime: SchedulerRuntime, name: str, args: Any) -> cmd.Command | None:
     tasks = list(runtime.state.tasks.values())
     wanted = {"agent_report": "assigned", "retry_task": "dead_lettered", "cancel_task": "queued"}
     if name in wanted:
@@ -108,16 +120,16 @@ def _command(runtime: SchedulerRuntime, name: str, args: Any) -> Any:
             return None
         task = tasks[args["task"] % len(tasks)]
         if name != "agent_report":
-            return lambda s, u, n: getattr(s, name)(u, n, task_id=task.task_id)
-        method = {"complete": "complete_task", "fail": "fail_task", "heartbeat": "heartbeat"}
+            return COMMANDS[name](task_id=task.task_id)
+        verb = {"complete": "complete_task", "fail": "fail_task", "heartbeat": "heartbeat"}
         extra = {"error": "boom"} if args["outcome"] == "fail" else {}
         ids = {
             "agent_id": task.assigned_to or "a1",
             "task_id": task.task_id,
-            "generation": task.generation - 1 if args["stale"] else task.generation,
+            "generation": max(0, task.generation - 1) if args["stale"] else task.generation,
         }
-        return lambda s, u, n: getattr(s, method[args["outcome"]])(u, n, **ids, **extra)
-    return lambda s, u, n: getattr(s, name)(u, n, **args)
+        return COMMANDS[verb[args["outcome"]]](**ids, **extra)
+    return COMMANDS[name](**args)
 
 
 @settings(

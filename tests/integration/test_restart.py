@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
@@ -19,10 +20,8 @@ def _start(url: str, clock: VirtualClock) -> SchedulerRuntime:
 
 def _setup_pending_timer(url: str, clock: VirtualClock):
     runtime = _start(url, clock)
-    runtime.execute(lambda s, u, n: s.register_agent(u, n, agent_id="a1"))
-    result = runtime.execute(
-        lambda s, u, n: s.submit_task(u, n, description="write tests for the parser module")
-    )
+    runtime.execute(cmd.RegisterAgent(agent_id="a1"))
+    result = runtime.execute(cmd.SubmitTask(description="write tests for the parser module"))
     timer = runtime.state.timers[result.task_id]
     assert timer.fires_at == clock.now() + timedelta(seconds=5)
     runtime.log.close()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+from uuid import uuid4
 
 import pytest
 
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import ValidationError
+from tierlog.domain.errors import InvalidTransitionError, NotFoundError, ValidationError
 from tierlog.domain.state import SchedulerState
 
 
@@ -26,10 +28,7 @@ def test_concurrent_commands_share_commits(store_url):
     results: list[object] = []
 
     def client(n: int) -> None:
-        futures = [
-            runtime.submit(lambda s, u, t, i=i: s.submit_task(u, t, description=f"task {n}-{i}"))
-            for i in range(50)
-        ]
+        futures = [runtime.submit(cmd.SubmitTask(description=f"task {n}-{i}")) for i in range(50)]
         results.extend(f.result(timeout=30) for f in futures)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
@@ -46,21 +45,26 @@ def test_concurrent_commands_share_commits(store_url):
 
 def test_a_bad_command_in_a_batch_appends_nothing_and_spares_the_others(store_url):
     runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), VirtualClock())
+    # Malformed input never becomes a command: it is refused when the command is built.
+    with pytest.raises(ValidationError) as refused:
+        cmd.SubmitTask(description="bad", priority="asap")
+    assert refused.value.field == "priority"
+    # A well-formed command the state refuses fails alone inside its batch.
     results = runtime.execute_batch(
         [
-            lambda s, u, n: s.submit_task(u, n, description="good one"),
-            lambda s, u, n: s.submit_task(u, n, description="bad", priority="asap"),
-            lambda s, u, n: s.submit_task(u, n, description="good two"),
+            cmd.SubmitTask(description="good one"),
+            cmd.CancelTask(task_id=uuid4()),
+            cmd.SubmitTask(description="good two"),
         ]
     )
-    assert isinstance(results[1], ValidationError) and results[1].field == "priority"
+    assert isinstance(results[1], NotFoundError) and results[1].field == "task_id"
     submitted = [
         e.description for _, e in runtime.log.iter_events() if isinstance(e, ev.TaskSubmitted)
     ]
     assert submitted == ["good one", "good two"]
     head = runtime.log.head()
-    with pytest.raises(ValidationError):
-        runtime.execute(lambda s, u, n: s.register_agent(u, n, agent_id=""))
+    with pytest.raises(InvalidTransitionError):
+        runtime.execute(cmd.RetryTask(task_id=results[0].task_id))
     assert runtime.log.head() == head
     runtime.log.close()
 
@@ -68,16 +72,14 @@ def test_a_bad_command_in_a_batch_appends_nothing_and_spares_the_others(store_ur
 def test_routing_decision_cites_the_endpoint_state_it_read(store_url):
     clock = VirtualClock()
     runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), clock)
-    endpoint = runtime.execute(
-        lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3"])
-    )
-    runtime.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=endpoint, ok=True))
+    endpoint = runtime.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3"]))
+    runtime.execute(cmd.ReportHealth(endpoint_id=endpoint, ok=True))
     clock.advance(1)
     runtime.execute_batch(
         [
-            lambda s, u, n: s.report_resources(u, n, endpoint_id=endpoint, cpu_percent=20.0),
-            lambda s, u, n: s.register_agent(u, n, agent_id="a1"),
-            lambda s, u, n: s.submit_task(u, n, description="add tests for the parser module"),
+            cmd.ReportResources(endpoint_id=endpoint, cpu_percent=20.0),
+            cmd.RegisterAgent(agent_id="a1"),
+            cmd.SubmitTask(description="add tests for the parser module"),
         ]
     )
     events = list(runtime.log.iter_events())

@@ -13,6 +13,7 @@ from eventsourcing.persistence import OperationalError
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
@@ -52,17 +53,15 @@ def test_a_lost_race_after_endpoint_commands_retries_only_the_pass(store_url):
     log = InterleavingLog(store_url)
     a = SchedulerRuntime(log, CONFIG, clock)
     b = SchedulerRuntime(EventLog(store_url), CONFIG, clock)
-    a.execute(lambda s, u, n: s.register_agent(u, n, agent_id="x"))
-    endpoint = a.execute(lambda s, u, n: s.register_endpoint(u, n, host="gpu", models=["m"]))
-    a.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=endpoint, ok=True))
+    a.execute(cmd.RegisterAgent(agent_id="x"))
+    endpoint = a.execute(cmd.RegisterEndpoint(host="gpu", models=["m"]))
+    a.execute(cmd.ReportHealth(endpoint_id=endpoint, ok=True))
     # A's batch appends its commands, then B takes the agent before A's pass appends.
-    log.before[log.appends + 2] = lambda: b.execute(
-        lambda s, u, n: s.mark_agent_offline(u, n, agent_id="x")
-    )
+    log.before[log.appends + 2] = lambda: b.execute(cmd.MarkAgentOffline(agent_id="x"))
     results = a.execute_batch(
         [
-            lambda s, u, n: s.report_health(u, n, endpoint_id=endpoint, ok=False),
-            lambda s, u, n: s.submit_task(u, n, description="summarise the design notes"),
+            cmd.ReportHealth(endpoint_id=endpoint, ok=False),
+            cmd.SubmitTask(description="summarise the design notes"),
         ]
     )
     assert results[0] == "healthy"  # one failed check of two: still healthy
@@ -93,9 +92,9 @@ def test_a_store_error_leaves_no_trace_in_state(store_url):
     before = a.state.position  # the recorded configuration
     log.fail_next = True
     with pytest.raises(OperationalError):
-        a.execute(lambda s, u, n: s.submit_task(u, n, description="phantom task"))
+        a.execute(cmd.SubmitTask(description="phantom task"))
     assert a.state.position == before and a.state.tasks == {}
-    b.execute(lambda s, u, n: s.submit_task(u, n, description="real task"))
+    b.execute(cmd.SubmitTask(description="real task"))
     a.tick()
     assert a.state.snapshot() == _rebuilt(log).snapshot()
     assert len(a.state.tasks) == 1
@@ -107,9 +106,9 @@ def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url)
     runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
     with runtime._lock:  # hold the writer, as a long batch would
         runtime.start(poll_interval=0.01)
-        first = runtime.submit(lambda s, u, n: s.submit_task(u, n, description="given up on"))
+        first = runtime.submit(cmd.SubmitTask(description="given up on"))
         assert first.cancel()
-    second = runtime.submit(lambda s, u, n: s.submit_task(u, n, description="wanted"))
+    second = runtime.submit(cmd.SubmitTask(description="wanted"))
     assert second.result(timeout=10).created
     runtime.stop()
     descriptions = [
@@ -122,10 +121,7 @@ def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url)
 def test_stop_answers_every_queued_command_and_refuses_new_ones(sqlite_url):
     runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
     runtime.start(poll_interval=0.01)
-    futures = [
-        runtime.submit(lambda s, u, n, i=i: s.submit_task(u, n, description=f"task {i}"))
-        for i in range(2000)
-    ]
+    futures = [runtime.submit(cmd.SubmitTask(description=f"task {i}")) for i in range(2000)]
     stopper = threading.Thread(target=runtime.stop)
     stopper.start()
     stopper.join(timeout=30)
@@ -135,5 +131,5 @@ def test_stop_answers_every_queued_command_and_refuses_new_ones(sqlite_url):
         if future.exception() is not None:
             assert isinstance(future.exception(), RuntimeError)
     with pytest.raises(RuntimeError, match="not running"):
-        runtime.submit(lambda s, u, n: None)
+        runtime.submit(cmd.RunSchedulingPass())
     runtime.log.close()

@@ -9,6 +9,7 @@ from msgspec.structs import replace
 from tierlog.adapters.history.time_travel import what_if
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
 
@@ -18,30 +19,22 @@ RECORDED = SchedulerConfig(default_model="llama3", fallback_wait_s=5.0)
 def _crafted(url: str) -> dict[str, str]:
     clock = VirtualClock()
     rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
-    ep = rt.execute(
-        lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3", "qwen"])
-    )
+    ep = rt.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3", "qwen"]))
 
     def health(ok: bool) -> None:
-        rt.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=ep, ok=ok))
+        rt.execute(cmd.ReportHealth(endpoint_id=ep, ok=ok))
 
     def submit(text: str, tier: str) -> str:
-        return str(
-            rt.execute(
-                lambda s, u, n: s.submit_task(u, n, description=text, complexity_tier=tier)
-            ).task_id
-        )
+        return str(rt.execute(cmd.SubmitTask(description=text, complexity_tier=tier)).task_id)
 
     def finish(task: str) -> None:
         t = rt.state.tasks[next(k for k in rt.state.tasks if str(k) == task)]
         rt.execute(
-            lambda s, u, n: s.complete_task(
-                u, n, agent_id=t.assigned_to, task_id=t.task_id, generation=t.generation
-            )
+            cmd.CompleteTask(agent_id=t.assigned_to, task_id=t.task_id, generation=t.generation)
         )
 
     health(True)
-    rt.execute(lambda s, u, n: s.register_agent(u, n, agent_id="a1"))
+    rt.execute(cmd.RegisterAgent(agent_id="a1"))
     tasks = {"S1": submit("add tests for the parser", "standard")}
     finish(tasks["S1"])
     health(False), health(False)  # gpu-a unhealthy
@@ -135,15 +128,13 @@ def test_a_task_cancelled_while_it_waited_keeps_its_recorded_timer(new_store):
     url = new_store()
     clock = VirtualClock()
     rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
-    ep = rt.execute(lambda s, u, n: s.register_endpoint(u, n, host="gpu-a", models=["llama3"]))
+    ep = rt.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3"]))
     for _ in range(2):
-        rt.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=ep, ok=False))
-    rt.execute(lambda s, u, n: s.register_agent(u, n, agent_id="a1"))
-    task = rt.execute(
-        lambda s, u, n: s.submit_task(u, n, description="document it", complexity_tier="standard")
-    ).task_id
+        rt.execute(cmd.ReportHealth(endpoint_id=ep, ok=False))
+    rt.execute(cmd.RegisterAgent(agent_id="a1"))
+    task = rt.execute(cmd.SubmitTask(description="document it", complexity_tier="standard")).task_id
     clock.advance(3)
-    rt.execute(lambda s, u, n: s.cancel_task(u, n, task_id=task))
+    rt.execute(cmd.CancelTask(task_id=task))
     rt.log.close()
     assert _changes(url, RECORDED) == {}
     log = EventLog(url)

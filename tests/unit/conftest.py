@@ -10,10 +10,11 @@ from uuid import UUID
 import pytest
 
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.clock import VirtualClock
+from tierlog.domain.commands import COMMANDS
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import DomainError
-from tierlog.domain.records import TaskRecord
 from tierlog.domain.service import SchedulerService
 from tierlog.domain.unit_of_work import UnitOfWork
 
@@ -38,25 +39,24 @@ class Harness:
         return self.clock.now()
 
     def run(self, cmd: str | None = None, **kw: Any) -> tuple[Any, list[ev.DomainEvent]]:
-        """One command (or none) then the scheduling pass, in one committed unit of work."""
-        self.state.begin()
-        uow = UnitOfWork(self.state)
-        result = getattr(self.svc, cmd)(uow, self.now(), **kw) if cmd else None
-        self.svc.schedule(uow, self.now())
-        self.state.commit()
+        """One command (named by its verb, built from ``kw``), or none, then the
+        scheduling pass, in one committed unit of work."""
+        with UnitOfWork(self.state) as uow:
+            result = self.svc.handle(COMMANDS[cmd](**kw), uow, self.now()) if cmd else None
+            self.svc.schedule(uow, self.now())
+            uow.commit()
         self.log.extend(uow.events)
         return result, uow.events
 
     def reject(self, cmd: str, **kw: Any) -> DomainError:
-        """Call a command that must fail: it emits nothing and leaves state unchanged."""
+        """A command that must fail, in building it or in deciding it: it emits nothing
+        and leaves state unchanged."""
         before = self.state.snapshot()
-        self.state.begin()
-        uow = UnitOfWork(self.state)
-        with pytest.raises(DomainError) as info:
-            getattr(self.svc, cmd)(uow, self.now(), **kw)
-        assert uow.events == []
-        assert self.state.snapshot() == before
-        self.state.commit()
+        with UnitOfWork(self.state) as uow:
+            with pytest.raises(DomainError) as info:
+                self.svc.handle(COMMANDS[cmd](**kw), uow, self.now())
+            assert uow.events == []
+            assert self.state.snapshot() == before
         return info.value
 
     def advance(self, seconds: float) -> list[ev.DomainEvent]:

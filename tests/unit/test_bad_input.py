@@ -331,23 +331,25 @@ def test_deregister_endpoint(world, override, exc, field, text):
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
 def test_metadata_and_results_refuse_numbers_json_cannot_carry(bad):
-    from tierlog.domain import validation as v
-    from tierlog.domain.errors import ValidationError
+    from uuid import uuid4
+
+    from tierlog.domain.commands import CompleteTask, SubmitTask
 
     with pytest.raises(ValidationError, match="NaN or infinite"):
-        v.json_object({"x": [1, {"y": bad}]}, "metadata")
+        SubmitTask(description="x", metadata={"x": [1, {"y": bad}]})
     with pytest.raises(ValidationError, match="NaN or infinite"):
-        v.json_value({"score": bad}, "result")
+        CompleteTask(agent_id="a", task_id=uuid4(), generation=1, result={"score": bad})
 
 
 def test_nul_characters_are_refused_before_anything_is_appended():
-    from tierlog.domain import validation as v
-    from tierlog.domain.errors import ValidationError
+    from uuid import uuid4
+
+    from tierlog.domain.commands import FailTask, SubmitTask
 
     with pytest.raises(ValidationError, match="NUL"):
-        v.text("segfault\x00", "error")
+        FailTask(agent_id="a", task_id=uuid4(), generation=1, error="segfault\x00")
     with pytest.raises(ValidationError, match="NUL"):
-        v.json_object({"note": "a\x00b"}, "metadata")
+        SubmitTask(description="x", metadata={"note": "a\x00b"})
 
 
 def test_waiting_reason_compares_deadlines_as_times_not_text():

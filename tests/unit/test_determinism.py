@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
+from tierlog.domain.commands import COMMANDS
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.replay.determinism import DeterminismChecker
 from tierlog.domain.service import SchedulerService
@@ -21,15 +23,14 @@ def _recorded_log() -> list[ev.DomainEvent]:
     log: list[ev.DomainEvent] = []
 
     def run(name: str | None = None, **kw: object) -> None:
-        svc.state.begin()
-        uow = UnitOfWork(svc.state)
-        if name:
-            getattr(svc, name)(uow, clock.now(), **kw)
-        svc.schedule(uow, clock.now())
-        svc.state.commit()
+        with UnitOfWork(svc.state) as uow:
+            if name:
+                svc.handle(COMMANDS[name](**kw), uow, clock.now())
+            svc.schedule(uow, clock.now())
+            uow.commit()
         log.extend(uow.events)
 
-    run("record_config")
+    run("record_configuration")
     for host, models in (("gpu-a", ["llama3"]), ("gpu-b", ["qwen", "llama3"])):
         run("register_endpoint", host=host, models=models)
         run("report_health", endpoint_id=f"{host}:11434", ok=True)
@@ -118,14 +119,16 @@ def test_the_routing_inputs_kept_per_task_are_the_task_records_fields():
 def test_finished_tasks_are_dropped_and_a_later_decision_for_one_is_reported():
     svc, clock = SchedulerService(CONFIG), VirtualClock()
     events: list[ev.DomainEvent] = []
-    svc.state.begin()
-    uow = UnitOfWork(svc.state)
-    svc.record_config(uow, clock.now())
-    svc.register_agent(uow, clock.now(), agent_id="a0")
-    task = svc.submit_task(uow, clock.now(), description="fix typo", complexity_tier="trivial")
-    svc.schedule(uow, clock.now())
-    svc.complete_task(uow, clock.now(), agent_id="a0", task_id=task.task_id, generation=1)
-    svc.state.commit()
+    now = clock.now()
+    with UnitOfWork(svc.state) as uow:
+        svc.handle(cmd.RecordConfiguration(), uow, now)
+        svc.handle(cmd.RegisterAgent(agent_id="a0"), uow, now)
+        task = svc.handle(
+            cmd.SubmitTask(description="fix typo", complexity_tier="trivial"), uow, now
+        )
+        svc.schedule(uow, now)
+        svc.handle(cmd.CompleteTask(agent_id="a0", task_id=task.task_id, generation=1), uow, now)
+        uow.commit()
     events.extend(uow.events)
     checker = _fed(events)
     assert checker.tasks == {}

@@ -5,10 +5,11 @@ from uuid import UUID
 
 import pytest
 
+from tierlog.domain.aggregates.endpoint import EndpointRecord, EndpointResources
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import DEFAULT_LADDER, SchedulerConfig, TierRule
 from tierlog.domain.errors import ValidationError
 from tierlog.domain.events import RoutingDecision
-from tierlog.domain.records import EndpointRecord, EndpointResources, TaskRecord
 from tierlog.domain.routing import (
     GIB,
     decide_route,

@@ -33,12 +33,13 @@ from tierlog.adapters.http.models import (
     ResourcesReport,
     Written,
 )
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.state import SchedulerState
 
 router = APIRouter(prefix="/v1", tags=["agents and endpoints"])
 Ctx = Annotated[ApiContext, Depends(context)]
-AgentId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^\S+$")]
+AgentId = Annotated[cmd.Name, Path()]
 EndpointId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^\S+:[0-9]{1,5}$")]
 
 
@@ -49,9 +50,7 @@ async def register_agent(
     """Register an agent; the answer holds its bearer token, shown only this once."""
     token = new_token()
     _, position = await ctx.write(
-        lambda s, u, n: s.register_agent(
-            u,
-            n,
+        cmd.RegisterAgent(
             agent_id=body.agent_id,
             capabilities=body.capabilities,
             ollama_host=body.ollama_host,
@@ -129,9 +128,7 @@ async def heartbeat(
 ) -> Written:
     """Extend the lease on the agent's current task."""
     lease, position = await ctx.write(
-        lambda s, u, n: s.heartbeat(
-            u, n, agent_id=agent_id, task_id=body.task_id, generation=body.generation
-        )
+        cmd.HeartbeatTask(agent_id=agent_id, task_id=body.task_id, generation=body.generation)
     )
     return Written(position=position, detail={"lease_expires_at": lease.isoformat()})
 
@@ -143,7 +140,7 @@ async def deregister_agent(
     """Remove an agent (the operator, or the agent itself); its task is reclaimed."""
     if not who.is_admin and who.agent_id != agent_id:
         raise ApiError(403, "forbidden", "an agent may remove only itself", "agent_id")
-    _, position = await ctx.write(lambda s, u, n: s.deregister_agent(u, n, agent_id=agent_id))
+    _, position = await ctx.write(cmd.DeregisterAgent(agent_id=agent_id))
     return Written(position=position)
 
 
@@ -163,9 +160,7 @@ async def register_endpoint(
             "endpoint_id",
         )
     _, position = await ctx.write(
-        lambda s, u, n: s.register_endpoint(
-            u, n, host=body.host, port=body.port, models=body.models
-        )
+        cmd.RegisterEndpoint(host=body.host, port=body.port, models=body.models)
     )
     return Written(position=position)
 
@@ -176,9 +171,7 @@ async def report_health(
 ) -> Written:
     """A health check result: healthy at once, unhealthy after consecutive failures."""
     status, position = await ctx.write(
-        lambda s, u, n: s.report_health(
-            u, n, endpoint_id=endpoint_id, ok=body.ok, models=body.models
-        )
+        cmd.ReportHealth(endpoint_id=endpoint_id, ok=body.ok, models=body.models)
     )
     return Written(position=position, detail={"status": status})
 
@@ -191,9 +184,7 @@ async def report_resources(
     _auth: Annotated[Caller, Depends(admin)],
 ) -> Written:
     """An endpoint's resource usage."""
-    _, position = await ctx.write(
-        lambda s, u, n: s.report_resources(u, n, endpoint_id=endpoint_id, **body.model_dump())
-    )
+    _, position = await ctx.write(cmd.ReportResources(endpoint_id=endpoint_id, **body.model_dump()))
     return Written(position=position)
 
 

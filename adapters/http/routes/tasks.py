@@ -29,6 +29,7 @@ from tierlog.adapters.http.models import (
     Written,
 )
 from tierlog.adapters.store.codec import topic_of
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
@@ -40,23 +41,23 @@ async def submit_task(
     body: SubmitTask,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[cmd.ShortText | None, Header()] = None,
 ) -> TaskCreated:
     """Submit a task; the same ``Idempotency-Key`` returns the same task (200)."""
     # The hottest route: context and auth without FastAPI dependencies (each one
     # costs measurable time on the event loop).
     ctx = require_admin(request)
-    fields = body.model_dump()
+    command: cmd.SubmitTask = body
     if idempotency_key is not None:
-        if fields["idempotency_key"] not in (None, idempotency_key):
+        if body.idempotency_key not in (None, idempotency_key):
             raise ApiError(
                 422,
                 "validation_error",
                 "the Idempotency-Key header and the body's idempotency_key differ",
                 "idempotency_key",
             )
-        fields["idempotency_key"] = idempotency_key
-    result, position = await ctx.write(lambda s, u, n: s.submit_task(u, n, **fields))
+        command = body.model_copy(update={"idempotency_key": idempotency_key})
+    result, position = await ctx.write(command)
     if not result.created:
         response.status_code = 200
     return TaskCreated(
@@ -134,7 +135,7 @@ async def cancel_task(
     """Cancel a queued or dead-lettered task."""
     reason = body.reason if body else "cancelled"
     _, position = await ctx.write(
-        lambda s, u, n: s.cancel_task(u, n, task_id=task_id, requested_by="operator", reason=reason)
+        cmd.CancelTask(task_id=task_id, requested_by="operator", reason=reason)
     )
     return Written(position=position)
 
@@ -142,9 +143,7 @@ async def cancel_task(
 @router.post("/tasks/{task_id}/retry", response_model=Written)
 async def retry_task(task_id: UUID, ctx: Ctx, _auth: Annotated[Caller, Depends(admin)]) -> Written:
     """Put a dead-lettered task back in the queue."""
-    generation, position = await ctx.write(
-        lambda s, u, n: s.retry_task(u, n, task_id=task_id, requested_by="operator")
-    )
+    generation, position = await ctx.write(cmd.RetryTask(task_id=task_id, requested_by="operator"))
     return Written(position=position, detail={"generation": generation})
 
 
@@ -154,13 +153,8 @@ async def complete_task(
 ) -> Written:
     """The calling agent finished the task (its generation must be current)."""
     _, position = await ctx.write(
-        lambda s, u, n: s.complete_task(
-            u,
-            n,
-            agent_id=who.agent_id,
-            task_id=task_id,
-            generation=body.generation,
-            result=body.result,
+        cmd.CompleteTask(
+            agent_id=who.agent(), task_id=task_id, generation=body.generation, result=body.result
         )
     )
     return Written(position=position)
@@ -172,13 +166,8 @@ async def fail_task(
 ) -> Written:
     """The calling agent failed the task: requeued while retries remain."""
     state, position = await ctx.write(
-        lambda s, u, n: s.fail_task(
-            u,
-            n,
-            agent_id=who.agent_id,
-            task_id=task_id,
-            generation=body.generation,
-            error=body.error,
+        cmd.FailTask(
+            agent_id=who.agent(), task_id=task_id, generation=body.generation, error=body.error
         )
     )
     return Written(position=position, detail={"state": state})
