@@ -45,8 +45,9 @@ class _MsgspecJSONTranscoder(Transcoder):
         return msgspec.json.decode(data)
 
 
-# The stored names of release 0.1.0 (and before), whose topics were the module path of
-# the class. History: never edit an entry; a later rename adds its own.
+# The event types of tierlog 0.1.0 before stored names existed (up to commit 3f67fcf),
+# which stored the module path of the class as the topic. History: never edit an entry;
+# a later change of spelling adds its own aliases.
 _NAMES_0_1_0 = (
     "TaskSubmitted",
     "TaskClassified",
