@@ -7,6 +7,8 @@ it a global position. Timestamps come from the injected clock.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, ClassVar, Literal
@@ -41,13 +43,46 @@ def idempotent_task_id(key: str) -> UUID:
     return uuid5(NAMESPACE, "task-idempotency:" + key)
 
 
-class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Base of every event. ``class_version`` goes up when a payload changes shape."""
+# A stored name is a plain word: the codec appends "@N" for class versions, and the
+# legacy topics it still reads contain ":".
+_STORED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
+
+class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """Base of every event.
+
+    Each event type declares its own ``stored_name``: the name the log stores it under,
+    whatever the class or its module is called (logs hold it, so it never changes).
+    ``class_version`` goes up when a payload changes shape.
+    """
+
+    stored_name: ClassVar[str]
     class_version: ClassVar[int] = 1
     originator_id: UUID
     originator_version: int
     timestamp: datetime
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Declared on the class itself: a subclass must not inherit its parent's name.
+        name = cls.__dict__.get("stored_name")
+        if not isinstance(name, str) or not _STORED_NAME.fullmatch(name):
+            raise TypeError(
+                f"event type {cls.__qualname__} must declare its own stored_name "
+                f"(a word of letters, digits and _), not {name!r}"
+            )
+
+
+def check_stored_names(event_types: Iterable[type[DomainEvent]]) -> None:
+    """Raise ``TypeError`` if two of ``event_types`` share a stored name."""
+    seen: dict[str, type[DomainEvent]] = {}
+    for event_type in event_types:
+        first = seen.setdefault(event_type.stored_name, event_type)
+        if first is not event_type:
+            raise TypeError(
+                f"event types {first.__qualname__} and {event_type.__qualname__} "
+                f"are both stored as {event_type.stored_name!r}"
+            )
 
 
 # --- value objects carried by events -------------------------------------------------
@@ -114,6 +149,8 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class TaskSubmitted(DomainEvent, frozen=True, kw_only=True):
     """An operator submitted a task; it starts queued at generation 0."""
 
+    stored_name: ClassVar[str] = "TaskSubmitted"
+
     description: str
     priority: Priority
     needed_capabilities: tuple[str, ...]
@@ -133,6 +170,8 @@ class TaskSubmitted(DomainEvent, frozen=True, kw_only=True):
 class TaskClassified(DomainEvent, frozen=True, kw_only=True):
     """The task's tier was settled (explicit or inferred) and the heuristic recorded."""
 
+    stored_name: ClassVar[str] = "TaskClassified"
+
     classification: Classification
     route_tier: TierName
     reason: str
@@ -141,12 +180,16 @@ class TaskClassified(DomainEvent, frozen=True, kw_only=True):
 class TaskRouted(DomainEvent, frozen=True, kw_only=True):
     """A routing decision was made, for an assignment or a fallback."""
 
+    stored_name: ClassVar[str] = "TaskRouted"
+
     generation: int
     decision: RoutingDecision
 
 
 class TaskAssigned(DomainEvent, frozen=True, kw_only=True):
     """The task went to an agent under a new generation and lease."""
+
+    stored_name: ClassVar[str] = "TaskAssigned"
 
     agent_id: str
     generation: int
@@ -157,6 +200,8 @@ class TaskAssigned(DomainEvent, frozen=True, kw_only=True):
 class TaskHeartbeated(DomainEvent, frozen=True, kw_only=True):
     """The assigned agent is alive; its lease was extended."""
 
+    stored_name: ClassVar[str] = "TaskHeartbeated"
+
     agent_id: str
     generation: int
     lease_expires_at: datetime
@@ -165,6 +210,8 @@ class TaskHeartbeated(DomainEvent, frozen=True, kw_only=True):
 class TaskCompleted(DomainEvent, frozen=True, kw_only=True):
     """The assigned agent finished the task."""
 
+    stored_name: ClassVar[str] = "TaskCompleted"
+
     agent_id: str
     generation: int
     result: Any
@@ -172,6 +219,8 @@ class TaskCompleted(DomainEvent, frozen=True, kw_only=True):
 
 class TaskFailed(DomainEvent, frozen=True, kw_only=True):
     """The assigned agent reported a failure; ``retry_count`` counts failures so far."""
+
+    stored_name: ClassVar[str] = "TaskFailed"
 
     agent_id: str
     generation: int
@@ -186,6 +235,8 @@ class TaskReclaimed(DomainEvent, frozen=True, kw_only=True):
     its deadline has passed, so it is dead-lettered rather than handed out again.
     """
 
+    stored_name: ClassVar[str] = "TaskReclaimed"
+
     agent_id: str
     reason: str
     previous_generation: int
@@ -193,6 +244,8 @@ class TaskReclaimed(DomainEvent, frozen=True, kw_only=True):
 
 class TaskEscalated(DomainEvent, frozen=True, kw_only=True):
     """The task's fallback timer fired: from now on it routes at ``to_tier``."""
+
+    stored_name: ClassVar[str] = "TaskEscalated"
 
     from_tier: TierName
     to_tier: TierName
@@ -202,12 +255,16 @@ class TaskEscalated(DomainEvent, frozen=True, kw_only=True):
 class TaskRequeued(DomainEvent, frozen=True, kw_only=True):
     """The task went back to the queue under a new generation."""
 
+    stored_name: ClassVar[str] = "TaskRequeued"
+
     generation: int
     reason: str
 
 
 class TaskDeadLettered(DomainEvent, frozen=True, kw_only=True):
     """The task will not run again unless retried by hand."""
+
+    stored_name: ClassVar[str] = "TaskDeadLettered"
 
     reason: str
 
@@ -219,6 +276,8 @@ class TaskRetried(DomainEvent, frozen=True, kw_only=True):
     else none (retrying an overdue task by hand means "do it anyway").
     """
 
+    stored_name: ClassVar[str] = "TaskRetried"
+
     generation: int
     requested_by: str
     complete_by: datetime | None
@@ -226,6 +285,8 @@ class TaskRetried(DomainEvent, frozen=True, kw_only=True):
 
 class TaskCancelled(DomainEvent, frozen=True, kw_only=True):
     """An operator cancelled a queued or dead-lettered task."""
+
+    stored_name: ClassVar[str] = "TaskCancelled"
 
     reason: str
     requested_by: str
@@ -237,6 +298,8 @@ class TaskCancelled(DomainEvent, frozen=True, kw_only=True):
 class FallbackTimerStarted(DomainEvent, frozen=True, kw_only=True):
     """A task's tier had no candidate: escalate one tier up if none appears in time."""
 
+    stored_name: ClassVar[str] = "FallbackTimerStarted"
+
     task_id: UUID
     original_tier: TierName
     fallback_tier: TierName
@@ -246,6 +309,8 @@ class FallbackTimerStarted(DomainEvent, frozen=True, kw_only=True):
 
 class FallbackTimerFired(DomainEvent, frozen=True, kw_only=True):
     """The wait passed with the task still queued: it now routes at the fallback tier."""
+
+    stored_name: ClassVar[str] = "FallbackTimerFired"
 
     task_id: UUID
     original_tier: TierName
@@ -257,6 +322,8 @@ class FallbackTimerFired(DomainEvent, frozen=True, kw_only=True):
 class FallbackTimerCancelled(DomainEvent, frozen=True, kw_only=True):
     """The timer ended without firing (assigned, tier_recovered, cancelled, dead_lettered)."""
 
+    stored_name: ClassVar[str] = "FallbackTimerCancelled"
+
     task_id: UUID
     reason: str
 
@@ -264,6 +331,8 @@ class FallbackTimerCancelled(DomainEvent, frozen=True, kw_only=True):
 class SchedulerConfigured(DomainEvent, frozen=True, kw_only=True):
     """A scheduler started with this configuration (recorded when it differs from the
     last one recorded), so replays and audits know the policy behind each decision."""
+
+    stored_name: ClassVar[str] = "SchedulerConfigured"
 
     config: SchedulerConfig
 
@@ -273,6 +342,8 @@ class SchedulerConfigured(DomainEvent, frozen=True, kw_only=True):
 
 class AgentRegistered(DomainEvent, frozen=True, kw_only=True):
     """An agent joined (or re-joined) the fleet and is idle."""
+
+    stored_name: ClassVar[str] = "AgentRegistered"
 
     agent_id: str
     capabilities: tuple[str, ...]
@@ -284,6 +355,8 @@ class AgentRegistered(DomainEvent, frozen=True, kw_only=True):
 class AgentReserved(DomainEvent, frozen=True, kw_only=True):
     """The agent took a task: it holds it until the task leaves that generation."""
 
+    stored_name: ClassVar[str] = "AgentReserved"
+
     agent_id: str
     task_id: UUID
     generation: int
@@ -292,12 +365,16 @@ class AgentReserved(DomainEvent, frozen=True, kw_only=True):
 class AgentWentOffline(DomainEvent, frozen=True, kw_only=True):
     """The agent stopped answering (its lease expired, or an operator said so)."""
 
+    stored_name: ClassVar[str] = "AgentWentOffline"
+
     agent_id: str
     reason: str
 
 
 class AgentDeregistered(DomainEvent, frozen=True, kw_only=True):
     """The agent left the fleet."""
+
+    stored_name: ClassVar[str] = "AgentDeregistered"
 
     agent_id: str
 
@@ -308,6 +385,8 @@ class AgentDeregistered(DomainEvent, frozen=True, kw_only=True):
 class EndpointRegistered(DomainEvent, frozen=True, kw_only=True):
     """An LLM endpoint was registered or re-registered with its models."""
 
+    stored_name: ClassVar[str] = "EndpointRegistered"
+
     endpoint_id: str
     host: str
     port: int
@@ -316,6 +395,8 @@ class EndpointRegistered(DomainEvent, frozen=True, kw_only=True):
 
 class EndpointHealthReported(DomainEvent, frozen=True, kw_only=True):
     """A health check result, with the status it leads to."""
+
+    stored_name: ClassVar[str] = "EndpointHealthReported"
 
     endpoint_id: str
     ok: bool
@@ -326,6 +407,8 @@ class EndpointHealthReported(DomainEvent, frozen=True, kw_only=True):
 
 class EndpointResourcesReported(DomainEvent, frozen=True, kw_only=True):
     """The endpoint's resource usage; fields are None when not reported."""
+
+    stored_name: ClassVar[str] = "EndpointResourcesReported"
 
     endpoint_id: str
     cpu_percent: float | None
@@ -338,6 +421,8 @@ class EndpointResourcesReported(DomainEvent, frozen=True, kw_only=True):
 
 class EndpointDeregistered(DomainEvent, frozen=True, kw_only=True):
     """The endpoint was removed."""
+
+    stored_name: ClassVar[str] = "EndpointDeregistered"
 
     endpoint_id: str
 
@@ -369,3 +454,15 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     EndpointResourcesReported,
     EndpointDeregistered,
 )
+
+
+def _check_all_listed() -> None:
+    # The codec stores only the listed types: one left out could never be appended.
+    unlisted = set(DomainEvent.__subclasses__()).difference(EVENT_TYPES)
+    if unlisted:
+        names = sorted(t.__qualname__ for t in unlisted)
+        raise TypeError(f"event types missing from EVENT_TYPES: {names}")
+
+
+check_stored_names(EVENT_TYPES)
+_check_all_listed()

@@ -1,23 +1,28 @@
 """msgspec codec for events: one encoder and one decoder per event type, built once.
 
-Stored topics are ``domain.events:TaskSubmitted`` (eventsourcing's topic form) with
-``@N`` appended for class versions above 1. An older stored version is decoded to a
-dict, upcast one step at a time by ``upcast_vN_vN+1`` static methods on the event
+Stored topics are each event type's declared ``stored_name`` (``TaskSubmitted``) with
+``@N`` appended for class versions above 1, so moving or renaming a module or a class
+never changes them. Logs written before stored names existed hold the module path
+(``domain.events:TaskSubmitted``, ``...@N``): ``LEGACY_ALIASES`` maps those to the
+stored names, and they decode through the same decoders. Stored rows are never
+rewritten (the hash chain covers their topic text). An older stored version is decoded
+to a dict, upcast one step at a time by ``upcast_vN_vN+1`` static methods on the event
 class, then converted to the current type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
-from tierlog.domain.events import EVENT_TYPES, DomainEvent
+from tierlog.domain.events import EVENT_TYPES, DomainEvent, check_stored_names
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -40,23 +45,75 @@ class _MsgspecJSONTranscoder(Transcoder):
         return msgspec.json.decode(data)
 
 
-def topic_of(event_type: type[DomainEvent]) -> str:
-    """The stored topic of an event type, with its class version when above 1."""
-    base = f"domain.events:{event_type.__qualname__}"
-    version = event_type.class_version
+# The event types of tierlog 0.1.0 before stored names existed (up to commit 3f67fcf),
+# which stored the module path of the class as the topic. History: never edit an entry;
+# a later change of spelling adds its own aliases.
+_NAMES_0_1_0 = (
+    "TaskSubmitted",
+    "TaskClassified",
+    "TaskRouted",
+    "TaskAssigned",
+    "TaskHeartbeated",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskReclaimed",
+    "TaskEscalated",
+    "TaskRequeued",
+    "TaskDeadLettered",
+    "TaskRetried",
+    "TaskCancelled",
+    "FallbackTimerStarted",
+    "FallbackTimerFired",
+    "FallbackTimerCancelled",
+    "SchedulerConfigured",
+    "AgentRegistered",
+    "AgentReserved",
+    "AgentWentOffline",
+    "AgentDeregistered",
+    "EndpointRegistered",
+    "EndpointHealthReported",
+    "EndpointResourcesReported",
+    "EndpointDeregistered",
+)
+
+LEGACY_ALIASES: Mapping[str, str] = MappingProxyType(
+    {f"domain.events:{name}": name for name in _NAMES_0_1_0}
+)
+"""Old stored topic (without ``@N``) -> the stored name it decodes as."""
+
+
+def _versioned(base: str, version: int) -> str:
     return base if version == 1 else f"{base}@{version}"
+
+
+def topic_of(event_type: type[DomainEvent]) -> str:
+    """The stored topic of an event type: its stored name, with its class version when
+    above 1."""
+    return _versioned(event_type.stored_name, event_type.class_version)
 
 
 class EventCodec:
     """Encodes events to canonical JSON bytes and back."""
 
-    def __init__(self, event_types: tuple[type[DomainEvent], ...] = EVENT_TYPES) -> None:
+    def __init__(
+        self,
+        event_types: tuple[type[DomainEvent], ...] = EVENT_TYPES,
+        aliases: Mapping[str, str] = LEGACY_ALIASES,
+    ) -> None:
+        check_stored_names(event_types)
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
         self._topics = {t: topic_of(t) for t in event_types}
-        self._by_base: dict[str, type[DomainEvent]] = {
-            f"domain.events:{t.__qualname__}": t for t in event_types
+        by_name = {t.stored_name: t for t in event_types}
+        # Stored name or alias (without "@N") -> event type; aliases of types this codec
+        # was not given are left out.
+        self._by_base: dict[str, type[DomainEvent]] = by_name | {
+            old: by_name[name] for old, name in aliases.items() if name in by_name
         }
-        self._decoders = {self._topics[t]: msgspec.json.Decoder(t) for t in event_types}
+        decoders = {t: msgspec.json.Decoder(t) for t in event_types}
+        # The current class version under either spelling: one shared decoder, no upcast.
+        self._decoders = {
+            _versioned(base, t.class_version): decoders[t] for base, t in self._by_base.items()
+        }
 
     def topic(self, event: DomainEvent) -> str:
         """The stored topic of ``event``."""
@@ -75,7 +132,8 @@ class EventCodec:
         return self._decode_old(topic, data)
 
     def event_type(self, topic: str) -> type[DomainEvent] | None:
-        """The event class stored under ``topic`` (any class version), or None."""
+        """The event class stored under ``topic`` (any class version, new or legacy
+        spelling), or None."""
         return self._by_base.get(topic.partition("@")[0])
 
     def decoder(self, topic: str) -> Callable[[bytes], DomainEvent]:

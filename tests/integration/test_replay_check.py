@@ -97,14 +97,16 @@ def test_iter_raw_reads_an_in_memory_sqlite_log(demo_events, tmp_path, monkeypat
 def test_raw_rows_hash_as_the_chain_hashed_them():
     oid = uuid4()
     rows = [
-        (7, oid.hex, 3, "domain.events:TaskSubmitted", b'{"a":1}'),
+        (6, oid.hex, 2, "TaskSubmitted", b'{"a":1}'),
+        (7, oid.hex, 3, "domain.events:TaskSubmitted", b'{"a":1}'),  # as 0.1.0 stored it
         (8, str(oid), 4, "domain.events:T\u00e4sk", b""),  # a dashed id: the slow way
     ]
-    assert RawRecordHasher().hashes(rows) == [
-        record_hash(p, oid.bytes, v, t, s) for p, _, v, t, s in rows
-    ]
+    hashes = RawRecordHasher().hashes(rows)
+    assert hashes == [record_hash(p, oid.bytes, v, t, s) for p, _, v, t, s in rows]
+    # The stored topic text is hashed, not the type it decodes to.
+    assert hashes[1] != record_hash(7, oid.bytes, 3, "TaskSubmitted", b'{"a":1}')
     junk = [*rows, (9, None, 5, "x", None), (10, "zz", -1, "x", b"")]
-    assert RawRecordHasher().hashes(junk)[2:] == [b"", b""]  # type: ignore[arg-type]
+    assert RawRecordHasher().hashes(junk)[3:] == [b"", b""]  # type: ignore[arg-type]
 
 
 def test_a_forged_row_of_nulls_is_reported_not_a_crash(sqlite_url, demo_events):

@@ -8,13 +8,16 @@ import msgspec
 import pytest
 from freezegun import freeze_time
 
-from tierlog.adapters.store.codec import EventCodec, MsgspecMapper, topic_of
+from tierlog.adapters.store.codec import LEGACY_ALIASES, EventCodec, MsgspecMapper, topic_of
 from tierlog.domain import events as ev
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 class ThingHappened(ev.DomainEvent, frozen=True, kw_only=True):
     """Version 2 of a test event: ``size`` was added, ``label`` renamed to ``name``."""
 
+    stored_name: ClassVar[str] = "ThingHappened"
     class_version: ClassVar[int] = 2
     name: str
     size: int
@@ -25,33 +28,161 @@ class ThingHappened(ev.DomainEvent, frozen=True, kw_only=True):
         state["size"] = 0
 
 
+class TaskCancelled(ev.DomainEvent, frozen=True, kw_only=True):
+    """The shape and class name of ``ev.TaskCancelled``, defined in another module."""
+
+    stored_name: ClassVar[str] = "ElsewhereCancelled"
+    reason: str
+    requested_by: str
+
+
+def _cancelled(event_type: type[ev.DomainEvent] = ev.TaskCancelled) -> Any:
+    return event_type(
+        originator_id=uuid4(), originator_version=7, timestamp=NOW, reason="x", requested_by="op"
+    )
+
+
+def _thing_v1() -> bytes:
+    return (
+        b'{"originator_id":"%s","originator_version":1,"timestamp":"2026-01-01T00:00:00Z",'
+        b'"label":"old"}' % str(uuid4()).encode()
+    )
+
+
 def test_every_event_type_round_trips():
     codec = EventCodec()
-    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    event = ev.TaskCancelled(
-        originator_id=uuid4(), originator_version=7, timestamp=now, reason="x", requested_by="op"
-    )
+    event = _cancelled()
     assert codec.decode(codec.topic(event), codec.encode(event)) == event
-    assert topic_of(ev.TaskCancelled) == "domain.events:TaskCancelled"
-    assert len({topic_of(t) for t in ev.EVENT_TYPES}) == len(ev.EVENT_TYPES)
+    assert topic_of(ev.TaskCancelled) == codec.topic(event) == "TaskCancelled"
+
+
+def test_every_event_type_has_its_own_stored_name():
+    names = [t.stored_name for t in ev.EVENT_TYPES]
+    assert len(set(names)) == len(names) == 25
+    assert all(":" not in n and "@" not in n for n in names)
+    assert {topic_of(t) for t in ev.EVENT_TYPES} == set(names)  # all at class version 1
+    # Each type declares its name itself (none inherited from the base).
+    assert all("stored_name" in vars(t) for t in ev.EVENT_TYPES)
+
+
+def test_every_type_of_release_0_1_0_keeps_its_name():
+    # Stored names are never renamed: each legacy alias still names a type.
+    assert set(LEGACY_ALIASES.values()) == {t.stored_name for t in ev.EVENT_TYPES}
+    assert set(LEGACY_ALIASES) == {f"domain.events:{t.stored_name}" for t in ev.EVENT_TYPES}
+
+
+def test_an_event_type_without_its_own_name_is_refused():
+    with pytest.raises(TypeError, match="must declare its own stored_name"):
+
+        class Nameless(ev.DomainEvent, frozen=True, kw_only=True):
+            reason: str
+
+    with pytest.raises(TypeError, match="must declare its own stored_name"):
+
+        class Inherits(ev.TaskCancelled, frozen=True, kw_only=True):
+            extra: int
+
+    for bad in ("", "domain.events:X", "X@2", "9Lives", "a b"):
+        with pytest.raises(TypeError, match="must declare its own stored_name"):
+            type(
+                "Bad",
+                (ev.DomainEvent,),
+                {"stored_name": bad, "__annotations__": {"stored_name": "ClassVar[str]"}},
+                frozen=True,
+                kw_only=True,
+            )
+
+
+def test_two_types_with_one_name_are_refused():
+    class Twin(ev.DomainEvent, frozen=True, kw_only=True):
+        stored_name: ClassVar[str] = "TaskCancelled"
+
+    with pytest.raises(TypeError, match="both stored as 'TaskCancelled'"):
+        ev.check_stored_names((*ev.EVENT_TYPES, Twin))
+    with pytest.raises(TypeError, match="both stored as 'TaskCancelled'"):
+        EventCodec((ev.TaskCancelled, Twin))
+
+
+def test_names_do_not_depend_on_module_or_class_paths(monkeypatch):
+    before = {t: topic_of(t) for t in ev.EVENT_TYPES}
+    # A class of the same name and shape elsewhere changes no topic.
+    codec = EventCodec((*ev.EVENT_TYPES, TaskCancelled))
+    assert {t: codec.topic(_cancelled(t)) for t in (ev.TaskCancelled, TaskCancelled)} == {
+        ev.TaskCancelled: "TaskCancelled",
+        TaskCancelled: "ElsewhereCancelled",
+    }
+    assert {t: topic_of(t) for t in ev.EVENT_TYPES} == before
+    event = _cancelled()
+    assert type(codec.decode("TaskCancelled", codec.encode(event))) is ev.TaskCancelled
+    assert codec.event_type("domain.events:TaskCancelled") is ev.TaskCancelled
+    # Moving or renaming the class changes nothing stored.
+    monkeypatch.setattr(ev.TaskCancelled, "__module__", "tierlog.somewhere.else")
+    qualname = ev.TaskCancelled.__qualname__  # a type slot: monkeypatch would delete it
+    ev.TaskCancelled.__qualname__ = "CancelledTask"
+    try:
+        moved = EventCodec()
+        assert {t: topic_of(t) for t in ev.EVENT_TYPES} == before
+    finally:
+        ev.TaskCancelled.__qualname__ = qualname
+    assert moved.topic(event) == "TaskCancelled"
+    for topic in ("TaskCancelled", "domain.events:TaskCancelled"):
+        assert moved.decode(topic, codec.encode(event)) == event
+
+
+def test_every_legacy_topic_decodes_through_the_same_fast_paths():
+    codec = EventCodec()
+    for old, name in LEGACY_ALIASES.items():
+        event_type = codec.event_type(name)
+        assert event_type is not None and event_type.stored_name == name
+        assert codec.event_type(old) is event_type
+        # The decoder of the current version, shared (not the upcasting slow path).
+        fast = codec.decoder(name)
+        assert isinstance(fast.__self__, msgspec.json.Decoder)  # type: ignore[attr-defined]
+        assert codec.decoder(old).__self__ is fast.__self__  # type: ignore[attr-defined]
+    event = _cancelled()
+    for topic in ("domain.events:TaskCancelled", "domain.events:TaskCancelled@1"):
+        assert codec.decode(topic, codec.encode(event)) == event
+        assert codec.decoder(topic)(codec.encode(event)) == event
 
 
 def test_old_versions_are_upcast_on_read():
     codec = EventCodec((ThingHappened,))
-    old = (
-        b'{"originator_id":"%s","originator_version":1,"timestamp":"2026-01-01T00:00:00Z",'
-        b'"label":"old"}' % str(uuid4()).encode()
-    )
+    old = _thing_v1()
     base = topic_of(ThingHappened).split("@")[0]
     event = codec.decode(base, old)
     assert isinstance(event, ThingHappened)
     assert (event.name, event.size) == ("old", 0)
-    assert topic_of(ThingHappened).endswith("@2")
+    assert topic_of(ThingHappened) == "ThingHappened@2"
 
 
-def test_unknown_topic_is_a_decode_error():
-    with pytest.raises(msgspec.DecodeError):
-        EventCodec().decode("domain.events:Nope", b"{}")
+def test_legacy_versioned_topics_upcast_and_decode():
+    codec = EventCodec((ThingHappened,), aliases={"domain.events:ThingHappened": "ThingHappened"})
+    for topic in ("domain.events:ThingHappened", "domain.events:ThingHappened@1"):
+        upcast = codec.decode(topic, _thing_v1())
+        assert isinstance(upcast, ThingHappened) and (upcast.name, upcast.size) == ("old", 0)
+        assert codec.decoder(topic)(_thing_v1()).name == "old"  # type: ignore[attr-defined]
+    current = ThingHappened(
+        originator_id=uuid4(), originator_version=2, timestamp=NOW, name="new", size=3
+    )
+    data = codec.encode(current)
+    assert codec.decode("domain.events:ThingHappened@2", data) == current
+    assert codec.decoder("domain.events:ThingHappened@2")(data) == current
+    assert codec.event_type("domain.events:ThingHappened@2") is ThingHappened
+    # An alias of a type the codec was not given is no topic at all.
+    assert EventCodec((ev.TaskCancelled,)).event_type("domain.events:TaskSubmitted") is None
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["domain.events:Nope", "Nope", "domain.events:Nope@2", "tierlog.domain.events:TaskCancelled"],
+)
+def test_unknown_topic_is_a_decode_error(topic):
+    codec = EventCodec()
+    assert codec.event_type(topic) is None
+    with pytest.raises(msgspec.DecodeError, match="unknown event topic"):
+        codec.decode(topic, b"{}")
+    with pytest.raises(msgspec.DecodeError, match="unknown event topic"):
+        codec.decoder(topic)(b"{}")
 
 
 def test_freezegun_datetimes_encode():
@@ -61,5 +192,6 @@ def test_freezegun_datetimes_encode():
             originator_id=uuid4(), originator_version=1, timestamp=datetime.now(UTC), reason="r"
         )
         stored = mapper.to_stored_event(event)
+    assert stored.topic == "TaskDeadLettered"
     assert b"2026-05-06T07:08:09" in stored.state
     assert mapper.to_domain_event(stored) == event
