@@ -20,6 +20,7 @@ from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.codec import LEGACY_ALIASES, topic_of
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
@@ -106,19 +107,15 @@ def _extend(url: str) -> tuple[UUID, UUID]:
     assert runtime.state.position == LEGACY_EVENTS
     assert len(runtime.state.tasks) >= 1  # the legacy log's tasks were folded
     run = runtime.execute
-    run(lambda s, u, n: s.register_agent(u, n, agent_id="new-agent", capabilities=["new"]))
-    done = run(
-        lambda s, u, n: s.submit_task(u, n, description="fix typo", needed_capabilities=["new"])
-    ).task_id
+    run(cmd.RegisterAgent(agent_id="new-agent", capabilities=["new"]))
+    done = run(cmd.SubmitTask(description="fix typo", needed_capabilities=["new"])).task_id
     generation = runtime.read(lambda st: st.tasks[done].generation)
     run(
-        lambda s, u, n: s.complete_task(
-            u, n, agent_id="new-agent", task_id=done, generation=generation, result={"ok": 1}
+        cmd.CompleteTask(
+            agent_id="new-agent", task_id=done, generation=generation, result={"ok": 1}
         )
     )
-    waiting = run(
-        lambda s, u, n: s.submit_task(u, n, description="later", needed_capabilities=["none"])
-    ).task_id
+    waiting = run(cmd.SubmitTask(description="later", needed_capabilities=["none"])).task_id
     log.close()
     return done, waiting
 
