@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import msgspec
@@ -9,6 +10,9 @@ import msgspec
 from tierlog.domain.errors import ValidationError
 
 TierName = Literal["trivial", "standard", "complex"]
+MAX_SECONDS = 10 * 365 * 24 * 3600.0
+"""The longest wait, lease or TTL a configuration may set (ten years): a datetime plus
+more than that overflows."""
 TargetType = Literal["sidecar", "ollama", "claude"]
 
 
@@ -41,8 +45,15 @@ class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         for name in ("fallback_wait_s", "lease_s", "task_ttl_s", "resource_stale_s"):
-            if getattr(self, name) <= 0:
+            value = getattr(self, name)
+            # NaN and infinity would be recorded as null (JSON has neither) and brick
+            # every later decode of the log: refuse them before anything is recorded.
+            if not math.isfinite(value):
+                raise ValidationError(f"{name} must be a finite number, not {value}", field=name)
+            if value <= 0:
                 raise ValidationError(f"{name} must be positive", field=name)
+            if value > MAX_SECONDS:
+                raise ValidationError(f"{name} must be at most {MAX_SECONDS:g} seconds", field=name)
         if self.health_failures_to_unhealthy < 1:
             raise ValidationError(
                 "health_failures_to_unhealthy must be at least 1",
