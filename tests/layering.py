@@ -43,8 +43,8 @@ MAY_IMPORT_ONLY: dict[str, tuple[str, ...]] = {
 MAY_BE_IMPORTED_ONLY_BY: dict[str, tuple[str, ...]] = {
     # The app is assembled once, by whatever runs it: the server or the composition root.
     "tierlog.adapters.http.app": ("tierlog.adapters.http.serve", "tierlog.adapters.bootstrap"),
-    # Only the app includes the routers.
-    "tierlog.adapters.http.routes": ("tierlog.adapters.http.app",),
+    # The app includes the routers (the composition root may import anything of adapters).
+    "tierlog.adapters.http.routes": ("tierlog.adapters.http.app", "tierlog.adapters.bootstrap"),
 }
 
 # And no import cycle among tierlog modules (see ``cycle_violations``), imports inside
