@@ -29,7 +29,7 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.unit_of_work import MISSING, UndoLog
+from tierlog.domain.undo import MISSING, UndoLog
 
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]

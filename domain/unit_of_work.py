@@ -14,64 +14,18 @@ one transaction; if the append loses a race, leaving the ``with`` block without
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
-
-from sortedcontainers import SortedList
+from typing import TYPE_CHECKING, TypeVar
 
 from tierlog.domain import events as ev
 from tierlog.domain.errors import DomainError
+from tierlog.domain.undo import UndoLog
 
 if TYPE_CHECKING:
     from tierlog.domain.state import SchedulerState
 
 T = TypeVar("T")
-MISSING: Any = object()
-"""The old value of a key that was not there (undoing its write removes it)."""
-
-
-class UndoLog:
-    """Flat undo steps, newest last: ``(target, key, old value)`` triples in one list.
-
-    Flat triples rather than closures: no allocation per step, so no GC pressure on
-    the hot path. What a step means depends on its target: a dict gets ``key`` back
-    (or loses it), a ``SortedList`` loses what was ``"added"`` or regains what was
-    ``"removed"``, a plain list (the deadline heap) regains a popped entry, and any
-    other object gets its attribute ``key`` back.
-    """
-
-    __slots__ = ("steps",)
-
-    def __init__(self) -> None:
-        self.steps: list[Any] = []
-
-    def mark(self) -> int:
-        """A point to roll back to (a savepoint)."""
-        return len(self.steps)
-
-    def rollback(self, mark: int = 0) -> None:
-        """Undo every step recorded after ``mark``, newest first."""
-        steps = self.steps
-        while len(steps) > mark:
-            old = steps.pop()
-            key = steps.pop()
-            target = steps.pop()
-            if isinstance(target, dict):
-                if old is MISSING:
-                    target.pop(key, None)
-                else:
-                    target[key] = old
-            elif isinstance(target, SortedList):
-                if key == "added":
-                    target.discard(old)
-                else:
-                    target.add(old)
-            elif isinstance(target, list):
-                heapq.heappush(target, old)
-            else:
-                setattr(target, key, old)
 
 
 class UnitOfWork:

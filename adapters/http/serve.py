@@ -14,8 +14,9 @@ from types import FrameType
 
 import uvicorn
 
-from tierlog.adapters.http.app import ApiContext, create_app
+from tierlog.adapters.http.app import create_app
 from tierlog.adapters.http.auth import admin_token_path, load_admin_token
+from tierlog.adapters.http.deps import ApiContext
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.clock import SystemClock
@@ -72,7 +73,9 @@ def serve(
     token, generated = load_admin_token(log)
     if generated:
         print(f"operator token (kept in {admin_token_path(log)}, shown once): {token}", flush=True)
-    ctx = ApiContext(runtime=runtime, runner=runner, reads=AsyncReadModels(log), admin_token=token)
+    ctx = ApiContext.build(
+        runtime=runtime, runner=runner, read_models=AsyncReadModels(log), admin_token=token
+    )
     app = create_app(ctx)
     runtime.start()
     runner.start()
@@ -88,7 +91,7 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=5,
         ),
-        on_exit=ctx.shutting_down,
+        on_exit=ctx.polls.shutting_down,
     )
 
     def announce() -> None:

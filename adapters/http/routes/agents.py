@@ -8,22 +8,20 @@ import time
 from typing import Annotated, Any
 from uuid import UUID
 
-import anyio
 import msgspec
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from tierlog.adapters.http.app import (
+from tierlog.adapters.http.deps import (
     MAX_WAIT_S,
+    AnyCaller,
     ApiContext,
     ApiError,
-    Caller,
+    Ctx,
     MinPosition,
-    admin,
-    agent_self,
-    caller,
-    context,
+    Operator,
+    SelfAgent,
+    Tokens,
 )
-from tierlog.adapters.http.auth import digest, new_token
 from tierlog.adapters.http.models import (
     AgentRegistered,
     HealthReport,
@@ -38,23 +36,20 @@ from tierlog.domain import events as ev
 from tierlog.domain.state import SchedulerState
 
 router = APIRouter(prefix="/v1", tags=["agents and endpoints"])
-Ctx = Annotated[ApiContext, Depends(context)]
 AgentId = Annotated[cmd.Name, Path()]
 EndpointId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^\S+:[0-9]{1,5}$")]
 
 
 @router.post("/agents", status_code=201, response_model=AgentRegistered)
-async def register_agent(
-    body: RegisterAgent, ctx: Ctx, _auth: Annotated[Caller, Depends(admin)]
-) -> AgentRegistered:
+async def register_agent(body: RegisterAgent, ctx: Ctx, _auth: Operator) -> AgentRegistered:
     """Register an agent; the answer holds its bearer token, shown only this once."""
-    token = new_token()
-    _, position = await ctx.write(
+    token, token_sha256 = Tokens.issue()
+    _, position = await ctx.writer.write(
         cmd.RegisterAgent(
             agent_id=body.agent_id,
             capabilities=body.capabilities,
             ollama_host=body.ollama_host,
-            token_sha256=digest(token),
+            token_sha256=token_sha256,
         )
     )
     return AgentRegistered(agent_id=body.agent_id, token=token, position=position)
@@ -71,9 +66,9 @@ def _held(agent_id: str) -> Any:
 
 
 async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[str, Any]:
-    events = await anyio.to_thread.run_sync(ctx.runtime.log.events_of, task_id)
+    events = await ctx.log.events_of(task_id)
     submitted = next(e for e in events if isinstance(e, ev.TaskSubmitted))
-    task = await ctx.read_state(lambda s: s.tasks[task_id])
+    task = await ctx.writer.read(lambda s: s.tasks[task_id])
     fields = msgspec.to_builtins(submitted)
     for key in ("originator_id", "originator_version", "timestamp"):
         fields.pop(key, None)
@@ -90,23 +85,21 @@ async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[s
 async def poll_assignment(
     agent_id: AgentId,
     ctx: Ctx,
-    who: Annotated[Caller, Depends(agent_self)],
+    who: SelfAgent,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> Any:
     """The agent's current task (200), or 204 when ``wait`` seconds pass without one."""
     deadline = time.monotonic() + wait
-    waiter = asyncio.Event()
-    ctx.waiters[agent_id].add(waiter)
-    try:
+    with ctx.polls.waiting(agent_id) as waiter:
         while True:
             waiter.clear()
-            held = await ctx.read_state(_held(agent_id))
+            held = await ctx.writer.read(_held(agent_id))
             if held is None or held[0] == "deregistered":
                 raise ApiError(404, "not_found", f"no registered agent {agent_id}", "agent_id")
-            if ctx.runtime.state.agent_tokens.get(who.token_sha256 or "") != agent_id:
+            if ctx.tokens.holder(who.token_sha256) != agent_id:
                 # Re-registered while this poll waited: the old token gets nothing.
                 raise ApiError(401, "unauthorized", "this token was replaced by a new one")
-            if ctx.closing:
+            if ctx.polls.closing:
                 return Response(status_code=204)
             status, task_id, generation = held
             if status == "busy" and task_id is not None and generation is not None:
@@ -116,31 +109,23 @@ async def poll_assignment(
                 return Response(status_code=204)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), remaining)
-    finally:
-        ctx.waiters[agent_id].discard(waiter)
-        if not ctx.waiters[agent_id]:
-            ctx.waiters.pop(agent_id, None)
 
 
 @router.post("/agents/{agent_id}/heartbeat", response_model=Written)
-async def heartbeat(
-    agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: Annotated[Caller, Depends(agent_self)]
-) -> Written:
+async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAgent) -> Written:
     """Extend the lease on the agent's current task."""
-    lease, position = await ctx.write(
+    lease, position = await ctx.writer.write(
         cmd.HeartbeatTask(agent_id=agent_id, task_id=body.task_id, generation=body.generation)
     )
     return Written(position=position, detail={"lease_expires_at": lease.isoformat()})
 
 
 @router.delete("/agents/{agent_id}", response_model=Written)
-async def deregister_agent(
-    agent_id: AgentId, ctx: Ctx, who: Annotated[Caller, Depends(caller)]
-) -> Written:
+async def deregister_agent(agent_id: AgentId, ctx: Ctx, who: AnyCaller) -> Written:
     """Remove an agent (the operator, or the agent itself); its task is reclaimed."""
     if not who.is_admin and who.agent_id != agent_id:
         raise ApiError(403, "forbidden", "an agent may remove only itself", "agent_id")
-    _, position = await ctx.write(cmd.DeregisterAgent(agent_id=agent_id))
+    _, position = await ctx.writer.write(cmd.DeregisterAgent(agent_id=agent_id))
     return Written(position=position)
 
 
@@ -149,7 +134,7 @@ async def register_endpoint(
     endpoint_id: EndpointId,
     body: RegisterEndpoint,
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(admin)],
+    _auth: Operator,
 ) -> Written:
     """Register or update an endpoint; ``endpoint_id`` must be ``host:port``."""
     if endpoint_id != f"{body.host}:{body.port}":
@@ -159,7 +144,7 @@ async def register_endpoint(
             f"endpoint id {endpoint_id!r} is not host:port of the body",
             "endpoint_id",
         )
-    _, position = await ctx.write(
+    _, position = await ctx.writer.write(
         cmd.RegisterEndpoint(host=body.host, port=body.port, models=body.models)
     )
     return Written(position=position)
@@ -167,10 +152,10 @@ async def register_endpoint(
 
 @router.post("/endpoints/{endpoint_id}/health", response_model=Written)
 async def report_health(
-    endpoint_id: EndpointId, body: HealthReport, ctx: Ctx, _auth: Annotated[Caller, Depends(admin)]
+    endpoint_id: EndpointId, body: HealthReport, ctx: Ctx, _auth: Operator
 ) -> Written:
     """A health check result: healthy at once, unhealthy after consecutive failures."""
-    status, position = await ctx.write(
+    status, position = await ctx.writer.write(
         cmd.ReportHealth(endpoint_id=endpoint_id, ok=body.ok, models=body.models)
     )
     return Written(position=position, detail={"status": status})
@@ -181,30 +166,32 @@ async def report_resources(
     endpoint_id: EndpointId,
     body: ResourcesReport,
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(admin)],
+    _auth: Operator,
 ) -> Written:
     """An endpoint's resource usage."""
-    _, position = await ctx.write(cmd.ReportResources(endpoint_id=endpoint_id, **body.model_dump()))
+    _, position = await ctx.writer.write(
+        cmd.ReportResources(endpoint_id=endpoint_id, **body.model_dump())
+    )
     return Written(position=position)
 
 
 @router.get("/endpoints")
 async def list_endpoints(
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every endpoint with its status, models and latest resources."""
-    position = await ctx.reads_at(min_position)
-    return {"position": position, "endpoints": await ctx.reads.endpoints()}
+    position = await ctx.reads.at(min_position)
+    return {"position": position, "endpoints": await ctx.reads.models.endpoints()}
 
 
 @router.get("/agents")
 async def list_agents(
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every agent with its status and current task."""
-    position = await ctx.reads_at(min_position)
-    return {"position": position, "agents": await ctx.reads.agents()}
+    position = await ctx.reads.at(min_position)
+    return {"position": position, "agents": await ctx.reads.models.agents()}

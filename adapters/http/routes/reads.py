@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio
-import msgspec
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from tierlog.adapters.http.app import MAX_POSITION, ApiContext, Caller, MinPosition, caller, context
-from tierlog.adapters.store.codec import topic_of
-from tierlog.projections.queue import waiting_reason
-from tierlog.projections.telemetry import BUCKETS_MS
+from tierlog.adapters.http.deps import (
+    LATENCY_BUCKETS_MS,
+    MAX_POSITION,
+    AnyCaller,
+    Ctx,
+    MinPosition,
+    event_json,
+)
 
 router = APIRouter(tags=["reads"])
-Ctx = Annotated[ApiContext, Depends(context)]
 
 
 @router.get("/v1/queue")
 async def queue(
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     min_position: MinPosition = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
@@ -32,51 +31,26 @@ async def queue(
 
     Pollers at the same log position share one query and one encoding.
     """
-    position = await ctx.reads_at(min_position)
-    cached = ctx.queue_cache.get(limit)
-    if cached is None or cached[0] < position:
-        # Single flight: the first poller at a new position runs the query, the rest
-        # await its answer instead of each running the same query.
-        pending = ctx.queue_inflight.get(limit)
-        if pending is None or pending[0] < position:
-            task = asyncio.ensure_future(_queue_page(ctx, position, limit))
-            pending = (position, task)
-            ctx.queue_inflight[limit] = pending
-        try:
-            cached = (pending[0], await asyncio.shield(pending[1]))
-        finally:
-            if ctx.queue_inflight.get(limit) is pending and pending[1].done():
-                del ctx.queue_inflight[limit]
-        ctx.queue_cache[limit] = max(ctx.queue_cache.get(limit, cached), cached)
-    return Response(cached[1], media_type="application/json")
-
-
-async def _queue_page(ctx: ApiContext, position: int, limit: int) -> bytes:
-    rows, total = await ctx.reads.queue(limit)
-    now = datetime.now(UTC).isoformat()
-    for row in rows:
-        row["waiting_reason"] = waiting_reason(row, now)
-    return msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+    position = await ctx.reads.at(min_position)
+    return Response(await ctx.reads.queue_page(position, limit), media_type="application/json")
 
 
 @router.get("/v1/telemetry")
-async def telemetry(
-    ctx: Ctx, _auth: Annotated[Caller, Depends(caller)], min_position: MinPosition = None
-) -> dict[str, Any]:
+async def telemetry(ctx: Ctx, _auth: AnyCaller, min_position: MinPosition = None) -> dict[str, Any]:
     """Counters and histograms (SPEC §3), and each read model's lag."""
-    position = await ctx.reads_at(min_position)
-    head = ctx.runtime.state.position
-    positions = await ctx.reads.projection_positions()
+    position = await ctx.reads.at(min_position)
+    head = ctx.writer.position
+    positions = await ctx.reads.models.projection_positions()
     return {
         "position": position,
-        "telemetry": await ctx.reads.telemetry(),
+        "telemetry": await ctx.reads.models.telemetry(),
         "projection_lag": {name: max(0, head - pos) for name, pos in positions.items()},
     }
 
 
 def _histogram(name: str, doc: str, data: dict[str, Any]) -> HistogramMetricFamily:
     cumulative, buckets = 0, []
-    for bound in BUCKETS_MS:
+    for bound in LATENCY_BUCKETS_MS:
         cumulative += data["buckets"][f"le_{bound:g}"]
         buckets.append((f"{bound / 1000:g}", cumulative))
     buckets.append(("+Inf", cumulative + data["buckets"]["le_inf"]))
@@ -130,14 +104,16 @@ class _Snapshot:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]) -> Response:
+async def metrics(ctx: Ctx, _auth: AnyCaller) -> Response:
     """Prometheus text format."""
-    head = ctx.runtime.state.position
-    positions = await ctx.reads.projection_positions()
+    head = ctx.writer.position
+    positions = await ctx.reads.models.projection_positions()
     registry = CollectorRegistry()
     registry.register(
         _Snapshot(
-            await ctx.reads.telemetry(), {n: max(0, head - p) for n, p in positions.items()}, head
+            await ctx.reads.models.telemetry(),
+            {n: max(0, head - p) for n, p in positions.items()},
+            head,
         )
     )
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
@@ -146,25 +122,14 @@ async def metrics(ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]) -> Respon
 @router.get("/v1/log")
 async def raw_log(
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Raw events after position ``after``, in order."""
-    events = await anyio.to_thread.run_sync(ctx.runtime.log.read, after, limit)
+    events = await ctx.log.after(after, limit)
     return {
-        "events": [
-            {
-                "position": p,
-                "type": type(e).__name__,
-                "topic": topic_of(type(e)),
-                "aggregate_id": str(e.originator_id),
-                "version": e.originator_version,
-                "timestamp": e.timestamp.isoformat(),
-                "payload": msgspec.to_builtins(e),
-            }
-            for p, e in events
-        ],
+        "events": [event_json(e, position=p) for p, e in events],
         "next_after": events[-1][0] if events else after,
     }
 
@@ -172,10 +137,10 @@ async def raw_log(
 @router.get("/healthz")
 async def healthz(ctx: Ctx) -> dict[str, Any]:
     """Liveness, with the log head and each read model's lag (no token needed)."""
-    head = ctx.runtime.state.position
-    positions = await ctx.reads.projection_positions()
+    head = ctx.writer.position
+    positions = await ctx.reads.models.projection_positions()
     return {
-        "status": "ok" if ctx.runtime.running else "stopped",
+        "status": "ok" if ctx.writer.running else "stopped",
         "log_head": head,
         "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
     }

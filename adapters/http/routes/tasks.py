@@ -5,19 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-import anyio
-import msgspec
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from tierlog.adapters.http.app import (
-    ApiContext,
+from tierlog.adapters.http.deps import (
+    AnyAgent,
+    AnyCaller,
     ApiError,
-    Caller,
+    Ctx,
     MinPosition,
-    a_agent,
-    admin,
-    caller,
-    context,
+    Operator,
+    event_json,
     require_admin,
 )
 from tierlog.adapters.http.models import (
@@ -28,12 +25,10 @@ from tierlog.adapters.http.models import (
     TaskCreated,
     Written,
 )
-from tierlog.adapters.store.codec import topic_of
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
-Ctx = Annotated[ApiContext, Depends(context)]
 
 
 @router.post("/tasks", status_code=201, response_model=TaskCreated)
@@ -57,7 +52,7 @@ async def submit_task(
                 "idempotency_key",
             )
         command = body.model_copy(update={"idempotency_key": idempotency_key})
-    result, position = await ctx.write(command)
+    result, position = await ctx.writer.write(command)
     if not result.created:
         response.status_code = 200
     return TaskCreated(
@@ -69,12 +64,12 @@ async def submit_task(
 async def get_task(
     task_id: UUID,
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """One task as the tasks read model has it."""
-    position = await ctx.reads_at(min_position)
-    task = await ctx.reads.task(str(task_id))
+    position = await ctx.reads.at(min_position)
+    task = await ctx.reads.models.task(str(task_id))
     if task is None:
         raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
     return {"position": position, "task": task}
@@ -83,7 +78,7 @@ async def get_task(
 @router.get("/tasks")
 async def list_tasks(
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(caller)],
+    _auth: AnyCaller,
     state: Annotated[
         str | None, Query(pattern="^(queued|assigned|completed|dead_lettered|cancelled)$")
     ] = None,
@@ -93,8 +88,8 @@ async def list_tasks(
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Tasks in submission order, filtered; ``next_cursor`` pages on."""
-    position = await ctx.reads_at(min_position)
-    rows = await ctx.reads.tasks(
+    position = await ctx.reads.at(min_position)
+    rows = await ctx.reads.models.tasks(
         state=state, tier=tier, limit=limit, after=int(cursor) if cursor else 0
     )
     next_cursor = str(rows[-1]["submit_position"]) if len(rows) == limit else None
@@ -102,26 +97,15 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}/timeline")
-async def task_timeline(
-    task_id: UUID, ctx: Ctx, _auth: Annotated[Caller, Depends(caller)]
-) -> dict[str, Any]:
+async def task_timeline(task_id: UUID, ctx: Ctx, _auth: AnyCaller) -> dict[str, Any]:
     """Every event of the task's own stream, in order."""
-    events = await anyio.to_thread.run_sync(ctx.runtime.log.events_of, task_id)
+    events = await ctx.log.events_of(task_id)
     if not events or not isinstance(events[0], ev.TaskSubmitted):
         raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
     return {
-        "position": ctx.runtime.state.position,
+        "position": ctx.writer.position,
         "task_id": str(task_id),
-        "events": [
-            {
-                "type": type(e).__name__,
-                "topic": topic_of(type(e)),
-                "version": e.originator_version,
-                "timestamp": e.timestamp.isoformat(),
-                "payload": msgspec.to_builtins(e),
-            }
-            for e in events
-        ],
+        "events": [event_json(e) for e in events],
     }
 
 
@@ -129,30 +113,30 @@ async def task_timeline(
 async def cancel_task(
     task_id: UUID,
     ctx: Ctx,
-    _auth: Annotated[Caller, Depends(admin)],
+    _auth: Operator,
     body: Annotated[CancelTask | None, Body()] = None,
 ) -> Written:
     """Cancel a queued or dead-lettered task."""
     reason = body.reason if body else "cancelled"
-    _, position = await ctx.write(
+    _, position = await ctx.writer.write(
         cmd.CancelTask(task_id=task_id, requested_by="operator", reason=reason)
     )
     return Written(position=position)
 
 
 @router.post("/tasks/{task_id}/retry", response_model=Written)
-async def retry_task(task_id: UUID, ctx: Ctx, _auth: Annotated[Caller, Depends(admin)]) -> Written:
+async def retry_task(task_id: UUID, ctx: Ctx, _auth: Operator) -> Written:
     """Put a dead-lettered task back in the queue."""
-    generation, position = await ctx.write(cmd.RetryTask(task_id=task_id, requested_by="operator"))
+    generation, position = await ctx.writer.write(
+        cmd.RetryTask(task_id=task_id, requested_by="operator")
+    )
     return Written(position=position, detail={"generation": generation})
 
 
 @router.post("/tasks/{task_id}/complete", response_model=Written)
-async def complete_task(
-    task_id: UUID, body: Complete, ctx: Ctx, who: Annotated[Caller, Depends(a_agent)]
-) -> Written:
+async def complete_task(task_id: UUID, body: Complete, ctx: Ctx, who: AnyAgent) -> Written:
     """The calling agent finished the task (its generation must be current)."""
-    _, position = await ctx.write(
+    _, position = await ctx.writer.write(
         cmd.CompleteTask(
             agent_id=who.agent(), task_id=task_id, generation=body.generation, result=body.result
         )
@@ -161,11 +145,9 @@ async def complete_task(
 
 
 @router.post("/tasks/{task_id}/fail", response_model=Written)
-async def fail_task(
-    task_id: UUID, body: Fail, ctx: Ctx, who: Annotated[Caller, Depends(a_agent)]
-) -> Written:
+async def fail_task(task_id: UUID, body: Fail, ctx: Ctx, who: AnyAgent) -> Written:
     """The calling agent failed the task: requeued while retries remain."""
-    state, position = await ctx.write(
+    state, position = await ctx.writer.write(
         cmd.FailTask(
             agent_id=who.agent(), task_id=task_id, generation=body.generation, error=body.error
         )

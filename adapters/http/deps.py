@@ -1,0 +1,437 @@
+"""What the HTTP routes depend on: the context, who is calling, errors, the reads' wait.
+
+A leaf of the HTTP package (as ``deps.py`` in FastAPI's full-stack template): it
+imports nothing of the app or of the routes, and the routes reach everything else
+through it. The context is one part per concern: the ``Writer`` runs commands through
+the runtime's background writer (so concurrent requests share commits), the ``Log``
+reads the stored events, ``Reads`` serves the read models and makes a request wait for
+its ``min_position``, ``LongPolls`` wakes waiting agents, ``Tokens`` says who is
+calling. Every answer says which log position it reflects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+import anyio
+import msgspec
+from fastapi import Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from tierlog.adapters.http.auth import digest, new_token, same_token
+from tierlog.adapters.readside.queries import AsyncReadModels
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.codec import topic_of
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain import commands as cmd
+from tierlog.domain import errors
+from tierlog.domain import events as ev
+from tierlog.domain.state import SchedulerState
+from tierlog.projections.queue import waiting_reason
+from tierlog.projections.telemetry import BUCKETS_MS
+
+T = TypeVar("T")
+MAX_WAIT_S = 60.0
+MAX_POSITION = 2**62  # positions are 64-bit integers in both stores
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_POSITION, description="wait (bounded) until reads reflect this position"),
+]
+MIN_POSITION_WAIT_S = 2.0
+# The telemetry read model's latency histogram bounds, for the Prometheus form.
+LATENCY_BUCKETS_MS = BUCKETS_MS
+_STATUS = {
+    errors.ValidationError: 422,
+    errors.NotFoundError: 404,
+    errors.InvalidTransitionError: 409,
+    errors.StaleGenerationError: 409,
+    errors.NotYourTaskError: 403,
+    errors.ConcurrencyConflictError: 409,
+}
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An HTTP error with tierlog's JSON body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def domain_error(exc: errors.DomainError) -> ApiError:
+    """The HTTP form of a domain error."""
+    status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
+    return ApiError(status, exc.code, exc.message, exc.field)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    """The response for an ``ApiError``: its JSON body (and a challenge on a 401)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    body = {"error": exc.code, "field": exc.field, "message": exc.message}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+# --- the context, one part per concern ---------------------------------------------------
+
+
+@dataclass
+class Writer:
+    """Commands through the runtime's background writer, and reads of its state."""
+
+    runtime: SchedulerRuntime
+
+    @property
+    def position(self) -> int:
+        """The position of the last event the runtime's state has folded in."""
+        return self.runtime.state.position
+
+    @property
+    def running(self) -> bool:
+        """Whether the background writer is running."""
+        return self.runtime.running
+
+    async def write(self, command: cmd.Command) -> tuple[Any, int]:
+        """Run a command through the writer; its result and the position to read it at."""
+        result = await asyncio.wrap_future(self.runtime.submit(command))
+        if isinstance(result, errors.DomainError):
+            raise domain_error(result)
+        return result, self.position
+
+    async def read(self, query: Callable[[SchedulerState], T]) -> T:
+        """Read the scheduler's state off the event loop (its lock may be held)."""
+        return await anyio.to_thread.run_sync(self.runtime.read, query)
+
+
+@dataclass
+class Log:
+    """The stored events, read off the event loop."""
+
+    log: EventLog
+
+    async def head(self) -> int:
+        """The position of the last stored event."""
+        return await anyio.to_thread.run_sync(self.log.head)
+
+    async def events_of(self, aggregate_id: UUID) -> list[ev.DomainEvent]:
+        """Every event of one aggregate's stream, in order."""
+        return await anyio.to_thread.run_sync(self.log.events_of, aggregate_id)
+
+    async def after(self, position: int, limit: int) -> list[tuple[int, ev.DomainEvent]]:
+        """At most ``limit`` events after ``position``, with their positions, in order."""
+        return await anyio.to_thread.run_sync(self.log.read, position, limit)
+
+
+def event_json(event: ev.DomainEvent, position: int | None = None) -> dict[str, Any]:
+    """An event as the API shows it; read off the whole log (``position`` given), also
+    where it sits and which aggregate it belongs to."""
+    where = {} if position is None else {"position": position}
+    kind = {"type": type(event).__name__, "topic": topic_of(type(event))}
+    aggregate = {} if position is None else {"aggregate_id": str(event.originator_id)}
+    return {
+        **where,
+        **kind,
+        **aggregate,
+        "version": event.originator_version,
+        "timestamp": event.timestamp.isoformat(),
+        "payload": msgspec.to_builtins(event),
+    }
+
+
+@dataclass
+class Reads:
+    """The read models, the wait for ``min_position``, and the shared queue page."""
+
+    models: AsyncReadModels
+    runner: ProjectionRunner
+    writer: Writer
+    log: Log
+    # GET /v1/queue answers by limit: (position, encoded body).
+    queue_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    queue_inflight: dict[int, tuple[int, asyncio.Future[bytes]]] = field(default_factory=dict)
+
+    async def at(self, min_position: int | None) -> int:
+        """Wait (bounded) for the read models to reach ``min_position``; the position."""
+        if min_position is None:
+            # serve runs the projection runner in this process: its position is at hand.
+            return self.runner.committed_position
+        if min_position > max(self.writer.position, await self.log.head()):
+            raise ApiError(
+                422,
+                "validation_error",
+                "min_position is beyond the head of the log",
+                "min_position",
+            )
+        reached = await self._wait_for(min_position)
+        if reached < min_position:
+            raise ApiError(
+                503,
+                "projection_lagging",
+                f"read models are at {reached}, not yet at {min_position}; retry",
+                "min_position",
+            )
+        return reached
+
+    async def _wait_for(self, position: int) -> int:
+        deadline = asyncio.get_running_loop().time() + MIN_POSITION_WAIT_S
+        while self.runner.committed_position < position:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.002)
+        return self.runner.committed_position
+
+    async def queue_page(self, position: int, limit: int) -> bytes:
+        """The encoded queue page (``limit`` tasks) at ``position`` or later.
+
+        Pollers at the same log position share one query and one encoding.
+        """
+        cached = self.queue_cache.get(limit)
+        if cached is None or cached[0] < position:
+            # Single flight: the first poller at a new position runs the query, the rest
+            # await its answer instead of each running the same query.
+            pending = self.queue_inflight.get(limit)
+            if pending is None or pending[0] < position:
+                task = asyncio.ensure_future(self._encode_queue(position, limit))
+                pending = (position, task)
+                self.queue_inflight[limit] = pending
+            try:
+                cached = (pending[0], await asyncio.shield(pending[1]))
+            finally:
+                if self.queue_inflight.get(limit) is pending and pending[1].done():
+                    del self.queue_inflight[limit]
+            self.queue_cache[limit] = max(self.queue_cache.get(limit, cached), cached)
+        return cached[1]
+
+    async def _encode_queue(self, position: int, limit: int) -> bytes:
+        rows, total = await self.models.queue(limit)
+        now = datetime.now(UTC).isoformat()
+        for row in rows:
+            row["waiting_reason"] = waiting_reason(row, now)
+        return msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+
+
+@dataclass
+class LongPolls:
+    """The agents' waiting long-polls, and what wakes them."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
+    closing: bool = False
+
+    @contextmanager
+    def waiting(self, agent_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever something may have changed for ``agent_id``."""
+        waiter = asyncio.Event()
+        self.waiters[agent_id].add(waiter)
+        try:
+            yield waiter
+        finally:
+            self.waiters[agent_id].discard(waiter)
+            if not self.waiters[agent_id]:
+                self.waiters.pop(agent_id, None)
+
+    def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
+        """Runtime listener (writer thread): wake long-polls of agents that got work."""
+        agents = {
+            e.agent_id
+            for _, e in applied
+            if isinstance(e, ev.AgentReserved | ev.AgentDeregistered | ev.AgentRegistered)
+        }
+        if agents and self.loop is not None:
+            # The waiters belong to the event loop: touch them only from there.
+            self.loop.call_soon_threadsafe(self._wake, agents)
+
+    def shutting_down(self) -> None:
+        """The server is stopping: every long-poll answers now (any thread)."""
+        self.closing = True
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake, set(self.waiters))
+
+    def _wake(self, agents: set[str]) -> None:
+        for agent_id in agents:
+            for waiter in self.waiters.get(agent_id, ()):
+                waiter.set()
+
+
+@dataclass
+class Caller:
+    """Who is calling: the operator, or one agent."""
+
+    is_admin: bool
+    agent_id: str | None = None
+    token_sha256: str | None = None
+
+    def agent(self) -> str:
+        """The calling agent's id (for routes behind an agent-only check, which ensures
+        there is one)."""
+        if self.agent_id is None:
+            raise ApiError(403, "forbidden", "this needs an agent's own token")
+        return self.agent_id
+
+
+@dataclass
+class Tokens:
+    """The operator token and the agents' tokens (as the runtime's state records them)."""
+
+    admin_token: str
+    runtime: SchedulerRuntime
+
+    def identify(self, authorization: str) -> Caller:
+        """Who holds the bearer token in an ``Authorization`` header; 401 if nobody known."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "missing bearer token")
+        token = token.strip()
+        if same_token(token, self.admin_token):
+            return Caller(is_admin=True)
+        agent_id = self.holder(digest(token))
+        agent = self.runtime.state.agents.get(agent_id) if agent_id else None
+        if agent is None or agent.status == "deregistered":
+            raise ApiError(401, "unauthorized", "unknown bearer token")
+        return Caller(is_admin=False, agent_id=agent_id, token_sha256=digest(token))
+
+    def holder(self, token_sha256: str | None) -> str | None:
+        """The agent whose current token has this digest, if any."""
+        return self.runtime.state.agent_tokens.get(token_sha256 or "")
+
+    @staticmethod
+    def issue() -> tuple[str, str]:
+        """A new agent token and the digest under which it is recorded."""
+        token = new_token()
+        return token, digest(token)
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the routes need, one part per concern."""
+
+    writer: Writer
+    log: Log
+    reads: Reads
+    polls: LongPolls
+    tokens: Tokens
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        runtime: SchedulerRuntime,
+        runner: ProjectionRunner,
+        read_models: AsyncReadModels,
+        admin_token: str,
+    ) -> ApiContext:
+        """The context over a runtime, its projection runner and the read models."""
+        writer, log = Writer(runtime), Log(runtime.log)
+        return cls(
+            writer=writer,
+            log=log,
+            reads=Reads(read_models, runner, writer, log),
+            polls=LongPolls(),
+            tokens=Tokens(admin_token, runtime),
+        )
+
+    def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
+        """Runtime listener (writer thread): the read side catches up, long-polls wake."""
+        self.reads.runner.wake()
+        self.polls.on_committed(applied)
+
+
+async def context(request: Request) -> ApiContext:
+    """The API context (a FastAPI dependency)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+# --- who is calling ----------------------------------------------------------------------
+
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+class BearerAuth:
+    """ASGI middleware: every route but the public ones needs a known bearer token.
+
+    It runs before FastAPI reads the body, so a request without a valid token gets
+    401 whatever else is wrong with it, and nothing of it is parsed or appended.
+    """
+
+    def __init__(self, app: Any, tokens: Tokens) -> None:
+        self.app, self.tokens = app, tokens
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Check the token, then pass the request on (or answer 401)."""
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        try:
+            who = self.tokens.identify(header.decode("latin-1"))
+        except ApiError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = who
+        await self.app(scope, receive, send)
+
+
+def _identify(request: Request) -> Caller:
+    who: Caller = request.state.caller
+    return who
+
+
+async def caller(request: Request) -> Caller:
+    """Who holds the bearer token; 401 when it is missing or unknown (a dependency)."""
+    return _identify(request)
+
+
+def _operator(request: Request) -> Caller:
+    who = _identify(request)
+    if not who.is_admin:
+        raise ApiError(403, "forbidden", "this needs the operator token")
+    return who
+
+
+def require_admin(request: Request) -> ApiContext:
+    """The context, once the caller is known to hold the operator token."""
+    _operator(request)
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+async def admin(request: Request) -> Caller:
+    """Only the operator token (a dependency)."""
+    return _operator(request)
+
+
+async def agent_self(agent_id: str, request: Request) -> Caller:
+    """Only the agent named in the path, with its own token (a dependency)."""
+    who = _identify(request)
+    if who.agent_id != agent_id:
+        raise ApiError(403, "forbidden", "an agent may act only for itself", "agent_id")
+    return who
+
+
+async def a_agent(request: Request) -> Caller:
+    """Any agent, with its own token (a dependency)."""
+    who = _identify(request)
+    if who.agent_id is None:
+        raise ApiError(403, "forbidden", "this needs an agent's own token")
+    return who
+
+
+# The callers a route may require, as parameter types.
+AnyCaller = Annotated[Caller, Depends(caller)]
+Operator = Annotated[Caller, Depends(admin)]
+SelfAgent = Annotated[Caller, Depends(agent_self)]
+AnyAgent = Annotated[Caller, Depends(a_agent)]

@@ -1,0 +1,53 @@
+"""The undo log of a unit of work: how a batch that is not committed is taken back."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from sortedcontainers import SortedList
+
+MISSING: Any = object()
+"""The old value of a key that was not there (undoing its write removes it)."""
+
+
+class UndoLog:
+    """Flat undo steps, newest last: ``(target, key, old value)`` triples in one list.
+
+    Flat triples rather than closures: no allocation per step, so no GC pressure on
+    the hot path. What a step means depends on its target: a dict gets ``key`` back
+    (or loses it), a ``SortedList`` loses what was ``"added"`` or regains what was
+    ``"removed"``, a plain list (the deadline heap) regains a popped entry, and any
+    other object gets its attribute ``key`` back.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def mark(self) -> int:
+        """A point to roll back to (a savepoint)."""
+        return len(self.steps)
+
+    def rollback(self, mark: int = 0) -> None:
+        """Undo every step recorded after ``mark``, newest first."""
+        steps = self.steps
+        while len(steps) > mark:
+            old = steps.pop()
+            key = steps.pop()
+            target = steps.pop()
+            if isinstance(target, dict):
+                if old is MISSING:
+                    target.pop(key, None)
+                else:
+                    target[key] = old
+            elif isinstance(target, SortedList):
+                if key == "added":
+                    target.discard(old)
+                else:
+                    target.add(old)
+            elif isinstance(target, list):
+                heapq.heappush(target, old)
+            else:
+                setattr(target, key, old)
