@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.settings import PROBE_INTERVAL_S
 from tierlog.domain import validation as v
 from tierlog.domain.errors import DomainError
 from tierlog.domain.service import SchedulerService
@@ -155,7 +156,7 @@ class OllamaProber:
     def __init__(
         self,
         runtime: SchedulerRuntime,
-        interval_s: float = 10.0,
+        interval_s: float = PROBE_INTERVAL_S,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         *,

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 from eventsourcing.persistence import OperationalError
+from wiring import runtime_on
 
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
@@ -50,8 +50,8 @@ def _count(log: EventLog, event_type: type) -> int:
 def test_a_lost_race_after_endpoint_commands_retries_only_the_pass(store_url):
     clock = VirtualClock()
     log = InterleavingLog(store_url)
-    a = SchedulerRuntime(log, CONFIG, clock)
-    b = SchedulerRuntime(EventLog(store_url), CONFIG, clock)
+    a = runtime_on(log, CONFIG, clock)
+    b = runtime_on(store_url, CONFIG, clock)
     a.execute(lambda s, u, n: s.register_agent(u, n, agent_id="x"))
     endpoint = a.execute(lambda s, u, n: s.register_endpoint(u, n, host="gpu", models=["m"]))
     a.execute(lambda s, u, n: s.report_health(u, n, endpoint_id=endpoint, ok=True))
@@ -88,8 +88,8 @@ class FailingOnceLog(EventLog):
 def test_a_store_error_leaves_no_trace_in_state(store_url):
     clock = VirtualClock()
     log = FailingOnceLog(store_url)
-    a = SchedulerRuntime(log, CONFIG, clock)
-    b = SchedulerRuntime(EventLog(store_url), CONFIG, clock)
+    a = runtime_on(log, CONFIG, clock)
+    b = runtime_on(store_url, CONFIG, clock)
     before = a.state.position  # the recorded configuration
     log.fail_next = True
     with pytest.raises(OperationalError):
@@ -104,9 +104,9 @@ def test_a_store_error_leaves_no_trace_in_state(store_url):
 
 
 def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url):
-    runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
+    runtime = runtime_on(sqlite_url, CONFIG, VirtualClock(), writer_poll_s=0.01)
     with runtime._lock:  # hold the writer, as a long batch would
-        runtime.start(poll_interval=0.01)
+        runtime.start_background()
         first = runtime.submit(lambda s, u, n: s.submit_task(u, n, description="given up on"))
         assert first.cancel()
     second = runtime.submit(lambda s, u, n: s.submit_task(u, n, description="wanted"))
@@ -120,8 +120,8 @@ def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url)
 
 
 def test_stop_answers_every_queued_command_and_refuses_new_ones(sqlite_url):
-    runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
-    runtime.start(poll_interval=0.01)
+    runtime = runtime_on(sqlite_url, CONFIG, VirtualClock(), writer_poll_s=0.01)
+    runtime.start_background()
     futures = [
         runtime.submit(lambda s, u, n, i=i: s.submit_task(u, n, description=f"task {i}"))
         for i in range(2000)
