@@ -18,19 +18,18 @@ def _add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> N
         default=None,  # not given: TIERLOG_STORE, then the default (settings.py)
         help="sqlite:///path.db or postgresql://user@host:port/db (env TIERLOG_STORE)",
     )
-    _add_config(parser)
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
-    """``--config``: the TOML file of settings."""
+    """``--config``: only for the commands that read the file."""
     parser.add_argument("--config", default=None, help="TOML configuration file")
 
 
 def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
-    """The settings under this command's flags."""
-    return load_settings(store=args.store, config=args.config, **flags)
+    """The settings under this command's flags (``--config`` where it is offered)."""
+    return load_settings(store=args.store, config=getattr(args, "config", None), **flags)
 
 
 def _print_demo(report: Any) -> None:
@@ -352,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP API, scheduler and projections in one process")
     _add_common(serve, json_flag=False)
+    _add_config(serve)
     # Flags not given (None) leave the value to TIERLOG_*, the file, then the default.
     serve.add_argument("--host", default=None, help=f"default {HOST} (env TIERLOG_HOST)")
     serve.add_argument("--port", type=int, default=None, help=f"default {PORT} (env TIERLOG_PORT)")
@@ -392,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     whatif = sub.add_parser("whatif", help="replay recorded traffic under another config")
     _add_common(whatif)
+    _add_config(whatif)
     whatif.add_argument("--from", dest="start", help="position or time (exclusive)")
     whatif.add_argument("--to", dest="stop", help="position or time (inclusive)")
     whatif.set_defaults(func=cmd_whatif)
