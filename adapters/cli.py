@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tierlog.adapters.store.event_log import DEFAULT_STORE
+from tierlog.adapters.settings import HOST, PORT, PROBE_INTERVAL_S, Settings, load_settings
 from tierlog.domain.errors import TierlogError, ValidationError
-
-
-def _store_default() -> str:
-    return os.environ.get("TIERLOG_STORE", DEFAULT_STORE)
 
 
 def _add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     parser.add_argument(
         "--store",
-        default=_store_default(),
+        default=None,  # not given: TIERLOG_STORE, then the default (settings.py)
         help="sqlite:///path.db or postgresql://user@host:port/db (env TIERLOG_STORE)",
     )
-    parser.add_argument("--config", default=None, help="TOML configuration file")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    """``--config``: only for the commands that read the file."""
+    parser.add_argument("--config", default=None, help="TOML configuration file")
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    """The settings under this command's flags (``--config`` where it is offered)."""
+    return load_settings(store=args.store, config=getattr(args, "config", None), **flags)
 
 
 def _print_demo(report: Any) -> None:
@@ -62,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the simulated fleet on a fresh log."""
     from tierlog.adapters.tools.demo import run_demo
 
-    report = run_demo(args.store, tasks=args.tasks, seed=args.seed)
+    report = run_demo(_settings(args).store, tasks=args.tasks, seed=args.seed)
     if args.json:
         print(json.dumps(report.__dict__, indent=2, default=str))
     else:
@@ -120,28 +124,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tierlog.adapters.http.serve import serve
 
     serve(
-        args.store,
-        host=args.host,
-        port=args.port,
-        config_path=args.config,
-        probe=args.probe,
-        probe_interval_s=args.probe_interval,
+        _settings(
+            args,
+            host=args.host,
+            port=args.port,
+            probe=args.probe,
+            probe_interval_s=args.probe_interval,
+        )
     )
     return 0
 
 
 def cmd_project(args: argparse.Namespace) -> int:
     """Bring the read models up to date (or rebuild them from position 0)."""
-    from tierlog.adapters.readside.runner import ProjectionRunner
-    from tierlog.adapters.store.event_log import EventLog
+    from tierlog.adapters import bootstrap
 
-    runner = ProjectionRunner(EventLog(args.store))
+    settings = _settings(args)
+    log = bootstrap.open_log(settings)
     try:
-        applied = runner.rebuild() if args.rebuild else runner.run_until_caught_up()
-        lag = runner.lag()
-        report = {"applied": applied, "positions": runner.positions(), "lag": lag}
+        runner = bootstrap.build_runner(settings, log)
+        try:
+            runner.start()
+            applied = runner.rebuild() if args.rebuild else runner.run_until_caught_up()
+            lag = runner.lag()
+            report = {"applied": applied, "positions": runner.positions(), "lag": lag}
+        finally:
+            runner.close()
     finally:
-        runner.close()
+        log.close()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -154,18 +164,21 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Verify a log: exit 0 clean, 1 with violations, 2 when it cannot be read."""
+    from tierlog.adapters import bootstrap
     from tierlog.adapters.audit.run import audit
-    from tierlog.adapters.store.event_log import EventLog, sqlite_file
+    from tierlog.adapters.store.event_log import sqlite_file
 
-    path = sqlite_file(args.store)
+    settings = _settings(args)
+    store = settings.store
+    path = sqlite_file(store)
     if path is not None and not path.is_file():
         print(f"tierlog: no log at {path}", file=sys.stderr)
         return 2
     try:
-        log = EventLog(args.store)
+        log = bootstrap.open_log(settings)
         head = log.head()
     except Exception as exc:  # a missing file, no server, not a tierlog log
-        print(f"tierlog: cannot read the store {args.store}: {exc}", file=sys.stderr)
+        print(f"tierlog: cannot read the store {store}: {exc}", file=sys.stderr)
         return 2
     try:
         if args.json or not sys.stderr.isatty():
@@ -177,7 +190,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 job = bar.add_task("auditing", total=head)
                 report = audit(log, progress=lambda done, _: bar.update(job, completed=done))
     except Exception as exc:  # the store went away or broke mid-read: no verdict
-        print(f"tierlog: cannot read the store {args.store}: {exc}", file=sys.stderr)
+        print(f"tierlog: cannot read the store {store}: {exc}", file=sys.stderr)
         return 2
     finally:
         log.close()
@@ -218,10 +231,10 @@ def cmd_at(args: argparse.Namespace) -> int:
     """The state at a position or time (or one task then)."""
     from uuid import UUID
 
+    from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import fold_until, summarise_state, task_at
-    from tierlog.adapters.store.event_log import EventLog
 
-    log = EventLog(args.store)
+    log = bootstrap.open_log(_settings(args))
     try:
         position = _point(log, args.position if args.position is not None else args.time)
         state = fold_until(log, position)
@@ -248,10 +261,10 @@ def cmd_at(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """What changed between two positions or times."""
+    from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import diff
-    from tierlog.adapters.store.event_log import EventLog
 
-    log = EventLog(args.store)
+    log = bootstrap.open_log(_settings(args))
     try:
         data = diff(log, _point(log, args.a), _point(log, args.b))
     finally:
@@ -271,20 +284,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """A task's timeline with every decision's reason."""
     from uuid import UUID
 
+    from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import explain
-    from tierlog.adapters.store.event_log import EventLog
 
     try:
         task_id = UUID(args.task_id)
     except ValueError:
         raise ValidationError("TASK_ID must be a task id (UUID)", field="task_id") from None
-    log = EventLog(args.store)
+    settings = _settings(args)
+    log = bootstrap.open_log(settings)
     try:
         story = explain(log, task_id)
     finally:
         log.close()
     if not story:
-        raise ValidationError(f"no task {task_id} in {args.store}", field="task_id")
+        raise ValidationError(f"no task {task_id} in {settings.store}", field="task_id")
     if args.json:
         _print_json(story)
     else:
@@ -295,14 +309,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_whatif(args: argparse.Namespace) -> int:
     """Replay recorded traffic under another configuration and report what changes."""
+    from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import what_if
-    from tierlog.adapters.settings import load_config
-    from tierlog.adapters.store.event_log import EventLog
 
     if args.config is None:
         raise ValidationError("whatif needs --config NEW.toml", field="config")
-    config = load_config(args.config)
-    log = EventLog(args.store)
+    settings = _settings(args)
+    config = settings.scheduler
+    log = bootstrap.open_log(settings)
     try:
         start = _point(log, args.start) if args.start else 0
         stop = _point(log, args.stop) if args.stop else None
@@ -337,10 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP API, scheduler and projections in one process")
     _add_common(serve, json_flag=False)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--probe", action="store_true", help="check endpoints' /api/tags")
-    serve.add_argument("--probe-interval", type=float, default=10.0)
+    _add_config(serve)
+    # Flags not given (None) leave the value to TIERLOG_*, the file, then the default.
+    serve.add_argument("--host", default=None, help=f"default {HOST} (env TIERLOG_HOST)")
+    serve.add_argument("--port", type=int, default=None, help=f"default {PORT} (env TIERLOG_PORT)")
+    serve.add_argument(
+        "--probe", action="store_true", default=None, help="check endpoints' /api/tags"
+    )
+    serve.add_argument(
+        "--probe-interval",
+        type=float,
+        default=None,
+        help=f"seconds between probe rounds (default {PROBE_INTERVAL_S:g})",
+    )
     serve.set_defaults(func=cmd_serve)
 
     project = sub.add_parser("project", help="update or rebuild the read models")
@@ -369,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     whatif = sub.add_parser("whatif", help="replay recorded traffic under another config")
     _add_common(whatif)
+    _add_config(whatif)
     whatif.add_argument("--from", dest="start", help="position or time (exclusive)")
     whatif.add_argument("--to", dest="stop", help="position or time (inclusive)")
     whatif.set_defaults(func=cmd_whatif)

@@ -1,77 +1,233 @@
-"""Configuration from a TOML file, each key overridable by ``TIERLOG_<KEY>``."""
+"""Every setting tierlog reads, and every tunable's default, in one place.
+
+``Settings(**flags)`` reads, each source overriding the ones after it: the values given
+(the CLI's flags), ``TIERLOG_<KEY>`` environment variables, the TOML file named by
+``config`` (the ``--config`` flag only), then the defaults below. The scheduler's policy
+(``SchedulerConfig``, whose defaults are the domain's: SPEC §1) is read from the same
+sources as flat keys: ``lease_s = 30`` in the file, ``TIERLOG_LEASE_S=30``, and
+``[[ladder]]`` tables or ``TIERLOG_LADDER`` as JSON. A bad value raises
+``ConfigurationError`` naming the key; the admin token is a secret, never shown.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import pydantic
+from pydantic import BeforeValidator, Field, PlainSerializer, SecretStr, TypeAdapter
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tierlog.adapters.store.event_log import DEFAULT_STORE
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import ValidationError
+from tierlog.domain.errors import ConfigurationError, ValidationError
 
-_SCALAR_KEYS = {
-    "fallback_wait_s": float,
-    "lease_s": float,
-    "task_ttl_s": float,
-    "default_model": str,
-    "claude_enabled": bool,
-    "health_failures_to_unhealthy": int,
-    "resource_stale_s": float,
-}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# --- every tunable default (the constructors that take one default to these) ---------
+HOST = "127.0.0.1"
+PORT = 8000
+PROBE_INTERVAL_S = 10.0
+"""Seconds between two rounds of Ollama health checks."""
+WRITER_POLL_S = 0.05
+"""How long the background writer waits for commands before it looks at the log."""
+MAX_BATCH = 1000
+"""The most commands the background writer decides and appends as one group commit."""
+READ_BATCH = 5000
+"""Events the runtime reads from the log per round trip while it catches up."""
+PROJECTION_BATCH = 10_000
+"""Events the projection runner folds per read-model transaction."""
+PROJECTION_POLL_S = 0.02
+"""How often the projection runner looks for other processes' appends."""
+LONG_POLL_MAX_S = 60.0
+"""The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
+
+ENV_PREFIX = "TIERLOG_"
+POLICY = "scheduler"  # the field that holds the policy; its keys are flat everywhere else
+_POLICY_TYPES: dict[str, Any] = {f.name: f.type for f in msgspec.structs.fields(SchedulerConfig)}
+_NOT_FROM_ENV = {"config", POLICY}  # a file is chosen by the flag; policy keys are flat
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
 
 
-def _from_env(key: str, kind: type, raw: str) -> Any:
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in _TRUE | _FALSE:
-            return lowered in _TRUE
-        raise ValidationError(f"TIERLOG_{key.upper()} must be true or false", field=key)
-    if kind is str:
-        return raw or None
+def env_name(key: str) -> str:
+    """The environment variable of a setting: ``lease_s`` → ``TIERLOG_LEASE_S``."""
+    return f"{ENV_PREFIX}{key.upper()}"
+
+
+def _policy(value: object) -> SchedulerConfig:
+    """The policy from a ``SchedulerConfig`` or a mapping of its keys."""
+    if isinstance(value, SchedulerConfig):
+        return value
     try:
-        return kind(raw)
-    except ValueError:
-        raise ValidationError(
-            f"TIERLOG_{key.upper()} must be a {kind.__name__}", field=key
+        return msgspec.convert(value, SchedulerConfig)
+    except msgspec.ValidationError as exc:
+        # msgspec says where: "... - at `$.ladder[0].tier`": the key is the first step.
+        where = re.search(r"at `\$\.(\w+)", str(exc))
+        key = where.group(1) if where else POLICY
+        raise ConfigurationError(f"invalid setting {key}: {exc}", field=key) from None
+    except ValidationError as exc:  # SchedulerConfig's own range checks
+        raise ConfigurationError(
+            f"invalid setting {exc.field}: {exc.message}", field=exc.field
         ) from None
 
 
-def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
-) -> SchedulerConfig:
-    """Read the TOML file (if any), then apply ``TIERLOG_*`` overrides, then validate.
+class Settings(BaseSettings):
+    """The settings of one tierlog process (see the module docstring for the sources)."""
 
-    The ladder is a TOML array of tables ``[[ladder]]`` with ``tier``, ``target`` and
-    ``cost_tier``; ``TIERLOG_LADDER`` takes the same as JSON.
-    """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    if path is not None:
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True
+    )
+
+    config: Path | None = None
+    """The TOML file read (``--config``; there is no environment variable for it)."""
+    store: str = DEFAULT_STORE
+    """``sqlite:///path.db`` or ``postgresql://user@host:port/db[?schema=NAME]``."""
+    admin_token: SecretStr | None = None
+    """The operator's bearer token; without one, ``serve`` generates and keeps one."""
+    host: str = HOST
+    """The address ``serve`` listens on."""
+    port: Annotated[int, Field(ge=0, le=65535)] = PORT
+    """The port ``serve`` listens on."""
+    probe: bool = False
+    """Whether ``serve`` checks every endpoint's Ollama ``/api/tags``."""
+    probe_interval_s: Seconds = PROBE_INTERVAL_S
+    """Seconds between two rounds of health checks."""
+    writer_poll_s: Seconds = WRITER_POLL_S
+    """How long the background writer waits for commands before it looks at the log."""
+    max_batch: Count = MAX_BATCH
+    """The most commands one group commit holds."""
+    read_batch: Count = READ_BATCH
+    """Events the runtime reads per round trip while it catches up."""
+    projection_batch: Count = PROJECTION_BATCH
+    """Events the projection runner folds per read-model transaction."""
+    projection_poll_s: Seconds = PROJECTION_POLL_S
+    """How often the projection runner looks for other processes' appends."""
+    long_poll_max_s: Annotated[Seconds, Field(le=LONG_POLL_MAX_S)] = LONG_POLL_MAX_S
+    """The longest an agent's assignment poll waits (a longer ``wait`` is cut to it; the
+    API refuses more than ``LONG_POLL_MAX_S``)."""
+    scheduler: Annotated[
+        SchedulerConfig, BeforeValidator(_policy), PlainSerializer(msgspec.to_builtins)
+    ] = Field(default_factory=SchedulerConfig)
+    """The scheduler's policy (its keys are flat in the file and the environment)."""
+
+    def __init__(self, **values: Any) -> None:
         try:
-            values = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValidationError(f"cannot read config {path}: {exc}", field="config") from exc
-        unknown = set(values) - set(_SCALAR_KEYS) - {"ladder"}
-        if unknown:
-            raise ValidationError(
-                f"unknown config keys: {', '.join(sorted(unknown))}", field="config"
-            )
-    for key, kind in _SCALAR_KEYS.items():
-        raw = env.get(f"TIERLOG_{key.upper()}")
-        if raw is not None:
-            values[key] = _from_env(key, kind, raw)
-    if "TIERLOG_LADDER" in env:
+            super().__init__(**values)
+        except pydantic.ValidationError as exc:
+            raise _configuration_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the values given), then ``TIERLOG_*``, then the ``config`` file."""
+        return init_settings, EnvironmentSource(settings_cls), ConfigFileSource(settings_cls)
+
+
+def load_settings(**flags: Any) -> Settings:
+    """The settings, with the flags that were given (``None`` means not given)."""
+    return Settings(**{key: value for key, value in flags.items() if value is not None})
+
+
+def _configuration_error(exc: pydantic.ValidationError) -> ConfigurationError:
+    first = exc.errors(include_input=False)[0]
+    key = ".".join(str(part) for part in first["loc"]) or "settings"
+    if first["type"] == "extra_forbidden":
+        return ConfigurationError(f"unknown setting {key}", field=key)
+    return ConfigurationError(f"invalid setting {key}: {first['msg']}", field=key)
+
+
+@cache
+def _parser(key: str) -> TypeAdapter[Any]:
+    return TypeAdapter(_POLICY_TYPES[key])
+
+
+def _policy_from_env(key: str, raw: str) -> Any:
+    """One policy key's ``TIERLOG_*`` text as its typed value (the ladder is JSON)."""
+    name = env_name(key)
+    if key == "ladder":
         try:
-            values["ladder"] = msgspec.json.decode(env["TIERLOG_LADDER"])
+            return msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
-            raise ValidationError(f"TIERLOG_LADDER is not JSON: {exc}", field="ladder") from exc
+            raise ConfigurationError(f"{name} is not JSON: {exc}", field=key) from None
+    if raw == "" and _accepts_none(key):
+        return None  # an empty variable clears an optional key (default_model)
     try:
-        return msgspec.convert(values, SchedulerConfig)
-    except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid configuration: {exc}", field="config") from exc
+        return _parser(key).validate_strings(raw)
+    except pydantic.ValidationError as exc:
+        message = exc.errors(include_input=False)[0]["msg"]
+        raise ConfigurationError(f"{name}: {message}", field=key) from None
+
+
+def _accepts_none(key: str) -> bool:
+    try:
+        _parser(key).validate_python(None)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def _nest_policy(values: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys as ``Settings`` takes them: the policy's keys under ``scheduler``."""
+    nested = {k: v for k, v in values.items() if k not in _POLICY_TYPES}
+    policy = {k: v for k, v in values.items() if k in _POLICY_TYPES}
+    if policy:
+        nested[POLICY] = policy
+    return nested
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``TIERLOG_<KEY>`` variables. Settings' values are left as text for pydantic to
+    parse; the policy's are parsed here by their type, so the policy itself (msgspec,
+    strict) takes the same typed values from the file and from the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """The variable's text (or None), the key, and False: never a complex value."""
+        return os.environ.get(env_name(field_name)), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """Every setting and policy key whose variable is set."""
+        values: dict[str, Any] = {}
+        for key in self.settings_cls.model_fields.keys() - _NOT_FROM_ENV:
+            if (raw := os.environ.get(env_name(key))) is not None:
+                values[key] = raw
+        for key in _POLICY_TYPES:
+            if (raw := os.environ.get(env_name(key))) is not None:
+                values[key] = _policy_from_env(key, raw)
+        return _nest_policy(values)
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by the ``config`` setting, read as flat keys."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Not used: the file is read whole by ``__call__``."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """The file's keys (nothing when no file is named); unknown keys are refused."""
+        path = self.current_state.get("config")
+        if path is None:
+            return {}
+        try:
+            document = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read config {path}: {exc}", field="config") from exc
+        known = (self.settings_cls.model_fields.keys() - _NOT_FROM_ENV) | _POLICY_TYPES.keys()
+        unknown = sorted(set(document) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown keys in {path}: {', '.join(unknown)}", field=unknown[0]
+            )
+        return _nest_policy(document)

@@ -216,6 +216,7 @@ def _catch_up(
         by_position.setdefault(live[projection.name], []).append(projection)
     for position, group in sorted(by_position.items()):
         runner = ProjectionRunner(log, scratch, group, batch=batch, indexes=False)
+        runner.start()
         if min(runner.positions().values()) > position:
             runner.rebuild(stop=position)  # the live models went back: start again
         else:

@@ -29,6 +29,7 @@ from tierlog.adapters.http.auth import digest, new_token, same_token
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.settings import LONG_POLL_MAX_S
 from tierlog.adapters.store.codec import topic_of
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -39,7 +40,7 @@ from tierlog.projections.queue import waiting_reason
 from tierlog.projections.telemetry import BUCKETS_MS
 
 T = TypeVar("T")
-MAX_WAIT_S = 60.0
+MAX_WAIT_S = LONG_POLL_MAX_S
 MAX_POSITION = 2**62  # positions are 64-bit integers in both stores
 MinPosition = Annotated[
     int | None,
@@ -224,6 +225,7 @@ class Reads:
 class LongPolls:
     """The agents' waiting long-polls, and what wakes them."""
 
+    max_wait_s: float = LONG_POLL_MAX_S
     loop: asyncio.AbstractEventLoop | None = None
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
     closing: bool = False
@@ -329,6 +331,7 @@ class ApiContext:
         runner: ProjectionRunner,
         read_models: AsyncReadModels,
         admin_token: str,
+        long_poll_max_s: float = LONG_POLL_MAX_S,
     ) -> ApiContext:
         """The context over a runtime, its projection runner and the read models."""
         writer, log = Writer(runtime), Log(runtime.log)
@@ -336,7 +339,7 @@ class ApiContext:
             writer=writer,
             log=log,
             reads=Reads(read_models, runner, writer, log),
-            polls=LongPolls(),
+            polls=LongPolls(max_wait_s=long_poll_max_s),
             tokens=Tokens(admin_token, runtime),
         )
 

@@ -9,21 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
-from tierlog.adapters.http.app import create_app
-from tierlog.adapters.http.auth import admin_token_path, load_admin_token
-from tierlog.adapters.http.deps import ApiContext
-from tierlog.adapters.readside.queries import AsyncReadModels
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.clock import SystemClock
-from tierlog.adapters.runtime.ollama_prober import OllamaProber
-from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.settings import load_config
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters import bootstrap
+from tierlog.adapters.http.auth import admin_token_path
+from tierlog.adapters.settings import Settings
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -55,58 +47,43 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(
-    store: str,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    config_path: str | Path | None = None,
-    probe: bool = False,
-    probe_interval_s: float = 10.0,
-) -> None:
+def _announce(server: uvicorn.Server, settings: Settings) -> None:
+    # Only once the socket listens: scripts wait for this line before connecting.
+    while not server.started and not server.should_exit:
+        time.sleep(0.01)
+    if server.started:
+        print(
+            f"tierlog serving on http://{settings.host}:{settings.port} (store {settings.store})",
+            flush=True,
+        )
+
+
+def serve(settings: Settings) -> None:
     """Run until interrupted (SIGINT or SIGTERM), then stop every part in order."""
-    config = load_config(config_path)
-    log = EventLog(store)
-    runtime = SchedulerRuntime(log, config, SystemClock())
-    runner = ProjectionRunner(EventLog(store))
-    runner.run_until_caught_up()
-    token, generated = load_admin_token(log)
-    if generated:
-        print(f"operator token (kept in {admin_token_path(log)}, shown once): {token}", flush=True)
-    ctx = ApiContext.build(
-        runtime=runtime, runner=runner, read_models=AsyncReadModels(log), admin_token=token
-    )
-    app = create_app(ctx)
-    runtime.start()
-    runner.start()
-    prober = OllamaProber(runtime, interval_s=probe_interval_s, use_background_writer=True)
-    if probe:
-        prober.start()
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        ),
-        on_exit=ctx.polls.shutting_down,
-    )
-
-    def announce() -> None:
-        # Only once the socket listens: scripts wait for this line before connecting.
-        while not server.started and not server.should_exit:
-            time.sleep(0.01)
-        if server.started:
-            print(f"tierlog serving on http://{host}:{port} (store {store})", flush=True)
-
-    threading.Thread(target=announce, name="tierlog-announce", daemon=True).start()
+    system = bootstrap.build_system(settings)
     try:
+        system.start()
+        token, generated = bootstrap.admin_token(settings, system.log)
+        if generated:
+            kept = admin_token_path(system.log)
+            print(f"operator token (kept in {kept}, shown once): {token}", flush=True)
+        app, ctx = bootstrap.build_app(system, token)
+        system.start_background()
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            ),
+            on_exit=ctx.polls.shutting_down,
+        )
+        threading.Thread(
+            target=_announce, args=(server, settings), name="tierlog-announce", daemon=True
+        ).start()
         server.run()
     finally:
-        prober.stop()
-        runner.close()
-        runtime.stop()
-        log.close()
+        system.close()
         print("tierlog stopped", file=sys.stderr, flush=True)

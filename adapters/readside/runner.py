@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
 from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
+from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.projections.base import Fold, Projection, Table
 from tierlog.projections.registry import all_projections
@@ -23,29 +24,49 @@ log = logging.getLogger("tierlog.projections")
 
 
 class ProjectionRunner:
-    """Keeps the read models up to date with the log."""
+    """Keeps the read models up to date with the log.
+
+    Constructing one touches nothing: ``start()`` creates the read-model tables that
+    are missing and refolds the read models if they were built from another log;
+    ``run_until_caught_up()`` brings them up to date; ``start_background()`` follows
+    the log in a thread until ``stop()``.
+    """
 
     def __init__(
         self,
         event_log: EventLog,
-        store: ReadStore | None = None,
+        store: ReadStore,
         projections: Sequence[Projection] | None = None,
         *,
-        batch: int = 10_000,
+        batch: int = PROJECTION_BATCH,
+        poll_interval: float = PROJECTION_POLL_S,
         indexes: bool = True,
     ) -> None:
         self.log = event_log
-        self.store = store or ReadStore(event_log)
+        self.store = store
         self.projections = list(projections or all_projections())
         self.batch = batch
+        self.poll_interval = poll_interval
         # A scratch copy (the audit's) is only compared row by row: it needs no indexes.
         self.indexes = indexes
+        self._started = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         # The position every read model has reached, as this runner last committed it.
         self.committed_position = 0
+
+    def start(self) -> None:
+        """Make the read store ready; once (later calls return).
+
+        Creates the tables and position rows that are missing. Read models built from
+        another log (a log file replaced under them) are found by the chain hash at the
+        position they reached, and refolded from position 0 here: that may take long.
+        Does not catch up (``run_until_caught_up``) and starts no thread.
+        """
+        if self._started:
+            return
         with self.store.transaction() as db:
             for projection in self.projections:
                 for table in projection.tables:
@@ -55,8 +76,6 @@ class ProjectionRunner:
                     " ON CONFLICT (name) DO NOTHING",
                     (projection.name,),
                 )
-        # Read models built from another log (a log file replaced under them) are
-        # found by the chain hash at the position they reached: start them again.
         with self.store.transaction() as db:
             db.execute(
                 "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
@@ -64,11 +83,20 @@ class ProjectionRunner:
                 (IDENTITY_KEY,),
             )
             row = db.fetchone("SELECT position FROM rm_positions WHERE name = ?", (IDENTITY_KEY,))
-        reached = min(self.positions().values(), default=0)
-        if reached and (int(row[0]) if row else 0) != self._fingerprint(reached):
-            log.warning("read models do not match this log at %s; rebuilding", reached)
-            self.rebuild()
-        self.committed_position = self.position()
+        self._started = True
+        try:
+            reached = min(self.positions().values(), default=0)
+            if reached and (int(row[0]) if row else 0) != self._fingerprint(reached):
+                log.warning("read models do not match this log at %s; rebuilding", reached)
+                self.rebuild()
+            self.committed_position = self.position()
+        except BaseException:
+            self._started = False  # a later start() tries again
+            raise
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("the projection runner is not ready: call start() first")
 
     def _create(self, db: ReadModelWriter, table: Table) -> None:
         for statement in table.ddl if self.indexes else table.ddl[:1]:
@@ -96,6 +124,7 @@ class ProjectionRunner:
     def run_once(self, stop: int | None = None) -> int:
         """Apply the next batch of events (up to position ``stop`` if given) to every
         projection; returns events applied."""
+        self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
         events = self.log.read(start, self.batch, stop)
@@ -139,6 +168,7 @@ class ProjectionRunner:
 
     def rebuild(self, stop: int | None = None) -> int:
         """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
+        self._require_started()
         with self.store.transaction() as db:
             for projection in self.projections:
                 for table in projection.tables:
@@ -149,13 +179,15 @@ class ProjectionRunner:
                 )
         return self.run_until_caught_up(stop)
 
-    def start(self, poll_interval: float = 0.02) -> None:
-        """Follow the log in a background thread (polling; LISTEN/NOTIFY on PostgreSQL)."""
+    def start_background(self) -> None:
+        """``start()``, then follow the log in a thread: woken at once by ``wake()``,
+        polling every ``poll_interval`` s for other writers (LISTEN/NOTIFY on PostgreSQL)."""
+        self.start()
         if self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(poll_interval,), name="tierlog-projections", daemon=True
+            target=self._run, args=(self.poll_interval,), name="tierlog-projections", daemon=True
         )
         self._thread.start()
         if self.log.is_postgres:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.settings import PROBE_INTERVAL_S
 from tierlog.domain import commands as cmd
 from tierlog.domain.errors import DomainError, ValidationError
 from tierlog.domain.state import SchedulerState
@@ -153,7 +154,7 @@ class OllamaProber:
     def __init__(
         self,
         runtime: SchedulerRuntime,
-        interval_s: float = 10.0,
+        interval_s: float = PROBE_INTERVAL_S,
         connect_timeout: float = 2.0,
         read_timeout: float = 5.0,
         *,

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, WRITER_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
@@ -43,7 +44,13 @@ log = logging.getLogger("tierlog.runtime")
 
 
 class SchedulerRuntime:
-    """One process's scheduler over a shared log."""
+    """One process's scheduler over a shared log.
+
+    Constructing one touches nothing: ``start()`` catches up with the log, records the
+    configuration and runs the first scheduling pass (so overdue timers fire there);
+    commands run only after it. ``start_background()`` also runs the background writer
+    (``submit``/``call``), until ``stop()``.
+    """
 
     def __init__(
         self,
@@ -52,8 +59,10 @@ class SchedulerRuntime:
         clock: Clock,
         *,
         new_task_id: Callable[[], UUID] = uuid4,
-        read_batch: int = 5000,
+        read_batch: int = READ_BATCH,
         record_config: bool = True,
+        poll_interval: float = WRITER_POLL_S,
+        max_batch: int = MAX_BATCH,
     ) -> None:
         self.log = event_log
         self.config = config
@@ -61,19 +70,49 @@ class SchedulerRuntime:
         self.service = SchedulerService(config, new_task_id=new_task_id)
         self.state = self.service.state
         self.read_batch = read_batch
+        self.record_config = record_config
+        self.poll_interval = poll_interval
+        self.max_batch = max_batch
         self.conflicts = 0
         self.commits = 0
+        self._started = False
         self._lock = threading.RLock()
         self._inbox: queue.SimpleQueue[tuple[cmd.Command, Future[Any]] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._listeners: list[Listener] = []
+
+    def start(self) -> None:
+        """Bring the state up to date, in the caller's thread; once (later calls return).
+
+        Catches up with the log, records the configuration (unless ``record_config`` is
+        False) and runs a scheduling pass, which fires whatever fell due while no writer
+        ran: overdue fallback timers, expired leases and TTLs. Does not start a thread.
+        """
         with self._lock:
-            self.catch_up()
-            if record_config:
-                # Replays and audits recompute decisions under the policy that made them.
-                self.execute_batch([cmd.RecordConfiguration()])
+            if self._started:
+                return
+            self._started = True
+            try:
+                self.catch_up()
+                if self.record_config:
+                    # Replays and audits recompute decisions under the policy that made them.
+                    self.execute_batch([cmd.RecordConfiguration()])
+                else:
+                    self.tick()
+            except BaseException:
+                self._started = False
+                raise
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start()`` has brought the state up to date."""
+        return self._started
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError("the scheduler runtime has not caught up: call start() first")
 
     # --- following the log ----------------------------------------------------------
 
@@ -123,6 +162,7 @@ class SchedulerRuntime:
 
     def execute_batch(self, commands: Sequence[cmd.Command]) -> list[Any]:
         """Run commands as one group commit; each result is a value or its ``DomainError``."""
+        self._require_started()
         with self._lock:
             for _ in range(MAX_ATTEMPTS):
                 self.catch_up()
@@ -144,6 +184,7 @@ class SchedulerRuntime:
 
     def tick(self) -> int:
         """Run a scheduling pass now (deadlines due, queue); returns events appended."""
+        self._require_started()
         with self._lock:
             before = self.state.position
             self._schedule(self.clock.now())
@@ -203,7 +244,9 @@ class SchedulerRuntime:
     def submit(self, command: cmd.Command) -> Future[Any]:
         """Queue a command for the background writer; concurrent callers share a commit."""
         if self._stop.is_set() or self._thread is None:
-            raise RuntimeError("the scheduler runtime is not running: call start() first")
+            raise RuntimeError(
+                "the scheduler runtime is not running: call start_background() first"
+            )
         future: Future[Any] = Future()
         self._inbox.put((command, future))
         return future
@@ -215,8 +258,11 @@ class SchedulerRuntime:
             raise result
         return result
 
-    def start(self, poll_interval: float = 0.05, max_batch: int = 1000) -> None:
-        """Start the background writer: commands, deadlines and other writers' events."""
+    def start_background(self) -> None:
+        """``start()``, then the background writer thread: it runs submitted commands in
+        group commits of at most ``max_batch``, fires deadlines, and catches up with other
+        writers (polling every ``poll_interval`` s; woken by NOTIFY on PostgreSQL)."""
+        self.start()
         if self._thread is not None:
             return
         self._stop.clear()
@@ -227,7 +273,7 @@ class SchedulerRuntime:
             self._listener.start()
         self._thread = threading.Thread(
             target=self._run,
-            args=(poll_interval, max_batch),
+            args=(self.poll_interval, self.max_batch),
             name="tierlog-scheduler",
             daemon=True,
         )

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.settings import Settings
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
-from tierlog.domain.config import SchedulerConfig
 
 _RAW_TABLE = (
     "CREATE TABLE IF NOT EXISTS stored_events (originator_id TEXT, originator_version INTEGER, "
@@ -80,7 +80,7 @@ def bench_append(workdir: Path, events: int, batch: int, repeats: int) -> dict[s
     raw: list[float] = []
     for r in range(repeats):
         sample = _sample_events(events)
-        log = EventLog(f"sqlite:///{workdir / f'append-{r}.db'}")
+        log = bootstrap.open_log(_on(workdir / f"append-{r}.db"))
         started = time.perf_counter()
         for i in range(0, len(sample), batch):
             log.append(sample[i : i + batch])
@@ -129,9 +129,17 @@ _SPECS = (
 )
 
 
+def _on(path: Path) -> Settings:
+    """The settings of a bench run on a fresh SQLite log at ``path``."""
+    return Settings(store=f"sqlite:///{path}")
+
+
 def _fleet(path: Path, agents: int) -> SchedulerRuntime:
-    """A runtime on a fresh log with three healthy endpoints and ``agents`` idle agents."""
-    runtime = SchedulerRuntime(EventLog(f"sqlite:///{path}"), SchedulerConfig(), SystemClock())
+    """A started runtime on a fresh log with three healthy endpoints and ``agents`` idle
+    agents, built as ``tierlog serve`` builds it."""
+    settings = _on(path)
+    runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
+    runtime.start()
     runtime.execute_batch(_ENDPOINT_SETUP)
     for i in range(0, agents, 1000):
         runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
@@ -179,13 +187,13 @@ def bench_submit_via_writer(
 ) -> dict[str, Any]:
     """Tasks/s from submission to assignment through the runtime's background writer:
     ``clients`` threads submit at once, and the writer group-commits what has queued up
-    (at most its ``max_batch``), as ``tierlog serve`` does."""
+    (at most its ``max_batch`` setting), as ``tierlog serve`` does."""
     rates: list[float] = []
     batches: list[float] = []
     for r in range(repeats):
         runtime = _fleet(workdir / f"writer-{r}.db", agents=tasks)
         log = runtime.log
-        runtime.start(poll_interval=0.05)
+        runtime.start_background()
         commits_before = runtime.commits
         per_client = tasks // clients
 

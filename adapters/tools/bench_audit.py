@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters import bootstrap
+from tierlog.adapters.settings import Settings
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
-from tierlog.domain.config import SchedulerConfig
 
 # One audit in a fresh process, so its peak memory (and its workers') is its own. The
 # peak is VmHWM, which starts again at exec; ru_maxrss would carry over the forking
@@ -86,9 +84,11 @@ def make_log(url: str, events: int, agents: int = 1000) -> int:
     """Fill a fresh log with about ``events`` events of a realistic mix, on a virtual
     clock: every tier, ollama routing with scored candidates, endpoint outages that
     start fallback timers (which fire or are cancelled), failures and requeues."""
-    log = EventLog(url)
+    settings = Settings(store=url)
+    log = bootstrap.open_log(settings)
     clock = VirtualClock()
-    runtime = SchedulerRuntime(log, SchedulerConfig(), clock)
+    runtime = bootstrap.build_runtime(settings, log, clock=clock)
+    runtime.start()
     wait = runtime.config.fallback_wait_s
 
     runtime.execute_batch(
@@ -139,13 +139,17 @@ def run_audit_bench(
         started = time.perf_counter()
         head = make_log(url, events)
         generated = time.perf_counter() - started
-        runner = ProjectionRunner(EventLog(url))
+        settings = Settings(store=url)
+        log = bootstrap.open_log(settings)
+        runner = bootstrap.build_runner(settings, log)
+        runner.start()
         started = time.perf_counter()
         runner.run_until_caught_up()  # live read models, which the audit compares
         projected = time.perf_counter() - started
         runner.close()
+        log.close()
         audits = [_audit_once(url) for _ in range(repeats)]
-        log = EventLog(url)
+        log = bootstrap.open_log(settings)
         state_at(log, head)  # the first long fold leaves checkpoints behind
         timings = []
         for _ in range(5):

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from tierlog.adapters import bootstrap
 from tierlog.adapters.readside.read_store import telemetry_summary
-from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
@@ -65,6 +66,8 @@ PRIORITIES = ("urgent", "high", "normal", "normal", "low")
 # The scenario's clock (virtual seconds): gpu-a alone is down 60-120 s; the whole
 # ollama tier is down 150-176 s (timers fire) and 230-234 s (timers are cancelled).
 BRIEF_OUTAGE_BURST_S = 232.5
+# The scenario's policy: its timings are part of the story above, whatever is configured.
+POLICY = SchedulerConfig(lease_s=60.0, fallback_wait_s=5.0, default_model="llama3:8b")
 SCENARIO_END_S = 260.0
 
 
@@ -256,13 +259,15 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
     """Run the simulation on a fresh log at (or beside) ``store`` and summarise it."""
     if tasks < 1:
         raise ValidationError("the demo needs at least one task", field="tasks")
-    store = fresh_store(store)
-    event_log = EventLog(store)
+    settings = Settings(store=fresh_store(store), scheduler=POLICY)
+    event_log = bootstrap.open_log(settings)
     try:
         rng = random.Random(seed)
         clock = VirtualClock()
-        config = SchedulerConfig(lease_s=60.0, fallback_wait_s=5.0, default_model="llama3:8b")
-        runtime = SchedulerRuntime(event_log, config, clock, new_task_id=_seeded_ids(rng))
+        runtime = bootstrap.build_runtime(
+            settings, event_log, clock=clock, new_task_id=_seeded_ids(rng)
+        )
+        runtime.start()
         sim = FleetSimulator(runtime, clock, rng)
         sim.setup()
         submitted = 0
@@ -288,14 +293,15 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
                     for i in range(3)
                 ]
             sim.step(0.5, batch)
-        runner = ProjectionRunner(event_log)
+        runner = bootstrap.build_runner(settings, event_log)
         try:
+            runner.start()
             runner.run_until_caught_up()
             telemetry = telemetry_summary(runner.store)
         finally:
             runner.close()
         return DemoReport(
-            store=store,
+            store=settings.store,
             log_path=event_log.sqlite_path,
             seed=seed,
             tasks=telemetry["tasks"],

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tierlog.adapters.store.event_log import EventLog
@@ -173,3 +177,86 @@ def test_time_travel_commands_refuse_bad_arguments_clearly(tmp_path, args, messa
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr
     assert EventLog(store).head() == head  # nothing appended
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("audit",),
+        ("at", "--position", "1"),
+        ("diff", "1", "2"),
+        ("explain", "00000000-0000-4000-8000-000000000000"),
+        ("project",),
+        ("demo",),
+        ("bench",),
+    ],
+)
+def test_config_is_refused_by_the_commands_that_do_not_read_it(tmp_path, args):
+    (tmp_path / "x.toml").write_text("lease_s = 30\n")
+    done = _tierlog(*args, "--config", "x.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unrecognized arguments: --config" in done.stderr
+    assert not (tmp_path / "tierlog.db").exists()  # refused before anything ran
+
+
+def test_whatif_reads_its_config(tmp_path):
+    store = f"sqlite:///{tmp_path / 'w.db'}"
+    assert _tierlog("demo", "--tasks", "20", "--store", store, cwd=tmp_path).returncode == 0
+    (tmp_path / "new.toml").write_text("claude_enabled = false\n")
+    done = _tierlog("whatif", "--json", "--config", "new.toml", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tasks_considered"] > 0
+    (tmp_path / "bad.toml").write_text("lease_s = -1\n")
+    bad = _tierlog("whatif", "--config", "bad.toml", "--store", store, cwd=tmp_path)
+    assert bad.returncode == 2 and "tierlog: invalid setting lease_s" in bad.stderr
+
+
+def test_serve_reads_its_config_under_the_flags_and_environment(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    (tmp_path / "serve.toml").write_text(f'host = "127.0.0.1"\nport = {port}\nlease_s = 45\n')
+    exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
+    env = {**os.environ, "TIERLOG_ADMIN_TOKEN": "from-the-environment"}
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    proc = subprocess.Popen(
+        [exe, "serve", "--config", "serve.toml", "--store", store],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline, line = time.monotonic() + 30, ""
+        while "serving on" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line  # the port came from the file
+        assert "from-the-environment" not in line
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/v1/queue",
+            headers={"Authorization": "Bearer from-the-environment"},
+            timeout=5,
+        )
+        assert answer.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    recorded = [
+        e.config
+        for _, e in EventLog(store).iter_events()
+        if type(e).__name__ == "SchedulerConfigured"
+    ]
+    assert [c.lease_s for c in recorded] == [45.0]
+
+
+def test_serve_refuses_a_bad_config_file_before_it_starts(tmp_path):
+    (tmp_path / "bad.toml").write_text("surprise = 1\n")
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    done = _tierlog("serve", "--config", "bad.toml", "--store", store, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "tierlog: unknown keys in bad.toml: surprise" in done.stderr
+    assert not (tmp_path / "b.db").exists()

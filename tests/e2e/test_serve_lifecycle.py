@@ -41,3 +41,17 @@ def test_timeline_is_for_tasks_only(sqlite_url, server_factory):
         assert answer.status_code == 404
         assert "token_sha256" not in answer.text
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_the_long_poll_cap_setting_cuts_a_longer_wait(sqlite_url, server_factory):
+    server = server_factory(sqlite_url, TIERLOG_LONG_POLL_MAX_S="0.5")
+    with server.client() as admin:
+        token = admin.post("/v1/agents", json={"agent_id": "a1"}).json()["token"]
+    with server.client(token) as agent:
+        started = time.monotonic()
+        answer = agent.get("/v1/agents/a1/assignment", params={"wait": 30})
+        waited = time.monotonic() - started
+        assert answer.status_code == 204
+        assert waited < 10, "the poll should have been cut to the configured 0.5 s"
+        # Beyond what the API accepts at all: refused, whatever the setting.
+        assert agent.get("/v1/agents/a1/assignment", params={"wait": 61}).status_code == 422

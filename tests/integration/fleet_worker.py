@@ -10,9 +10,8 @@ import json
 import sys
 import time
 
-from tierlog.adapters.runtime.clock import SystemClock
-from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters import bootstrap
+from tierlog.adapters.settings import Settings
 from tierlog.domain import commands as cmd
 from tierlog.domain.config import SchedulerConfig
 
@@ -26,9 +25,14 @@ DESCRIPTIONS = (
 def main() -> None:
     url, name, tasks, submit, timeout = sys.argv[1:6]
     total, deadline = int(tasks), time.monotonic() + float(timeout)
-    config = SchedulerConfig(fallback_wait_s=0.2, lease_s=60)
-    runtime = SchedulerRuntime(EventLog(url), config, SystemClock())
-    runtime.start(poll_interval=0.01, max_batch=100)
+    settings = Settings(
+        store=url,
+        scheduler=SchedulerConfig(fallback_wait_s=0.2, lease_s=60),
+        writer_poll_s=0.01,
+        max_batch=100,
+    )
+    runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
+    runtime.start_background()
     agents = [f"{name}-agent-{i}" for i in range(6)]
     for agent_id in agents:
         runtime.call(cmd.RegisterAgent(agent_id=agent_id))

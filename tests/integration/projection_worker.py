@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters import bootstrap
+from tierlog.adapters.settings import Settings
 
 
 def main() -> None:
-    runner = ProjectionRunner(EventLog(sys.argv[1]), batch=int(sys.argv[2]))
+    settings = Settings(store=sys.argv[1], projection_batch=int(sys.argv[2]))
+    runner = bootstrap.build_runner(settings, bootstrap.open_log(settings))
+    runner.start()
     print("started", flush=True)
     runner.run_until_caught_up()
     runner.close()

@@ -12,12 +12,11 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from wiring import runner_on, runtime_on
 
 from tierlog.adapters.audit.digest import DigestFold, feed_from_log
 from tierlog.adapters.audit.run import audit
 from tierlog.adapters.history.time_travel import explain, fold_until, summarise_state
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.codec import LEGACY_ALIASES, topic_of
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -103,7 +102,7 @@ def _extend(url: str) -> tuple[UUID, UUID]:
     and one left queued. Returns their ids."""
     log = EventLog(url)
     last = log.read(log.head() - 1, 1)[0][1].timestamp
-    runtime = SchedulerRuntime(log, CONFIG, VirtualClock(last))
+    runtime = runtime_on(log, CONFIG, VirtualClock(last))
     assert runtime.state.position == LEGACY_EVENTS
     assert len(runtime.state.tasks) >= 1  # the legacy log's tasks were folded
     run = runtime.execute
@@ -139,7 +138,7 @@ def test_the_mixed_log_audits_clean_and_serves_read_models_like_a_fold(legacy_ur
     _extend(legacy_url)
     assert _audit_clean(legacy_url, parallel=False) > LEGACY_EVENTS
     log = EventLog(legacy_url)
-    runner = ProjectionRunner(log)
+    runner = runner_on(log)
     assert runner.run_until_caught_up() == log.head()
     served = dict(runner.store.query("SELECT task_id, state FROM rm_tasks"))
     state = _fold(log, log.head())

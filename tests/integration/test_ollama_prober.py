@@ -13,14 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from wiring import runtime_on
 
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.ollama_prober import OllamaProber, ProbeError, fetch_models
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
-from tierlog.domain.config import SchedulerConfig
 
 HANG_S = 2.0
 READ_TIMEOUT = 0.3
@@ -110,9 +109,7 @@ def ollama(new_ollama: Callable[[list[str]], StandInOllama]) -> StandInOllama:
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[SchedulerRuntime]:
-    rt = SchedulerRuntime(
-        EventLog(f"sqlite:///{tmp_path / 'log.db'}"), SchedulerConfig(), SystemClock()
-    )
+    rt = runtime_on(f"sqlite:///{tmp_path / 'log.db'}", clock=SystemClock(), writer_poll_s=0.01)
     yield rt
     rt.stop()
     rt.log.close()
@@ -370,7 +367,7 @@ def test_start_runs_the_loop_in_the_background_and_stop_is_prompt(
     runtime: SchedulerRuntime, ollama: StandInOllama
 ) -> None:
     endpoint_id = _register(runtime, ollama.port)
-    runtime.start(poll_interval=0.01)
+    runtime.start_background()
     prober = _prober(runtime, interval_s=0.05, use_background_writer=True)
     prober.start()
     try:

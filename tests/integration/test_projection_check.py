@@ -7,13 +7,12 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
+from wiring import runner_on, runtime_on
 
 from tierlog.adapters.audit.digest import DigestFold, DigestRows, feed_from_log, row_digest
 from tierlog.adapters.audit.projections import check_projections
 from tierlog.adapters.audit.run import audit, worker_groups
 from tierlog.adapters.readside.read_store import ReadStore
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
@@ -29,7 +28,7 @@ def projected(store_url: str) -> Iterator[tuple[EventLog, ReadStore]]:
     """A demo log on each store with live read models caught up."""
     run_demo(store_url, tasks=300, seed=3)
     log = EventLog(store_url)
-    runner = ProjectionRunner(log)
+    runner = runner_on(log)
     runner.run_until_caught_up()
     yield log, runner.store
     runner.close()
@@ -136,7 +135,7 @@ def test_a_changed_counter_is_found(projected):
 def test_live_read_models_behind_the_log_are_compared_at_their_position(store_url):
     run_demo(store_url, tasks=200, seed=4)
     log = EventLog(store_url)
-    runner = ProjectionRunner(log)
+    runner = runner_on(log)
     runner.rebuild(stop=500)  # the live models stop at 500 of the log's events
     assert runner.position() == 500 < log.head()
     result = check_projections(log)
@@ -147,7 +146,7 @@ def test_live_read_models_behind_the_log_are_compared_at_their_position(store_ur
 
 def test_a_log_without_live_read_models_is_skipped_with_a_reason(store_url):
     log = EventLog(store_url)
-    runtime = SchedulerRuntime(log, SchedulerConfig(), VirtualClock())
+    runtime = runtime_on(log, SchedulerConfig(), VirtualClock())
     runtime.execute_batch([cmd.SubmitTask(description="x")])
     assert log.head() > 0
     result = check_projections(log)

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from wiring import runner_on, runtime_on
 
 from tierlog.adapters.readside.read_store import ReadStore, telemetry_summary
-from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
@@ -34,7 +34,7 @@ def demo_log(new_store) -> str:
 
 
 def test_rebuild_from_zero_gives_identical_tables(demo_log):
-    runner = ProjectionRunner(EventLog(demo_log))
+    runner = runner_on(demo_log)
     before = _dump(runner.store)
     assert sum(len(rows) for rows in before.values()) > 300
     assert runner.rebuild() == runner.log.head()
@@ -43,11 +43,11 @@ def test_rebuild_from_zero_gives_identical_tables(demo_log):
 
 
 def test_small_batches_give_the_same_tables_as_one_pass(demo_log):
-    runner = ProjectionRunner(EventLog(demo_log))
+    runner = runner_on(demo_log)
     whole = _dump(runner.store)
     runner.rebuild()
     runner.close()
-    runner = ProjectionRunner(EventLog(demo_log), batch=7)
+    runner = runner_on(demo_log, projection_batch=7)
     runner.rebuild()
     assert _dump(runner.store) == whole
     runner.close()
@@ -55,15 +55,14 @@ def test_small_batches_give_the_same_tables_as_one_pass(demo_log):
 
 def test_lag_is_reported_and_closes(demo_log):
     log = EventLog(demo_log)
-    runner = ProjectionRunner(log, batch=100)
+    runner = runner_on(log, projection_batch=100)
     runner.rebuild()
     log.append([])  # nothing
-    from tierlog.adapters.runtime.writer import SchedulerRuntime
     from tierlog.domain import events as ev
     from tierlog.domain.clock import VirtualClock
     from tierlog.domain.config import SchedulerConfig
 
-    runtime = SchedulerRuntime(EventLog(demo_log), SchedulerConfig(), VirtualClock())
+    runtime = runtime_on(demo_log, SchedulerConfig(), VirtualClock())
     for i in range(5):
         runtime.execute(cmd.SubmitTask(description=f"late task {i}"))
     lag = runner.lag()
@@ -82,7 +81,7 @@ def test_a_runner_killed_mid_batch_resumes_with_every_event_applied_once(new_sto
     url = new_store()
     run_demo(url, tasks=1500, seed=5)
     log = EventLog(url)
-    runner = ProjectionRunner(log)
+    runner = runner_on(log)
     reference = _dump(runner.store)
     runner.rebuild()  # start from a clean slate but keep the reference
     with runner.store.transaction() as db:
@@ -107,7 +106,7 @@ def test_a_runner_killed_mid_batch_resumes_with_every_event_applied_once(new_sto
 
 
 def test_telemetry_summary_is_json_and_counts_the_demo(demo_log):
-    runner = ProjectionRunner(EventLog(demo_log))
+    runner = runner_on(demo_log)
     summary = telemetry_summary(runner.store)
     json.dumps(summary)
     assert summary["timers"]["started"] >= summary["timers"]["fired"] > 0

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from wiring import runner_on, runtime_on
 
 from tierlog.adapters.readside.read_store import ReadStore
-from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
@@ -19,7 +18,7 @@ from tierlog.domain.config import SchedulerConfig
 
 
 def _fill(url: str, n: int, word: str) -> None:
-    runtime = SchedulerRuntime(EventLog(url), SchedulerConfig(), VirtualClock())
+    runtime = runtime_on(url, SchedulerConfig(), VirtualClock())
     runtime.execute_batch(
         [(cmd.SubmitTask(description=f"{word} {i}", complexity_tier="complex")) for i in range(n)]
     )
@@ -29,7 +28,7 @@ def _fill(url: str, n: int, word: str) -> None:
 def test_two_runners_on_one_read_store_apply_each_event_once(new_store):
     url = new_store()
     _fill(url, 300, "task")
-    runners = [ProjectionRunner(EventLog(url), batch=7) for _ in range(2)]
+    runners = [runner_on(url, projection_batch=7) for _ in range(2)]
     threads = [threading.Thread(target=r.run_until_caught_up) for r in runners]
     for thread in threads:
         thread.start()
@@ -49,13 +48,13 @@ def test_two_runners_on_one_read_store_apply_each_event_once(new_store):
 def test_read_models_of_a_replaced_log_are_refolded(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'tierlog.db'}"
     _fill(url, 20, "old")
-    runner = ProjectionRunner(EventLog(url))
+    runner = runner_on(url)
     runner.run_until_caught_up()
     runner.close()
     for leftover in tmp_path.glob("tierlog.db*"):
         leftover.unlink()  # the operator starts a new log; tierlog.read.db stays
     _fill(url, 30, "new")
-    runner = ProjectionRunner(EventLog(url))
+    runner = runner_on(url)  # start() refolds them: they were built from another log
     runner.run_until_caught_up()
     descriptions = [row[0] for row in runner.store.query("SELECT description FROM rm_tasks")]
     assert len(descriptions) == 30 and all(d.startswith("new") for d in descriptions)
@@ -67,7 +66,7 @@ def test_a_dropped_postgres_connection_is_replaced(pg_url):
     _fill(pg_url, 5, "task")
     log = EventLog(pg_url)
     store = ReadStore(log)
-    runner = ProjectionRunner(log, store)
+    runner = runner_on(log, store=store)
     runner.run_until_caught_up()
     pid = store.query("SELECT pg_backend_pid()")[0][0]
     with psycopg.connect(
@@ -86,7 +85,7 @@ def test_a_dropped_postgres_connection_is_replaced(pg_url):
 def test_telemetry_tier_returns_to_the_own_tier_on_manual_retry(sqlite_url):
     clock = VirtualClock()
     config = SchedulerConfig(fallback_wait_s=5, task_ttl_s=60)
-    runtime = SchedulerRuntime(EventLog(sqlite_url), config, clock)
+    runtime = runtime_on(sqlite_url, config, clock)
     task = runtime.execute(
         cmd.SubmitTask(description="write tests", complexity_tier="standard")
     ).task_id
@@ -95,7 +94,7 @@ def test_telemetry_tier_returns_to_the_own_tier_on_manual_retry(sqlite_url):
     clock.advance(60)
     runtime.tick()  # dead-lettered by its TTL
     runtime.execute(cmd.RetryTask(task_id=task))
-    runner = ProjectionRunner(EventLog(sqlite_url))
+    runner = runner_on(sqlite_url)
     runner.run_until_caught_up()
     rows = runner.store.query("SELECT state, tier FROM rm_tel_tasks")
     assert rows == [("queued", "standard")]

@@ -6,9 +6,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wiring import runtime_on
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.commands import COMMANDS
@@ -141,7 +141,7 @@ def _build(runtime: SchedulerRuntime, name: str, args: Any) -> cmd.Command | Non
 def test_state_rebuilt_from_the_log_equals_live_state(new_store, batches):
     url = new_store()
     clock = VirtualClock()
-    runtime = SchedulerRuntime(EventLog(url), CONFIG, clock)
+    runtime = runtime_on(url, CONFIG, clock)
     for batch in batches:
         pending = []
         for name, args in batch:
@@ -157,7 +157,7 @@ def test_state_rebuilt_from_the_log_equals_live_state(new_store, batches):
         rebuilt.apply(event, position)
     assert rebuilt.snapshot() == runtime.state.snapshot()
     # A second runtime started on the same log agrees too.
-    restarted = SchedulerRuntime(EventLog(url), CONFIG, clock)
+    restarted = runtime_on(url, CONFIG, clock)
     assert restarted.state.snapshot() == runtime.state.snapshot()
     runtime.log.close()
     restarted.log.close()

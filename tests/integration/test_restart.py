@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from wiring import runtime_on
+
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -15,7 +17,7 @@ CONFIG = SchedulerConfig(fallback_wait_s=5.0)
 
 
 def _start(url: str, clock: VirtualClock) -> SchedulerRuntime:
-    return SchedulerRuntime(EventLog(url), CONFIG, clock)
+    return runtime_on(url, CONFIG, clock)
 
 
 def _setup_pending_timer(url: str, clock: VirtualClock):

@@ -6,10 +6,10 @@ import threading
 from uuid import uuid4
 
 import pytest
+from wiring import runtime_on
 
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
@@ -23,8 +23,8 @@ def _count(runtime: SchedulerRuntime, event_type: type) -> int:
 
 
 def test_concurrent_commands_share_commits(store_url):
-    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), SystemClock())
-    runtime.start(poll_interval=0.01)
+    runtime = runtime_on(store_url, SchedulerConfig(), SystemClock(), writer_poll_s=0.01)
+    runtime.start_background()
     results: list[object] = []
 
     def client(n: int) -> None:
@@ -44,7 +44,7 @@ def test_concurrent_commands_share_commits(store_url):
 
 
 def test_a_bad_command_in_a_batch_appends_nothing_and_spares_the_others(store_url):
-    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), VirtualClock())
+    runtime = runtime_on(store_url, SchedulerConfig(), VirtualClock())
     # Malformed input never becomes a command: it is refused when the command is built.
     with pytest.raises(ValidationError) as refused:
         cmd.SubmitTask(description="bad", priority="asap")
@@ -71,7 +71,7 @@ def test_a_bad_command_in_a_batch_appends_nothing_and_spares_the_others(store_ur
 
 def test_routing_decision_cites_the_endpoint_state_it_read(store_url):
     clock = VirtualClock()
-    runtime = SchedulerRuntime(EventLog(store_url), SchedulerConfig(), clock)
+    runtime = runtime_on(store_url, SchedulerConfig(), clock)
     endpoint = runtime.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3"]))
     runtime.execute(cmd.ReportHealth(endpoint_id=endpoint, ok=True))
     clock.advance(1)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 from eventsourcing.persistence import OperationalError
+from wiring import runtime_on
 
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
@@ -51,8 +51,8 @@ def _count(log: EventLog, event_type: type) -> int:
 def test_a_lost_race_after_endpoint_commands_retries_only_the_pass(store_url):
     clock = VirtualClock()
     log = InterleavingLog(store_url)
-    a = SchedulerRuntime(log, CONFIG, clock)
-    b = SchedulerRuntime(EventLog(store_url), CONFIG, clock)
+    a = runtime_on(log, CONFIG, clock)
+    b = runtime_on(store_url, CONFIG, clock)
     a.execute(cmd.RegisterAgent(agent_id="x"))
     endpoint = a.execute(cmd.RegisterEndpoint(host="gpu", models=["m"]))
     a.execute(cmd.ReportHealth(endpoint_id=endpoint, ok=True))
@@ -87,8 +87,8 @@ class FailingOnceLog(EventLog):
 def test_a_store_error_leaves_no_trace_in_state(store_url):
     clock = VirtualClock()
     log = FailingOnceLog(store_url)
-    a = SchedulerRuntime(log, CONFIG, clock)
-    b = SchedulerRuntime(EventLog(store_url), CONFIG, clock)
+    a = runtime_on(log, CONFIG, clock)
+    b = runtime_on(store_url, CONFIG, clock)
     before = a.state.position  # the recorded configuration
     log.fail_next = True
     with pytest.raises(OperationalError):
@@ -103,9 +103,9 @@ def test_a_store_error_leaves_no_trace_in_state(store_url):
 
 
 def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url):
-    runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
+    runtime = runtime_on(sqlite_url, CONFIG, VirtualClock(), writer_poll_s=0.01)
     with runtime._lock:  # hold the writer, as a long batch would
-        runtime.start(poll_interval=0.01)
+        runtime.start_background()
         first = runtime.submit(cmd.SubmitTask(description="given up on"))
         assert first.cancel()
     second = runtime.submit(cmd.SubmitTask(description="wanted"))
@@ -119,8 +119,8 @@ def test_a_cancelled_caller_gets_nothing_run_and_the_writer_lives_on(sqlite_url)
 
 
 def test_stop_answers_every_queued_command_and_refuses_new_ones(sqlite_url):
-    runtime = SchedulerRuntime(EventLog(sqlite_url), CONFIG, VirtualClock())
-    runtime.start(poll_interval=0.01)
+    runtime = runtime_on(sqlite_url, CONFIG, VirtualClock(), writer_poll_s=0.01)
+    runtime.start_background()
     futures = [runtime.submit(cmd.SubmitTask(description=f"task {i}")) for i in range(2000)]
     stopper = threading.Thread(target=runtime.stop)
     stopper.start()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from msgspec.structs import replace
+from wiring import runtime_on
 
 from tierlog.adapters.history.time_travel import what_if
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
@@ -18,7 +18,7 @@ RECORDED = SchedulerConfig(default_model="llama3", fallback_wait_s=5.0)
 
 def _crafted(url: str) -> dict[str, str]:
     clock = VirtualClock()
-    rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
+    rt = runtime_on(url, RECORDED, clock)
     ep = rt.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3", "qwen"]))
 
     def health(ok: bool) -> None:
@@ -127,7 +127,7 @@ def test_a_task_cancelled_while_it_waited_keeps_its_recorded_timer(new_store):
     task is compared after both, so its recorded timer reads "cancelled"."""
     url = new_store()
     clock = VirtualClock()
-    rt = SchedulerRuntime(EventLog(url), RECORDED, clock)
+    rt = runtime_on(url, RECORDED, clock)
     ep = rt.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3"]))
     for _ in range(2):
         rt.execute(cmd.ReportHealth(endpoint_id=ep, ok=False))

@@ -89,7 +89,7 @@ async def poll_assignment(
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> Any:
     """The agent's current task (200), or 204 when ``wait`` seconds pass without one."""
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + min(wait, ctx.polls.max_wait_s)
     with ctx.polls.waiting(agent_id) as waiter:
         while True:
             waiter.clear()

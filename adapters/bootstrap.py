@@ -1,0 +1,165 @@
+"""The composition root: the one place that builds tierlog's parts from ``Settings``.
+
+``serve``, the demo, the benches, the CLI and the tests build through these functions,
+so every entry point wires the system the same way; tests and the demo inject a clock
+and a task-id factory. Building catches up with nothing, appends nothing and refolds
+nothing (``EventLog`` and ``ReadStore`` do open their connections as they are
+constructed): ``start()`` on the runtime, the runner or a ``System`` does that work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+from fastapi import FastAPI
+
+from tierlog.adapters.http.app import create_app
+from tierlog.adapters.http.auth import load_admin_token
+from tierlog.adapters.http.deps import ApiContext
+from tierlog.adapters.readside.queries import AsyncReadModels
+from tierlog.adapters.readside.read_store import ReadStore
+from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.ollama_prober import OllamaProber
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.settings import Settings
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.clock import Clock
+from tierlog.projections.base import Projection
+
+
+def open_log(settings: Settings) -> EventLog:
+    """The event log at ``settings.store`` (opened, and created if new, right away)."""
+    return EventLog(settings.store)
+
+
+def build_runtime(
+    settings: Settings,
+    log: EventLog,
+    *,
+    clock: Clock | None = None,
+    new_task_id: Callable[[], UUID] = uuid4,
+) -> SchedulerRuntime:
+    """The scheduler runtime over ``log``, under ``settings.scheduler``; not started.
+
+    ``clock`` defaults to the wall clock; the demo and tests pass a virtual one.
+    """
+    return SchedulerRuntime(
+        log,
+        settings.scheduler,
+        clock or SystemClock(),
+        new_task_id=new_task_id,
+        read_batch=settings.read_batch,
+        poll_interval=settings.writer_poll_s,
+        max_batch=settings.max_batch,
+    )
+
+
+def build_runner(
+    settings: Settings,
+    log: EventLog,
+    *,
+    store: ReadStore | None = None,
+    projections: Sequence[Projection] | None = None,
+) -> ProjectionRunner:
+    """The projection runner of ``log``; not started. ``store`` defaults to the log's
+    own read models (a file beside a SQLite log, the log's PostgreSQL schema)."""
+    return ProjectionRunner(
+        log,
+        store or ReadStore(log),
+        projections,
+        batch=settings.projection_batch,
+        poll_interval=settings.projection_poll_s,
+    )
+
+
+def build_prober(settings: Settings, runtime: SchedulerRuntime) -> OllamaProber:
+    """The Ollama health prober, recording through the runtime's background writer."""
+    return OllamaProber(runtime, interval_s=settings.probe_interval_s, use_background_writer=True)
+
+
+def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
+    """The HTTP application over ``system`` (which must have been started), and the
+    context its routes share."""
+    ctx = ApiContext.build(
+        runtime=system.runtime,
+        runner=system.runner,
+        read_models=AsyncReadModels(system.log),
+        admin_token=admin_token,
+        long_poll_max_s=system.settings.long_poll_max_s,
+    )
+    return create_app(ctx), ctx
+
+
+def admin_token(settings: Settings, log: EventLog) -> tuple[str, bool]:
+    """The operator's token and whether it was generated just now: the configured one
+    (``TIERLOG_ADMIN_TOKEN``), else the one kept beside the log, else a new one kept
+    there (owner-only)."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value(), False
+    # The environment was read into the settings already: only the kept file is left.
+    return load_admin_token(log, environ={})
+
+
+@dataclass
+class System:
+    """One process's tierlog: the log, the scheduler runtime, the read side, the prober
+    (only when ``settings.probe``)."""
+
+    settings: Settings
+    log: EventLog
+    runtime: SchedulerRuntime
+    runner: ProjectionRunner
+    prober: OllamaProber | None = None
+
+    def start(self) -> None:
+        """Bring everything up to date in this thread: the runtime catches up, records
+        the configuration and runs its first pass (overdue timers fire); the read models
+        are made ready (refolded if built from another log) and caught up."""
+        self.runtime.start()
+        self.runner.start()
+        self.runner.run_until_caught_up()
+
+    def start_background(self) -> None:
+        """``start()``, then the writer, the projection runner and the prober threads."""
+        self.start()
+        self.runtime.start_background()
+        self.runner.start_background()
+        if self.prober is not None:
+            self.prober.start()
+
+    def close(self) -> None:
+        """Stop every thread (the prober first: it writes through the runtime) and
+        close the stores."""
+        if self.prober is not None:
+            self.prober.stop()
+        self.runner.close()
+        self.runner.log.close()
+        self.runtime.stop()
+        self.log.close()
+
+
+def build_system(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    new_task_id: Callable[[], UUID] = uuid4,
+) -> System:
+    """Everything ``serve`` runs, built from ``settings``; nothing started."""
+    log = open_log(settings)
+    try:
+        runtime = build_runtime(settings, log, clock=clock, new_task_id=new_task_id)
+        # The runner follows the log on its own thread, over its own connections.
+        runner_log = open_log(settings)
+        try:
+            runner = build_runner(settings, runner_log)
+        except BaseException:
+            runner_log.close()
+            raise
+    except BaseException:
+        log.close()
+        raise
+    prober = build_prober(settings, runtime) if settings.probe else None
+    return System(settings, log, runtime, runner, prober)
