@@ -3,7 +3,8 @@
 A checkpoint is the folded state at a position, with the chain hash that covers that
 position: a checkpoint of another log (a replaced file) is never used. They are derived
 data, kept beside the log (SQLite: ``NAME.checkpoints.db``; PostgreSQL: a table in the
-log's schema), and written by whoever folds far anyway (``at``, the audit).
+log's schema), written by whoever folds far anyway (``at``, ``diff``), and only beside
+a tierlog log: the file or table is created at the first checkpoint saved.
 """
 
 from __future__ import annotations
