@@ -248,3 +248,19 @@ def test_time_travel_on_a_good_log_writes_checkpoints_only_when_it_passes_one(tm
         assert checkpoints_path(str(tmp_path / "tt.db")).exists()
     finally:
         log.close()
+
+
+@pytest.mark.postgres
+def test_read_only_commands_on_a_good_postgres_log_leave_the_catalog_as_it_was(
+    pg_url, tmp_path, capsys
+):
+    run_demo(pg_url, tasks=10, seed=4)
+    dsn, schema = pg_url.split("?")[0], pg_url.split("schema=")[1]
+    config = tmp_path / "new.toml"
+    config.write_text("claude_enabled = false\n")
+    before = _catalog(dsn, [schema], [])
+    for args in _commands(config):
+        code, err = _run(capsys, args, pg_url)
+        assert code in (0, 2), (args, err)  # explain of an unknown task is a clear 2
+        assert "Traceback" not in err
+        assert _catalog(dsn, [schema], []) == before, args
