@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
+from tierlog.adapters.history.checkpoints import checkpoints_mismatch
+from tierlog.adapters.history.checkpoints import keep_aside as checkpoints_keep_aside
 from tierlog.adapters.http.auth import load_admin_token
+from tierlog.adapters.readside.lineage import keep_aside as read_models_keep_aside
+from tierlog.adapters.readside.lineage import read_models_mismatch
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
@@ -22,7 +26,10 @@ from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
-from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.event_log import EventLog, sqlite_file, store_env
+from tierlog.adapters.store.integrity import check_chain_at_head, quick_check
+from tierlog.adapters.store.lineage import NoLog, ReplacedLogError, stamp
+from tierlog.adapters.store.probe import StoreKind, store_kind
 from tierlog.domain.clock import Clock
 from tierlog.projections.base import Projection
 
@@ -32,9 +39,66 @@ if TYPE_CHECKING:
     from tierlog.adapters.http.deps import ApiContext
 
 
-def open_log(settings: Settings) -> EventLog:
-    """The event log at ``settings.store`` (opened, and created if new, right away)."""
-    return EventLog(settings.store)
+def open_log(settings: Settings, *, read_only: bool = False) -> EventLog:
+    """The event log at ``settings.store``, opened right away: for writing (created if
+    new), or ``read_only`` (an existing tierlog log, else ``StoreUnusableError``; then
+    nothing is created or changed)."""
+    return EventLog(settings.store, read_only=read_only)
+
+
+def check_store(settings: Settings) -> EventLog | None:
+    """The start-up integrity check, before anything is written: a new store (no file,
+    an empty file or schema) passes; an existing one must be a tierlog log whose SQLite
+    file passes ``quick_check`` and whose hash chain is whole at the head
+    (``StoreUnusableError`` in one line if not). Returns that log opened read-only, or
+    None for a new store."""
+    env = store_env(settings.store, create=False)
+    path = sqlite_file(settings.store)
+    kind = store_kind(env, path)
+    if path is not None and kind is not StoreKind.MISSING and path.stat().st_size:
+        quick_check(path)
+    if kind is not StoreKind.TIERLOG:
+        return None
+    log = open_log(settings, read_only=True)
+    try:
+        check_chain_at_head(log)
+    except BaseException:
+        log.close()
+        raise
+    return log
+
+
+def check_history(
+    settings: Settings, log: EventLog | None, *, accept_replaced_log: bool = False
+) -> list[str]:
+    """Read models and checkpoints beside ``log`` (None: no log yet) that are ahead of
+    it or disagree with its chain stop the start with ``ReplacedLogError``, both
+    positions named; with ``accept_replaced_log`` they are kept under another name
+    instead, and the places they were kept are returned (then they are rebuilt)."""
+    when = stamp()
+    view = log if log is not None else NoLog()
+    found = [
+        (mismatch, keep)
+        for mismatch, keep in (
+            (read_models_mismatch(settings.store, view, when), read_models_keep_aside),
+            (checkpoints_mismatch(settings.store, view, when), checkpoints_keep_aside),
+        )
+        if mismatch is not None
+    ]
+    if found and not accept_replaced_log:
+        raise ReplacedLogError(found[0][0].message())
+    return [f"the {m.what} as {keep(settings.store, when)}" for m, keep in found]
+
+
+def preflight(settings: Settings, *, accept_replaced_log: bool = False) -> list[str]:
+    """What ``serve`` checks before it writes anything: ``check_store``, then
+    ``check_history``; returns what was kept aside."""
+    log = check_store(settings)
+    try:
+        return check_history(settings, log, accept_replaced_log=accept_replaced_log)
+    finally:
+        if log is not None:
+            log.close()
 
 
 def build_runtime(
@@ -122,11 +186,12 @@ class System:
     prober: OllamaProber | None = None
 
     def start(self) -> None:
-        """Bring everything up to date in this thread: the runtime catches up, records
-        the configuration and runs its first pass (overdue timers fire); the read models
-        are made ready (refolded if built from another log) and caught up."""
-        self.runtime.start()
+        """Bring everything up to date in this thread: the read models are made ready
+        (``ReplacedLogError`` before anything is appended if they were built from
+        another log); the runtime catches up, records the configuration and runs its
+        first pass (overdue timers fire); the read models catch up."""
         self.runner.start()
+        self.runtime.start()
         self.runner.run_until_caught_up()
 
     def start_background(self) -> None:

@@ -27,6 +27,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="TOML configuration file")
 
 
+def _add_accept_replaced_log(parser: argparse.ArgumentParser) -> None:
+    """``--accept-replaced-log``: for the commands that refuse another log's read models."""
+    parser.add_argument(
+        "--accept-replaced-log",
+        action="store_true",
+        help="read models or checkpoints built from another log (ahead of this one or "
+        "not matching its chain): keep them as NAME.replaced-<time> and rebuild",
+    )
+
+
 def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
     """The settings under this command's flags (``--config`` where it is offered)."""
     return load_settings(store=args.store, config=getattr(args, "config", None), **flags)
@@ -130,7 +140,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             probe=args.probe,
             probe_interval_s=args.probe_interval,
-        )
+        ),
+        accept_replaced_log=args.accept_replaced_log,
     )
     return 0
 
@@ -140,8 +151,12 @@ def cmd_project(args: argparse.Namespace) -> int:
     from tierlog.adapters import bootstrap
 
     settings = _settings(args)
-    log = bootstrap.open_log(settings)
+    log = bootstrap.open_log(settings, read_only=True)  # project never appends
     try:
+        for kept in bootstrap.check_history(
+            settings, log, accept_replaced_log=args.accept_replaced_log
+        ):
+            print(f"tierlog: kept {kept}; rebuilding from this log", file=sys.stderr)
         runner = bootstrap.build_runner(settings, log)
         try:
             runner.start()
@@ -166,18 +181,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """Verify a log: exit 0 clean, 1 with violations, 2 when it cannot be read."""
     from tierlog.adapters import bootstrap
     from tierlog.adapters.audit.run import audit
-    from tierlog.adapters.store.event_log import sqlite_file
 
     settings = _settings(args)
     store = settings.store
-    path = sqlite_file(store)
-    if path is not None and not path.is_file():
-        print(f"tierlog: no log at {path}", file=sys.stderr)
-        return 2
+    # Read-only: a missing store or one that is not a tierlog log is refused in one
+    # line (StoreUnusableError, exit 2) and left as it was.
+    log = bootstrap.open_log(settings, read_only=True)
     try:
-        log = bootstrap.open_log(settings)
         head = log.head()
-    except Exception as exc:  # a missing file, no server, not a tierlog log
+    except Exception as exc:  # the store answered the probe, then failed
+        log.close()
         print(f"tierlog: cannot read the store {store}: {exc}", file=sys.stderr)
         return 2
     try:
@@ -234,7 +247,7 @@ def cmd_at(args: argparse.Namespace) -> int:
     from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import fold_until, summarise_state, task_at
 
-    log = bootstrap.open_log(_settings(args))
+    log = bootstrap.open_log(_settings(args), read_only=True)
     try:
         position = _point(log, args.position if args.position is not None else args.time)
         state = fold_until(log, position)
@@ -264,7 +277,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import diff
 
-    log = bootstrap.open_log(_settings(args))
+    log = bootstrap.open_log(_settings(args), read_only=True)
     try:
         data = diff(log, _point(log, args.a), _point(log, args.b))
     finally:
@@ -292,7 +305,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValidationError("TASK_ID must be a task id (UUID)", field="task_id") from None
     settings = _settings(args)
-    log = bootstrap.open_log(settings)
+    log = bootstrap.open_log(settings, read_only=True)
     try:
         story = explain(log, task_id)
     finally:
@@ -316,7 +329,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         raise ValidationError("whatif needs --config NEW.toml", field="config")
     settings = _settings(args)
     config = settings.scheduler
-    log = bootstrap.open_log(settings)
+    log = bootstrap.open_log(settings, read_only=True)
     try:
         start = _point(log, args.start) if args.start else 0
         stop = _point(log, args.stop) if args.stop else None
@@ -364,11 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"seconds between probe rounds (default {PROBE_INTERVAL_S:g})",
     )
+    _add_accept_replaced_log(serve)
     serve.set_defaults(func=cmd_serve)
 
     project = sub.add_parser("project", help="update or rebuild the read models")
     _add_common(project)
     project.add_argument("--rebuild", action="store_true", help="drop and refold from 0")
+    _add_accept_replaced_log(project)
     project.set_defaults(func=cmd_project)
 
     at = sub.add_parser("at", help="the state at a position or time")

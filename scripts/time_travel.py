@@ -6,9 +6,11 @@ match ``--until`` (an event type such as FallbackTimerFired, or a task id).
 
 import argparse
 import os
+import sys
 
 from tierlog.adapters.history.stepper import steps
 from tierlog.adapters.store.event_log import DEFAULT_STORE, EventLog
+from tierlog.domain.errors import TierlogError
 
 
 def main() -> int:
@@ -25,7 +27,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.until and not args.limit:
         args.limit = 1  # run until the first match, then stop there
-    log = EventLog(args.store)
+    try:
+        log = EventLog(args.store, read_only=True)  # a look at the log changes nothing
+    except TierlogError as exc:
+        print(f"tierlog: {exc.message}", file=sys.stderr)
+        return 2
     try:
         for n, step in enumerate(steps(log, start=args.start, until=args.until), 1):
             print(

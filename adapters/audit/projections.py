@@ -399,7 +399,7 @@ if __name__ == "__main__":
 
     import msgspec
 
-    _log = EventLog(sys.argv[1])
+    _log = EventLog(sys.argv[1], read_only=True)  # the audit never writes the log
     try:
         _names = sys.argv[2:] or None
         sys.stdout.buffer.write(msgspec.json.encode(check_projections(_log, names=_names)))

@@ -3,76 +3,128 @@
 A checkpoint is the folded state at a position, with the chain hash that covers that
 position: a checkpoint of another log (a replaced file) is never used. They are derived
 data, kept beside the log (SQLite: ``NAME.checkpoints.db``; PostgreSQL: a table in the
-log's schema), and written by whoever folds far anyway (``at``, the audit).
+log's schema), written by whoever folds far anyway (``at``, ``diff``), and only beside
+a tierlog log: the file or table is created at the first checkpoint saved.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
+from tierlog.adapters.store.event_log import (
+    EventLog,
+    postgres_connect_args,
+    sqlite_file,
+    store_env,
+)
+from tierlog.adapters.store.lineage import (
+    ChainView,
+    Mismatch,
+    keep_file_aside,
+    keep_tables_aside,
+    kept_file,
+    kept_schema,
+)
+from tierlog.adapters.store.probe import postgres_read_only, sqlite_read_only
 from tierlog.domain.snapshot import dump_state, load_state
 from tierlog.domain.state import SchedulerState
 
 EVERY = 50_000
+TABLE = "checkpoints_lean"  # in the SQLite checkpoints file
+PG_TABLE = "tierlog_checkpoints_lean"  # in the log's PostgreSQL schema
+WHAT = "time-travel checkpoints"
+logger = logging.getLogger("tierlog.checkpoints")
+
+
+def checkpoints_path(log_path: str) -> Path:
+    """The checkpoints file beside a SQLite log: ``tierlog.db`` → ``tierlog.checkpoints.db``."""
+    path = Path(log_path)
+    return path.with_name(path.stem + ".checkpoints.db")
 
 
 class CheckpointStore:
-    """Save and find folded states by position."""
+    """Save and find folded states by position.
 
-    def __init__(self, log: EventLog) -> None:
+    Opening one creates nothing: checkpoints are read through a read-only connection
+    when there are any, and the file (or PostgreSQL table) is created at the first
+    ``save``, and only with ``write``. Saving is best effort: a store that cannot take
+    a checkpoint (a read-only folder, a role without CREATE) only makes time travel
+    slower, so the failure is logged and saving stops.
+    """
+
+    def __init__(self, log: EventLog, *, write: bool = True) -> None:
         self.log = log
+        self._write = write
+        self._writer: Any = None
         if log.sqlite_path is not None:
-            path = Path(log.sqlite_path)
-            self._conn: Any = sqlite3.connect(
-                path.with_name(path.stem + ".checkpoints.db"), isolation_level=None
-            )
+            self._path: Path | None = checkpoints_path(log.sqlite_path)
             self._ph = "?"
-            self._table = "checkpoints_lean"
+            self._table = TABLE
+        else:
+            self._path = None
+            self._ph = "%s"
+            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".{PG_TABLE}'
+
+    def save(self, state: SchedulerState) -> None:
+        """Keep ``state`` (at its position) unless one is kept there already."""
+        if not self._write:
+            return
+        chain = self.log.chain_hash_at(state.position)
+        if chain is None:
+            return
+        try:
+            self._writable().execute(
+                f"INSERT INTO {self._table} VALUES ({self._ph}, {self._ph}, {self._ph}) "
+                "ON CONFLICT (position) DO NOTHING",
+                (state.position, chain, dump_state(state)),
+            )
+        except Exception as exc:  # sqlite3 or psycopg: no checkpoint, same answer
+            logger.warning("no checkpoint kept at %s: %s", state.position, exc)
+            self._write = False
+
+    def _writable(self) -> Any:
+        if self._writer is None:
+            self._writer = self._create()
+        return self._writer
+
+    def _create(self) -> Any:
+        if self._path is not None:
+            conn: Any = sqlite3.connect(self._path, isolation_level=None)
             old = "checkpoints"
         else:
             import psycopg
 
-            self._conn = psycopg.connect(**postgres_connect_args(log.env), autocommit=True)
-            self._ph = "%s"
-            schema = log.env["POSTGRES_SCHEMA"]
-            self._table = f'"{schema}".tierlog_checkpoints_lean'
-            old = f'"{schema}".tierlog_checkpoints'
+            conn = psycopg.connect(**postgres_connect_args(self.log.env), autocommit=True)
+            old = f'"{self.log.env["POSTGRES_SCHEMA"]}".tierlog_checkpoints'
         # Checkpoints of full states (every finished task kept) were written under the
         # old name before time travel dropped finished tasks; nothing reads them now.
-        self._conn.execute(f"DROP TABLE IF EXISTS {old}")
-        if (
-            log.sqlite_path is not None
-            and self._conn.execute("PRAGMA freelist_count").fetchone()[0]
-        ):
-            self._conn.execute("VACUUM")  # give the old table's pages back to the disk
-        blob = "BLOB" if log.sqlite_path is not None else "BYTEA"
-        self._conn.execute(
+        conn.execute(f"DROP TABLE IF EXISTS {old}")
+        if self._path is not None and conn.execute("PRAGMA freelist_count").fetchone()[0]:
+            conn.execute("VACUUM")  # give the old table's pages back to the disk
+        blob = "BLOB" if self._path is not None else "BYTEA"
+        conn.execute(
             f"CREATE TABLE IF NOT EXISTS {self._table} (position BIGINT PRIMARY KEY, "
             f"chain_hash {blob} NOT NULL, state {blob} NOT NULL)"
         )
+        return conn
 
-    def save(self, state: SchedulerState) -> None:
-        """Keep ``state`` (at its position) unless one is kept there already."""
-        chain = self.log.chain_hash_at(state.position)
-        if chain is None:
-            return
-        data = dump_state(state)
-        self._conn.execute(
-            f"INSERT INTO {self._table} VALUES ({self._ph}, {self._ph}, {self._ph}) "
-            "ON CONFLICT (position) DO NOTHING",
-            (state.position, chain, data),
-        )
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self._writer is not None:
+            return list(self._writer.execute(sql, params).fetchall())
+        if self._path is not None:
+            return _sqlite_rows(self._path, sql, params)
+        return _postgres_rows(self.log.env, self._table, sql, params)
 
     def nearest(self, position: int) -> SchedulerState | None:
         """The latest usable checkpoint at or before ``position``."""
-        rows = self._conn.execute(
+        rows = self._rows(
             f"SELECT position, chain_hash, state FROM {self._table} WHERE position <= {self._ph}"
             " ORDER BY position DESC LIMIT 3",
             (position,),
-        ).fetchall()
+        )
         for at, chain, data in rows:
             if self.log.chain_hash_at(at) == bytes(chain):
                 return load_state(bytes(data))
@@ -80,15 +132,82 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
-def state_at(log: EventLog, position: int, every: int = EVERY) -> SchedulerState:
+def _sqlite_rows(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """A query on a checkpoints file, read-only; none when there is no file or table."""
+    if not path.exists():
+        return []
+    with sqlite_read_only(path) as conn:
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        except sqlite3.OperationalError:  # no table: no checkpoints
+            return []
+
+
+def _postgres_rows(
+    env: dict[str, str], table: str, sql: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """A query on the checkpoints table, read-only; none when there is no table."""
+    with postgres_read_only(env) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if found is None or found[0] is None:
+            return []
+        return list(conn.execute(sql, params).fetchall())
+
+
+def checkpoints_mismatch(url: str, log: ChainView, when: str) -> Mismatch | None:
+    """Checkpoints beside the log at ``url`` that do not belong to ``log``: the newest
+    one is beyond its head, or has another chain hash than the log's there. Reads them
+    without creating or changing anything."""
+    newest = "SELECT position, chain_hash FROM {} ORDER BY position DESC LIMIT 1"
+    path = sqlite_file(url)
+    if path is not None:
+        rows = _sqlite_rows(checkpoints_path(str(path)), newest.format(TABLE), ())
+    else:
+        env = store_env(url, create=False)
+        table = f'"{env["POSTGRES_SCHEMA"]}".{PG_TABLE}'
+        rows = _postgres_rows(env, table, newest.format(table), ())
+    if not rows:
+        return None
+    position, chain = int(rows[0][0]), bytes(rows[0][1])
+    head = log.head()
+    if position <= head and log.chain_hash_at(position) == chain:
+        return None
+    return Mismatch(WHAT, position, head, position > head, _kept_as(url, when))
+
+
+def _kept_as(url: str, when: str) -> str:
+    path = sqlite_file(url)
+    if path is not None:
+        return kept_file(checkpoints_path(str(path)), when).name
+    return f"schema {kept_schema(store_env(url, create=False)['POSTGRES_SCHEMA'], when)!r}"
+
+
+def keep_aside(url: str, when: str) -> str:
+    """Keep the checkpoints of a replaced log under another name (see
+    ``tierlog.adapters.store.lineage``). Returns where."""
+    path = sqlite_file(url)
+    if path is not None:
+        return str(keep_file_aside(checkpoints_path(str(path)), when))
+    import psycopg
+
+    env = store_env(url, create=False)
+    with psycopg.connect(**postgres_connect_args(env), autocommit=True) as conn:
+        return f"schema {keep_tables_aside(conn, env['POSTGRES_SCHEMA'], [PG_TABLE], when)!r}"
+
+
+def state_at(
+    log: EventLog, position: int, every: int = EVERY, *, write: bool = True
+) -> SchedulerState:
     """The state after positions ``1..position``, without the tasks that had finished
     by then (``SchedulerState(keep_finished=False)``: memory follows the live tasks, not
-    the log): from the nearest checkpoint, folding the rest, and leaving a checkpoint
-    every ``every`` positions it passes."""
-    store = CheckpointStore(log)
+    the log): from the nearest checkpoint, folding the rest, and (with ``write``)
+    leaving a checkpoint every ``every`` positions it passes."""
+    store = CheckpointStore(log, write=write)
     try:
         state = store.nearest(position) or SchedulerState(keep_finished=False)
         for pos, event in log.iter_events(after=state.position, stop=position):

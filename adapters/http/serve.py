@@ -58,8 +58,12 @@ def _announce(server: uvicorn.Server, settings: Settings) -> None:
         )
 
 
-def serve(settings: Settings) -> None:
-    """Run until interrupted (SIGINT or SIGTERM), then stop every part in order."""
+def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
+    """Check the store (``bootstrap.preflight``: refuses a corrupt store, or read models
+    and checkpoints of another log unless ``accept_replaced_log``), then run until
+    interrupted (SIGINT or SIGTERM), then stop every part in order."""
+    for aside in bootstrap.preflight(settings, accept_replaced_log=accept_replaced_log):
+        print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
     system = bootstrap.build_system(settings)
     try:
         system.start()

@@ -13,10 +13,12 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from tierlog.adapters.readside.lineage import kept_as, mismatch_of
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
 from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
 from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
 from tierlog.projections.base import Fold, Projection, Table
 from tierlog.projections.registry import all_projections
 
@@ -27,7 +29,7 @@ class ProjectionRunner:
     """Keeps the read models up to date with the log.
 
     Constructing one touches nothing: ``start()`` creates the read-model tables that
-    are missing and refolds the read models if they were built from another log;
+    are missing and refuses read models built from another log;
     ``run_until_caught_up()`` brings them up to date; ``start_background()`` follows
     the log in a thread until ``stop()``.
     """
@@ -61,9 +63,10 @@ class ProjectionRunner:
         """Make the read store ready; once (later calls return).
 
         Creates the tables and position rows that are missing. Read models built from
-        another log (a log file replaced under them) are found by the chain hash at the
-        position they reached, and refolded from position 0 here: that may take long.
-        Does not catch up (``run_until_caught_up``) and starts no thread.
+        another log (ahead of this one, or disagreeing with its chain where they
+        stopped) raise ``ReplacedLogError`` and are left as they are: they may be the
+        only record of that history (``serve --accept-replaced-log`` keeps them aside
+        first). Does not catch up (``run_until_caught_up``) and starts no thread.
         """
         if self._started:
             return
@@ -76,23 +79,18 @@ class ProjectionRunner:
                     " ON CONFLICT (name) DO NOTHING",
                     (projection.name,),
                 )
-        with self.store.transaction() as db:
             db.execute(
                 "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
                 " ON CONFLICT (name) DO NOTHING",
                 (IDENTITY_KEY,),
             )
-            row = db.fetchone("SELECT position FROM rm_positions WHERE name = ?", (IDENTITY_KEY,))
+        stored = dict(self.store.query("SELECT name, position FROM rm_positions"))
+        names = [p.name for p in self.projections]
+        found = mismatch_of(stored, self.log, names, kept_as(self.log.url, "<time>"))
+        if found is not None:
+            raise ReplacedLogError(found.message())
         self._started = True
-        try:
-            reached = min(self.positions().values(), default=0)
-            if reached and (int(row[0]) if row else 0) != self._fingerprint(reached):
-                log.warning("read models do not match this log at %s; rebuilding", reached)
-                self.rebuild()
-            self.committed_position = self.position()
-        except BaseException:
-            self._started = False  # a later start() tries again
-            raise
+        self.committed_position = self.position()
 
     def _require_started(self) -> None:
         if not self._started:
@@ -104,8 +102,7 @@ class ProjectionRunner:
 
     def _fingerprint(self, position: int) -> int:
         """63 bits of the chain hash covering ``position`` (-1 when none covers it)."""
-        found = self.log.chain_hash_at(position) if position else None
-        return int.from_bytes(found[:8], "big") >> 1 if found else -1
+        return fingerprint(self.log.chain_hash_at(position) if position else None)
 
     def positions(self) -> dict[str, int]:
         """Each projection's processed position."""

@@ -16,8 +16,9 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
 
 from tierlog.adapters.store.codec import MsgspecMapper
+from tierlog.adapters.store.probe import require_log, sqlite_uri
 from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
-from tierlog.domain.errors import ConcurrencyConflictError, ValidationError
+from tierlog.domain.errors import ConcurrencyConflictError, StoreError, ValidationError
 from tierlog.domain.events import DomainEvent
 
 DEFAULT_STORE = "sqlite:///./tierlog.db"
@@ -41,11 +42,12 @@ def sqlite_file(url: str) -> Path | None:
     return Path(raw[1:] if raw.startswith("/") else raw).expanduser()
 
 
-def store_env(url: str) -> dict[str, str]:
+def store_env(url: str, *, create: bool = True) -> dict[str, str]:
     """The eventsourcing environment for a store URL.
 
     ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
-    ``postgresql://user:password@host:port/dbname?schema=name``.
+    ``postgresql://user:password@host:port/dbname?schema=name``. With ``create`` (a
+    writer's) the folder of a SQLite file is made if missing; without, nothing is.
     """
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -53,7 +55,8 @@ def store_env(url: str) -> dict[str, str]:
         path = raw[1:] if raw.startswith("/") else raw
         if not path:
             raise ValidationError("a sqlite store URL needs a file path", field="store")
-        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(Path(path).expanduser()),
@@ -106,12 +109,26 @@ class TierlogApplication(Application[UUID]):
 
 
 class EventLog:
-    """Append, read and follow the log. Positions are the store's notification ids."""
+    """Append, read and follow the log. Positions are the store's notification ids.
 
-    def __init__(self, url: str = DEFAULT_STORE) -> None:
+    Opened for writing (the default) it creates the log's tables if they are missing.
+    Opened ``read_only`` it first checks that the store is an existing tierlog log
+    (``StoreUnusableError`` in one line if not), then reads it without creating or
+    changing anything: SQLite through a ``mode=ro`` connection, PostgreSQL without any
+    DDL; ``append`` is refused.
+    """
+
+    def __init__(self, url: str = DEFAULT_STORE, *, read_only: bool = False) -> None:
         self.url = url
-        self.env = store_env(url)
+        self.read_only = read_only
+        self.env = store_env(url, create=not read_only)
         self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        self._sqlite_file = None if self.is_postgres else sqlite_file(url)
+        if read_only:
+            require_log(self.env, self._sqlite_file)
+            self.env["CREATE_TABLE"] = "no"
+            if self._sqlite_file is not None:
+                self.env["SQLITE_DBNAME"] = sqlite_uri(self._sqlite_file)
         self.app = self._open()
         self.recorder: Any = self.app.recorder
         self.mapper = self.app.mapper
@@ -134,12 +151,14 @@ class EventLog:
     @property
     def sqlite_path(self) -> str | None:
         """The SQLite file, or None on PostgreSQL."""
-        return None if self.is_postgres else self.env["SQLITE_DBNAME"]
+        return None if self._sqlite_file is None else str(self._sqlite_file)
 
     def append(self, events: Sequence[DomainEvent]) -> list[int]:
         """Append events in one transaction; a lost version race raises a conflict."""
         if not events:
             return []
+        if self.read_only:
+            raise StoreError(f"the log at {self.url} was opened read-only")
         try:
             if isinstance(self.recorder, TierlogSQLiteRecorder):
                 codec = self.codec
@@ -233,7 +252,7 @@ class EventLog:
             return
         # A connection of its own, read-only: the recorder's pool interlocks readers
         # with the writer, and this reader runs for the whole pass.
-        uri = Path(self.env["SQLITE_DBNAME"]).resolve().as_uri() + "?mode=ro"
+        uri = Path(str(self.sqlite_path)).resolve().as_uri() + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.env['SQLITE_LOCK_TIMEOUT']) * 1000}")
@@ -278,29 +297,36 @@ class EventLog:
 
     def chain_hash_at(self, position: int) -> bytes | None:
         """The chain hash of the chain row that covers ``position`` (None if none does)."""
+        row = self.chain_row_at(position)
+        return None if row is None else row[3]
+
+    def chain_row_at(self, position: int) -> tuple[int, int, bytes, bytes] | None:
+        """The chain row ``(first, last, record_hashes, chain_hash)`` that covers
+        ``position`` (None if none does)."""
+        columns = "first_position, last_position, record_hashes, chain_hash"
         table = self.recorder.chain_table_name
         if self.is_postgres:
             schema = self.env["POSTGRES_SCHEMA"]
             sql = (
-                f'SELECT last_position, chain_hash FROM "{schema}"."{table}" '
+                f'SELECT {columns} FROM "{schema}"."{table}" '
                 "WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"
             )
             with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(sql, (position,))
-                row = curs.fetchone()
-                found = (row["last_position"], bytes(row["chain_hash"])) if row else None
+                found = curs.fetchone()
+                values = None if found is None else [found[c] for c in columns.split(", ")]
         else:
             sql = (
-                f"SELECT last_position, chain_hash FROM {table} WHERE first_position <= ? "
+                f"SELECT {columns} FROM {table} WHERE first_position <= ? "
                 "ORDER BY first_position DESC LIMIT 1"
             )
             with self.recorder.datastore.transaction(commit=False) as curs:
                 curs.execute(sql, (position,))
-                row = curs.fetchone()
-                found = (row[0], bytes(row[1])) if row else None
-        if found is None or found[0] < position:
+                found = curs.fetchone()
+                values = None if found is None else list(found)
+        if values is None or values[1] < position:
             return None
-        return found[1]
+        return (int(values[0]), int(values[1]), bytes(values[2]), bytes(values[3]))
 
     def chain_head(self) -> int:
         """The last position the hash chain covers (0 when it is empty).

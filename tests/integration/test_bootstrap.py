@@ -13,6 +13,7 @@ from wiring import runner_on, runtime_on
 from tierlog.adapters import bootstrap
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.lineage import ReplacedLogError
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
@@ -106,7 +107,7 @@ def _fill(url: str, word: str, n: int) -> None:
     runtime.log.close()
 
 
-def test_a_constructed_runner_has_not_refolded_the_read_store(tmp_path: Path):
+def test_a_constructed_runner_has_not_touched_the_read_store(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'tierlog.db'}"
     _fill(url, "old", 3)
     runner = runner_on(url)
@@ -128,9 +129,9 @@ def test_a_constructed_runner_has_not_refolded_the_read_store(tmp_path: Path):
         runner.rebuild()
     assert _read_rows(read_db) == before
 
-    runner.start()  # finds the read models were built from another log: refolds them
-    runner.run_until_caught_up()
-    assert _read_rows(read_db) == ["new 0", "new 1"]
+    with pytest.raises(ReplacedLogError):
+        runner.start()  # finds the read models were built from another log: refuses
+    assert _read_rows(read_db) == before
     runner.close()
     runner.log.close()
 

@@ -1,8 +1,9 @@
-"""The read side under faults found in review: several runners, a replaced log,
+"""The read side under faults found in review: several runners, a replaced log (refused),
 a dropped PostgreSQL connection, a manual retry after an escalation."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import psycopg
 import pytest
 from wiring import runner_on, runtime_on
 
+from tierlog.adapters.readside.lineage import keep_aside
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.lineage import ReplacedLogError
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
@@ -45,7 +48,7 @@ def test_two_runners_on_one_read_store_apply_each_event_once(new_store):
         runner.close()
 
 
-def test_read_models_of_a_replaced_log_are_refolded(tmp_path: Path):
+def test_read_models_of_a_replaced_log_are_refused_then_kept_aside_on_request(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'tierlog.db'}"
     _fill(url, 20, "old")
     runner = runner_on(url)
@@ -54,7 +57,13 @@ def test_read_models_of_a_replaced_log_are_refolded(tmp_path: Path):
     for leftover in tmp_path.glob("tierlog.db*"):
         leftover.unlink()  # the operator starts a new log; tierlog.read.db stays
     _fill(url, 30, "new")
-    runner = runner_on(url)  # start() refolds them: they were built from another log
+    with pytest.raises(ReplacedLogError, match="do not match the log there"):
+        runner_on(url)  # built from another log: refused, not refolded
+    kept = keep_aside(url, "20260101T000000Z")
+    assert kept.endswith("tierlog.read.db.replaced-20260101T000000Z")
+    old = sqlite3.connect(kept).execute("SELECT description FROM rm_tasks").fetchall()
+    assert len(old) == 20 and all(d.startswith("old") for (d,) in old)
+    runner = runner_on(url)  # a fresh read store, folded from this log
     runner.run_until_caught_up()
     descriptions = [row[0] for row in runner.store.query("SELECT description FROM rm_tasks")]
     assert len(descriptions) == 30 and all(d.startswith("new") for d in descriptions)

@@ -148,8 +148,8 @@ def test_checkpoints_of_a_replaced_log_are_not_used(tmp_path):
     first = EventLog(url)
     state_at(first, first.head(), every=40)
     first.close()
-    for leftover in tmp_path.glob("tt.db*"):
-        leftover.unlink()  # the checkpoints file stays behind
+    for leftover in [*tmp_path.glob("tt.db*"), *tmp_path.glob("tt.read.db*")]:
+        leftover.unlink()  # the checkpoints file stays behind (the read models would stop)
     run_demo(url, tasks=30, seed=2)
     second = EventLog(url)
     head = second.head()
