@@ -15,12 +15,10 @@ ids arrive as text), and FastAPI answers 422.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
-import msgspec
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -33,6 +31,19 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from tierlog.domain.errors import ValidationError
+from tierlog.domain.limits import (
+    CEILINGS,
+    MAX_BYTES,
+    MAX_GENERATION,
+    MAX_ITEMS,
+    MAX_LONG_NAME,
+    MAX_NAME,
+    MAX_TEXT,
+    CommandLimits,
+    JsonLimitError,
+    check_json,
+    field_name,
+)
 
 __all__ = [
     "COMMANDS",
@@ -45,6 +56,7 @@ __all__ = [
     "Bytes",
     "CancelTask",
     "Command",
+    "CommandLimits",
     "CompleteTask",
     "DeregisterAgent",
     "DeregisterEndpoint",
@@ -72,15 +84,9 @@ __all__ = [
     "SubmitTask",
     "TaskId",
     "Text",
+    "field_name",
+    "json_safe",
 ]
-
-MAX_TEXT = 100_000
-MAX_NAME = 200
-MAX_LONG_NAME = 1_000
-MAX_ITEMS = 1_000
-MAX_GENERATION = 2**62
-MAX_BYTES = 2**62
-
 
 # --- field checks the annotated types share -------------------------------------------
 
@@ -107,26 +113,9 @@ def _list_or_tuple(value: Any) -> Any:
     raise ValueError("must be a list of strings")
 
 
-def _non_finite(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
 def json_safe(value: Any) -> Any:
-    """``value`` if it encodes as JSON the log can carry (no NaN, infinity or NUL)."""
-    try:
-        encoded = msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"must be JSON: {exc}") from exc
-    if b"\\u0000" in encoded:
-        raise ValueError("must not contain NUL characters")
-    if _non_finite(value):
-        raise ValueError("holds a number JSON cannot carry (NaN or infinite)")
+    """``value`` if it is JSON the log can carry, within the absolute ceilings."""
+    check_json(value, CEILINGS)
     return value
 
 
@@ -187,26 +176,55 @@ Priority = Literal["urgent", "high", "normal", "low"]
 RequestedTier = Literal["trivial", "standard", "complex", "unknown"]
 
 
-def field_name(location: tuple[int | str, ...]) -> str:
-    """``("needed_capabilities", 0)`` → ``needed_capabilities[0]``."""
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
-
-
 class Command(BaseModel):
     """Base of every command: frozen, unknown fields refused, strict when built in Python."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     #: What the command is called in logs and error messages.
     verb: ClassVar[str] = "command"
+    #: Its free-form JSON fields, each with the limit on its encoded size.
+    json_fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **data: Any) -> None:
         try:
             self.__pydantic_validator__.validate_python(data, self_instance=self, strict=True)
         except PydanticValidationError as exc:
             raise _validation_error(exc) from None
+
+    def check_limits(self, limits: CommandLimits) -> None:
+        """Raise a ``ValidationError`` naming the field and the limit if any value of
+        this command is past ``limits`` (the types hold it within the ceilings)."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in self.json_fields:
+                _check_json_field(name, value, limits, self.json_fields[name])
+            elif isinstance(value, str):
+                _check_length(name, value, limits)
+            elif isinstance(value, tuple):
+                if len(value) > limits.max_list_items:
+                    raise ValidationError(
+                        f"{name}: {len(value)} entries, over the limit of "
+                        f"{limits.max_list_items} (max_list_items)",
+                        field=name,
+                    )
+                for index, item in enumerate(value):
+                    _check_length(f"{name}[{index}]", item, limits)
+
+
+def _check_length(name: str, text: str, limits: CommandLimits) -> None:
+    if len(text) > limits.max_string_chars:
+        raise ValidationError(
+            f"{name}: {len(text)} characters, over the limit of {limits.max_string_chars} "
+            "(max_string_chars)",
+            field=name,
+        )
+
+
+def _check_json_field(name: str, value: Any, limits: CommandLimits, setting: str) -> None:
+    try:
+        check_json(value, limits, max_bytes=getattr(limits, setting), setting=setting)
+    except JsonLimitError as exc:
+        raise ValidationError(f"{name}{exc.where}: {exc.reason}", field=name) from None
 
 
 def _validation_error(exc: PydanticValidationError) -> ValidationError:
@@ -223,6 +241,7 @@ class SubmitTask(Command):
     """Submit a task (SPEC §1.1). The same ``idempotency_key`` returns the same task."""
 
     verb: ClassVar[str] = "submit_task"
+    json_fields: ClassVar[dict[str, str]] = {"metadata": "max_metadata_bytes"}
     description: Text
     priority: Priority = "normal"
     needed_capabilities: Items = ()
@@ -269,6 +288,7 @@ class CompleteTask(Command):
     """An agent finished its task."""
 
     verb: ClassVar[str] = "complete_task"
+    json_fields: ClassVar[dict[str, str]] = {"result": "max_result_bytes"}
     agent_id: Name
     task_id: TaskId
     generation: Generation

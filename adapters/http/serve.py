@@ -58,11 +58,24 @@ def _announce(server: uvicorn.Server, settings: Settings) -> None:
         )
 
 
+def _start(system: bootstrap.System) -> None:
+    """``system.start()``; if it fails on an event that does not decode, refuse to start
+    with one line naming its position and type (the log is append-only: a server that
+    cannot read it must not write to it)."""
+    try:
+        system.start()
+    except Exception as exc:
+        undecodable = bootstrap.undecodable_event(system.log)
+        if undecodable is None:
+            raise
+        raise undecodable from exc
+
+
 def serve(settings: Settings) -> None:
     """Run until interrupted (SIGINT or SIGTERM), then stop every part in order."""
     system = bootstrap.build_system(settings)
     try:
-        system.start()
+        _start(system)
         token, generated = bootstrap.admin_token(settings, system.log)
         if generated:
             kept = admin_token_path(system.log)

@@ -22,6 +22,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
+from tierlog.domain.errors import UndecodableEventError
 from tierlog.domain.events import EVENT_TYPES, DomainEvent, check_stored_names
 
 
@@ -92,6 +93,36 @@ def topic_of(event_type: type[DomainEvent]) -> str:
     return _versioned(event_type.stored_name, event_type.class_version)
 
 
+def _unproven(event_type: type[DomainEvent]) -> bool:
+    """Whether a value of ``event_type`` can hold something that encodes but does not
+    decode back: a free-form value (``Any``: ``metadata``, ``result``) or a float (NaN
+    and infinity are written as null). Other types round-trip by construction."""
+    try:
+        root = msgspec.inspect.type_info(event_type)
+    except (NameError, KeyError, TypeError):  # annotations it cannot resolve: check it
+        return True
+    seen: set[Any] = set()
+    pending: list[msgspec.inspect.Type] = [root]
+    while pending:
+        info = pending.pop()
+        if isinstance(info, msgspec.inspect.AnyType | msgspec.inspect.FloatType):
+            return True
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls in seen:
+                continue
+            seen.add(info.cls)
+            pending.extend(f.type for f in info.fields)
+        elif isinstance(info, msgspec.inspect.UnionType):
+            pending.extend(info.types)
+        elif isinstance(info, msgspec.inspect.DictType):
+            pending.extend((info.key_type, info.value_type))
+        elif isinstance(info, msgspec.inspect.TupleType):
+            pending.extend(info.item_types)
+        elif isinstance(info, msgspec.inspect.CollectionType):
+            pending.append(info.item_type)
+    return False
+
+
 class EventCodec:
     """Encodes events to canonical JSON bytes and back."""
 
@@ -110,6 +141,8 @@ class EventCodec:
             old: by_name[name] for old, name in aliases.items() if name in by_name
         }
         decoders = {t: msgspec.json.Decoder(t) for t in event_types}
+        # Types whose events are decoded back before they are appended.
+        self._round_trip = {t: decoders[t] for t in event_types if _unproven(t)}
         # The current class version under either spelling: one shared decoder, no upcast.
         self._decoders = {
             _versioned(base, t.class_version): decoders[t] for base, t in self._by_base.items()
@@ -122,6 +155,21 @@ class EventCodec:
     def encode(self, event: DomainEvent) -> bytes:
         """Canonical bytes of ``event`` (fields in declaration order, no white space)."""
         return self._encoder.encode(event)
+
+    def encode_checked(self, event: DomainEvent) -> bytes:
+        """``encode(event)``, once it is known to decode back to the same event: an event
+        the log could not give back is refused with ``UndecodableEventError`` naming its
+        type (checked by decoding it, for the types that are not safe by construction)."""
+        name = type(event).stored_name
+        try:
+            data = self._encoder.encode(event)
+            decoder = self._round_trip.get(type(event))
+            if decoder is None or self._encoder.encode(decoder.decode(data)) == data:
+                return data
+            reason = "it decodes as a different event"
+        except (msgspec.MsgspecError, TypeError, ValueError, OverflowError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        raise UndecodableEventError(f"refused to append a {name} event: {reason}", field=name)
 
     def decode(self, topic: str, data: bytes) -> DomainEvent:
         """The event stored under ``topic``, upcast to the current class version."""
@@ -160,6 +208,14 @@ class EventCodec:
         return result
 
 
+def why_undecodable(topic: str, exc: BaseException) -> str:
+    """One line saying that an event stored under ``topic`` does not decode, and why
+    (a forged payload can make the reason long or many lines: it is cut short)."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    reason = reason if len(reason) <= 300 else reason[:297] + "..."
+    return f"{topic} does not decode: {reason}"
+
+
 class MsgspecMapper(Mapper[UUID]):
     """eventsourcing ``Mapper`` that stores events as msgspec JSON."""
 
@@ -173,7 +229,7 @@ class MsgspecMapper(Mapper[UUID]):
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=self.codec.topic(domain_event),
-            state=self.codec.encode(domain_event),
+            state=self.codec.encode_checked(domain_event),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:

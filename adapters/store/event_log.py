@@ -6,7 +6,8 @@ import os
 import select
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
@@ -136,22 +137,34 @@ class EventLog:
         """The SQLite file, or None on PostgreSQL."""
         return None if self.is_postgres else self.env["SQLITE_DBNAME"]
 
+    def check_events(self, events: Sequence[DomainEvent]) -> None:
+        """Raise ``UndecodableEventError`` (naming its type) for the first of ``events``
+        the log could not give back: what ``append`` refuses, checked ahead of it."""
+        for event in events:
+            self.codec.encode_checked(event)
+
     def append(self, events: Sequence[DomainEvent]) -> list[int]:
-        """Append events in one transaction; a lost version race raises a conflict."""
+        """Append events in one transaction; a lost version race raises a conflict.
+
+        Every event is encoded (and, where its type cannot prove it safe, decoded back)
+        before anything is written: one that would not decode raises
+        ``UndecodableEventError`` and nothing of the batch is appended.
+        """
         if not events:
             return []
+        insert: Callable[[], Any]
+        if isinstance(self.recorder, TierlogSQLiteRecorder):
+            codec = self.codec
+            rows = [
+                (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode_checked(e))
+                for e in events
+            ]
+            insert = partial(self.recorder.insert_rows, rows)
+        else:
+            stored = [self.mapper.to_stored_event(e) for e in events]
+            insert = partial(self.recorder.insert_events, stored)
         try:
-            if isinstance(self.recorder, TierlogSQLiteRecorder):
-                codec = self.codec
-                ids = self.recorder.insert_rows(
-                    [
-                        (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode(e))
-                        for e in events
-                    ]
-                )
-            else:
-                to_stored = self.mapper.to_stored_event
-                ids = self.recorder.insert_events([to_stored(e) for e in events])
+            ids = insert()
         except IntegrityError as exc:
             raise ConcurrencyConflictError(
                 "another writer appended to the same aggregate first"
