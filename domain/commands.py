@@ -15,7 +15,7 @@ ids arrive as text), and FastAPI answers 422.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
@@ -58,6 +58,7 @@ __all__ = [
     "Command",
     "CommandLimits",
     "CompleteTask",
+    "Deadline",
     "DeregisterAgent",
     "DeregisterEndpoint",
     "FailTask",
@@ -87,6 +88,10 @@ __all__ = [
     "field_name",
     "json_safe",
 ]
+
+LATEST_DEADLINE_YEAR = 9000
+"""The last year a deadline may fall in: far from where datetime arithmetic overflows."""
+
 
 # --- field checks the annotated types share -------------------------------------------
 
@@ -123,6 +128,19 @@ def _json_object(value: Any) -> Any:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise ValueError("must be a JSON object")
     return json_safe(value)
+
+
+def _within_calendar(value: datetime) -> datetime:
+    # A deadline is compared and stored as UTC: 9999-12-31T23:59-23:59 is past year
+    # 9999 there, and a time that close to the calendar's end overflows the arithmetic
+    # done on it (a timestamp, a lease added).
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("must be a time within the calendar (in UTC)") from None
+    if utc.year > LATEST_DEADLINE_YEAR:
+        raise ValueError(f"must be a time before the year {LATEST_DEADLINE_YEAR + 1}")
+    return value
 
 
 def _uuid_from_text(value: Any) -> Any:
@@ -170,6 +188,8 @@ JsonValue = Annotated[Any, AfterValidator(json_safe)]
 """Any JSON value the log can carry."""
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 """A JSON object (string keys) the log can carry."""
+Deadline = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+"""A time with its time zone, before the year 9001 (in UTC)."""
 TaskId = Annotated[UUID, BeforeValidator(_uuid_from_text)]
 """A task id: a UUID, or its text."""
 Priority = Literal["urgent", "high", "normal", "low"]
@@ -253,7 +273,7 @@ class SubmitTask(Command):
     branch: LongText | None = None
     metadata: JsonObject = Field(default_factory=dict)
     max_retries: Annotated[int, Field(strict=True, ge=0, le=100)] = 3
-    complete_by: AwareDatetime | None = None
+    complete_by: Deadline | None = None
     submitted_by: ShortText = "unknown"
     idempotency_key: ShortText | None = None
 

@@ -198,3 +198,12 @@ def test_the_policy_refuses_values_the_log_or_read_models_cannot_carry(kw, field
     with pytest.raises(ValidationError) as info:
         SchedulerConfig(**kw)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "when", ["9999-12-31T23:59:59-23:59", "9001-01-01T00:00:00+00:00", "0001-01-01T00:00:00+23:59"]
+)
+def test_a_deadline_past_the_calendars_end_in_utc_is_refused(when):
+    with pytest.raises(ValidationError, match="complete_by: must be a time") as info:
+        cmd.SubmitTask(description="d", complete_by=datetime.fromisoformat(when))
+    assert info.value.field == "complete_by"
