@@ -214,11 +214,13 @@ class Command(BaseModel):
     def check_limits(self, limits: CommandLimits) -> None:
         """Raise a ``ValidationError`` naming the field and the limit if any value of
         this command is past ``limits`` (the types hold it within the ceilings)."""
-        for name in type(self).model_fields:
+        for name, setting in self.json_fields.items():
+            _check_json_field(name, getattr(self, name), limits, setting)
+        if limits.max_string_chars >= MAX_TEXT and limits.max_list_items >= MAX_ITEMS:
+            return  # the types hold every other field within these already
+        for name in type(self).model_fields.keys() - self.json_fields.keys():
             value = getattr(self, name)
-            if name in self.json_fields:
-                _check_json_field(name, value, limits, self.json_fields[name])
-            elif isinstance(value, str):
+            if isinstance(value, str):
                 _check_length(name, value, limits)
             elif isinstance(value, tuple):
                 if len(value) > limits.max_list_items:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 
 from tierlog.adapters.store.codec import MsgspecMapper
 from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
@@ -118,6 +118,8 @@ class EventLog:
         self.mapper = self.app.mapper
         self.codec = cast(MsgspecMapper, self.mapper).codec
         self._listener: Any = None
+        # Events check_events encoded, by id, for the append that follows.
+        self._checked: dict[int, tuple[DomainEvent, bytes]] = {}
 
     def _open(self) -> TierlogApplication:
         # Processes starting together race to create the tables (PostgreSQL's
@@ -139,9 +141,18 @@ class EventLog:
 
     def check_events(self, events: Sequence[DomainEvent]) -> None:
         """Raise ``UndecodableEventError`` (naming its type) for the first of ``events``
-        the log could not give back: what ``append`` refuses, checked ahead of it."""
+        the log could not give back: what ``append`` refuses, checked ahead of it (the
+        runtime checks each command's events so that one bad event fails its command
+        alone). The encoded events are kept for the next ``append``, which would
+        otherwise encode and check them again."""
         for event in events:
-            self.codec.encode_checked(event)
+            self._checked[id(event)] = (event, self.codec.encode_checked(event))
+
+    def _encoded(self, event: DomainEvent) -> bytes:
+        kept = self._checked.get(id(event))
+        if kept is not None and kept[0] is event:  # the same object, not a reused id
+            return kept[1]
+        return self.codec.encode_checked(event)
 
     def append(self, events: Sequence[DomainEvent]) -> list[int]:
         """Append events in one transaction; a lost version race raises a conflict.
@@ -152,16 +163,17 @@ class EventLog:
         """
         if not events:
             return []
+        try:
+            topic, encoded = self.codec.topic, self._encoded
+            rows = [(e.originator_id, e.originator_version, topic(e), encoded(e)) for e in events]
+        finally:
+            self._checked.clear()
         insert: Callable[[], Any]
         if isinstance(self.recorder, TierlogSQLiteRecorder):
-            codec = self.codec
-            rows = [
-                (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode_checked(e))
-                for e in events
-            ]
-            insert = partial(self.recorder.insert_rows, rows)
+            sqlite_rows = [(i.hex, version, topic, state) for i, version, topic, state in rows]
+            insert = partial(self.recorder.insert_rows, sqlite_rows)
         else:
-            stored = [self.mapper.to_stored_event(e) for e in events]
+            stored = [StoredEvent(*row) for row in rows]
             insert = partial(self.recorder.insert_events, stored)
         try:
             ids = insert()
