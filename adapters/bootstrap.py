@@ -26,11 +26,13 @@ from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.store.codec import why_undecodable
 from tierlog.adapters.store.event_log import EventLog, sqlite_file, store_env
 from tierlog.adapters.store.integrity import check_chain_at_head, quick_check
 from tierlog.adapters.store.lineage import NoLog, ReplacedLogError, stamp
 from tierlog.adapters.store.probe import StoreKind, store_kind
 from tierlog.domain.clock import Clock
+from tierlog.domain.errors import UndecodableEventError
 from tierlog.projections.base import Projection
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ def build_runtime(
         read_batch=settings.read_batch,
         poll_interval=settings.writer_poll_s,
         max_batch=settings.max_batch,
+        limits=settings.command_limits(),
     )
 
 
@@ -160,8 +163,27 @@ def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
         read_models=AsyncReadModels(system.log),
         admin_token=admin_token,
         long_poll_max_s=system.settings.long_poll_max_s,
+        max_body_bytes=system.settings.max_body_bytes,
     )
     return create_app(ctx), ctx
+
+
+def undecodable_event(log: EventLog) -> UndecodableEventError | None:
+    """The first stored event that does not decode, as the one-line error that names its
+    position and type; None when every event decodes. It reads the whole log: ``serve``
+    calls it only when starting failed, to say why."""
+    codec = log.codec
+    for rows in log.iter_raw():
+        for position, _, _, topic, state in rows:
+            try:
+                codec.decode(topic, state)
+            except Exception as exc:  # an upcaster can fail any way it likes
+                return UndecodableEventError(
+                    f"the log holds an event this tierlog cannot decode, at position "
+                    f"{position}: {why_undecodable(topic, exc)}",
+                    field="store",
+                )
+    return None
 
 
 def admin_token(settings: Settings, log: EventLog) -> tuple[str, bool]:

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from tierlog.adapters.store.event_log import DEFAULT_STORE
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import ConfigurationError, ValidationError
+from tierlog.domain.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_JSON_ITEMS, CommandLimits
 
 # --- every tunable default (the constructors that take one default to these) ---------
 HOST = "127.0.0.1"
@@ -43,6 +44,9 @@ PROJECTION_BATCH = 10_000
 """Events the projection runner folds per read-model transaction."""
 PROJECTION_POLL_S = 0.02
 """How often the projection runner looks for other processes' appends."""
+MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body the HTTP API reads (a larger one is answered 413)."""
+MAX_BODY_CEILING = 256 * 1024 * 1024
 LONG_POLL_MAX_S = 60.0
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
 
@@ -53,6 +57,7 @@ _NOT_FROM_ENV = {"config", POLICY}  # a file is chosen by the flag; policy keys 
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1)]
+_LIMITS = CommandLimits()  # the defaults of the command limits below
 
 
 def env_name(key: str) -> str:
@@ -111,6 +116,19 @@ class Settings(BaseSettings):
     long_poll_max_s: Annotated[Seconds, Field(le=LONG_POLL_MAX_S)] = LONG_POLL_MAX_S
     """The longest an agent's assignment poll waits (a longer ``wait`` is cut to it; the
     API refuses more than ``LONG_POLL_MAX_S``)."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=MAX_BODY_CEILING)] = MAX_BODY_BYTES
+    """The largest HTTP request body read, in bytes (a larger one is answered 413)."""
+    max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = _LIMITS.max_json_depth
+    """How deep a task's ``metadata`` or an agent's ``result`` may nest."""
+    max_string_chars: Annotated[int, Field(ge=1, le=MAX_JSON_BYTES)] = _LIMITS.max_string_chars
+    """The longest string a command carries (a field, a key, a string inside JSON); a
+    field's own type may be shorter (an agent id: 200)."""
+    max_list_items: Annotated[int, Field(ge=1, le=MAX_JSON_ITEMS)] = _LIMITS.max_list_items
+    """The most entries of one list (a list field, a JSON array or object)."""
+    max_metadata_bytes: Annotated[int, Field(ge=1, le=MAX_JSON_BYTES)] = _LIMITS.max_metadata_bytes
+    """The largest a task's ``metadata`` may be, encoded as JSON."""
+    max_result_bytes: Annotated[int, Field(ge=1, le=MAX_JSON_BYTES)] = _LIMITS.max_result_bytes
+    """The largest an agent's ``result`` may be, encoded as JSON."""
     scheduler: Annotated[
         SchedulerConfig, BeforeValidator(_policy), PlainSerializer(msgspec.to_builtins)
     ] = Field(default_factory=SchedulerConfig)
@@ -121,6 +139,12 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except pydantic.ValidationError as exc:
             raise _configuration_error(exc) from None
+
+    def command_limits(self) -> CommandLimits:
+        """The limits every command is checked against before it is decided."""
+        return CommandLimits(
+            **{name: getattr(self, name) for name in CommandLimits.__struct_fields__}
+        )
 
     @classmethod
     def settings_customise_sources(

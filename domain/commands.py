@@ -15,12 +15,10 @@ ids arrive as text), and FastAPI answers 422.
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
-import msgspec
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -33,6 +31,19 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from tierlog.domain.errors import ValidationError
+from tierlog.domain.limits import (
+    CEILINGS,
+    MAX_BYTES,
+    MAX_GENERATION,
+    MAX_ITEMS,
+    MAX_LONG_NAME,
+    MAX_NAME,
+    MAX_TEXT,
+    CommandLimits,
+    JsonLimitError,
+    check_json,
+    field_name,
+)
 
 __all__ = [
     "COMMANDS",
@@ -45,7 +56,9 @@ __all__ = [
     "Bytes",
     "CancelTask",
     "Command",
+    "CommandLimits",
     "CompleteTask",
+    "Deadline",
     "DeregisterAgent",
     "DeregisterEndpoint",
     "FailTask",
@@ -72,14 +85,12 @@ __all__ = [
     "SubmitTask",
     "TaskId",
     "Text",
+    "field_name",
+    "json_safe",
 ]
 
-MAX_TEXT = 100_000
-MAX_NAME = 200
-MAX_LONG_NAME = 1_000
-MAX_ITEMS = 1_000
-MAX_GENERATION = 2**62
-MAX_BYTES = 2**62
+LATEST_DEADLINE_YEAR = 9000
+"""The last year a deadline may fall in: far from where datetime arithmetic overflows."""
 
 
 # --- field checks the annotated types share -------------------------------------------
@@ -107,26 +118,9 @@ def _list_or_tuple(value: Any) -> Any:
     raise ValueError("must be a list of strings")
 
 
-def _non_finite(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
 def json_safe(value: Any) -> Any:
-    """``value`` if it encodes as JSON the log can carry (no NaN, infinity or NUL)."""
-    try:
-        encoded = msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"must be JSON: {exc}") from exc
-    if b"\\u0000" in encoded:
-        raise ValueError("must not contain NUL characters")
-    if _non_finite(value):
-        raise ValueError("holds a number JSON cannot carry (NaN or infinite)")
+    """``value`` if it is JSON the log can carry, within the absolute ceilings."""
+    check_json(value, CEILINGS)
     return value
 
 
@@ -134,6 +128,19 @@ def _json_object(value: Any) -> Any:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise ValueError("must be a JSON object")
     return json_safe(value)
+
+
+def _within_calendar(value: datetime) -> datetime:
+    # A deadline is compared and stored as UTC: 9999-12-31T23:59-23:59 is past year
+    # 9999 there, and a time that close to the calendar's end overflows the arithmetic
+    # done on it (a timestamp, a lease added).
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("must be a time within the calendar (in UTC)") from None
+    if utc.year > LATEST_DEADLINE_YEAR:
+        raise ValueError(f"must be a time before the year {LATEST_DEADLINE_YEAR + 1}")
+    return value
 
 
 def _uuid_from_text(value: Any) -> Any:
@@ -181,18 +188,12 @@ JsonValue = Annotated[Any, AfterValidator(json_safe)]
 """Any JSON value the log can carry."""
 JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 """A JSON object (string keys) the log can carry."""
+Deadline = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
+"""A time with its time zone, before the year 9001 (in UTC)."""
 TaskId = Annotated[UUID, BeforeValidator(_uuid_from_text)]
 """A task id: a UUID, or its text."""
 Priority = Literal["urgent", "high", "normal", "low"]
 RequestedTier = Literal["trivial", "standard", "complex", "unknown"]
-
-
-def field_name(location: tuple[int | str, ...]) -> str:
-    """``("needed_capabilities", 0)`` → ``needed_capabilities[0]``."""
-    text = ""
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 class Command(BaseModel):
@@ -201,12 +202,51 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     #: What the command is called in logs and error messages.
     verb: ClassVar[str] = "command"
+    #: Its free-form JSON fields, each with the limit on its encoded size.
+    json_fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **data: Any) -> None:
         try:
             self.__pydantic_validator__.validate_python(data, self_instance=self, strict=True)
         except PydanticValidationError as exc:
             raise _validation_error(exc) from None
+
+    def check_limits(self, limits: CommandLimits) -> None:
+        """Raise a ``ValidationError`` naming the field and the limit if any value of
+        this command is past ``limits`` (the types hold it within the ceilings)."""
+        for name, setting in self.json_fields.items():
+            _check_json_field(name, getattr(self, name), limits, setting)
+        if limits.max_string_chars >= MAX_TEXT and limits.max_list_items >= MAX_ITEMS:
+            return  # the types hold every other field within these already
+        for name in type(self).model_fields.keys() - self.json_fields.keys():
+            value = getattr(self, name)
+            if isinstance(value, str):
+                _check_length(name, value, limits)
+            elif isinstance(value, tuple):
+                if len(value) > limits.max_list_items:
+                    raise ValidationError(
+                        f"{name}: {len(value)} entries, over the limit of "
+                        f"{limits.max_list_items} (max_list_items)",
+                        field=name,
+                    )
+                for index, item in enumerate(value):
+                    _check_length(f"{name}[{index}]", item, limits)
+
+
+def _check_length(name: str, text: str, limits: CommandLimits) -> None:
+    if len(text) > limits.max_string_chars:
+        raise ValidationError(
+            f"{name}: {len(text)} characters, over the limit of {limits.max_string_chars} "
+            "(max_string_chars)",
+            field=name,
+        )
+
+
+def _check_json_field(name: str, value: Any, limits: CommandLimits, setting: str) -> None:
+    try:
+        check_json(value, limits, max_bytes=getattr(limits, setting), setting=setting)
+    except JsonLimitError as exc:
+        raise ValidationError(f"{name}{exc.where}: {exc.reason}", field=name) from None
 
 
 def _validation_error(exc: PydanticValidationError) -> ValidationError:
@@ -223,6 +263,7 @@ class SubmitTask(Command):
     """Submit a task (SPEC §1.1). The same ``idempotency_key`` returns the same task."""
 
     verb: ClassVar[str] = "submit_task"
+    json_fields: ClassVar[dict[str, str]] = {"metadata": "max_metadata_bytes"}
     description: Text
     priority: Priority = "normal"
     needed_capabilities: Items = ()
@@ -234,7 +275,7 @@ class SubmitTask(Command):
     branch: LongText | None = None
     metadata: JsonObject = Field(default_factory=dict)
     max_retries: Annotated[int, Field(strict=True, ge=0, le=100)] = 3
-    complete_by: AwareDatetime | None = None
+    complete_by: Deadline | None = None
     submitted_by: ShortText = "unknown"
     idempotency_key: ShortText | None = None
 
@@ -269,6 +310,7 @@ class CompleteTask(Command):
     """An agent finished its task."""
 
     verb: ClassVar[str] = "complete_task"
+    json_fields: ClassVar[dict[str, str]] = {"result": "max_result_bytes"}
     agent_id: Name
     task_id: TaskId
     generation: Generation

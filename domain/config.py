@@ -14,6 +14,19 @@ MAX_SECONDS = 10 * 365 * 24 * 3600.0
 """The longest wait, lease or TTL a configuration may set (ten years): a datetime plus
 more than that overflows."""
 TargetType = Literal["sidecar", "ollama", "claude"]
+MAX_FAILURES = 1_000_000
+"""The most consecutive failed health checks a configuration may wait for."""
+MAX_POLICY_TEXT = 1_000
+"""The longest model name or cost tier a configuration may set (characters)."""
+
+
+def _check_text(value: str, field: str) -> None:
+    # Recorded in the log and copied into read models: JSON and PostgreSQL text must
+    # carry it (no NUL, no lone surrogate from an undecodable environment variable).
+    if not value or len(value) > MAX_POLICY_TEXT:
+        raise ValidationError(f"{field} must be 1 to {MAX_POLICY_TEXT} characters", field=field)
+    if not value.isprintable():  # control characters, NUL, lone surrogates
+        raise ValidationError(f"{field} must be printable text", field=field)
 
 
 class TierRule(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,11 +67,15 @@ class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValidationError(f"{name} must be positive", field=name)
             if value > MAX_SECONDS:
                 raise ValidationError(f"{name} must be at most {MAX_SECONDS:g} seconds", field=name)
-        if self.health_failures_to_unhealthy < 1:
+        if not 1 <= self.health_failures_to_unhealthy <= MAX_FAILURES:
             raise ValidationError(
-                "health_failures_to_unhealthy must be at least 1",
+                f"health_failures_to_unhealthy must be from 1 to {MAX_FAILURES}",
                 field="health_failures_to_unhealthy",
             )
+        if self.default_model is not None:
+            _check_text(self.default_model, "default_model")
+        for rule in self.ladder:
+            _check_text(rule.cost_tier, "ladder")
         tiers = [rule.tier for rule in self.ladder]
         if len(set(tiers)) != len(tiers) or not tiers:
             raise ValidationError("the tier ladder must name each tier once", field="ladder")

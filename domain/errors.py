@@ -60,6 +60,13 @@ class NotYourTaskError(DomainError):
     code = "not_your_task"
 
 
+class InternalError(TierlogError):
+    """A command failed inside tierlog (a bug, not bad input): that command alone is
+    refused, the rest of its batch goes on; the cause is kept for the traceback."""
+
+    code = "internal_error"
+
+
 class ConfigurationError(TierlogError):
     """A setting (configuration file, ``TIERLOG_*`` variable, CLI flag) is invalid."""
 
@@ -76,3 +83,10 @@ class ConcurrencyConflictError(StoreError):
     """Another writer appended to the same aggregate first; reload and retry."""
 
     code = "conflict"
+
+
+class UndecodableEventError(StoreError):
+    """An event that would not decode back from the log (refused before the append), or
+    a stored event that does not decode (a log this tierlog cannot read)."""
+
+    code = "undecodable_event"

@@ -29,7 +29,8 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import InvalidTransitionError, NotFoundError
-from tierlog.domain.events import idempotent_task_id
+from tierlog.domain.events import DomainEvent, idempotent_task_id
+from tierlog.domain.limits import CommandLimits
 from tierlog.domain.scheduling import cancel_timer, reclaim_task, run_pass
 from tierlog.domain.state import SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
@@ -46,10 +47,17 @@ class SubmitResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[Any, UnitOfWork, datetime], Any]
+EventCheck = Callable[[Sequence[DomainEvent]], None]
 
 
 class SchedulerService:
-    """Commands over a ``SchedulerState``; pure apart from the injected id factory."""
+    """Commands over a ``SchedulerState``; pure apart from the injected id factory.
+
+    Every command is checked against ``limits`` before it is decided, and the events it
+    emitted are handed to ``check_events`` (the store's own check, injected) while it
+    can still be refused alone: a value the log could not carry fails its command, not
+    the batch.
+    """
 
     def __init__(
         self,
@@ -58,8 +66,12 @@ class SchedulerService:
         *,
         new_task_id: Callable[[], UUID] = uuid4,
         perf_ns: Callable[[], int] = time.perf_counter_ns,
+        limits: CommandLimits | None = None,
+        check_events: EventCheck | None = None,
     ) -> None:
         self.config = config
+        self.limits = limits if limits is not None else CommandLimits()
+        self.check_events = check_events
         self.state = state if state is not None else SchedulerState(config.task_ttl_s)
         self.new_task_id = new_task_id
         self.perf_ns = perf_ns
@@ -82,11 +94,17 @@ class SchedulerService:
         }
 
     def handle(self, command: cmd.Command, uow: UnitOfWork, now: datetime) -> Any:
-        """Decide one command: emit its events, or raise its ``DomainError``."""
+        """Decide one command: emit its events, or raise its ``DomainError`` (a value
+        past ``limits`` is a ``ValidationError`` naming the field and the limit)."""
         handler = self._handlers.get(type(command))
         if handler is None:
             handler = self._handler_of_base(type(command))
-        return handler(command, uow, now)
+        command.check_limits(self.limits)
+        emitted = len(uow.events)
+        result = handler(command, uow, now)
+        if self.check_events is not None and len(uow.events) > emitted:
+            self.check_events(uow.events[emitted:])
+        return result
 
     def _handler_of_base(self, command_type: type[cmd.Command]) -> Handler:
         # An HTTP body class derived from a command is handled as that command.
@@ -99,9 +117,13 @@ class SchedulerService:
     def handle_all(
         self, uow: UnitOfWork, commands: Sequence[cmd.Command], now: datetime
     ) -> list[Any]:
-        """Every command in order: each one's result, or its ``DomainError`` with its
-        events taken back (the others stand)."""
-        return [uow.attempt(partial(self.handle, command, uow, now)) for command in commands]
+        """Every command in order: each one's result, or the error it failed with (a
+        ``DomainError``, or a ``TierlogError`` for a fault inside tierlog) with its events
+        taken back (the others stand)."""
+        return [
+            uow.attempt(partial(self.handle, command, uow, now), command.verb)
+            for command in commands
+        ]
 
     def decide(self, uow: UnitOfWork, commands: Sequence[cmd.Command], now: datetime) -> list[Any]:
         """Every command in order (``handle_all``), then the scheduling passes."""

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from tierlog.domain import events as ev
-from tierlog.domain.errors import DomainError
+from tierlog.domain.errors import InternalError, TierlogError
 from tierlog.domain.undo import UndoLog
 
 if TYPE_CHECKING:
@@ -70,18 +70,33 @@ class UnitOfWork:
         self.events.clear()
         self.commit()
 
-    def attempt(self, decide: Callable[[], T]) -> T | DomainError:
-        """Run one command's decision: its result, or the ``DomainError`` it raised, with
-        everything it emitted taken back (the rest of the batch goes on)."""
+    def attempt(self, decide: Callable[[], T], what: str = "command") -> T | TierlogError:
+        """Run one command's decision (``what`` names it): its result, or the error it
+        failed with, with everything it emitted taken back (the rest of the batch goes
+        on). A ``DomainError`` (a refusal) or another ``TierlogError`` is returned as it
+        is; any other exception is a fault inside tierlog, returned as an
+        ``InternalError`` whose ``__cause__`` is the exception (for the traceback)."""
         mark = self._undo.mark() if self._undo is not None else 0
         emitted = len(self.events)
         try:
             return decide()
-        except DomainError as exc:
-            if self._undo is not None:
-                self._undo.rollback(mark)
-            del self.events[emitted:]
+        except TierlogError as exc:
+            self._take_back(mark, emitted)
             return exc
+        except Exception as exc:
+            # One command's fault must not fail its neighbours in the group commit.
+            self._take_back(mark, emitted)
+            fault = InternalError(
+                f"{what} failed inside tierlog ({type(exc).__name__}); "
+                "the server's log has the traceback"
+            )
+            fault.__cause__ = exc
+            return fault
+
+    def _take_back(self, mark: int, emitted: int) -> None:
+        if self._undo is not None:
+            self._undo.rollback(mark)
+        del self.events[emitted:]
 
     def emit(self, *events: ev.DomainEvent) -> None:
         """Apply each event at the position it is expected to get, and keep it."""

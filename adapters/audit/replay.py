@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from tierlog.adapters.audit.chain import ChainVerifier, audit_stop
+from tierlog.adapters.store.codec import why_undecodable
 from tierlog.adapters.store.event_log import EventLog, RawRow
 from tierlog.domain.events import DomainEvent
 from tierlog.domain.replay.determinism import DeterminismChecker
@@ -79,7 +80,7 @@ class _Decoder:
                 # expect and fail any way it likes.
                 events.append((by_topic.get(row[3]) or learn(row[3]))(row[4]))
             except Exception as exc:
-                detail = f"{type(exc).__name__}: {exc}"
+                detail = why_undecodable(row[3], exc)
                 sink.append(Violation(row[0], _dashed(row[1]), "event_decodes", detail))
             else:
                 kept.append(row)

@@ -19,6 +19,8 @@ from tierlog.adapters.http.deps import (
     ApiContext,
     ApiError,
     BearerAuth,
+    BodyLimit,
+    BodyTooLarge,
     domain_error,
     error_response,
 )
@@ -46,6 +48,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_middleware(BearerAuth, tokens=ctx.tokens)
+    # Added last, so it runs first: an oversized body is refused before anything else.
+    app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
     ctx.writer.runtime.add_listener(ctx.on_committed)
     _install_error_handlers(app)
     app.include_router(tasks.router)
@@ -77,6 +81,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
+    async def too_large(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BodyTooLarge)
+        return error_response(exc.api_error())
+
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         # A command refused where a route builds it (a value the body type let through).
         assert isinstance(exc, DomainError)
@@ -86,3 +94,4 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(BodyTooLarge, too_large)

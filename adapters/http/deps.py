@@ -24,12 +24,13 @@ import anyio
 import msgspec
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tierlog.adapters.http.auth import digest, new_token, same_token
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.settings import LONG_POLL_MAX_S
+from tierlog.adapters.settings import LONG_POLL_MAX_S, MAX_BODY_BYTES
 from tierlog.adapters.store.codec import topic_of
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -76,6 +77,14 @@ def domain_error(exc: errors.DomainError) -> ApiError:
     return ApiError(status, exc.code, exc.message, exc.field)
 
 
+def command_error(exc: errors.TierlogError) -> ApiError:
+    """The HTTP form of the error a command failed with: a refusal (``DomainError``) is
+    a 4xx, a fault inside tierlog (already logged with its traceback) a 500."""
+    if isinstance(exc, errors.DomainError):
+        return domain_error(exc)
+    return ApiError(500, exc.code, exc.message, exc.field)
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     """The response for an ``ApiError``: its JSON body (and a challenge on a 401)."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -105,8 +114,8 @@ class Writer:
     async def write(self, command: cmd.Command) -> tuple[Any, int]:
         """Run a command through the writer; its result and the position to read it at."""
         result = await asyncio.wrap_future(self.runtime.submit(command))
-        if isinstance(result, errors.DomainError):
-            raise domain_error(result)
+        if isinstance(result, errors.TierlogError):
+            raise command_error(result)
         return result, self.position
 
     async def read(self, query: Callable[[SchedulerState], T]) -> T:
@@ -322,6 +331,7 @@ class ApiContext:
     reads: Reads
     polls: LongPolls
     tokens: Tokens
+    max_body_bytes: int = MAX_BODY_BYTES
 
     @classmethod
     def build(
@@ -332,6 +342,7 @@ class ApiContext:
         read_models: AsyncReadModels,
         admin_token: str,
         long_poll_max_s: float = LONG_POLL_MAX_S,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> ApiContext:
         """The context over a runtime, its projection runner and the read models."""
         writer, log = Writer(runtime), Log(runtime.log)
@@ -341,6 +352,7 @@ class ApiContext:
             reads=Reads(read_models, runner, writer, log),
             polls=LongPolls(max_wait_s=long_poll_max_s),
             tokens=Tokens(admin_token, runtime),
+            max_body_bytes=max_body_bytes,
         )
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
@@ -386,6 +398,54 @@ class BearerAuth:
             return
         scope.setdefault("state", {})["caller"] = who
         await self.app(scope, receive, send)
+
+
+# --- how much is read -----------------------------------------------------------------
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over the limit (raised while it is read; answered 413)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+    def api_error(self) -> ApiError:
+        """tierlog's JSON error for it, naming the limit's setting."""
+        return ApiError(413, "body_too_large", f"{self.detail} (max_body_bytes)", "body")
+
+
+class BodyLimit:
+    """ASGI middleware: no request body over ``max_bytes`` is read.
+
+    A ``Content-Length`` over the limit is answered 413 before anything is read; a body
+    sent without one (chunked) is counted as it streams in, and reading past the limit
+    raises ``BodyTooLarge`` (413) at once, so no more than the limit is ever held.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Refuse a declared length over the limit, or count the body as it is read."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(BodyTooLarge(self.max_bytes).api_error())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _identify(request: Request) -> Caller:

@@ -58,6 +58,19 @@ def _announce(server: uvicorn.Server, settings: Settings) -> None:
         )
 
 
+def _start(system: bootstrap.System) -> None:
+    """``system.start()``; if it fails on an event that does not decode, refuse to start
+    with one line naming its position and type (the log is append-only: a server that
+    cannot read it must not write to it)."""
+    try:
+        system.start()
+    except Exception as exc:
+        undecodable = bootstrap.undecodable_event(system.log)
+        if undecodable is None:
+            raise
+        raise undecodable from exc
+
+
 def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """Check the store (``bootstrap.preflight``: refuses a corrupt store, or read models
     and checkpoints of another log unless ``accept_replaced_log``), then run until
@@ -66,7 +79,7 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
         print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
     system = bootstrap.build_system(settings)
     try:
-        system.start()
+        _start(system)
         token, generated = bootstrap.admin_token(settings, system.log)
         if generated:
             kept = admin_token_path(system.log)

@@ -27,7 +27,7 @@ import httpx
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import PROBE_INTERVAL_S
 from tierlog.domain import commands as cmd
-from tierlog.domain.errors import DomainError, ValidationError
+from tierlog.domain.errors import TierlogError, ValidationError
 from tierlog.domain.state import SchedulerState
 
 log = logging.getLogger("tierlog.prober")
@@ -206,7 +206,7 @@ class OllamaProber:
         results = self._record(commands)
         recorded: dict[str, bool] = {}
         for (endpoint_id, ok, _), result in zip(outcomes, results, strict=True):
-            if isinstance(result, DomainError):
+            if isinstance(result, TierlogError):
                 log.info("health of %s not recorded: %s", endpoint_id, result)
             else:
                 recorded[endpoint_id] = ok
@@ -227,7 +227,7 @@ class OllamaProber:
         return endpoint_id, True, models
 
     def _record(self, commands: Sequence[cmd.Command]) -> list[Any]:
-        """Each command's result or ``DomainError``, as ``execute_batch`` gives them."""
+        """Each command's result or the error it failed with, as ``execute_batch`` gives them."""
         if not self.use_background_writer:
             return self.runtime.execute_batch(commands)
         futures = [self.runtime.submit(command) for command in commands]

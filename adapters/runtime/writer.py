@@ -24,7 +24,8 @@ from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import Clock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import ConcurrencyConflictError, DomainError
+from tierlog.domain.errors import ConcurrencyConflictError, DomainError, TierlogError
+from tierlog.domain.limits import CommandLimits
 from tierlog.domain.service import SchedulerService
 from tierlog.domain.state import SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
@@ -63,11 +64,14 @@ class SchedulerRuntime:
         record_config: bool = True,
         poll_interval: float = WRITER_POLL_S,
         max_batch: int = MAX_BATCH,
+        limits: CommandLimits | None = None,
     ) -> None:
         self.log = event_log
         self.config = config
         self.clock = clock
-        self.service = SchedulerService(config, new_task_id=new_task_id)
+        self.service = SchedulerService(
+            config, new_task_id=new_task_id, limits=limits, check_events=event_log.check_events
+        )
         self.state = self.service.state
         self.read_batch = read_batch
         self.record_config = record_config
@@ -98,7 +102,7 @@ class SchedulerRuntime:
                 self.catch_up()
                 if self.record_config:
                     # Replays and audits recompute decisions under the policy that made them.
-                    self.execute_batch([cmd.RecordConfiguration()])
+                    self.execute(cmd.RecordConfiguration())  # a refusal stops the start
                 else:
                     self.tick()
             except BaseException:
@@ -154,14 +158,25 @@ class SchedulerRuntime:
     # --- running commands -----------------------------------------------------------
 
     def execute(self, command: cmd.Command) -> Any:
-        """Run one command and a scheduling pass; raise its ``DomainError`` if it fails."""
+        """Run one command and a scheduling pass; raise its error if it fails."""
         result = self.execute_batch([command])[0]
-        if isinstance(result, DomainError):
+        if isinstance(result, TierlogError):
             raise result
         return result
 
     def execute_batch(self, commands: Sequence[cmd.Command]) -> list[Any]:
-        """Run commands as one group commit; each result is a value or its ``DomainError``."""
+        """Run commands as one group commit; each result is a value or the error its
+        command failed with (a ``DomainError``; a fault inside tierlog, logged with its
+        traceback, fails its command alone)."""
+        results = self._decide_and_append(commands)
+        for command, result in zip(commands, results, strict=True):
+            if isinstance(result, TierlogError) and not isinstance(result, DomainError):
+                log.error(
+                    "%s: %s", command.verb, result.message, exc_info=result.__cause__ or result
+                )
+        return results
+
+    def _decide_and_append(self, commands: Sequence[cmd.Command]) -> list[Any]:
         self._require_started()
         with self._lock:
             for _ in range(MAX_ATTEMPTS):
@@ -254,7 +269,7 @@ class SchedulerRuntime:
     def call(self, command: cmd.Command) -> Any:
         """Run a command through the background writer and wait for its result."""
         result = self.submit(command).result()
-        if isinstance(result, DomainError):
+        if isinstance(result, TierlogError):
             raise result
         return result
 

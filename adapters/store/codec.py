@@ -22,6 +22,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
+from tierlog.domain.errors import UndecodableEventError
 from tierlog.domain.events import EVENT_TYPES, DomainEvent, check_stored_names
 
 
@@ -92,6 +93,70 @@ def topic_of(event_type: type[DomainEvent]) -> str:
     return _versioned(event_type.stored_name, event_type.class_version)
 
 
+class _RoundTrip(msgspec.Struct, frozen=True):
+    """How an event type is checked before it is appended: decoded back, and its
+    free-form fields (``compare``) compared with what was encoded."""
+
+    decoder: msgspec.json.Decoder[Any]
+    compare: tuple[str, ...]
+
+
+def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type], ...]) -> bool:
+    """Whether a value of type ``info`` can hold a value of a ``wanted`` kind."""
+    seen: set[Any] = set()
+    pending = [info]
+    while pending:
+        info = pending.pop()
+        if isinstance(info, wanted):
+            return True
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.cls not in seen:
+                seen.add(info.cls)
+                pending.extend(f.type for f in info.fields)
+        elif isinstance(info, msgspec.inspect.UnionType):
+            pending.extend(info.types)
+        elif isinstance(info, msgspec.inspect.DictType):
+            pending.extend((info.key_type, info.value_type))
+        elif isinstance(info, msgspec.inspect.TupleType):
+            pending.extend(info.item_types)
+        elif isinstance(info, msgspec.inspect.CollectionType):
+            pending.append(info.item_type)
+    return False
+
+
+def _round_trip(event_type: type[DomainEvent], decoder: Any) -> _RoundTrip | None:
+    """What must be checked of an ``event_type`` event before it is appended, or None
+    when its type alone proves it round-trips. A float (NaN and infinity are written as
+    null) makes it be decoded back: null does not decode as a float. A free-form value
+    (``Any``: ``metadata``, ``result``) is also compared: null decodes there, as None."""
+    try:
+        info = msgspec.inspect.type_info(event_type)
+    except (NameError, KeyError, TypeError):  # annotations it cannot resolve: check all
+        return _RoundTrip(decoder, event_type.__struct_fields__)
+    assert isinstance(info, msgspec.inspect.StructType)
+    free = tuple(f.name for f in info.fields if _holds(f.type, (msgspec.inspect.AnyType,)))
+    if free or _holds(info, (msgspec.inspect.FloatType,)):
+        return _RoundTrip(decoder, free)
+    return None
+
+
+def _same(stored: Any, given: Any) -> bool:
+    # Equal, or equal as plain data: a tuple comes back a list (the same JSON).
+    return bool(stored == given) or _plain(stored) == _plain(given)
+
+
+def _real_datetime(obj: Any) -> Any:
+    # A datetime subclass (freezegun's) as a plain datetime, compared as a datetime.
+    if isinstance(obj, datetime):
+        return datetime.combine(obj.date(), obj.timetz())
+    raise TypeError(f"cannot encode {type(obj).__name__} in an event")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data to compare: times stay times, whatever their spelling."""
+    return msgspec.to_builtins(value, builtin_types=(datetime,), enc_hook=_real_datetime)
+
+
 class EventCodec:
     """Encodes events to canonical JSON bytes and back."""
 
@@ -110,6 +175,10 @@ class EventCodec:
             old: by_name[name] for old, name in aliases.items() if name in by_name
         }
         decoders = {t: msgspec.json.Decoder(t) for t in event_types}
+        # Types whose events are decoded back before they are appended.
+        self._round_trip = {
+            t: check for t in event_types if (check := _round_trip(t, decoders[t])) is not None
+        }
         # The current class version under either spelling: one shared decoder, no upcast.
         self._decoders = {
             _versioned(base, t.class_version): decoders[t] for base, t in self._by_base.items()
@@ -122,6 +191,25 @@ class EventCodec:
     def encode(self, event: DomainEvent) -> bytes:
         """Canonical bytes of ``event`` (fields in declaration order, no white space)."""
         return self._encoder.encode(event)
+
+    def encode_checked(self, event: DomainEvent) -> bytes:
+        """``encode(event)``, once it is known to decode back to the same event: an event
+        the log could not give back is refused with ``UndecodableEventError`` naming its
+        type (checked by decoding it, for the types that are not safe by construction)."""
+        name = type(event).stored_name
+        try:
+            data = self._encoder.encode(event)
+            check = self._round_trip.get(type(event))
+            # Without a null, no float was written as one: only free-form values remain.
+            if check is None or not (check.compare or b"null" in data):
+                return data
+            decoded = check.decoder.decode(data)
+            if all(_same(getattr(decoded, f), getattr(event, f)) for f in check.compare):
+                return data
+            reason = "it decodes as a different event (a NaN or infinite number?)"
+        except (msgspec.MsgspecError, TypeError, ValueError, OverflowError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        raise UndecodableEventError(f"refused to append a {name} event: {reason}", field=name)
 
     def decode(self, topic: str, data: bytes) -> DomainEvent:
         """The event stored under ``topic``, upcast to the current class version."""
@@ -160,6 +248,14 @@ class EventCodec:
         return result
 
 
+def why_undecodable(topic: str, exc: BaseException) -> str:
+    """One line saying that an event stored under ``topic`` does not decode, and why
+    (a forged payload can make the reason long or many lines: it is cut short)."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    reason = reason if len(reason) <= 300 else reason[:297] + "..."
+    return f"{topic} does not decode: {reason}"
+
+
 class MsgspecMapper(Mapper[UUID]):
     """eventsourcing ``Mapper`` that stores events as msgspec JSON."""
 
@@ -173,7 +269,7 @@ class MsgspecMapper(Mapper[UUID]):
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
             topic=self.codec.topic(domain_event),
-            state=self.codec.encode(domain_event),
+            state=self.codec.encode_checked(domain_event),
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:

@@ -6,14 +6,15 @@ import os
 import select
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError
+from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 
 from tierlog.adapters.store.codec import MsgspecMapper
 from tierlog.adapters.store.probe import require_log, sqlite_uri
@@ -134,6 +135,8 @@ class EventLog:
         self.mapper = self.app.mapper
         self.codec = cast(MsgspecMapper, self.mapper).codec
         self._listener: Any = None
+        # Events check_events encoded, by id, for the append that follows.
+        self._checked: dict[int, tuple[DomainEvent, bytes]] = {}
 
     def _open(self) -> TierlogApplication:
         # Processes starting together race to create the tables (PostgreSQL's
@@ -153,24 +156,46 @@ class EventLog:
         """The SQLite file, or None on PostgreSQL."""
         return None if self._sqlite_file is None else str(self._sqlite_file)
 
+    def check_events(self, events: Sequence[DomainEvent]) -> None:
+        """Raise ``UndecodableEventError`` (naming its type) for the first of ``events``
+        the log could not give back: what ``append`` refuses, checked ahead of it (the
+        runtime checks each command's events so that one bad event fails its command
+        alone). The encoded events are kept for the next ``append``, which would
+        otherwise encode and check them again."""
+        for event in events:
+            self._checked[id(event)] = (event, self.codec.encode_checked(event))
+
+    def _encoded(self, event: DomainEvent) -> bytes:
+        kept = self._checked.get(id(event))
+        if kept is not None and kept[0] is event:  # the same object, not a reused id
+            return kept[1]
+        return self.codec.encode_checked(event)
+
     def append(self, events: Sequence[DomainEvent]) -> list[int]:
-        """Append events in one transaction; a lost version race raises a conflict."""
+        """Append events in one transaction; a lost version race raises a conflict.
+
+        Every event is encoded (and, where its type cannot prove it safe, decoded back)
+        before anything is written: one that would not decode raises
+        ``UndecodableEventError`` and nothing of the batch is appended.
+        """
         if not events:
             return []
         if self.read_only:
             raise StoreError(f"the log at {self.url} was opened read-only")
         try:
-            if isinstance(self.recorder, TierlogSQLiteRecorder):
-                codec = self.codec
-                ids = self.recorder.insert_rows(
-                    [
-                        (e.originator_id.hex, e.originator_version, codec.topic(e), codec.encode(e))
-                        for e in events
-                    ]
-                )
-            else:
-                to_stored = self.mapper.to_stored_event
-                ids = self.recorder.insert_events([to_stored(e) for e in events])
+            topic, encoded = self.codec.topic, self._encoded
+            rows = [(e.originator_id, e.originator_version, topic(e), encoded(e)) for e in events]
+        finally:
+            self._checked.clear()
+        insert: Callable[[], Any]
+        if isinstance(self.recorder, TierlogSQLiteRecorder):
+            sqlite_rows = [(i.hex, version, topic, state) for i, version, topic, state in rows]
+            insert = partial(self.recorder.insert_rows, sqlite_rows)
+        else:
+            stored = [StoredEvent(*row) for row in rows]
+            insert = partial(self.recorder.insert_events, stored)
+        try:
+            ids = insert()
         except IntegrityError as exc:
             raise ConcurrencyConflictError(
                 "another writer appended to the same aggregate first"

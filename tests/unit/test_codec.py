@@ -10,6 +10,8 @@ from freezegun import freeze_time
 
 from tierlog.adapters.store.codec import LEGACY_ALIASES, EventCodec, MsgspecMapper, topic_of
 from tierlog.domain import events as ev
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import UndecodableEventError
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -195,3 +197,42 @@ def test_freezegun_datetimes_encode():
     assert stored.topic == "TaskDeadLettered"
     assert b"2026-05-06T07:08:09" in stored.state
     assert mapper.to_domain_event(stored) == event
+
+
+# --- nothing that would not decode back is encoded for the append -----------------------
+
+
+def _completed(result: Any) -> ev.TaskCompleted:
+    return ev.TaskCompleted(
+        originator_id=uuid4(),
+        originator_version=4,
+        timestamp=NOW,
+        agent_id="a1",
+        generation=1,
+        result=result,
+    )
+
+
+@pytest.mark.parametrize("result", [float("nan"), {"x": [float("inf")]}, "\ud800", {"k": object()}])
+def test_an_event_that_would_not_decode_back_is_refused_naming_its_type(result):
+    with pytest.raises(UndecodableEventError, match="refused to append a TaskCompleted") as info:
+        EventCodec().encode_checked(_completed(result))
+    assert info.value.field == "TaskCompleted"
+
+
+def test_a_configuration_with_a_non_finite_wait_is_refused_before_it_is_recorded():
+    # SchedulerConfig refuses NaN itself; a value slipped past it (forced in here) must
+    # still not reach the log, where it would be written as null.
+    config = SchedulerConfig()
+    msgspec.structs.force_setattr(config, "lease_s", float("nan"))
+    configured = ev.SchedulerConfigured(
+        originator_id=uuid4(), originator_version=1, timestamp=NOW, config=config
+    )
+    with pytest.raises(UndecodableEventError, match="SchedulerConfigured"):
+        EventCodec().encode_checked(configured)
+
+
+def test_events_that_decode_back_are_encoded_as_before():
+    codec = EventCodec()
+    for event in (_completed({"ok": [1, 2.5, None, "x"]}), _cancelled()):
+        assert codec.encode_checked(event) == codec.encode(event)

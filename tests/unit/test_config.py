@@ -152,3 +152,36 @@ def test_the_cli_reports_a_bad_setting_and_exits_2(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("tierlog: ") and "read_batch" in err
     assert not (tmp_path / "never.db").exists()  # refused before the store was opened
+
+
+def test_the_limits_come_from_the_environment_and_the_file(monkeypatch, tmp_path):
+    from tierlog.domain.limits import CommandLimits
+
+    monkeypatch.setenv("TIERLOG_MAX_BODY_BYTES", "65536")
+    monkeypatch.setenv("TIERLOG_MAX_RESULT_BYTES", "1000")
+    config = tmp_path / "tierlog.toml"
+    config.write_text("max_json_depth = 8\nmax_list_items = 50\n")
+    settings = Settings(config=config)
+    assert settings.max_body_bytes == 65536
+    assert settings.command_limits() == CommandLimits(
+        max_json_depth=8, max_list_items=50, max_result_bytes=1000
+    )
+    assert Settings().max_body_bytes == 65536 and Settings().max_json_depth == 32
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TIERLOG_MAX_BODY_BYTES", "10"),
+        ("TIERLOG_MAX_JSON_DEPTH", "65"),
+        ("TIERLOG_MAX_METADATA_BYTES", "0"),
+        ("TIERLOG_MAX_STRING_CHARS", "lots"),
+        ("TIERLOG_HEALTH_FAILURES_TO_UNHEALTHY", "1" + "0" * 30),
+    ],
+)
+def test_a_limit_out_of_range_names_its_key(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    key = variable.removeprefix("TIERLOG_").lower()
+    with pytest.raises(ConfigurationError) as info:
+        Settings()
+    assert info.value.field == key
