@@ -26,6 +26,7 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.audit.run import audit
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.hash_chain import chain_row
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.errors import InternalError, UndecodableEventError, ValidationError
@@ -144,31 +145,54 @@ def test_configured_limits_reach_the_runtime(store_url):
 
 
 def _insert_bad_row(log: EventLog) -> int:
-    """A TaskCompleted whose generation is null, written past tierlog: its position."""
+    """A TaskCompleted whose generation is null, written past tierlog with a hash-chain
+    row that links it (so only its payload is wrong): its position."""
+    oid = uuid4()
     state = (
         b'{"originator_id":"%s","originator_version":1,"timestamp":"2026-01-02T00:00:00Z",'
-        b'"agent_id":"a1","generation":null,"result":null}' % str(uuid4()).encode()
+        b'"agent_id":"a1","generation":null,"result":null}' % str(oid).encode()
     )
     table = log.recorder.events_table_name
+    chain = table + "_chain"
     if log.is_postgres:
         schema = log.env["POSTGRES_SCHEMA"]
         with psycopg.connect(log.url.partition("?")[0], autocommit=True) as conn:
             row = conn.execute(
                 f'INSERT INTO "{schema}"."{table}" (originator_id, originator_version, topic, '
                 "state) VALUES (%s, 1, 'TaskCompleted', %s) RETURNING notification_id",
-                (uuid4(), state),
+                (oid, state),
             ).fetchone()
             assert row is not None
-            return int(row[0])
+            position = int(row[0])
+            previous = conn.execute(
+                f'SELECT chain_hash FROM "{schema}"."{chain}" ORDER BY last_position DESC LIMIT 1'
+            ).fetchone()
+            linked = chain_row(
+                bytes(previous[0]), [position], [(oid.bytes, 1, "TaskCompleted", state)]
+            )
+            conn.execute(
+                f'INSERT INTO "{schema}"."{chain}" VALUES (%s, %s, %s, %s)',
+                (position, position, linked.record_hashes, linked.chain_hash),
+            )
+            return position
     import sqlite3
 
     with sqlite3.connect(log.env["SQLITE_DBNAME"]) as conn:
         cursor = conn.execute(
             f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
             "VALUES (?, 1, 'TaskCompleted', ?)",
-            (uuid4().hex, state),
+            (oid.hex, state),
         )
-        return int(cursor.lastrowid or 0)
+        position = int(cursor.lastrowid or 0)
+        previous = conn.execute(
+            f"SELECT chain_hash FROM {chain} ORDER BY last_position DESC LIMIT 1"
+        ).fetchone()
+        linked = chain_row(previous[0], [position], [(oid.bytes, 1, "TaskCompleted", state)])
+        conn.execute(
+            f"INSERT INTO {chain} VALUES (?, ?, ?, ?)",
+            (position, position, linked.record_hashes, linked.chain_hash),
+        )
+        return position
 
 
 def _tierlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
