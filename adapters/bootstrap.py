@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 def open_log(settings: Settings) -> EventLog:
     """The event log at ``settings.store`` (opened, and created if new, right away)."""
-    return EventLog(settings.store)
+    return EventLog(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
 
 
 def build_runtime(

@@ -76,3 +76,23 @@ class ConcurrencyConflictError(StoreError):
     """Another writer appended to the same aggregate first; reload and retry."""
 
     code = "conflict"
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot take a write (or a read) right now: the disk is full, the file
+    system is read-only, an I/O error, the database connection is lost. Nothing was
+    appended; the same request may succeed once the store recovers."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        """What failed, without where (no path, no address): fit for any client."""
+
+
+class StoreOpenError(StoreError):
+    """The store given cannot be opened as a log: unreachable, missing, not a database,
+    a folder, read-only where it must be written, another application's log."""
+
+    code = "store_unusable"
