@@ -16,6 +16,7 @@ import uvicorn
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.store.faults import redact_url
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,14 +54,20 @@ def _announce(server: uvicorn.Server, settings: Settings) -> None:
         time.sleep(0.01)
     if server.started:
         print(
-            f"tierlog serving on http://{settings.host}:{settings.port} (store {settings.store})",
+            f"tierlog serving on http://{settings.host}:{settings.port} "
+            f"(store {redact_url(settings.store)})",
             flush=True,
         )
 
 
 def serve(settings: Settings) -> None:
-    """Run until interrupted (SIGINT or SIGTERM), then stop every part in order."""
+    """Run until interrupted (SIGINT or SIGTERM), then stop every part in order.
+
+    A store or setting that stops it from starting raises (the CLI says it in one line);
+    "tierlog stopped" is said only by a server that ran.
+    """
     system = bootstrap.build_system(settings)
+    ran = False
     try:
         system.start()
         token, generated = bootstrap.admin_token(settings, system.log)
@@ -83,7 +90,9 @@ def serve(settings: Settings) -> None:
         threading.Thread(
             target=_announce, args=(server, settings), name="tierlog-announce", daemon=True
         ).start()
+        ran = True
         server.run()
     finally:
         system.close()
-        print("tierlog stopped", file=sys.stderr, flush=True)
+        if ran:
+            print("tierlog stopped", file=sys.stderr, flush=True)
