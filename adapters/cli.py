@@ -89,6 +89,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the append path and submit→assigned against raw sqlite3."""
     from tierlog.adapters.tools.bench import run_bench
 
+    if args.store is not None:  # silently ignoring it would measure another store
+        raise ValidationError(
+            "bench makes its own temporary logs: it takes no --store", field="store"
+        )
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.audit:
         from tierlog.adapters.tools.bench_audit import run_audit_bench

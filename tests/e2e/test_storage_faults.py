@@ -78,8 +78,7 @@ class Load:
         ``stop_after_503`` answers 503."""
         limit = len(self.unavailable) + stop_after_503
         threads = [
-            threading.Thread(target=self._client, args=(per_client, limit))
-            for _ in range(clients)
+            threading.Thread(target=self._client, args=(per_client, limit)) for _ in range(clients)
         ]
         for thread in threads:
             thread.start()
