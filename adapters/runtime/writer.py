@@ -198,7 +198,7 @@ class SchedulerRuntime:
                         # reads them. Once committed, only the pass may be retried.
                         if not self._append(uow):
                             continue
-                        self._schedule(now)
+                        self._schedule_committed(now)
                         return results
                     self.service.schedule(uow, now)
                     if self._append(uow):
@@ -229,6 +229,15 @@ class SchedulerRuntime:
                 if self._append(uow):
                     return
         raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
+
+    def _schedule_committed(self, now: datetime) -> None:
+        """The pass after commands already committed: a storage fault here must not fail
+        commands that are in the log (their callers would retry what was done); the
+        loop decides the pass again once the store recovers."""
+        try:
+            self._schedule(now)
+        except StoreUnavailableError:
+            log.info("the pass after a commit waits for the store to recover")
 
     def _append(self, uow: UnitOfWork) -> bool:
         """Append the unit of work and commit it. False (state rolled back) if the batch
