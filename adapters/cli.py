@@ -157,7 +157,7 @@ def _create_schema(settings: Settings) -> None:
     from tierlog.adapters.store.event_log import postgres_connect_args, store_env
     from tierlog.adapters.store.faults import check_postgres
 
-    env = store_env(settings.store, settings.store_connect_timeout_s)
+    env = store_env(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
     if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
         check_postgres(env, postgres_connect_args(env), create_schema=True)
 
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate a fleet end to end on a fresh log")
     _add_common(demo)
-    demo.add_argument("--tasks", type=positive, default=240, help="tasks to submit (default 240)")
+    demo.add_argument("--tasks", type=int, default=240, help="tasks to submit (default 240)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.set_defaults(func=cmd_demo)
 

@@ -60,7 +60,7 @@ def sqlite_file(url: str) -> Path | None:
     return Path(raw[1:] if raw.startswith("/") else raw).expanduser()
 
 
-def store_env(url: str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> dict[str, str]:
+def store_env(url: str, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> dict[str, str]:
     """The eventsourcing environment for a store URL.
 
     ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
@@ -137,7 +137,7 @@ class EventLog:
         self, url: str = DEFAULT_STORE, *, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     ) -> None:
         self.url = url
-        self.env = store_env(url, connect_timeout_s)
+        self.env = store_env(url, connect_timeout_s=connect_timeout_s)
         self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
         self.where = describe(self.env)
         """Where the store is, for messages (no password)."""
