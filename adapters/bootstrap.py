@@ -45,7 +45,9 @@ def open_log(settings: Settings, *, read_only: bool = False) -> EventLog:
     """The event log at ``settings.store``, opened right away: for writing (created if
     new), or ``read_only`` (an existing tierlog log, else ``StoreUnusableError``; then
     nothing is created or changed)."""
-    return EventLog(settings.store, read_only=read_only)
+    return EventLog(
+        settings.store, read_only=read_only, connect_timeout_s=settings.store_connect_timeout_s
+    )
 
 
 def check_store(settings: Settings) -> EventLog | None:
@@ -54,7 +56,9 @@ def check_store(settings: Settings) -> EventLog | None:
     file passes ``quick_check`` and whose hash chain is whole at the head
     (``StoreUnusableError`` in one line if not). Returns that log opened read-only, or
     None for a new store."""
-    env = store_env(settings.store, create=False)
+    env = store_env(
+        settings.store, create=False, connect_timeout_s=settings.store_connect_timeout_s
+    )
     path = sqlite_file(settings.store)
     kind = store_kind(env, path)
     if path is not None and kind is not StoreKind.MISSING and path.stat().st_size:

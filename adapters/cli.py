@@ -1,14 +1,21 @@
-"""The ``tierlog`` command line: thin over library functions."""
+"""The ``tierlog`` command line: thin over library functions.
+
+Every mistake a user can make (a bad flag, setting or store) is one line on stderr and
+exit 2, never a traceback; no password of a store's DSN is ever printed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tierlog.adapters.cli_errors import DEBUG_ENV, Parser, positive, say, unexpected
 from tierlog.adapters.settings import HOST, PORT, PROBE_INTERVAL_S, Settings, load_settings
+from tierlog.adapters.store.faults import one_line, redact_url
 from tierlog.domain.errors import TierlogError, ValidationError
 
 
@@ -69,7 +76,7 @@ def _print_demo(report: Any) -> None:
         "dead letters: " + (", ".join(f"{k}={v}" for k, v in t["dead_letters"].items()) or "none")
     )
     print(f"events in the log: {report.events}")
-    print(f"log: {report.log_path or report.store}")
+    print(f"log: {report.log_path or redact_url(report.store)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -78,7 +85,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(_settings(args).store, tasks=args.tasks, seed=args.seed)
     if args.json:
-        print(json.dumps(report.__dict__, indent=2, default=str))
+        print(
+            json.dumps(
+                {**report.__dict__, "store": redact_url(report.store)}, indent=2, default=str
+            )
+        )
     else:
         _print_demo(report)
     return 0
@@ -88,6 +99,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the append path and submit→assigned against raw sqlite3."""
     from tierlog.adapters.tools.bench import run_bench
 
+    if args.store is not None:  # silently ignoring it would measure another store
+        raise ValidationError(
+            "bench makes its own temporary logs: it takes no --store", field="store"
+        )
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.audit:
         from tierlog.adapters.tools.bench_audit import run_audit_bench
@@ -133,17 +148,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API, the scheduler and the projections."""
     from tierlog.adapters.http.serve import serve
 
-    serve(
-        _settings(
-            args,
-            host=args.host,
-            port=args.port,
-            probe=args.probe,
-            probe_interval_s=args.probe_interval,
-        ),
-        accept_replaced_log=args.accept_replaced_log,
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        probe=args.probe,
+        probe_interval_s=args.probe_interval,
     )
+    if args.create_schema:
+        _create_schema(settings)
+    serve(settings, accept_replaced_log=args.accept_replaced_log)
     return 0
+
+
+def _create_schema(settings: Settings) -> None:
+    """Create the PostgreSQL store's schema if it is missing (a SQLite file is created
+    as it is opened: nothing to do)."""
+    from tierlog.adapters.store.event_log import postgres_connect_args, store_env
+    from tierlog.adapters.store.faults import check_postgres
+
+    env = store_env(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
+    if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
+        check_postgres(env, postgres_connect_args(env), create_schema=True)
 
 
 def cmd_project(args: argparse.Namespace) -> int:
@@ -191,7 +217,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         head = log.head()
     except Exception as exc:  # the store answered the probe, then failed
         log.close()
-        print(f"tierlog: cannot read the store {store}: {exc}", file=sys.stderr)
+        print(
+            f"tierlog: cannot read the store {redact_url(store)}: {one_line(exc)}", file=sys.stderr
+        )
         return 2
     try:
         if args.json or not sys.stderr.isatty():
@@ -203,7 +231,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 job = bar.add_task("auditing", total=head)
                 report = audit(log, progress=lambda done, _: bar.update(job, completed=done))
     except Exception as exc:  # the store went away or broke mid-read: no verdict
-        print(f"tierlog: cannot read the store {store}: {exc}", file=sys.stderr)
+        print(
+            f"tierlog: cannot read the store {redact_url(store)}: {one_line(exc)}", file=sys.stderr
+        )
         return 2
     finally:
         log.close()
@@ -311,7 +341,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     finally:
         log.close()
     if not story:
-        raise ValidationError(f"no task {task_id} in {settings.store}", field="task_id")
+        raise ValidationError(f"no task {task_id} in {redact_url(settings.store)}", field="task_id")
     if args.json:
         _print_json(story)
     else:
@@ -353,7 +383,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="tierlog", description=__doc__)
+    parser = Parser(prog="tierlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="simulate a fleet end to end on a fresh log")
@@ -378,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between probe rounds (default {PROBE_INTERVAL_S:g})",
     )
     _add_accept_replaced_log(serve)
+    serve.add_argument(
+        "--create-schema",
+        action="store_true",
+        help="create the PostgreSQL schema named by ?schema= if it does not exist",
+    )
     serve.set_defaults(func=cmd_serve)
 
     project = sub.add_parser("project", help="update or rebuild the read models")
@@ -418,36 +453,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure throughput against raw sqlite3")
     _add_common(bench)
-    bench.add_argument("--events", type=int, default=50_000)
-    bench.add_argument("--tasks", type=int, default=10_000)
-    bench.add_argument("--batch", type=int, default=500)
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--events", type=positive, default=50_000)
+    bench.add_argument("--tasks", type=positive, default=10_000)
+    bench.add_argument("--batch", type=positive, default=500)
+    bench.add_argument("--repeats", type=positive, default=5)
     bench.add_argument(
         "--http",
         action="store_true",
         help="the HTTP part: long-poll wake, queue reads, submissions (loopback)",
     )
-    bench.add_argument("--submissions", type=int, default=5000, help="HTTP submissions")
+    bench.add_argument("--submissions", type=positive, default=5000, help="HTTP submissions")
     bench.add_argument(
         "--audit",
         action="store_true",
         help="audit throughput and memory, and `at` latency, on a large log",
     )
     bench.add_argument(
-        "--log-events", type=int, default=1_000_000, help="size of the generated log for --audit"
+        "--log-events",
+        type=positive,
+        default=1_000_000,
+        help="size of the generated log for --audit",
     )
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tierlog`` console script."""
+    """Entry point of the ``tierlog`` console script: exit 0, 1 (a finding, such as an
+    audit's violations, or an unexpected error) or 2 (a user mistake, said in one line)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except TierlogError as exc:
-        print(f"tierlog: {exc.message}", file=sys.stderr)
+        say(exc.message, args)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        return unexpected(exc, args)
     return code
 
 

@@ -24,7 +24,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, SecretStr, TypeAda
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tierlog.adapters.store.event_log import DEFAULT_STORE
+from tierlog.adapters.store.event_log import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_STORE
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import ConfigurationError, ValidationError
 from tierlog.domain.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_JSON_ITEMS, CommandLimits
@@ -47,6 +47,8 @@ PROJECTION_POLL_S = 0.02
 MAX_BODY_BYTES = 1024 * 1024
 """The largest request body the HTTP API reads (a larger one is answered 413)."""
 MAX_BODY_CEILING = 256 * 1024 * 1024
+STORE_RETRY_S = 1.0
+"""While the store fails, how often the writer retries its pass and probes the store."""
 LONG_POLL_MAX_S = 60.0
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
 
@@ -93,6 +95,9 @@ class Settings(BaseSettings):
     """The TOML file read (``--config``; there is no environment variable for it)."""
     store: str = DEFAULT_STORE
     """``sqlite:///path.db`` or ``postgresql://user@host:port/db[?schema=NAME]``."""
+    store_connect_timeout_s: Seconds = DEFAULT_CONNECT_TIMEOUT_S
+    """How long connecting to a PostgreSQL store may take before it is reported
+    unreachable (whole seconds, at least 2: libpq's rule)."""
     admin_token: SecretStr | None = None
     """The operator's bearer token; without one, ``serve`` generates and keeps one."""
     host: str = HOST

@@ -90,3 +90,23 @@ class UndecodableEventError(StoreError):
     a stored event that does not decode (a log this tierlog cannot read)."""
 
     code = "undecodable_event"
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot take a write (or a read) right now: the disk is full, the file
+    system is read-only, an I/O error, the database connection is lost. Nothing was
+    appended; the same request may succeed once the store recovers."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        """What failed, without where (no path, no address): fit for any client."""
+
+
+class StoreUnusableError(StoreError):
+    """The store given cannot be used as asked: unreachable, missing, not a database, a
+    folder, read-only where it must be written, another application's log, corrupt."""
+
+    code = "store_unusable"

@@ -23,9 +23,10 @@ from tierlog.adapters.http.deps import (
     BodyTooLarge,
     domain_error,
     error_response,
+    storage_unavailable,
 )
 from tierlog.adapters.http.routes import agents, reads, tasks
-from tierlog.domain.errors import DomainError
+from tierlog.domain.errors import DomainError, StoreUnavailableError
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -90,7 +91,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, DomainError)
         return error_response(domain_error(exc))
 
+    async def store_failed(_: Request, exc: Exception) -> JSONResponse:
+        # The disk is full, read-only or failing: this request's commit (or read)
+        # failed and nothing was appended; the connection stays open for the next one.
+        assert isinstance(exc, StoreUnavailableError)
+        return error_response(storage_unavailable(exc))
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StoreUnavailableError, store_failed)
     app.add_exception_handler(DomainError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tierlog.adapters.http.auth import digest, new_token, same_token
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
-from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
 from tierlog.adapters.settings import LONG_POLL_MAX_S, MAX_BODY_BYTES
 from tierlog.adapters.store.codec import topic_of
 from tierlog.adapters.store.event_log import EventLog
@@ -48,6 +48,7 @@ MinPosition = Annotated[
     Query(ge=0, le=MAX_POSITION, description="wait (bounded) until reads reflect this position"),
 ]
 MIN_POSITION_WAIT_S = 2.0
+RETRY_AFTER_S = 1  # a 503's Retry-After: the writer retries the store every second
 # The telemetry read model's latency histogram bounds, for the Prometheus form.
 LATENCY_BUCKETS_MS = BUCKETS_MS
 _STATUS = {
@@ -85,9 +86,20 @@ def command_error(exc: errors.TierlogError) -> ApiError:
     return ApiError(500, exc.code, exc.message, exc.field)
 
 
+def storage_unavailable(exc: errors.StoreUnavailableError) -> ApiError:
+    """The HTTP form of a storage fault: 503, nothing appended, the request may be retried."""
+    return ApiError(
+        503,
+        exc.code,
+        f"the store cannot take this request now ({exc.reason}); nothing was appended: retry later",
+    )
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     """The response for an ``ApiError``: its JSON body (and a challenge on a 401)."""
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     body = {"error": exc.code, "field": exc.field, "message": exc.message}
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
@@ -110,6 +122,11 @@ class Writer:
     def running(self) -> bool:
         """Whether the background writer is running."""
         return self.runtime.running
+
+    @property
+    def store_fault(self) -> StoreFault | None:
+        """Why the store fails now (None while it takes writes)."""
+        return self.runtime.store_fault
 
     async def write(self, command: cmd.Command) -> tuple[Any, int]:
         """Run a command through the writer; its result and the position to read it at."""

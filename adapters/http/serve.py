@@ -16,6 +16,7 @@ import uvicorn
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.store.faults import redact_url
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,7 +54,8 @@ def _announce(server: uvicorn.Server, settings: Settings) -> None:
         time.sleep(0.01)
     if server.started:
         print(
-            f"tierlog serving on http://{settings.host}:{settings.port} (store {settings.store})",
+            f"tierlog serving on http://{settings.host}:{settings.port} "
+            f"(store {redact_url(settings.store)})",
             flush=True,
         )
 
@@ -74,10 +76,15 @@ def _start(system: bootstrap.System) -> None:
 def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """Check the store (``bootstrap.preflight``: refuses a corrupt store, or read models
     and checkpoints of another log unless ``accept_replaced_log``), then run until
-    interrupted (SIGINT or SIGTERM), then stop every part in order."""
+    interrupted (SIGINT or SIGTERM), then stop every part in order.
+
+    A store or setting that stops it from starting raises (the CLI says it in one line);
+    "tierlog stopped" is said only by a server that ran.
+    """
     for aside in bootstrap.preflight(settings, accept_replaced_log=accept_replaced_log):
         print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
     system = bootstrap.build_system(settings)
+    ran = False
     try:
         _start(system)
         token, generated = bootstrap.admin_token(settings, system.log)
@@ -100,7 +107,9 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
         threading.Thread(
             target=_announce, args=(server, settings), name="tierlog-announce", daemon=True
         ).start()
+        ran = True
         server.run()
     finally:
         system.close()
-        print("tierlog stopped", file=sys.stderr, flush=True)
+        if ran:
+            print("tierlog stopped", file=sys.stderr, flush=True)

@@ -5,6 +5,12 @@ state (events applied at once through a unit of work), then appended in one
 transaction: that is the group commit. If the append loses a version race, or other
 writers appended in between, the state is rolled back, caught up from the log, and
 the batch decided again.
+
+A fault of the storage (disk full, read-only, I/O error, connection lost) fails the
+batch whose commit failed, and only it: its callers hear ``StoreUnavailableError``,
+the state is rolled back, and the runtime reports ``store_fault`` until the store takes
+a write again. Meanwhile the loop retries the scheduling pass and probes the store
+every ``store_retry_s``, so it recovers by itself when space returns.
 """
 
 from __future__ import annotations
@@ -12,19 +18,26 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, WRITER_POLL_S
+from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, STORE_RETRY_S, WRITER_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import Clock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import ConcurrencyConflictError, DomainError, TierlogError
+from tierlog.domain.errors import (
+    ConcurrencyConflictError,
+    DomainError,
+    StoreUnavailableError,
+    TierlogError,
+)
 from tierlog.domain.limits import CommandLimits
 from tierlog.domain.service import SchedulerService
 from tierlog.domain.state import SchedulerState
@@ -42,6 +55,16 @@ MAX_ATTEMPTS = 50
 
 
 log = logging.getLogger("tierlog.runtime")
+
+
+@dataclass(frozen=True)
+class StoreFault:
+    """Why the store fails now (``reason`` for anyone, ``detail`` with where, for the
+    operator's log), and since when (wall-clock time)."""
+
+    reason: str
+    detail: str
+    since: datetime
 
 
 class SchedulerRuntime:
@@ -65,6 +88,7 @@ class SchedulerRuntime:
         poll_interval: float = WRITER_POLL_S,
         max_batch: int = MAX_BATCH,
         limits: CommandLimits | None = None,
+        store_retry_s: float = STORE_RETRY_S,
     ) -> None:
         self.log = event_log
         self.config = config
@@ -77,6 +101,10 @@ class SchedulerRuntime:
         self.record_config = record_config
         self.poll_interval = poll_interval
         self.max_batch = max_batch
+        self.store_retry_s = store_retry_s
+        self.store_fault: StoreFault | None = None
+        """Set while the store fails (the last append or read hit a storage fault)."""
+        self._next_retry = 0.0
         self.conflicts = 0
         self.commits = 0
         self._started = False
@@ -190,7 +218,7 @@ class SchedulerRuntime:
                         # reads them. Once committed, only the pass may be retried.
                         if not self._append(uow):
                             continue
-                        self._schedule(now)
+                        self._schedule_committed(now)
                         return results
                     self.service.schedule(uow, now)
                     if self._append(uow):
@@ -222,6 +250,15 @@ class SchedulerRuntime:
                     return
         raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
+    def _schedule_committed(self, now: datetime) -> None:
+        """The pass after commands already committed: a storage fault here must not fail
+        commands that are in the log (their callers would retry what was done); the
+        loop decides the pass again once the store recovers."""
+        try:
+            self._schedule(now)
+        except StoreUnavailableError:
+            log.info("the pass after a commit waits for the store to recover")
+
     def _append(self, uow: UnitOfWork) -> bool:
         """Append the unit of work and commit it. False (state rolled back) if the batch
         must be decided again. Whatever fails (a store error, a bug), leaving the unit of
@@ -236,6 +273,10 @@ class SchedulerRuntime:
             self.conflicts += 1
             uow.rollback()
             return False
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            raise
+        self._store_recovered()
         self.commits += 1
         expected = list(range(uow.first_position, uow.first_position + len(uow.events)))
         if positions == expected:
@@ -248,6 +289,29 @@ class SchedulerRuntime:
             uow.rollback()
             self.catch_up()
         return True
+
+    # --- storage faults -------------------------------------------------------------
+
+    def _store_failed(self, exc: StoreUnavailableError) -> None:
+        if self.store_fault is None:  # said once per outage, not once per request
+            log.warning("the store fails; writes answer 503 until it recovers: %s", exc.message)
+        self.store_fault = StoreFault(exc.reason, exc.message, datetime.now(UTC))
+        self._next_retry = time.monotonic() + self.store_retry_s
+
+    def _store_recovered(self) -> None:
+        fault = self.store_fault
+        if fault is not None:
+            self.store_fault = None
+            took = (datetime.now(UTC) - fault.since).total_seconds()
+            log.warning("the store takes writes again (it failed for %.1f s)", took)
+
+    def retry_store(self) -> None:
+        """Decide the scheduling pass again (assignments and timers that a failed commit
+        lost), then probe the store: either taking a write ends the fault."""
+        self.tick()
+        if self.store_fault is not None:
+            self.log.probe()
+            self._store_recovered()
 
     # --- background loop ------------------------------------------------------------
 
@@ -336,13 +400,17 @@ class SchedulerRuntime:
         while not self._stop.is_set():
             batch = self._drain(self._wait_time(poll_interval), max_batch)
             if not batch:
-                if not self._stop.is_set():
+                if self._stop.is_set():
+                    continue
+                if self.store_fault is None:
                     self._guarded(self.tick_if_needed)
+                elif time.monotonic() >= self._next_retry:
+                    self._guarded(self.retry_store)
                 continue
             try:
                 results = self.execute_batch([command for command, _ in batch])
-            except Exception as exc:  # a store failure: every caller hears of it
-                log.exception("scheduler batch failed")
+            except Exception as exc:  # every caller in this commit hears of it
+                self._failed("scheduler batch failed", exc)
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
@@ -352,8 +420,14 @@ class SchedulerRuntime:
     def _guarded(self, work: Callable[[], Any]) -> None:
         try:
             work()
-        except Exception:  # the next round tries again; the loop must not die
-            log.exception("scheduler pass failed")
+        except Exception as exc:  # the next round tries again; the loop must not die
+            self._failed("scheduler pass failed", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, StoreUnavailableError):  # expected, and said once per outage
+            self._store_failed(exc)
+        else:
+            log.exception(what)
 
     def _drain(self, wait: float, max_batch: int) -> list[tuple[cmd.Command, Future[Any]]]:
         """Take up to ``max_batch`` commands whose callers still want them."""

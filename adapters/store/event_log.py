@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -17,12 +19,30 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 
 from tierlog.adapters.store.codec import MsgspecMapper
+from tierlog.adapters.store.faults import (
+    check_postgres,
+    describe,
+    one_line,
+    open_failure,
+    probe_directory,
+    redact_url,
+    storage_fault,
+)
 from tierlog.adapters.store.probe import require_log, sqlite_uri
 from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
-from tierlog.domain.errors import ConcurrencyConflictError, StoreError, ValidationError
+from tierlog.domain.errors import (
+    ConcurrencyConflictError,
+    StoreError,
+    StoreUnavailableError,
+    StoreUnusableError,
+    ValidationError,
+)
 from tierlog.domain.events import DomainEvent
 
 DEFAULT_STORE = "sqlite:///./tierlog.db"
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+"""How long opening a PostgreSQL connection may take before the store is reported
+unreachable (libpq counts whole seconds, at least 2)."""
 
 # One stored record as ``iter_raw`` gives it: (position, originator id as 32 lowercase
 # hex digits, originator version, topic, payload bytes).
@@ -43,7 +63,9 @@ def sqlite_file(url: str) -> Path | None:
     return Path(raw[1:] if raw.startswith("/") else raw).expanduser()
 
 
-def store_env(url: str, *, create: bool = True) -> dict[str, str]:
+def store_env(
+    url: str, *, create: bool = True, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+) -> dict[str, str]:
     """The eventsourcing environment for a store URL.
 
     ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
@@ -74,12 +96,13 @@ def store_env(url: str, *, create: bool = True) -> dict[str, str]:
             "POSTGRES_USER": unquote(parsed.username or os.environ.get("USER", "postgres")),
             "POSTGRES_PASSWORD": unquote(parsed.password or ""),
             "POSTGRES_SCHEMA": query.get("schema", ["public"])[0],
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": str(max(1, math.ceil(connect_timeout_s))),
             "POSTGRES_LOCK_TIMEOUT": "30",
             "APPLICATION_RECORDER_TOPIC": "tierlog.adapters.store.postgres:TierlogPostgresRecorder",
         }
     raise ValidationError(
-        f"unknown store {url!r}: use sqlite:///path.db or postgresql://...", field="store"
+        f"unknown store {redact_url(url)!r}: use sqlite:///path.db or postgresql://...",
+        field="store",
     )
 
 
@@ -116,14 +139,25 @@ class EventLog:
     Opened ``read_only`` it first checks that the store is an existing tierlog log
     (``StoreUnusableError`` in one line if not), then reads it without creating or
     changing anything: SQLite through a ``mode=ro`` connection, PostgreSQL without any
-    DDL; ``append`` is refused.
+    DDL; ``append`` is refused. A store that cannot be opened raises
+    ``StoreUnusableError`` (one line, no password); a fault of the storage while it runs
+    (disk full, read-only, I/O error, connection lost) raises ``StoreUnavailableError``
+    from ``append``, ``read`` and ``head``.
     """
 
-    def __init__(self, url: str = DEFAULT_STORE, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_STORE,
+        *,
+        read_only: bool = False,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    ) -> None:
         self.url = url
         self.read_only = read_only
-        self.env = store_env(url, create=not read_only)
+        self.env = store_env(url, create=not read_only, connect_timeout_s=connect_timeout_s)
         self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+        self.where = describe(self.env)
+        """Where the store is, for messages (no password)."""
         self._sqlite_file = None if self.is_postgres else sqlite_file(url)
         if read_only:
             require_log(self.env, self._sqlite_file)
@@ -141,15 +175,59 @@ class EventLog:
     def _open(self) -> TierlogApplication:
         # Processes starting together race to create the tables (PostgreSQL's
         # CREATE TABLE IF NOT EXISTS is not atomic; SQLite's switch to WAL needs a
-        # moment alone): the loser retries, and then finds the tables made.
+        # moment alone): the loser retries, and then finds the tables made. A store
+        # that cannot be opened at all is said in one line at once.
+        if self.is_postgres:
+            check_postgres(self.env, postgres_connect_args(self.env))
+        elif Path(self.env["SQLITE_DBNAME"]).is_dir():
+            raise StoreUnusableError(f"{self.env['SQLITE_DBNAME']} is a folder, not a log file")
         for attempt in range(20):
             try:
                 return TierlogApplication(env=self.env)
-            except (PersistenceError, sqlite3.OperationalError):
+            except (PersistenceError, sqlite3.Error) as exc:
+                reason = open_failure(exc, self.env)
+                if reason is not None:
+                    raise StoreUnusableError(reason, field="store") from exc
                 if attempt == 19:
-                    raise
+                    raise StoreUnusableError(
+                        f"cannot open {self.where}: {one_line(exc)}", field="store"
+                    ) from exc
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _fault(self, exc: BaseException) -> StoreUnavailableError | None:
+        """``exc`` as a ``StoreUnavailableError`` if the storage failed; None if not."""
+        reason = storage_fault(exc)
+        if reason is None:
+            return None
+        return StoreUnavailableError(f"{self.where}: {reason} ({one_line(exc)})", reason=reason)
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Say a fault of the storage as ``StoreUnavailableError``; let the rest through."""
+        try:
+            yield
+        except Exception as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def probe(self) -> None:
+        """Check the store can take a write now, appending nothing: on SQLite a small
+        file written and synced beside the log, on PostgreSQL a connection that is not
+        read-only. Raises ``StoreUnavailableError`` if not."""
+        with self._faults():
+            if not self.is_postgres:
+                probe_directory(Path(self.env["SQLITE_DBNAME"]))
+                return
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute("SELECT current_setting('transaction_read_only') AS ro")
+                row = curs.fetchone()
+            if row is None or row["ro"] != "off":
+                raise StoreUnavailableError(
+                    f"{self.where}: the database is read-only", reason="the database is read-only"
+                )
 
     @property
     def sqlite_path(self) -> str | None:
@@ -200,16 +278,26 @@ class EventLog:
             raise ConcurrencyConflictError(
                 "another writer appended to the same aggregate first"
             ) from exc
+        except Exception as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            raise fault from exc
         return list(ids or [])
 
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""
-        return int(self.recorder.max_notification_id() or 0)
+        with self._faults():
+            return int(self.recorder.max_notification_id() or 0)
 
     def read(
         self, after: int = 0, limit: int = 1000, stop: int | None = None
     ) -> list[tuple[int, DomainEvent]]:
         """Events with positions in ``(after, stop]``, at most ``limit``, in order."""
+        with self._faults():
+            return self._read(after, limit, stop)
+
+    def _read(self, after: int, limit: int, stop: int | None) -> list[tuple[int, DomainEvent]]:
         if self.is_postgres:
             to_domain = self.mapper.to_domain_event
             notifications = self.recorder.select_notifications(

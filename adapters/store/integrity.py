@@ -15,7 +15,8 @@ from pathlib import Path
 
 from tierlog.adapters.store.event_log import EventLog, raw_id_bytes
 from tierlog.adapters.store.hash_chain import GENESIS, link, record_hash
-from tierlog.adapters.store.probe import StoreUnusableError, sqlite_read_only
+from tierlog.adapters.store.probe import sqlite_read_only
+from tierlog.domain.errors import StoreUnusableError
 
 AUDIT_HINT = "run `tierlog audit` for the whole story"
 

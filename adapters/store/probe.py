@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from tierlog.domain.errors import StoreError
+from tierlog.domain.errors import StoreUnusableError
 
 # The tables every tierlog log has: eventsourcing's events table (named by the store's
 # recorder) and tierlog's chain beside it.
@@ -26,12 +26,6 @@ POSTGRES_LOG_TABLES = ("tierlog_events", "tierlog_events_chain")
 # tierlog's derived tables in a PostgreSQL schema: read models, checkpoints.
 DERIVED_PREFIXES = ("rm_", "tierlog_checkpoints")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class StoreUnusableError(StoreError):
-    """The store cannot be used as asked: missing, not a tierlog log, or corrupt."""
-
-    code = "store_unusable"
 
 
 class StoreKind(Enum):

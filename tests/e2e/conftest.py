@@ -40,25 +40,31 @@ class Server:
             return int(http.get("/healthz").json()["log_head"])
 
 
-def start_server(store: str, workdir: Path, **env: str) -> Server:
+def start_server(store: str, workdir: Path, output: Path | None = None, **env: str) -> Server:
+    """Start ``tierlog serve`` and wait until it answers. Its output is piped (read it
+    once it stopped) or, for a long run that logs a lot, written to ``output``."""
     port = free_port()
     exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
     environ = {**os.environ, "TIERLOG_ADMIN_TOKEN": "operator-secret-token", **env}
-    process = subprocess.Popen(
-        [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--store", store],
-        cwd=workdir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sink = subprocess.PIPE if output is None else output.open("a")
+    try:
+        process = subprocess.Popen(
+            [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--store", store],
+            cwd=workdir,
+            env=environ,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        if not isinstance(sink, int):
+            sink.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"tierlog serve exited: {process.stdout.read() if process.stdout else ''}"
-            )
+            said = process.stdout.read() if process.stdout else output.read_text() if output else ""
+            raise RuntimeError(f"tierlog serve exited: {said}")
         try:
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                 return Server(url, store, "operator-secret-token", process)
@@ -82,8 +88,8 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start servers (stopped at the end): ``server_factory(store_url, **env)``."""
     servers: list[Server] = []
 
-    def make(store: str, **env: str) -> Server:
-        server = start_server(store, tmp_path, **env)
+    def make(store: str, output: Path | None = None, **env: str) -> Server:
+        server = start_server(store, tmp_path, output, **env)
         servers.append(server)
         return server
 

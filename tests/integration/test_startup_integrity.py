@@ -15,10 +15,10 @@ from wiring import runtime_on
 from tierlog.adapters import bootstrap
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog, sqlite_file
-from tierlog.adapters.store.probe import StoreUnusableError
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import StoreUnusableError
 
 
 def _fill(url: str, batches: int = 3, per_batch: int = 40) -> None:

@@ -136,11 +136,19 @@ async def raw_log(
 
 @router.get("/healthz")
 async def healthz(ctx: Ctx) -> dict[str, Any]:
-    """Liveness, with the log head and each read model's lag (no token needed)."""
+    """Liveness, with the log head and each read model's lag (no token needed).
+
+    ``status`` is ``ok``, ``degraded`` while the store fails (``reason`` and ``since``
+    say why and since when; writes answer 503 until it recovers), or ``stopped``.
+    """
     head = ctx.writer.position
     positions = await ctx.reads.models.projection_positions()
+    fault = ctx.writer.store_fault
+    status = "stopped" if not ctx.writer.running else "degraded" if fault else "ok"
+    why = {} if fault is None else {"reason": fault.reason, "since": fault.since.isoformat()}
     return {
-        "status": "ok" if ctx.writer.running else "stopped",
+        "status": status,
+        **why,
         "log_head": head,
         "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
     }
