@@ -176,20 +176,12 @@ def assert_one_line_exit_2(done: subprocess.CompletedProcess[str]) -> None:
 @pytest.mark.parametrize("case", STORE_CASES)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_refuses_a_bad_store_in_one_line(
-    command, case, bad_stores, good_config, tmp_path, request
+    command, case, bad_stores, good_config, tmp_path
 ):
     if case not in bad_stores:
         pytest.skip(f"{case}: not available here (PostgreSQL unreachable, or no mount)")
     if command == "demo" and case == "another app's log":
         pytest.skip("the demo never reads a log with events: it writes a fresh one beside it")
-    if command == "audit" and case == "another app's log":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="until read-only commands refuse a store that is not a tierlog log "
-                "(issue #10 item 7), the audit reports its events as violations (exit 1)",
-                strict=False,
-            )
-        )
     done = _run(_command(command, bad_stores[case], good_config), tmp_path)
     assert_one_line_exit_2(done)
 
