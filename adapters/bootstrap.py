@@ -28,6 +28,7 @@ from tierlog.projections.base import Projection
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from pydantic import SecretStr
 
     from tierlog.adapters.http.deps import ApiContext
 
@@ -95,9 +96,17 @@ def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
         runner=system.runner,
         read_models=AsyncReadModels(system.log),
         admin_token=admin_token,
+        viewer_token=_secret(system.settings.viewer_token),
         long_poll_max_s=system.settings.long_poll_max_s,
     )
     return create_app(ctx), ctx
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    """A secret setting's text, or None when unset or empty."""
+    if value is None:
+        return None
+    return value.get_secret_value() or None
 
 
 def admin_token(settings: Settings, log: EventLog) -> tuple[str, bool]:

@@ -22,10 +22,25 @@ from uuid import UUID
 
 import anyio
 import msgspec
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.responses import JSONResponse
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 
-from tierlog.adapters.http.auth import digest, new_token, same_token
+from tierlog.adapters.http.auth import (
+    ADMIN,
+    AGENT,
+    AGENT_OWN_TASK,
+    AGENT_SELF,
+    VIEWER,
+    Caller,
+    digest,
+    forbidden_needs,
+    new_token,
+    redacted,
+    same_token,
+)
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
@@ -128,6 +143,12 @@ class Log:
         """Every event of one aggregate's stream, in order."""
         return await anyio.to_thread.run_sync(self.log.events_of, aggregate_id)
 
+    async def has_held(self, task_id: UUID, agent_id: str) -> bool:
+        """Whether ``agent_id`` was assigned the task at some generation (the task's own
+        stream says so: the log, not a read model that may lag)."""
+        events = await self.events_of(task_id)
+        return any(isinstance(e, ev.TaskAssigned) and e.agent_id == agent_id for e in events)
+
     async def after(self, position: int, limit: int) -> list[tuple[int, ev.DomainEvent]]:
         """At most ``limit`` events after ``position``, with their positions, in order."""
         return await anyio.to_thread.run_sync(self.log.read, position, limit)
@@ -145,7 +166,7 @@ def event_json(event: ev.DomainEvent, position: int | None = None) -> dict[str, 
         **aggregate,
         "version": event.originator_version,
         "timestamp": event.timestamp.isoformat(),
-        "payload": msgspec.to_builtins(event),
+        "payload": redacted(msgspec.to_builtins(event)),
     }
 
 
@@ -266,27 +287,20 @@ class LongPolls:
 
 
 @dataclass
-class Caller:
-    """Who is calling: the operator, or one agent."""
-
-    is_admin: bool
-    agent_id: str | None = None
-    token_sha256: str | None = None
-
-    def agent(self) -> str:
-        """The calling agent's id (for routes behind an agent-only check, which ensures
-        there is one)."""
-        if self.agent_id is None:
-            raise ApiError(403, "forbidden", "this needs an agent's own token")
-        return self.agent_id
-
-
-@dataclass
 class Tokens:
-    """The operator token and the agents' tokens (as the runtime's state records them)."""
+    """The operator token, the optional viewer token, and the agents' tokens (as the
+    runtime's state records them: only their digests)."""
 
     admin_token: str
     runtime: SchedulerRuntime
+    viewer_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.viewer_token is not None and same_token(self.viewer_token, self.admin_token):
+            # One token for both would make every viewer an operator.
+            raise errors.ConfigurationError(
+                "the viewer token must differ from the operator token", field="viewer_token"
+            )
 
     def identify(self, authorization: str) -> Caller:
         """Who holds the bearer token in an ``Authorization`` header; 401 if nobody known."""
@@ -295,12 +309,14 @@ class Tokens:
             raise ApiError(401, "unauthorized", "missing bearer token")
         token = token.strip()
         if same_token(token, self.admin_token):
-            return Caller(is_admin=True)
+            return Caller(ADMIN)
+        if self.viewer_token and same_token(token, self.viewer_token):
+            return Caller(VIEWER)
         agent_id = self.holder(digest(token))
         agent = self.runtime.state.agents.get(agent_id) if agent_id else None
         if agent is None or agent.status == "deregistered":
             raise ApiError(401, "unauthorized", "unknown bearer token")
-        return Caller(is_admin=False, agent_id=agent_id, token_sha256=digest(token))
+        return Caller(AGENT, agent_id=agent_id, token_sha256=digest(token))
 
     def holder(self, token_sha256: str | None) -> str | None:
         """The agent whose current token has this digest, if any."""
@@ -331,6 +347,7 @@ class ApiContext:
         runner: ProjectionRunner,
         read_models: AsyncReadModels,
         admin_token: str,
+        viewer_token: str | None = None,
         long_poll_max_s: float = LONG_POLL_MAX_S,
     ) -> ApiContext:
         """The context over a runtime, its projection runner and the read models."""
@@ -340,7 +357,7 @@ class ApiContext:
             log=log,
             reads=Reads(read_models, runner, writer, log),
             polls=LongPolls(max_wait_s=long_poll_max_s),
-            tokens=Tokens(admin_token, runtime),
+            tokens=Tokens(admin_token, runtime, viewer_token),
         )
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
@@ -393,48 +410,86 @@ def _identify(request: Request) -> Caller:
     return who
 
 
-async def caller(request: Request) -> Caller:
-    """Who holds the bearer token; 401 when it is missing or unknown (a dependency)."""
-    return _identify(request)
+def _forbidden(roles: Sequence[str]) -> ApiError:
+    return ApiError(403, "forbidden", forbidden_needs(roles))
 
 
-def _operator(request: Request) -> Caller:
-    who = _identify(request)
-    if not who.is_admin:
-        raise ApiError(403, "forbidden", "this needs the operator token")
-    return who
+def no_task(task_id: UUID) -> ApiError:
+    """The 404 for a task that does not exist, or that the caller may not read (the
+    same answer, so an agent learns nothing of other agents' tasks)."""
+    return ApiError(404, "not_found", f"no task {task_id}", "task_id")
+
+
+class _Bearer(SecurityBase):
+    """The bearer-token scheme, as a FastAPI security dependency: the OpenAPI document
+    lists it, with the roles (``Security(..., scopes=...)``) each operation accepts.
+
+    The token was checked by ``BearerAuth`` before the route ran; each subclass's
+    ``__call__`` checks that the caller holds one of the roles in ``scopes``.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="admin: the operator token; viewer: TIERLOG_VIEWER_TOKEN (reads "
+            "only); agent: the token an agent got when it registered. Each operation's "
+            "security lists the roles it accepts."
+        )
+        self.scheme_name = "bearer"
+
+
+class _Role(_Bearer):
+    """Any caller holding one of the roles."""
+
+    async def __call__(self, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role not in scopes.scopes:
+            raise _forbidden(scopes.scopes)
+        return who
+
+
+class _AgentSelf(_Bearer):
+    """The agent named in the path with its own token (``agent:self``), or a role."""
+
+    async def __call__(self, agent_id: str, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role in scopes.scopes or (AGENT_SELF in scopes.scopes and who.agent_id == agent_id):
+            return who
+        raise _forbidden(scopes.scopes)
+
+
+class _TaskReader(_Bearer):
+    """A role that reads every task, or an agent that has held this task at some
+    generation (``agent:own-task``); for any other agent the task does not exist (404)."""
+
+    async def __call__(self, task_id: UUID, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role in scopes.scopes:
+            return who
+        if who.agent_id is not None and AGENT_OWN_TASK in scopes.scopes:
+            ctx: ApiContext = request.app.state.ctx
+            if await ctx.log.has_held(task_id, who.agent_id):
+                return who
+            raise no_task(task_id)
+        raise _forbidden(scopes.scopes)
+
+
+_role, _agent_self, _task_reader = _Role(), _AgentSelf(), _TaskReader()
+
+# The callers a route may require, as parameter types.
+Operator = Annotated[Caller, Security(_role, scopes=[ADMIN])]
+Reader = Annotated[Caller, Security(_role, scopes=[ADMIN, VIEWER])]
+AnyAgent = Annotated[Caller, Security(_role, scopes=[AGENT])]
+SelfAgent = Annotated[Caller, Security(_agent_self, scopes=[AGENT_SELF])]
+OperatorOrSelf = Annotated[Caller, Security(_agent_self, scopes=[ADMIN, AGENT_SELF])]
+TaskReader = Annotated[Caller, Security(_task_reader, scopes=[ADMIN, VIEWER, AGENT_OWN_TASK])]
+OPERATOR_ONLY_DOC: dict[str, Any] = {"security": [{"bearer": [ADMIN]}]}
+"""The OpenAPI ``security`` of a route that checks ``require_admin`` in its body (the
+hottest route, which skips FastAPI's dependencies)."""
 
 
 def require_admin(request: Request) -> ApiContext:
     """The context, once the caller is known to hold the operator token."""
-    _operator(request)
+    if not _identify(request).is_admin:
+        raise _forbidden([ADMIN])
     ctx: ApiContext = request.app.state.ctx
     return ctx
-
-
-async def admin(request: Request) -> Caller:
-    """Only the operator token (a dependency)."""
-    return _operator(request)
-
-
-async def agent_self(agent_id: str, request: Request) -> Caller:
-    """Only the agent named in the path, with its own token (a dependency)."""
-    who = _identify(request)
-    if who.agent_id != agent_id:
-        raise ApiError(403, "forbidden", "an agent may act only for itself", "agent_id")
-    return who
-
-
-async def a_agent(request: Request) -> Caller:
-    """Any agent, with its own token (a dependency)."""
-    who = _identify(request)
-    if who.agent_id is None:
-        raise ApiError(403, "forbidden", "this needs an agent's own token")
-    return who
-
-
-# The callers a route may require, as parameter types.
-AnyCaller = Annotated[Caller, Depends(caller)]
-Operator = Annotated[Caller, Depends(admin)]
-SelfAgent = Annotated[Caller, Depends(agent_self)]
-AnyAgent = Annotated[Caller, Depends(a_agent)]
