@@ -203,13 +203,13 @@ class EventCodec:
     def _parse(self, topic: str) -> tuple[type[DomainEvent], int]:
         """The event type and class version a topic names; a topic of a later release
         raises ``NewerEventError``, any other unknown one ``msgspec.DecodeError``."""
-        base, _, version_text = topic.partition("@")
+        base, at, version_text = topic.partition("@")
         event_type = self._by_base.get(base)
         if event_type is None:
             if _TOPIC.fullmatch(topic):  # shaped like a topic: a type added after this release
                 raise NewerEventError(topic, f"unknown event topic {topic!r}")
             raise msgspec.DecodeError(f"unknown event topic {topic!r}")
-        if version_text and not re.fullmatch(_VERSION, version_text):
+        if at and not re.fullmatch(_VERSION, version_text):
             raise msgspec.DecodeError(f"unknown event topic {topic!r}")
         version = int(version_text or 1)
         if version > event_type.class_version:
