@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PG_DSN
 from wiring import runtime_on
 
 from tierlog.adapters.audit.run import audit
@@ -36,17 +35,18 @@ DUMPED_SCHEMA = "tierlog_fixture_495766a"
 CONFIG = SchedulerConfig(lease_s=60.0, fallback_wait_s=5.0, default_model="llama3:8b")
 
 
-def load_dump(schema: str) -> None:
-    """The PostgreSQL dump, restored into the empty schema ``schema``. Its psql
+def load_dump(url: str) -> None:
+    """The PostgreSQL dump, restored into the empty schema of the store ``url``. Its psql
     meta-commands (``\\restrict``, ``\\unrestrict``) are left out, there being no psql
     here, and so is its ``CREATE SCHEMA``."""
     import psycopg
 
+    dsn, _, schema = url.rpartition("?schema=")
     text = PG_DUMP.read_text()
     kept = (line for line in text.splitlines() if not line.startswith("\\"))
     sql = "\n".join(kept).replace(f"CREATE SCHEMA {DUMPED_SCHEMA};", "")
     sql = re.sub(rf"\b{DUMPED_SCHEMA}\b", schema, sql)
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.encode())
 
 
@@ -59,7 +59,7 @@ def current_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield f"sqlite:///{copy}"
         return
     url: str = request.getfixturevalue("pg_url")  # a new, empty schema (or a skip)
-    load_dump(url.rpartition("?schema=")[2])
+    load_dump(url)
     yield url
 
 
