@@ -37,6 +37,7 @@ from tierlog.projections.base import Projection
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from pydantic import SecretStr
 
     from tierlog.adapters.http.deps import ApiContext
 
@@ -166,6 +167,7 @@ def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
         runner=system.runner,
         read_models=AsyncReadModels(system.log),
         admin_token=admin_token,
+        viewer_token=_secret(system.settings.viewer_token),
         long_poll_max_s=system.settings.long_poll_max_s,
         max_body_bytes=system.settings.max_body_bytes,
     )
@@ -188,6 +190,13 @@ def undecodable_event(log: EventLog) -> UndecodableEventError | None:
                     field="store",
                 )
     return None
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    """A secret setting's text, or None when unset or empty."""
+    if value is None:
+        return None
+    return value.get_secret_value() or None
 
 
 def admin_token(settings: Settings, log: EventLog) -> tuple[str, bool]:

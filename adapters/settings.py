@@ -6,7 +6,7 @@
 (``SchedulerConfig``, whose defaults are the domain's: SPEC §1) is read from the same
 sources as flat keys: ``lease_s = 30`` in the file, ``TIERLOG_LEASE_S=30``, and
 ``[[ladder]]`` tables or ``TIERLOG_LADDER`` as JSON. A bad value raises
-``ConfigurationError`` naming the key; the admin token is a secret, never shown.
+``ConfigurationError`` naming the key; the admin and viewer tokens are secrets, never shown.
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     unreachable (whole seconds, at least 2: libpq's rule)."""
     admin_token: SecretStr | None = None
     """The operator's bearer token; without one, ``serve`` generates and keeps one."""
+    viewer_token: SecretStr | None = None
+    """A read-only bearer token (reads everything, changes nothing); none by default."""
     host: str = HOST
     """The address ``serve`` listens on."""
     port: Annotated[int, Field(ge=0, le=65535)] = PORT

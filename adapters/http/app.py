@@ -15,12 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tierlog.adapters.http.deps import (
-    ApiContext,
+from tierlog.adapters.http.body_limit import BodyLimit, BodyTooLarge
+from tierlog.adapters.http.deps import ApiContext, BearerAuth
+from tierlog.adapters.http.errors import (
     ApiError,
-    BearerAuth,
-    BodyLimit,
-    BodyTooLarge,
     domain_error,
     error_response,
     storage_unavailable,

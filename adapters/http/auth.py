@@ -1,4 +1,5 @@
-"""Bearer tokens: one operator token, and one token per agent (stored only as a digest)."""
+"""Bearer tokens and roles: the operator token (admin), an optional read-only viewer
+token, and one token per agent (stored only as a digest, which never leaves the server)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,72 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tierlog.adapters.store.event_log import EventLog
+
+ADMIN, VIEWER, AGENT = "admin", "viewer", "agent"
+"""The three kinds of token (SPEC §5.2): the operator's, the read-only viewer's, an agent's."""
+# Role names as the OpenAPI document gives them in each operation's ``security``
+# (OpenAPI 3.1 lets a non-OAuth scheme list role names): an agent acting on itself, and
+# an agent reading a task it has held.
+AGENT_SELF, AGENT_OWN_TASK = "agent:self", "agent:own-task"
+READERS = (ADMIN, VIEWER)
+_WHO = {
+    ADMIN: "the operator token",
+    VIEWER: "the viewer token",
+    AGENT: "an agent's own token",
+    AGENT_SELF: "the token of the agent it names",
+    AGENT_OWN_TASK: "the token of an agent that has held the task",
+}
+
+
+@dataclass
+class Caller:
+    """Who is calling: the operator, the read-only viewer, or one agent."""
+
+    role: str
+    agent_id: str | None = None
+    token_sha256: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the caller holds the operator token."""
+        return self.role == ADMIN
+
+    @property
+    def reads_all(self) -> bool:
+        """Whether the caller may read everything (the operator and the viewer)."""
+        return self.role in READERS
+
+    def agent(self) -> str:
+        """The calling agent's id (for routes behind an agent-only check, which ensures
+        there is one)."""
+        if self.agent_id is None:  # a route without an agent-only check: a bug
+            raise PermissionError("this needs an agent's own token")
+        return self.agent_id
+
+
+def forbidden_needs(roles: Sequence[str]) -> str:
+    """What a 403 says a route needs, from the roles it accepts."""
+    return "this needs " + " or ".join(_WHO[role] for role in roles)
+
+
+SECRET_FIELDS = frozenset({"token_sha256"})
+"""Payload fields that never leave the server, for any caller (an agent's token digest
+would let anyone who reads it test guesses of the token offline)."""
+REDACTED = "[redacted]"
+
+
+def redacted(payload: dict[str, Any]) -> dict[str, Any]:
+    """An event's payload with every secret field's value (if set) replaced."""
+    return {
+        key: REDACTED if key in SECRET_FIELDS and value is not None else value
+        for key, value in payload.items()
+    }
 
 
 def digest(token: str) -> str:

@@ -22,11 +22,26 @@ from uuid import UUID
 
 import anyio
 import msgspec
-from fastapi import Depends, Query, Request
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Depends, Query, Request, Security
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 
-from tierlog.adapters.http.auth import digest, new_token, same_token
+from tierlog.adapters.http.auth import (
+    ADMIN,
+    AGENT,
+    AGENT_OWN_TASK,
+    AGENT_SELF,
+    VIEWER,
+    Caller,
+    digest,
+    forbidden_needs,
+    new_token,
+    redacted,
+    same_token,
+)
+from tierlog.adapters.http.errors import ApiError as ApiError
+from tierlog.adapters.http.errors import command_error, error_response
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
@@ -48,60 +63,8 @@ MinPosition = Annotated[
     Query(ge=0, le=MAX_POSITION, description="wait (bounded) until reads reflect this position"),
 ]
 MIN_POSITION_WAIT_S = 2.0
-RETRY_AFTER_S = 1  # a 503's Retry-After: the writer retries the store every second
 # The telemetry read model's latency histogram bounds, for the Prometheus form.
 LATENCY_BUCKETS_MS = BUCKETS_MS
-_STATUS = {
-    errors.ValidationError: 422,
-    errors.NotFoundError: 404,
-    errors.InvalidTransitionError: 409,
-    errors.StaleGenerationError: 409,
-    errors.NotYourTaskError: 403,
-    errors.ConcurrencyConflictError: 409,
-}
-
-
-# --- errors ----------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """An HTTP error with tierlog's JSON body."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-def domain_error(exc: errors.DomainError) -> ApiError:
-    """The HTTP form of a domain error."""
-    status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), 400)
-    return ApiError(status, exc.code, exc.message, exc.field)
-
-
-def command_error(exc: errors.TierlogError) -> ApiError:
-    """The HTTP form of the error a command failed with: a refusal (``DomainError``) is
-    a 4xx, a fault inside tierlog (already logged with its traceback) a 500."""
-    if isinstance(exc, errors.DomainError):
-        return domain_error(exc)
-    return ApiError(500, exc.code, exc.message, exc.field)
-
-
-def storage_unavailable(exc: errors.StoreUnavailableError) -> ApiError:
-    """The HTTP form of a storage fault: 503, nothing appended, the request may be retried."""
-    return ApiError(
-        503,
-        exc.code,
-        f"the store cannot take this request now ({exc.reason}); nothing was appended: retry later",
-    )
-
-
-def error_response(exc: ApiError) -> JSONResponse:
-    """The response for an ``ApiError``: its JSON body (and a challenge on a 401)."""
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    if exc.status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
-    body = {"error": exc.code, "field": exc.field, "message": exc.message}
-    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 # --- the context, one part per concern ---------------------------------------------------
@@ -154,6 +117,12 @@ class Log:
         """Every event of one aggregate's stream, in order."""
         return await anyio.to_thread.run_sync(self.log.events_of, aggregate_id)
 
+    async def has_held(self, task_id: UUID, agent_id: str) -> bool:
+        """Whether ``agent_id`` was assigned the task at some generation (the task's own
+        stream says so: the log, not a read model that may lag)."""
+        events = await self.events_of(task_id)
+        return any(isinstance(e, ev.TaskAssigned) and e.agent_id == agent_id for e in events)
+
     async def after(self, position: int, limit: int) -> list[tuple[int, ev.DomainEvent]]:
         """At most ``limit`` events after ``position``, with their positions, in order."""
         return await anyio.to_thread.run_sync(self.log.read, position, limit)
@@ -171,7 +140,7 @@ def event_json(event: ev.DomainEvent, position: int | None = None) -> dict[str, 
         **aggregate,
         "version": event.originator_version,
         "timestamp": event.timestamp.isoformat(),
-        "payload": msgspec.to_builtins(event),
+        "payload": redacted(msgspec.to_builtins(event)),
     }
 
 
@@ -292,27 +261,20 @@ class LongPolls:
 
 
 @dataclass
-class Caller:
-    """Who is calling: the operator, or one agent."""
-
-    is_admin: bool
-    agent_id: str | None = None
-    token_sha256: str | None = None
-
-    def agent(self) -> str:
-        """The calling agent's id (for routes behind an agent-only check, which ensures
-        there is one)."""
-        if self.agent_id is None:
-            raise ApiError(403, "forbidden", "this needs an agent's own token")
-        return self.agent_id
-
-
-@dataclass
 class Tokens:
-    """The operator token and the agents' tokens (as the runtime's state records them)."""
+    """The operator token, the optional viewer token, and the agents' tokens (as the
+    runtime's state records them: only their digests)."""
 
     admin_token: str
     runtime: SchedulerRuntime
+    viewer_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.viewer_token is not None and same_token(self.viewer_token, self.admin_token):
+            # One token for both would make every viewer an operator.
+            raise errors.ConfigurationError(
+                "the viewer token must differ from the operator token", field="viewer_token"
+            )
 
     def identify(self, authorization: str) -> Caller:
         """Who holds the bearer token in an ``Authorization`` header; 401 if nobody known."""
@@ -321,12 +283,14 @@ class Tokens:
             raise ApiError(401, "unauthorized", "missing bearer token")
         token = token.strip()
         if same_token(token, self.admin_token):
-            return Caller(is_admin=True)
+            return Caller(ADMIN)
+        if self.viewer_token and same_token(token, self.viewer_token):
+            return Caller(VIEWER)
         agent_id = self.holder(digest(token))
         agent = self.runtime.state.agents.get(agent_id) if agent_id else None
         if agent is None or agent.status == "deregistered":
             raise ApiError(401, "unauthorized", "unknown bearer token")
-        return Caller(is_admin=False, agent_id=agent_id, token_sha256=digest(token))
+        return Caller(AGENT, agent_id=agent_id, token_sha256=digest(token))
 
     def holder(self, token_sha256: str | None) -> str | None:
         """The agent whose current token has this digest, if any."""
@@ -358,6 +322,7 @@ class ApiContext:
         runner: ProjectionRunner,
         read_models: AsyncReadModels,
         admin_token: str,
+        viewer_token: str | None = None,
         long_poll_max_s: float = LONG_POLL_MAX_S,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> ApiContext:
@@ -368,7 +333,7 @@ class ApiContext:
             log=log,
             reads=Reads(read_models, runner, writer, log),
             polls=LongPolls(max_wait_s=long_poll_max_s),
-            tokens=Tokens(admin_token, runtime),
+            tokens=Tokens(admin_token, runtime, viewer_token),
             max_body_bytes=max_body_bytes,
         )
 
@@ -417,101 +382,91 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-# --- how much is read -----------------------------------------------------------------
-
-
-class BodyTooLarge(StarletteHTTPException):
-    """A request body over the limit (raised while it is read; answered 413)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {max_bytes} bytes")
-        self.max_bytes = max_bytes
-
-    def api_error(self) -> ApiError:
-        """tierlog's JSON error for it, naming the limit's setting."""
-        return ApiError(413, "body_too_large", f"{self.detail} (max_body_bytes)", "body")
-
-
-class BodyLimit:
-    """ASGI middleware: no request body over ``max_bytes`` is read.
-
-    A ``Content-Length`` over the limit is answered 413 before anything is read; a body
-    sent without one (chunked) is counted as it streams in, and reading past the limit
-    raises ``BodyTooLarge`` (413) at once, so no more than the limit is ever held.
-    """
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Refuse a declared length over the limit, or count the body as it is read."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(BodyTooLarge(self.max_bytes).api_error())(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Any:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise BodyTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, limited, send)
-
-
 def _identify(request: Request) -> Caller:
     who: Caller = request.state.caller
     return who
 
 
-async def caller(request: Request) -> Caller:
-    """Who holds the bearer token; 401 when it is missing or unknown (a dependency)."""
-    return _identify(request)
+def _forbidden(roles: Sequence[str]) -> ApiError:
+    return ApiError(403, "forbidden", forbidden_needs(roles))
 
 
-def _operator(request: Request) -> Caller:
-    who = _identify(request)
-    if not who.is_admin:
-        raise ApiError(403, "forbidden", "this needs the operator token")
-    return who
+def no_task(task_id: UUID) -> ApiError:
+    """The 404 for a task that does not exist, or that the caller may not read (the
+    same answer, so an agent learns nothing of other agents' tasks)."""
+    return ApiError(404, "not_found", f"no task {task_id}", "task_id")
+
+
+class _Bearer(SecurityBase):
+    """The bearer-token scheme, as a FastAPI security dependency: the OpenAPI document
+    lists it, with the roles (``Security(..., scopes=...)``) each operation accepts.
+
+    The token was checked by ``BearerAuth`` before the route ran; each subclass's
+    ``__call__`` checks that the caller holds one of the roles in ``scopes``.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="admin: the operator token; viewer: TIERLOG_VIEWER_TOKEN (reads "
+            "only); agent: the token an agent got when it registered. Each operation's "
+            "security lists the roles it accepts."
+        )
+        self.scheme_name = "bearer"
+
+
+class _Role(_Bearer):
+    """Any caller holding one of the roles."""
+
+    async def __call__(self, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role not in scopes.scopes:
+            raise _forbidden(scopes.scopes)
+        return who
+
+
+class _AgentSelf(_Bearer):
+    """The agent named in the path with its own token (``agent:self``), or a role."""
+
+    async def __call__(self, agent_id: str, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role in scopes.scopes or (AGENT_SELF in scopes.scopes and who.agent_id == agent_id):
+            return who
+        raise _forbidden(scopes.scopes)
+
+
+class _TaskReader(_Bearer):
+    """A role that reads every task, or an agent that has held this task at some
+    generation (``agent:own-task``); for any other agent the task does not exist (404)."""
+
+    async def __call__(self, task_id: UUID, request: Request, scopes: SecurityScopes) -> Caller:
+        who = _identify(request)
+        if who.role in scopes.scopes:
+            return who
+        if who.agent_id is not None and AGENT_OWN_TASK in scopes.scopes:
+            ctx: ApiContext = request.app.state.ctx
+            if await ctx.log.has_held(task_id, who.agent_id):
+                return who
+            raise no_task(task_id)
+        raise _forbidden(scopes.scopes)
+
+
+_role, _agent_self, _task_reader = _Role(), _AgentSelf(), _TaskReader()
+
+# The callers a route may require, as parameter types.
+Operator = Annotated[Caller, Security(_role, scopes=[ADMIN])]
+Reader = Annotated[Caller, Security(_role, scopes=[ADMIN, VIEWER])]
+AnyAgent = Annotated[Caller, Security(_role, scopes=[AGENT])]
+SelfAgent = Annotated[Caller, Security(_agent_self, scopes=[AGENT_SELF])]
+OperatorOrSelf = Annotated[Caller, Security(_agent_self, scopes=[ADMIN, AGENT_SELF])]
+TaskReader = Annotated[Caller, Security(_task_reader, scopes=[ADMIN, VIEWER, AGENT_OWN_TASK])]
+OPERATOR_ONLY_DOC: dict[str, Any] = {"security": [{"bearer": [ADMIN]}]}
+"""The OpenAPI ``security`` of a route that checks ``require_admin`` in its body (the
+hottest route, which skips FastAPI's dependencies)."""
 
 
 def require_admin(request: Request) -> ApiContext:
     """The context, once the caller is known to hold the operator token."""
-    _operator(request)
+    if not _identify(request).is_admin:
+        raise _forbidden([ADMIN])
     ctx: ApiContext = request.app.state.ctx
     return ctx
-
-
-async def admin(request: Request) -> Caller:
-    """Only the operator token (a dependency)."""
-    return _operator(request)
-
-
-async def agent_self(agent_id: str, request: Request) -> Caller:
-    """Only the agent named in the path, with its own token (a dependency)."""
-    who = _identify(request)
-    if who.agent_id != agent_id:
-        raise ApiError(403, "forbidden", "an agent may act only for itself", "agent_id")
-    return who
-
-
-async def a_agent(request: Request) -> Caller:
-    """Any agent, with its own token (a dependency)."""
-    who = _identify(request)
-    if who.agent_id is None:
-        raise ApiError(403, "forbidden", "this needs an agent's own token")
-    return who
-
-
-# The callers a route may require, as parameter types.
-AnyCaller = Annotated[Caller, Depends(caller)]
-Operator = Annotated[Caller, Depends(admin)]
-SelfAgent = Annotated[Caller, Depends(agent_self)]
-AnyAgent = Annotated[Caller, Depends(a_agent)]

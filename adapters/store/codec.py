@@ -7,11 +7,14 @@ never changes them. Logs written before stored names existed hold the module pat
 stored names, and they decode through the same decoders. Stored rows are never
 rewritten (the hash chain covers their topic text). An older stored version is decoded
 to a dict, upcast one step at a time by ``upcast_vN_vN+1`` static methods on the event
-class, then converted to the current type.
+class, then converted to the current type. A topic from the future (a class version
+above the current one, or a stored name this release does not know) raises
+``NewerEventError``: "written by a newer tierlog (TaskSubmitted@9)".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
@@ -22,8 +25,27 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
-from tierlog.domain.errors import UndecodableEventError
+from tierlog.domain.errors import StoreError, UndecodableEventError
 from tierlog.domain.events import EVENT_TYPES, DomainEvent, check_stored_names
+
+# A topic as this and later releases write it: a stored name, then "@N" above version 1.
+_VERSION = "[1-9][0-9]{0,8}"
+_TOPIC = re.compile(rf"[A-Za-z][A-Za-z0-9_]*(?:@{_VERSION})?")
+
+
+class NewerEventError(StoreError, msgspec.DecodeError):
+    """The log holds an event this release cannot know: a later class version of a
+    known type, or a type added later. A tierlog error (one line, exit 2 at the CLI)
+    and a decode error (what every reader of the log already expects)."""
+
+    code = "written_by_newer_tierlog"
+
+    def __init__(self, topic: str, known: str) -> None:
+        super().__init__(
+            f"written by a newer tierlog ({topic}): {known}; "
+            "read this log with that release or a later one"
+        )
+        self.topic = topic
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -157,6 +179,26 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, builtin_types=(datetime,), enc_hook=_real_datetime)
 
 
+def _upcaster(version: int) -> str:
+    return f"upcast_v{version}_v{version + 1}"
+
+
+def check_upcasters(event_type: type[DomainEvent]) -> None:
+    """Raise ``TypeError`` unless every version of ``event_type`` below its current one
+    has its ``upcast_vN_vN+1`` static method (the rule for changing an event: see
+    ARCHITECTURE.md)."""
+    missing = [
+        _upcaster(v)
+        for v in range(1, event_type.class_version)
+        if not callable(getattr(event_type, _upcaster(v), None))
+    ]
+    if missing:
+        raise TypeError(
+            f"event type {event_type.__qualname__} is at class version "
+            f"{event_type.class_version} but has no {', '.join(missing)}"
+        )
+
+
 class EventCodec:
     """Encodes events to canonical JSON bytes and back."""
 
@@ -166,6 +208,8 @@ class EventCodec:
         aliases: Mapping[str, str] = LEGACY_ALIASES,
     ) -> None:
         check_stored_names(event_types)
+        for event_type in event_types:
+            check_upcasters(event_type)
         self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
         self._topics = {t: topic_of(t) for t in event_types}
         by_name = {t.stored_name: t for t in event_types}
@@ -235,17 +279,30 @@ class EventCodec:
         return partial(self._decode_old, topic)
 
     def _decode_old(self, topic: str, data: bytes) -> DomainEvent:
-        base, _, version_text = topic.partition("@")
-        event_type = self._by_base.get(base)
-        if event_type is None:
-            raise msgspec.DecodeError(f"unknown event topic {topic!r}")
-        version = int(version_text) if version_text else 1
+        event_type, version = self._parse(topic)
         state: dict[str, Any] = msgspec.json.decode(data)
         while version < event_type.class_version:
-            getattr(event_type, f"upcast_v{version}_v{version + 1}")(state)
+            getattr(event_type, _upcaster(version))(state)
             version += 1
         result: DomainEvent = msgspec.convert(state, event_type, strict=False)
         return result
+
+    def _parse(self, topic: str) -> tuple[type[DomainEvent], int]:
+        """The event type and class version a topic names; a topic of a later release
+        raises ``NewerEventError``, any other unknown one ``msgspec.DecodeError``."""
+        base, at, version_text = topic.partition("@")
+        event_type = self._by_base.get(base)
+        if event_type is None:
+            if _TOPIC.fullmatch(topic):  # shaped like a topic: a type added after this release
+                raise NewerEventError(topic, f"unknown event topic {topic!r}")
+            raise msgspec.DecodeError(f"unknown event topic {topic!r}")
+        if at and not re.fullmatch(_VERSION, version_text):
+            raise msgspec.DecodeError(f"unknown event topic {topic!r}")
+        version = int(version_text or 1)
+        if version > event_type.class_version:
+            known = f"this one reads {event_type.stored_name} up to version"
+            raise NewerEventError(topic, f"{known} {event_type.class_version}")
+        return event_type, version
 
 
 def why_undecodable(topic: str, exc: BaseException) -> str:

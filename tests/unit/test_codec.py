@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 from uuid import uuid4
 
@@ -8,10 +9,17 @@ import msgspec
 import pytest
 from freezegun import freeze_time
 
-from tierlog.adapters.store.codec import LEGACY_ALIASES, EventCodec, MsgspecMapper, topic_of
+from tierlog.adapters.store.codec import (
+    LEGACY_ALIASES,
+    EventCodec,
+    MsgspecMapper,
+    NewerEventError,
+    check_upcasters,
+    topic_of,
+)
 from tierlog.domain import events as ev
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import UndecodableEventError
+from tierlog.domain.errors import TierlogError, UndecodableEventError
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -236,3 +244,50 @@ def test_events_that_decode_back_are_encoded_as_before():
     codec = EventCodec()
     for event in (_completed({"ok": [1, 2.5, None, "x"]}), _cancelled()):
         assert codec.encode_checked(event) == codec.encode(event)
+
+
+@pytest.mark.parametrize(
+    ("topic", "says"),
+    [
+        ("TaskCancelled@2", "this one reads TaskCancelled up to version 1"),
+        ("domain.events:TaskCancelled@3", "this one reads TaskCancelled up to version 1"),
+        ("ThingHappened@3", "this one reads ThingHappened up to version 2"),
+        ("TaskPrioritised", "unknown event topic 'TaskPrioritised'"),
+        ("TaskPrioritised@4", "unknown event topic 'TaskPrioritised@4'"),
+    ],
+)
+def test_a_topic_of_a_newer_release_says_so_in_one_line(topic, says):
+    codec = EventCodec((*ev.EVENT_TYPES, ThingHappened))
+    for decode in (partial(codec.decode, topic), codec.decoder(topic)):
+        with pytest.raises(NewerEventError) as newer:
+            decode(codec.encode(_cancelled()))
+        assert str(newer.value) == newer.value.message
+        assert newer.value.message.startswith(f"written by a newer tierlog ({topic}): {says}")
+        assert "\n" not in newer.value.message and newer.value.topic == topic
+        # A decode error to the readers of the log, a tierlog error to the CLI (exit 2).
+        assert isinstance(newer.value, msgspec.DecodeError)
+        assert isinstance(newer.value, TierlogError) and newer.value.code
+
+
+@pytest.mark.parametrize(
+    "topic", ["TaskCancelled@0", "TaskCancelled@01", "TaskCancelled@x", "TaskCancelled@", "@2"]
+)
+def test_a_malformed_version_is_an_unknown_topic_not_a_newer_one(topic):
+    with pytest.raises(msgspec.DecodeError, match="unknown event topic") as unknown:
+        EventCodec().decode(topic, b"{}")
+    assert not isinstance(unknown.value, NewerEventError)
+
+
+def test_a_type_above_version_1_without_every_upcaster_is_refused():
+    class Skipped(ev.DomainEvent, frozen=True, kw_only=True):
+        stored_name: ClassVar[str] = "Skipped"
+        class_version: ClassVar[int] = 3
+        size: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["size"] = 0
+
+    with pytest.raises(TypeError, match="Skipped is at class version 3 but has no upcast_v2_v3"):
+        EventCodec((Skipped,))
+    check_upcasters(ThingHappened)  # complete: no error

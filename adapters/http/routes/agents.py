@@ -13,12 +13,13 @@ from fastapi import APIRouter, Path, Query, Response
 
 from tierlog.adapters.http.deps import (
     MAX_WAIT_S,
-    AnyCaller,
     ApiContext,
     ApiError,
     Ctx,
     MinPosition,
     Operator,
+    OperatorOrSelf,
+    Reader,
     SelfAgent,
     Tokens,
 )
@@ -121,10 +122,8 @@ async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAge
 
 
 @router.delete("/agents/{agent_id}", response_model=Written)
-async def deregister_agent(agent_id: AgentId, ctx: Ctx, who: AnyCaller) -> Written:
+async def deregister_agent(agent_id: AgentId, ctx: Ctx, _auth: OperatorOrSelf) -> Written:
     """Remove an agent (the operator, or the agent itself); its task is reclaimed."""
-    if not who.is_admin and who.agent_id != agent_id:
-        raise ApiError(403, "forbidden", "an agent may remove only itself", "agent_id")
     _, position = await ctx.writer.write(cmd.DeregisterAgent(agent_id=agent_id))
     return Written(position=position)
 
@@ -178,7 +177,7 @@ async def report_resources(
 @router.get("/endpoints")
 async def list_endpoints(
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: Reader,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every endpoint with its status, models and latest resources."""
@@ -189,7 +188,7 @@ async def list_endpoints(
 @router.get("/agents")
 async def list_agents(
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: Reader,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
     """Every agent with its status and current task."""

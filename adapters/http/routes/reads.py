@@ -11,9 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from tierlog.adapters.http.deps import (
     LATENCY_BUCKETS_MS,
     MAX_POSITION,
-    AnyCaller,
     Ctx,
     MinPosition,
+    Reader,
     event_json,
 )
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["reads"])
 @router.get("/v1/queue")
 async def queue(
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: Reader,
     min_position: MinPosition = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
@@ -36,7 +36,7 @@ async def queue(
 
 
 @router.get("/v1/telemetry")
-async def telemetry(ctx: Ctx, _auth: AnyCaller, min_position: MinPosition = None) -> dict[str, Any]:
+async def telemetry(ctx: Ctx, _auth: Reader, min_position: MinPosition = None) -> dict[str, Any]:
     """Counters and histograms (SPEC §3), and each read model's lag."""
     position = await ctx.reads.at(min_position)
     head = ctx.writer.position
@@ -104,7 +104,7 @@ class _Snapshot:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(ctx: Ctx, _auth: AnyCaller) -> Response:
+async def metrics(ctx: Ctx, _auth: Reader) -> Response:
     """Prometheus text format."""
     head = ctx.writer.position
     positions = await ctx.reads.models.projection_positions()
@@ -122,11 +122,11 @@ async def metrics(ctx: Ctx, _auth: AnyCaller) -> Response:
 @router.get("/v1/log")
 async def raw_log(
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: Reader,
     after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Raw events after position ``after``, in order."""
+    """Raw events after position ``after``, in order (token digests redacted)."""
     events = await ctx.log.after(after, limit)
     return {
         "events": [event_json(e, position=p) for p, e in events],

@@ -8,13 +8,16 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from tierlog.adapters.http.deps import (
+    OPERATOR_ONLY_DOC,
     AnyAgent,
-    AnyCaller,
     ApiError,
     Ctx,
     MinPosition,
     Operator,
+    Reader,
+    TaskReader,
     event_json,
+    no_task,
     require_admin,
 )
 from tierlog.adapters.http.models import (
@@ -31,7 +34,7 @@ from tierlog.domain import events as ev
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
 
-@router.post("/tasks", status_code=201, response_model=TaskCreated)
+@router.post("/tasks", status_code=201, response_model=TaskCreated, openapi_extra=OPERATOR_ONLY_DOC)
 async def submit_task(
     body: SubmitTask,
     request: Request,
@@ -64,21 +67,22 @@ async def submit_task(
 async def get_task(
     task_id: UUID,
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: TaskReader,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
-    """One task as the tasks read model has it."""
+    """One task as the tasks read model has it (an agent reads only a task it has held:
+    any other is 404, as one that does not exist)."""
     position = await ctx.reads.at(min_position)
     task = await ctx.reads.models.task(str(task_id))
     if task is None:
-        raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
+        raise no_task(task_id)
     return {"position": position, "task": task}
 
 
 @router.get("/tasks")
 async def list_tasks(
     ctx: Ctx,
-    _auth: AnyCaller,
+    _auth: Reader,
     state: Annotated[
         str | None, Query(pattern="^(queued|assigned|completed|dead_lettered|cancelled)$")
     ] = None,
@@ -97,11 +101,12 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}/timeline")
-async def task_timeline(task_id: UUID, ctx: Ctx, _auth: AnyCaller) -> dict[str, Any]:
-    """Every event of the task's own stream, in order."""
+async def task_timeline(task_id: UUID, ctx: Ctx, _auth: TaskReader) -> dict[str, Any]:
+    """Every event of the task's own stream, in order (for an agent, only of a task it
+    has held)."""
     events = await ctx.log.events_of(task_id)
     if not events or not isinstance(events[0], ev.TaskSubmitted):
-        raise ApiError(404, "not_found", f"no task {task_id}", "task_id")
+        raise no_task(task_id)
     return {
         "position": ctx.writer.position,
         "task_id": str(task_id),
