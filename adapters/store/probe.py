@@ -143,7 +143,8 @@ def postgres_kind(env: dict[str, str]) -> StoreKind:
         found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if found.fetchone() is None:
             raise StoreUnusableError(
-                f'no {postgres_where(env)} (create it with CREATE SCHEMA "{schema}")'
+                f'no {postgres_where(env)} (create it with CREATE SCHEMA "{schema}", '
+                "or start the server with tierlog serve --create-schema)"
             )
         rows = conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
