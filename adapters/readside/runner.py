@@ -19,6 +19,7 @@ from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
 from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
+from tierlog.domain.errors import StoreUnavailableError
 from tierlog.projections.base import Fold, Projection, Table
 from tierlog.projections.registry import all_projections
 
@@ -219,13 +220,21 @@ class ProjectionRunner:
             self._listener = None
 
     def _run(self, poll_interval: float) -> None:
+        failing = False  # a storage fault is said once per outage, not once a second
         while not self._stop.is_set():
             try:
                 if self.run_once():
+                    failing = False
                     continue
+                failing = False
                 # Woken at once by an in-process commit; polls for other writers.
                 self._wake.wait(poll_interval)
                 self._wake.clear()
+            except StoreUnavailableError as exc:
+                if not failing:
+                    log.warning("projection batch failed, retrying every second: %s", exc)
+                failing = True
+                self._stop.wait(1.0)
             except Exception:  # a store hiccup: try again after a pause
                 log.exception("projection batch failed")
                 self._stop.wait(1.0)
