@@ -173,15 +173,21 @@ def assert_one_line_exit_2(done: subprocess.CompletedProcess[str]) -> None:
         assert secret not in said, f"the password is printed: {said}"
 
 
-@pytest.mark.parametrize("case", STORE_CASES)
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("command", "case"),
+    [
+        (command, case)
+        for command in COMMANDS
+        for case in STORE_CASES
+        # The demo never reads a log with events: it writes a fresh one beside it.
+        if not (command == "demo" and case == "another app's log")
+    ],
+)
 def test_every_command_refuses_a_bad_store_in_one_line(
     command, case, bad_stores, good_config, tmp_path
 ):
     if case not in bad_stores:
         pytest.skip(f"{case}: not available here (PostgreSQL unreachable, or no mount)")
-    if command == "demo" and case == "another app's log":
-        pytest.skip("the demo never reads a log with events: it writes a fresh one beside it")
     done = _run(_command(command, bad_stores[case], good_config), tmp_path)
     assert_one_line_exit_2(done)
 
