@@ -7,6 +7,7 @@ it a global position. Timestamps come from the injected clock.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import datetime
@@ -98,9 +99,24 @@ class ClassificationSignals(msgspec.Struct, frozen=True, kw_only=True, gc=False)
     trivial_keywords: tuple[str, ...] = ()
 
 
+def require_finite(value: object, *names: str) -> None:
+    """Raise ``ValueError`` unless each named float field of ``value`` is finite.
+
+    A value object whose floats the domain computes checks them where it is built (and
+    decoded): NaN and infinity would be written as null and make the log undecodable.
+    Such a class says so with ``finite_floats = True``, and the codec then need not
+    decode its events back before the append to prove it.
+    """
+    for name in names:
+        number = getattr(value, name)
+        if number is not None and not math.isfinite(number):
+            raise ValueError(f"{type(value).__name__}.{name} must be finite, not {number}")
+
+
 class Classification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A classification result: the tier, where it came from and why."""
 
+    finite_floats: ClassVar[bool] = True
     tier: RequestedTier
     source: Literal["explicit", "inferred"]
     confidence: float
@@ -108,10 +124,14 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     heuristic_tier: RequestedTier
     heuristic_confidence: float
 
+    def __post_init__(self) -> None:
+        require_finite(self, "confidence", "heuristic_confidence")
+
 
 class CandidateScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One endpoint considered for an ``ollama`` route, with each score factor."""
 
+    finite_floats: ClassVar[bool] = True
     endpoint_id: str
     score: float
     load: float
@@ -119,6 +139,9 @@ class CandidateScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     vram: float
     warm: float
     affinity: float
+
+    def __post_init__(self) -> None:
+        require_finite(self, "score", "load", "capacity", "vram", "warm", "affinity")
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -409,6 +432,7 @@ class EndpointResourcesReported(DomainEvent, frozen=True, kw_only=True):
     """The endpoint's resource usage; fields are None when not reported."""
 
     stored_name: ClassVar[str] = "EndpointResourcesReported"
+    finite_floats: ClassVar[bool] = True
 
     endpoint_id: str
     cpu_percent: float | None
@@ -417,6 +441,9 @@ class EndpointResourcesReported(DomainEvent, frozen=True, kw_only=True):
     vram_used_bytes: int | None
     vram_total_bytes: int | None
     repo: str | None
+
+    def __post_init__(self) -> None:
+        require_finite(self, "cpu_percent")
 
 
 class EndpointDeregistered(DomainEvent, frozen=True, kw_only=True):

@@ -123,6 +123,9 @@ class _RoundTrip(msgspec.Struct, frozen=True):
     compare: tuple[str, ...]
 
 
+_FLOATS: tuple[type[msgspec.inspect.Type], ...] = (msgspec.inspect.FloatType,)
+
+
 def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type], ...]) -> bool:
     """Whether a value of type ``info`` can hold a value of a ``wanted`` kind."""
     seen: set[Any] = set()
@@ -132,6 +135,8 @@ def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type],
         if isinstance(info, wanted):
             return True
         if isinstance(info, msgspec.inspect.StructType):
+            if wanted == _FLOATS and getattr(info.cls, "finite_floats", False):
+                continue  # its floats are checked where it is built: no NaN to fear
             if info.cls not in seen:
                 seen.add(info.cls)
                 pending.extend(f.type for f in info.fields)
@@ -149,7 +154,8 @@ def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type],
 def _round_trip(event_type: type[DomainEvent], decoder: Any) -> _RoundTrip | None:
     """What must be checked of an ``event_type`` event before it is appended, or None
     when its type alone proves it round-trips. A float (NaN and infinity are written as
-    null) makes it be decoded back: null does not decode as a float. A free-form value
+    null) makes it be decoded back: null does not decode as a float; a struct whose
+    floats are checked where it is built (``finite_floats``) does not. A free-form value
     (``Any``: ``metadata``, ``result``) is also compared: null decodes there, as None."""
     try:
         info = msgspec.inspect.type_info(event_type)
@@ -157,7 +163,7 @@ def _round_trip(event_type: type[DomainEvent], decoder: Any) -> _RoundTrip | Non
         return _RoundTrip(decoder, event_type.__struct_fields__)
     assert isinstance(info, msgspec.inspect.StructType)
     free = tuple(f.name for f in info.fields if _holds(f.type, (msgspec.inspect.AnyType,)))
-    if free or _holds(info, (msgspec.inspect.FloatType,)):
+    if free or _holds(info, _FLOATS):
         return _RoundTrip(decoder, free)
     return None
 

@@ -291,3 +291,48 @@ def test_a_type_above_version_1_without_every_upcaster_is_refused():
     with pytest.raises(TypeError, match="Skipped is at class version 3 but has no upcast_v2_v3"):
         EventCodec((Skipped,))
     check_upcasters(ThingHappened)  # complete: no error
+
+
+# --- floats the domain computes are checked where they are built -----------------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_value_objects_with_computed_floats_refuse_non_finite_ones(bad):
+    with pytest.raises(ValueError, match="must be finite"):
+        ev.CandidateScore(
+            endpoint_id="e:1", score=bad, load=1.0, capacity=1.0, vram=1.0, warm=1.0, affinity=1.0
+        )
+    signals = ev.ClassificationSignals(word_count=1, file_count=0, verification_count=0)
+    with pytest.raises(ValueError, match="must be finite"):
+        ev.Classification(
+            tier="standard",
+            source="inferred",
+            confidence=bad,
+            signals=signals,
+            heuristic_tier="standard",
+            heuristic_confidence=0.5,
+        )
+    with pytest.raises(ValueError, match="must be finite"):
+        ev.EndpointResourcesReported(
+            originator_id=uuid4(),
+            originator_version=1,
+            timestamp=NOW,
+            endpoint_id="e:1",
+            cpu_percent=bad,
+            ram_used_bytes=None,
+            ram_total_bytes=None,
+            vram_used_bytes=None,
+            vram_total_bytes=None,
+            repo=None,
+        )
+
+
+def test_only_events_that_types_cannot_prove_safe_are_decoded_back():
+    checked = EventCodec()._round_trip
+    # Floats computed by the domain are checked where they are built.
+    for safe in (ev.TaskRouted, ev.TaskAssigned, ev.TaskClassified, ev.EndpointResourcesReported):
+        assert safe not in checked
+    # Free-form values are decoded back and compared; a configuration is decoded back.
+    assert checked[ev.TaskSubmitted].compare == ("metadata",)
+    assert checked[ev.TaskCompleted].compare == ("result",)
+    assert ev.SchedulerConfigured in checked
