@@ -4,7 +4,8 @@ path through its ``conftest.py``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
 
 from tierlog.domain import events as ev
 
@@ -52,3 +53,31 @@ def plain_submission(
         submitted_by="t",
         idempotency_key=None,
     )
+
+
+def completed_with(result: Any, at: datetime, version: int = 1) -> ev.TaskCompleted:
+    """A ``TaskCompleted`` of a new task carrying ``result`` (for the decode-back checks)."""
+    return ev.TaskCompleted(
+        originator_id=uuid4(),
+        originator_version=version,
+        timestamp=at,
+        agent_id="a1",
+        generation=1,
+        result=result,
+    )
+
+
+class ThingHappenedV2(ev.DomainEvent, frozen=True, kw_only=True):
+    """A test event at class version 2: version 1's ``label`` renamed to ``name``, and
+    ``size`` added without a default (neither could be read without the upcaster)."""
+
+    stored_name: ClassVar[str] = "ThingHappened"
+    class_version: ClassVar[int] = 2
+    name: str
+    size: int
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Version 1 → 2: the rename, and the size version 1 never recorded (0)."""
+        state["name"] = state.pop("label")
+        state["size"] = 0

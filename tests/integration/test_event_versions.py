@@ -4,10 +4,11 @@ meeting an event of a later one says so in one line, never with a traceback."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 from uuid import uuid4
 
 import pytest
+from event_factories import ThingHappenedV2
 from releases import NOW, append_as_newer_release, as_release, with_types
 from wiring import runtime_on
 
@@ -25,22 +26,6 @@ class ThingV1(ev.DomainEvent, frozen=True, kw_only=True):
     label: str
 
 
-class ThingV2(ev.DomainEvent, frozen=True, kw_only=True):
-    """The same event at class version 2: ``label`` renamed to ``name``, ``size`` added
-    without a default (so neither change could be read without the upcaster)."""
-
-    stored_name: ClassVar[str] = "ThingHappened"
-    class_version: ClassVar[int] = 2
-    name: str
-    size: int
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
-        """Version 1 → 2: the rename, and the size version 1 never recorded (0)."""
-        state["name"] = state.pop("label")
-        state["size"] = 0
-
-
 def test_a_stored_version_1_event_is_upcast_to_version_2_on_read(store_url):
     thing = uuid4()
     old = as_release(EventLog(store_url), with_types(ThingV1))
@@ -48,14 +33,16 @@ def test_a_stored_version_1_event_is_upcast_to_version_2_on_read(store_url):
         [ThingV1(originator_id=thing, originator_version=1, timestamp=NOW, label="old")]
     )
     old.close()
-    log = as_release(EventLog(store_url), with_types(ThingV2))
+    log = as_release(EventLog(store_url), with_types(ThingHappenedV2))
     try:
-        upcast = ThingV2(
+        upcast = ThingHappenedV2(
             originator_id=thing, originator_version=1, timestamp=NOW, name="old", size=0
         )
         assert log.read(first - 1, 1) == [(first, upcast)]
         assert log.events_of(thing) == [upcast]
-        new = ThingV2(originator_id=thing, originator_version=2, timestamp=NOW, name="new", size=3)
+        new = ThingHappenedV2(
+            originator_id=thing, originator_version=2, timestamp=NOW, name="new", size=3
+        )
         [second] = log.append([new])
         assert list(log.iter_events(after=first - 1)) == [(first, upcast), (second, new)]
         # Each is stored as written: the old row under its old topic, the new one at @2.

@@ -19,7 +19,7 @@ from uuid import uuid4
 import msgspec
 import psycopg
 import pytest
-from event_factories import plain_submission
+from event_factories import completed_with, plain_submission
 from wiring import runtime_on
 
 from tierlog.adapters import bootstrap
@@ -37,14 +37,7 @@ NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
 
 def _completed(result: object) -> ev.TaskCompleted:
-    return ev.TaskCompleted(
-        originator_id=uuid4(),
-        originator_version=1,
-        timestamp=NOW,
-        agent_id="a1",
-        generation=1,
-        result=result,
-    )
+    return completed_with(result, NOW)
 
 
 def test_a_batch_with_an_event_that_would_not_decode_appends_nothing(store_url):

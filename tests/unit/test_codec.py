@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import msgspec
 import pytest
+from event_factories import ThingHappenedV2, completed_with
 from freezegun import freeze_time
 
 from tierlog.adapters.store.codec import (
@@ -22,20 +23,6 @@ from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import TierlogError, UndecodableEventError
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-class ThingHappened(ev.DomainEvent, frozen=True, kw_only=True):
-    """Version 2 of a test event: ``size`` was added, ``label`` renamed to ``name``."""
-
-    stored_name: ClassVar[str] = "ThingHappened"
-    class_version: ClassVar[int] = 2
-    name: str
-    size: int
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
-        state["name"] = state.pop("label")
-        state["size"] = 0
 
 
 class TaskCancelled(ev.DomainEvent, frozen=True, kw_only=True):
@@ -156,28 +143,28 @@ def test_every_legacy_topic_decodes_through_the_same_fast_paths():
 
 
 def test_old_versions_are_upcast_on_read():
-    codec = EventCodec((ThingHappened,))
+    codec = EventCodec((ThingHappenedV2,))
     old = _thing_v1()
-    base = topic_of(ThingHappened).split("@")[0]
+    base = topic_of(ThingHappenedV2).split("@")[0]
     event = codec.decode(base, old)
-    assert isinstance(event, ThingHappened)
+    assert isinstance(event, ThingHappenedV2)
     assert (event.name, event.size) == ("old", 0)
-    assert topic_of(ThingHappened) == "ThingHappened@2"
+    assert topic_of(ThingHappenedV2) == "ThingHappened@2"
 
 
 def test_legacy_versioned_topics_upcast_and_decode():
-    codec = EventCodec((ThingHappened,), aliases={"domain.events:ThingHappened": "ThingHappened"})
+    codec = EventCodec((ThingHappenedV2,), aliases={"domain.events:ThingHappened": "ThingHappened"})
     for topic in ("domain.events:ThingHappened", "domain.events:ThingHappened@1"):
         upcast = codec.decode(topic, _thing_v1())
-        assert isinstance(upcast, ThingHappened) and (upcast.name, upcast.size) == ("old", 0)
+        assert isinstance(upcast, ThingHappenedV2) and (upcast.name, upcast.size) == ("old", 0)
         assert codec.decoder(topic)(_thing_v1()).name == "old"  # type: ignore[attr-defined]
-    current = ThingHappened(
+    current = ThingHappenedV2(
         originator_id=uuid4(), originator_version=2, timestamp=NOW, name="new", size=3
     )
     data = codec.encode(current)
     assert codec.decode("domain.events:ThingHappened@2", data) == current
     assert codec.decoder("domain.events:ThingHappened@2")(data) == current
-    assert codec.event_type("domain.events:ThingHappened@2") is ThingHappened
+    assert codec.event_type("domain.events:ThingHappened@2") is ThingHappenedV2
     # An alias of a type the codec was not given is no topic at all.
     assert EventCodec((ev.TaskCancelled,)).event_type("domain.events:TaskSubmitted") is None
 
@@ -211,14 +198,7 @@ def test_freezegun_datetimes_encode():
 
 
 def _completed(result: Any) -> ev.TaskCompleted:
-    return ev.TaskCompleted(
-        originator_id=uuid4(),
-        originator_version=4,
-        timestamp=NOW,
-        agent_id="a1",
-        generation=1,
-        result=result,
-    )
+    return completed_with(result, NOW, version=4)
 
 
 @pytest.mark.parametrize("result", [float("nan"), {"x": [float("inf")]}, "\ud800", {"k": object()}])
@@ -257,7 +237,7 @@ def test_events_that_decode_back_are_encoded_as_before():
     ],
 )
 def test_a_topic_of_a_newer_release_says_so_in_one_line(topic, says):
-    codec = EventCodec((*ev.EVENT_TYPES, ThingHappened))
+    codec = EventCodec((*ev.EVENT_TYPES, ThingHappenedV2))
     for decode in (partial(codec.decode, topic), codec.decoder(topic)):
         with pytest.raises(NewerEventError) as newer:
             decode(codec.encode(_cancelled()))
@@ -290,7 +270,7 @@ def test_a_type_above_version_1_without_every_upcaster_is_refused():
 
     with pytest.raises(TypeError, match="Skipped is at class version 3 but has no upcast_v2_v3"):
         EventCodec((Skipped,))
-    check_upcasters(ThingHappened)  # complete: no error
+    check_upcasters(ThingHappenedV2)  # complete: no error
 
 
 # --- floats the domain computes are checked where they are built -----------------------
