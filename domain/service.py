@@ -4,8 +4,9 @@
 table. A handler finds the aggregates the command names, lets each decide (the
 decisions live in ``tierlog.domain.aggregates``) and emits their events through the
 unit of work; it either raises a ``DomainError`` having emitted nothing, or emits its
-events. ``decide`` runs a batch of commands and the scheduling passes after them: the
-one sequence every writer (the runtime, the tests, the demo) runs.
+events. ``handle_all`` runs a batch (each command's failure taken back alone) and
+``schedule`` the passes after it; the runtime's writer is the one place that runs them
+in a unit of work and appends.
 """
 
 from __future__ import annotations
@@ -124,12 +125,6 @@ class SchedulerService:
             uow.attempt(partial(self.handle, command, uow, now), command.verb)
             for command in commands
         ]
-
-    def decide(self, uow: UnitOfWork, commands: Sequence[cmd.Command], now: datetime) -> list[Any]:
-        """Every command in order (``handle_all``), then the scheduling passes."""
-        results = self.handle_all(uow, commands, now)
-        self.schedule(uow, now)
-        return results
 
     def schedule(self, uow: UnitOfWork, now: datetime) -> int:
         """Run scheduling passes until one decides nothing; returns the events emitted."""

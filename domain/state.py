@@ -82,7 +82,7 @@ class SchedulerState:
             ev.TaskRouted: self._task_evolved,
             ev.TaskAssigned: self._task_assigned,
             ev.TaskHeartbeated: self._task_heartbeated,
-            ev.TaskCompleted: self._task_left_agent,
+            ev.TaskCompleted: self._task_completed,
             ev.TaskFailed: self._task_left_agent,
             ev.TaskReclaimed: self._task_left_agent,
             ev.TaskEscalated: self._task_escalated,
@@ -354,10 +354,13 @@ class SchedulerState:
         self._push_deadline(e.lease_expires_at, "lease", e.originator_id, e.generation)
 
     def _task_left_agent(self, e: ev.DomainEvent, position: int) -> None:
-        """Completed, failed, reclaimed: the agent that held it is free again."""
+        """Failed, reclaimed (and completed): the agent that held it is free again."""
         old, _ = self._evolve_task(e, position)
         self._release_agent(old, position)
-        if type(e) is ev.TaskCompleted and not self.keep_finished:
+
+    def _task_completed(self, e: ev.TaskCompleted, position: int) -> None:
+        self._task_left_agent(e, position)
+        if not self.keep_finished:
             self._drop_finished(e.originator_id)
 
     def _task_escalated(self, e: ev.TaskEscalated, position: int) -> None:

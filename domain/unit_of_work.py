@@ -7,7 +7,8 @@ one transaction; if the append loses a race, leaving the ``with`` block without
 ``commit()`` rolls the state back, and the batch is decided again on fresh state::
 
     with UnitOfWork(state) as uow:
-        results = service.decide(uow, commands, now)
+        results = service.handle_all(uow, commands, now)
+        service.schedule(uow, now)
         if log.append(uow.events):
             uow.commit()
 """
