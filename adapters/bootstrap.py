@@ -23,6 +23,7 @@ from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.clock import SystemClock
+from tierlog.adapters.runtime.cluster import ClusterNode
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
@@ -245,6 +246,8 @@ class System:
         self.runner.close()
         self.runner.log.close()
         self.runtime.stop()
+        if self.runtime.node is not None:
+            self.runtime.node.close()
         self.log.close()
 
 
@@ -268,5 +271,18 @@ def build_system(
     except BaseException:
         log.close()
         raise
+    if log.is_postgres:
+        # Every serve node on PostgreSQL takes part in the election: one decides.
+        runtime.attach(build_node(settings, log))
     prober = build_prober(settings, runtime) if settings.probe else None
     return System(settings, log, runtime, runner, prober)
+
+
+def build_node(settings: Settings, log: EventLog) -> ClusterNode:
+    """This process's part among several nodes on one PostgreSQL log; not started."""
+    return ClusterNode(
+        log,
+        node_id=settings.node_id,
+        lease_s=settings.leader_lease_s,
+        forward_timeout_s=settings.forward_timeout_s,
+    )

@@ -154,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         probe=args.probe,
         probe_interval_s=args.probe_interval,
+        node_id=args.node_id,
     )
     if args.create_schema:
         _create_schema(settings)
@@ -406,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=f"seconds between probe rounds (default {PROBE_INTERVAL_S:g})",
+    )
+    serve.add_argument(
+        "--node-id",
+        default=None,
+        help="this node's name among several on one PostgreSQL log "
+        "(default host:pid; env TIERLOG_NODE_ID)",
     )
     _add_accept_replaced_log(serve)
     serve.add_argument(

@@ -50,6 +50,10 @@ MAX_BODY_CEILING = 256 * 1024 * 1024
 STORE_RETRY_S = 1.0
 """While the store fails, how often the writer retries its pass and probes the store."""
 LONG_POLL_MAX_S = 60.0
+LEADER_LEASE_S = 3.0
+"""How long a leader's lease lasts unless renewed (renewed every third of it)."""
+FORWARD_TIMEOUT_S = 10.0
+"""How long a follower waits for the leader to answer a forwarded command."""
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
 
 ENV_PREFIX = "TIERLOG_"
@@ -106,6 +110,15 @@ class Settings(BaseSettings):
     """The address ``serve`` listens on."""
     port: Annotated[int, Field(ge=0, le=65535)] = PORT
     """The port ``serve`` listens on."""
+    node_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    """This node's name among several ``serve`` nodes on one PostgreSQL log (default:
+    host name and process id)."""
+    leader_lease_s: Annotated[Seconds, Field(ge=0.5, le=300)] = LEADER_LEASE_S
+    """How long the leader's lease lasts unless renewed: a dead leader is replaced
+    within about this long (PostgreSQL, several nodes)."""
+    forward_timeout_s: Annotated[Seconds, Field(le=300)] = FORWARD_TIMEOUT_S
+    """How long a follower waits for the leader to answer a forwarded command before it
+    withdraws it and answers 503 (nothing appended)."""
     probe: bool = False
     """Whether ``serve`` checks every endpoint's Ollama ``/api/tags``."""
     probe_interval_s: Seconds = PROBE_INTERVAL_S

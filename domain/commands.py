@@ -405,6 +405,15 @@ class RecordConfiguration(Command):
     verb: ClassVar[str] = "record_configuration"
 
 
+class RecordLeaderElection(Command):
+    """Record that ``node_id`` won the election under fencing ``epoch`` (it runs first
+    on a new leader, before anything it decides)."""
+
+    verb: ClassVar[str] = "record_leader_election"
+    node_id: Name
+    epoch: Annotated[int, Field(ge=1, le=2**62)]
+
+
 class RunSchedulingPass(Command):
     """Decide nothing: the writer catches up with the log and runs a pass (a wake-up)."""
 
@@ -428,6 +437,7 @@ COMMANDS: dict[str, type[Command]] = {
         ReportResources,
         DeregisterEndpoint,
         RecordConfiguration,
+        RecordLeaderElection,
         RunSchedulingPass,
     )
 }

@@ -110,3 +110,18 @@ class StoreUnusableError(StoreError):
     folder, read-only where it must be written, another application's log, corrupt."""
 
     code = "store_unusable"
+
+
+class NotLeaderError(StoreError):
+    """This node may not decide now: it does not hold the leader lease (another node was
+    elected, or its lease ran out while it was paused), or no leader answered in time.
+    Nothing of the request was appended; it may be retried."""
+
+    code = "not_leader"
+
+
+class CommandWithdrawnError(StoreError):
+    """A forwarded command was withdrawn by the node that sent it (it stopped waiting)
+    before the leader committed it: the leader decides its batch again without it."""
+
+    code = "command_withdrawn"

@@ -360,6 +360,17 @@ class SchedulerConfigured(DomainEvent, frozen=True, kw_only=True):
     config: SchedulerConfig
 
 
+class SchedulerLeaderElected(DomainEvent, frozen=True, kw_only=True):
+    """A node became the one scheduler that decides and appends, under a fencing
+    ``epoch`` (PostgreSQL, several nodes): every later decision until the next election
+    was made by ``node_id``. The store refuses appends from any older epoch."""
+
+    stored_name: ClassVar[str] = "SchedulerLeaderElected"
+
+    node_id: str
+    epoch: int
+
+
 # --- Agent aggregate -----------------------------------------------------------------
 
 
@@ -472,6 +483,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     FallbackTimerFired,
     FallbackTimerCancelled,
     SchedulerConfigured,
+    SchedulerLeaderElected,
     AgentRegistered,
     AgentReserved,
     AgentWentOffline,

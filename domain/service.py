@@ -91,6 +91,7 @@ class SchedulerService:
             cmd.ReportResources: self._report_resources,
             cmd.DeregisterEndpoint: self._deregister_endpoint,
             cmd.RecordConfiguration: self._record_configuration,
+            cmd.RecordLeaderElection: self._record_leader_election,
             cmd.RunSchedulingPass: lambda command, uow, now: None,
         }
 
@@ -233,6 +234,12 @@ class SchedulerService:
             return False
         uow.emit(configured)
         return True
+
+    def _record_leader_election(
+        self, command: cmd.RecordLeaderElection, uow: UnitOfWork, now: datetime
+    ) -> int:
+        uow.emit(scheduler.elect_leader(self.state.scheduler, command.node_id, command.epoch, now))
+        return command.epoch
 
     # --- lookups --------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ class SchedulerState:
             ev.FallbackTimerFired: self._timer_ended,
             ev.FallbackTimerCancelled: self._timer_ended,
             ev.SchedulerConfigured: self._scheduler_evolved,
+            ev.SchedulerLeaderElected: self._scheduler_evolved,
             ev.AgentRegistered: self._agent_registered,
             ev.AgentReserved: self._agent_not_idle,
             ev.AgentWentOffline: self._agent_not_idle,

@@ -23,9 +23,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+from tierlog.adapters.runtime.cluster import ClusterNode, encode_answer
 from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, STORE_RETRY_S, WRITER_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -33,8 +35,10 @@ from tierlog.domain import events as ev
 from tierlog.domain.clock import Clock
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import (
+    CommandWithdrawnError,
     ConcurrencyConflictError,
     DomainError,
+    NotLeaderError,
     StoreUnavailableError,
     TierlogError,
 )
@@ -52,6 +56,8 @@ _ENDPOINT_EVENTS = (
 )
 Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
 MAX_ATTEMPTS = 50
+# A command for the writer: its future, and its inbox id if another node forwarded it.
+Item = tuple[cmd.Command, Future[Any], int | None]
 
 
 log = logging.getLogger("tierlog.runtime")
@@ -109,7 +115,10 @@ class SchedulerRuntime:
         self.commits = 0
         self._started = False
         self._lock = threading.RLock()
-        self._inbox: queue.SimpleQueue[tuple[cmd.Command, Future[Any]] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self.node: ClusterNode | None = None
+        """This node's part among several on one PostgreSQL log (None: the only writer)."""
+        self._role_request: tuple[str, int, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
@@ -128,6 +137,12 @@ class SchedulerRuntime:
             self._started = True
             try:
                 self.catch_up()
+                if self.node is not None:
+                    # One node of several: it leads if the lease is free, else follows.
+                    epoch = self.node.try_lead()
+                    if epoch is not None:
+                        self._lead(epoch)
+                    return
                 if self.record_config:
                     # Replays and audits recompute decisions under the policy that made them.
                     self.execute(cmd.RecordConfiguration())  # a refusal stops the start
@@ -136,6 +151,78 @@ class SchedulerRuntime:
             except BaseException:
                 self._started = False
                 raise
+
+    # --- leading and following (several nodes on one PostgreSQL log) -------------------
+
+    def attach(self, node: ClusterNode) -> None:
+        """Run as one node of several: lead only while holding the lease, else follow
+        and forward commands (before ``start()``)."""
+        self.node = node
+        node.runtime = self
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this runtime decides (the only writer, or the elected leader)."""
+        return self.node is None or self.node.is_leader
+
+    def request_leadership(self, epoch: int) -> None:
+        """The lease was taken under ``epoch``: lead, once the writer thread is between
+        batches (any thread)."""
+        self._role_request = ("lead", epoch, "")
+        self.wake()
+
+    def request_step_down(self, why: str) -> None:
+        """The lease was lost: stop deciding (any thread)."""
+        self._role_request = ("follow", 0, why)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the background writer (any thread)."""
+        self._inbox.put((cmd.RunSchedulingPass(), Future(), None))
+
+    def _apply_role_request(self) -> None:
+        request, self._role_request = self._role_request, None
+        if request is None or self.node is None:
+            return
+        with self._lock:
+            kind, epoch, why = request
+            if kind == "follow":
+                self._follow(why)
+            elif not self.node.is_leader:
+                self._lead(epoch)
+
+    def _lead(self, epoch: int) -> bool:
+        """Record this node's election (fenced by ``epoch``), then the configuration and
+        a pass (overdue timers fire, once). False, still a follower, if it was refused."""
+        assert self.node is not None
+        self.catch_up()
+        self.log.fence = (self.node.node_id, epoch)
+        self.node.led(epoch)
+        election = cmd.RecordLeaderElection(node_id=self.node.node_id, epoch=epoch)
+        try:
+            result = self._decide_and_append([election])[0]
+            if isinstance(result, TierlogError):
+                self._follow(f"the election was not recorded: {result.message}")
+                return False
+            if self.record_config:
+                self.execute(cmd.RecordConfiguration())  # a refusal stops the start
+        except NotLeaderError as exc:
+            self._follow(exc.message)
+            return False
+        return True
+
+    def _follow(self, why: str) -> None:
+        if self.node is not None:
+            self.node.deposed(why)
+        self.log.fence = None
+
+    def catch_up_to(self, position: int) -> None:
+        """Fold the log up to at least ``position`` (a follower, before it answers with
+        the leader's position)."""
+        if self.state.position >= position:
+            return
+        with self._lock:
+            self.catch_up()
 
     @property
     def started(self) -> bool:
@@ -192,11 +279,14 @@ class SchedulerRuntime:
             raise result
         return result
 
-    def execute_batch(self, commands: Sequence[cmd.Command]) -> list[Any]:
+    def execute_batch(
+        self, commands: Sequence[cmd.Command], inbox_ids: Sequence[int | None] = ()
+    ) -> list[Any]:
         """Run commands as one group commit; each result is a value or the error its
         command failed with (a ``DomainError``; a fault inside tierlog, logged with its
-        traceback, fails its command alone)."""
-        results = self._decide_and_append(commands)
+        traceback, fails its command alone). ``inbox_ids`` names the commands other
+        nodes forwarded: their answers commit with the events."""
+        results = self._decide_and_append(commands, inbox_ids)
         for command, result in zip(commands, results, strict=True):
             if isinstance(result, TierlogError) and not isinstance(result, DomainError):
                 log.error(
@@ -204,30 +294,45 @@ class SchedulerRuntime:
                 )
         return results
 
-    def _decide_and_append(self, commands: Sequence[cmd.Command]) -> list[Any]:
+    def _decide_and_append(
+        self, commands: Sequence[cmd.Command], inbox_ids: Sequence[int | None] = ()
+    ) -> list[Any]:
         self._require_started()
         with self._lock:
+            self._require_leader()
             for _ in range(MAX_ATTEMPTS):
                 self.catch_up()
                 now = self.clock.now()
                 with UnitOfWork(self.state) as uow:
                     results = self.service.handle_all(uow, commands, now)
+                    answers = [
+                        (inbox_id, encode_answer(result))
+                        for inbox_id, result in zip(inbox_ids, results, strict=False)
+                        if inbox_id is not None
+                    ]
                     if any(isinstance(e, _ENDPOINT_EVENTS) for e in uow.events):
                         # Routing decisions cite the log position of the endpoint state
                         # they read, so endpoint changes are committed before the pass
                         # reads them. Once committed, only the pass may be retried.
-                        if not self._append(uow):
+                        if not self._append(uow, answers):
                             continue
                         self._schedule_committed(now)
                         return results
                     self.service.schedule(uow, now)
-                    if self._append(uow):
+                    if self._append(uow, answers):
                         return results
             raise ConcurrencyConflictError(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
+    def _require_leader(self) -> None:
+        if not self.is_leader:
+            raise NotLeaderError("this node is a follower: the leader decides; retry")
+
     def tick(self) -> int:
-        """Run a scheduling pass now (deadlines due, queue); returns events appended."""
+        """Run a scheduling pass now (deadlines due, queue); returns events appended (a
+        follower decides nothing: 0)."""
         self._require_started()
+        if not self.is_leader:
+            return 0
         with self._lock:
             before = self.state.position
             self._schedule(self.clock.now())
@@ -237,6 +342,8 @@ class SchedulerRuntime:
         """Catch up; run a pass only if other writers appended or a deadline is due."""
         with self._lock:
             caught_up = self.catch_up()
+            if not self.is_leader:
+                return 0
             deadline = self.state.next_deadline()
             due = deadline is not None and deadline <= self.clock.now().timestamp()
             return self.tick() if caught_up or due else 0
@@ -259,20 +366,29 @@ class SchedulerRuntime:
         except StoreUnavailableError:
             log.info("the pass after a commit waits for the store to recover")
 
-    def _append(self, uow: UnitOfWork) -> bool:
-        """Append the unit of work and commit it. False (state rolled back) if the batch
-        must be decided again. Whatever fails (a store error, a bug), leaving the unit of
-        work's block uncommitted rolls the state back: it must not keep events the log
-        does not have, or it would drift from the log for good."""
-        if not uow.events:
-            uow.commit()
-            return True
+    def _append(self, uow: UnitOfWork, answers: Sequence[tuple[int, bytes]] = ()) -> bool:
+        """Append the unit of work (and the answers to forwarded commands, in the same
+        transaction) and commit it. False (state rolled back) if the batch must be
+        decided again. Whatever fails (a store error, a bug), leaving the unit of work's
+        block uncommitted rolls the state back: it must not keep events the log does not
+        have, or it would drift from the log for good. ``NotLeaderError`` (the lease was
+        lost) also makes this node a follower."""
         try:
-            positions = self.log.append(uow.events)
+            if not uow.events:
+                self.log.complete_inbox(answers, self.state.position)
+                uow.commit()
+                return True
+            positions = self.log.append(uow.events, inbox=answers)
         except ConcurrencyConflictError:
             self.conflicts += 1
+            log.info("append conflict (%d so far); deciding again", self.conflicts)
             uow.rollback()
             return False
+        except NotLeaderError:
+            if self.node is not None:
+                self.node.fenced += 1
+            self._follow("an append was fenced off")
+            raise
         except StoreUnavailableError as exc:
             self._store_failed(exc)
             raise
@@ -326,8 +442,10 @@ class SchedulerRuntime:
             raise RuntimeError(
                 "the scheduler runtime is not running: call start_background() first"
             )
+        if not self.is_leader and self.node is not None:
+            return self.node.forward(command)
         future: Future[Any] = Future()
-        self._inbox.put((command, future))
+        self._inbox.put((command, future, None))
         return future
 
     def call(self, command: cmd.Command) -> Any:
@@ -350,6 +468,8 @@ class SchedulerRuntime:
                 target=self._follow_notifications, name="tierlog-listen", daemon=True
             )
             self._listener.start()
+        if self.node is not None:
+            self.node.start()
         self._thread = threading.Thread(
             target=self._run,
             args=(self.poll_interval, self.max_batch),
@@ -360,6 +480,8 @@ class SchedulerRuntime:
 
     def stop(self) -> None:
         """Stop the background writer; commands still queued fail with RuntimeError."""
+        if self.node is not None:
+            self.node.stop()
         self._stop.set()
         self._inbox.put(None)
         if self._thread is not None:
@@ -387,9 +509,11 @@ class SchedulerRuntime:
                 self._stop.wait(1.0)
                 continue
             if notified:
-                self._inbox.put((cmd.RunSchedulingPass(), Future()))
+                self.wake()
 
     def _wait_time(self, poll_interval: float) -> float:
+        if not self.is_leader:
+            return poll_interval  # a follower fires no deadline
         with self._lock:
             deadline = self.state.next_deadline()
         if deadline is None:
@@ -398,7 +522,10 @@ class SchedulerRuntime:
 
     def _run(self, poll_interval: float, max_batch: int) -> None:
         while not self._stop.is_set():
+            self._apply_role_request()
             batch = self._drain(self._wait_time(poll_interval), max_batch)
+            if self.node is not None:
+                batch = self._with_forwarded(batch, max_batch)
             if not batch:
                 if self._stop.is_set():
                     continue
@@ -407,15 +534,60 @@ class SchedulerRuntime:
                 elif time.monotonic() >= self._next_retry:
                     self._guarded(self.retry_store)
                 continue
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[Item]) -> None:
+        for _ in range(MAX_ATTEMPTS):
             try:
-                results = self.execute_batch([command for command, _ in batch])
+                results = self._execute_items(batch)
+                if results is None:
+                    return  # handed on to the leader
+            except CommandWithdrawnError:
+                # A follower stopped waiting for one of the forwarded commands before it
+                # was committed: nothing was appended; decide again without it.
+                assert self.node is not None
+                gone = self.node.withdrawn_of([i for _, _, i in batch if i is not None])
+                for _, future, inbox_id in batch:
+                    if inbox_id in gone:
+                        future.cancel()
+                batch = [item for item in batch if item[2] not in gone]
+                continue
             except Exception as exc:  # every caller in this commit hears of it
                 self._failed("scheduler batch failed", exc)
-                for _, future in batch:
+                for _, future, _ in batch:
                     future.set_exception(exc)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
+                return
+            for (_, future, _), result in zip(batch, results, strict=True):
                 future.set_result(result)
+            return
+
+    def _execute_items(self, batch: list[Item]) -> list[Any] | None:
+        if not self.is_leader and self.node is not None:
+            # Lost the lease with commands in hand: this node's own go to the leader now;
+            # forwarded ones stay in the inbox for it.
+            for command, future, inbox_id in batch:
+                if isinstance(command, cmd.RunSchedulingPass):
+                    future.set_result(None)  # a wake-up: a follower only catches up
+                elif inbox_id is None:
+                    self.node.forward(command).add_done_callback(partial(_settle, future))
+                else:
+                    future.cancel()
+            self.catch_up()
+            return None
+        commands = [command for command, _, _ in batch]
+        inbox_ids = [inbox_id for _, _, inbox_id in batch]
+        return self.execute_batch(commands, inbox_ids)
+
+    def _with_forwarded(self, batch: list[Item], max_batch: int) -> list[Item]:
+        assert self.node is not None
+        if not self.is_leader or len(batch) >= max_batch:
+            return batch
+        try:
+            taken = self.node.take_forwarded(max_batch - len(batch))
+        except Exception as exc:  # the next round tries again
+            self._failed("reading forwarded commands failed", exc)
+            return batch
+        return batch + [(command, future, inbox_id) for command, future, inbox_id in taken]
 
     def _guarded(self, work: Callable[[], Any]) -> None:
         try:
@@ -426,12 +598,14 @@ class SchedulerRuntime:
     def _failed(self, what: str, exc: Exception) -> None:
         if isinstance(exc, StoreUnavailableError):  # expected, and said once per outage
             self._store_failed(exc)
+        elif isinstance(exc, NotLeaderError):  # expected: the node said it stepped down
+            log.info("%s: %s", what, exc.message)
         else:
             log.exception(what)
 
-    def _drain(self, wait: float, max_batch: int) -> list[tuple[cmd.Command, Future[Any]]]:
+    def _drain(self, wait: float, max_batch: int) -> list[Item]:
         """Take up to ``max_batch`` commands whose callers still want them."""
-        batch: list[tuple[cmd.Command, Future[Any]]] = []
+        batch: list[Item] = []
         try:
             item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:
@@ -447,3 +621,8 @@ class SchedulerRuntime:
             except queue.Empty:
                 break
         return batch
+
+
+def _settle(future: Future[Any], done: Future[Any]) -> None:
+    """Give ``future`` the result of ``done`` (a command handed on to the leader)."""
+    future.set_result(done.result())

@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 
+from tierlog.adapters.store.cluster import INBOX_GONE_SQLSTATE, NOT_LEADER_SQLSTATE, sqlstate_of
 from tierlog.adapters.store.codec import MsgspecMapper
 from tierlog.adapters.store.faults import (
     check_postgres,
@@ -31,7 +32,9 @@ from tierlog.adapters.store.faults import (
 from tierlog.adapters.store.probe import require_log, sqlite_uri
 from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
 from tierlog.domain.errors import (
+    CommandWithdrawnError,
     ConcurrencyConflictError,
+    NotLeaderError,
     StoreError,
     StoreUnavailableError,
     StoreUnusableError,
@@ -169,6 +172,9 @@ class EventLog:
         self.mapper = self.app.mapper
         self.codec = cast(MsgspecMapper, self.mapper).codec
         self._listener: Any = None
+        self.fence: tuple[str, int] | None = None
+        """``(node, epoch)`` while this node leads on PostgreSQL: every append checks
+        it in its own transaction (``NotLeaderError`` once the lease is lost)."""
         # Events check_events encoded, by id, for the append that follows.
         self._checked: dict[int, tuple[DomainEvent, bytes]] = {}
 
@@ -249,12 +255,16 @@ class EventLog:
             return kept[1]
         return self.codec.encode_checked(event)
 
-    def append(self, events: Sequence[DomainEvent]) -> list[int]:
+    def append(
+        self, events: Sequence[DomainEvent], *, inbox: Sequence[tuple[int, bytes]] = ()
+    ) -> list[int]:
         """Append events in one transaction; a lost version race raises a conflict.
 
         Every event is encoded (and, where its type cannot prove it safe, decoded back)
         before anything is written: one that would not decode raises
-        ``UndecodableEventError`` and nothing of the batch is appended.
+        ``UndecodableEventError`` and nothing of the batch is appended. On PostgreSQL,
+        ``inbox`` answers forwarded commands (id, encoded result) in the same
+        transaction, and a ``fence`` that no longer holds raises ``NotLeaderError``.
         """
         if not events:
             return []
@@ -271,7 +281,7 @@ class EventLog:
             insert = partial(self.recorder.insert_rows, sqlite_rows)
         else:
             stored = [StoredEvent(*row) for row in rows]
-            insert = partial(self.recorder.insert_events, stored)
+            insert = partial(self.recorder.insert_events, stored, fence=self.fence, inbox=inbox)
         try:
             ids = insert()
         except IntegrityError as exc:
@@ -279,11 +289,37 @@ class EventLog:
                 "another writer appended to the same aggregate first"
             ) from exc
         except Exception as exc:
+            self._raise_cluster_refusal(exc)
             fault = self._fault(exc)
             if fault is None:
                 raise
             raise fault from exc
         return list(ids or [])
+
+    def complete_inbox(self, results: Sequence[tuple[int, bytes]], position: int) -> None:
+        """Answer forwarded commands that appended nothing (PostgreSQL), fenced like an
+        append; ``position`` is the leader's position they were decided at."""
+        if not results:
+            return
+        try:
+            self.recorder.complete_inbox(self.fence, results, position)
+        except Exception as exc:
+            self._raise_cluster_refusal(exc)
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def _raise_cluster_refusal(self, exc: Exception) -> None:
+        state = sqlstate_of(exc) if self.is_postgres else None
+        if state == NOT_LEADER_SQLSTATE:
+            raise NotLeaderError(
+                "this node no longer holds the leader lease; nothing was appended"
+            ) from exc
+        if state == INBOX_GONE_SQLSTATE:
+            raise CommandWithdrawnError(
+                "a forwarded command was withdrawn before it was committed"
+            ) from exc
 
     def head(self) -> int:
         """The position of the last event (0 for an empty log)."""

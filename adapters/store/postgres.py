@@ -10,6 +10,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
+from tierlog.adapters.store.cluster import complete_statement, create_statements, fence_statement
 from tierlog.adapters.store.hash_chain import GENESIS, chain_row
 
 APPEND_ONLY_MESSAGE = "tierlog: the event log is append-only"
@@ -37,6 +38,10 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
         self._insert_chain = SQL("INSERT INTO {schema}.{chain} VALUES (%s, %s, %s, %s)").format(
             schema=schema, chain=chain
         )
+        # The tables several nodes coordinate through (the lease, the inbox).
+        self.sql_create_statements.extend(create_statements(self.datastore.schema))
+        self._fence = fence_statement(self.datastore.schema)
+        self._complete = complete_statement(self.datastore.schema)
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
@@ -72,6 +77,24 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
                 )
             )
 
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """First in the append transaction: a leader's fence (``fence=(node, epoch)``)
+        refuses the append unless that node still holds the lease (see ``cluster``)."""
+        fence = kwargs.get("fence")
+        if fence is not None:
+            curs.execute(self._fence, fence)
+
+    def complete_inbox(
+        self, fence: tuple[str, int] | None, results: Sequence[tuple[int, bytes]], position: int
+    ) -> None:
+        """Answer forwarded commands that appended nothing, fenced like an append."""
+        with self.datastore.transaction(commit=True) as curs:
+            if fence is not None:
+                curs.execute(self._fence, fence)
+            curs.execute(self._complete, _inbox_arguments(results, position))
+
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
@@ -106,4 +129,14 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
             self._insert_chain,
             (row.first_position, row.last_position, row.record_hashes, row.chain_hash),
         )
+        inbox = kwargs.get("inbox")
+        if inbox:
+            # The forwarded commands' answers commit with their events, or not at all.
+            curs.execute(self._complete, _inbox_arguments(inbox, ids[-1]))
         return ids
+
+
+def _inbox_arguments(
+    results: Sequence[tuple[int, bytes]], position: int
+) -> tuple[list[int], list[bytes], int]:
+    return [i for i, _ in results], [r for _, r in results], position

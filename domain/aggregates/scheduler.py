@@ -13,6 +13,7 @@ from msgspec.structs import replace
 from tierlog.domain import events as ev
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig, TierName
+from tierlog.domain.errors import InvalidTransitionError
 from tierlog.domain.routing import fallback_reason_for
 
 
@@ -28,15 +29,20 @@ class PendingTimer(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class SchedulerRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """The scheduler stream's version and the last configuration it recorded.
+    """The scheduler stream's version, the last configuration it recorded, and the
+    leader elected last.
 
     ``config_position`` is where that configuration was recorded (0: none yet); every
-    routing decision cites it. The pending timers are kept beside it, by task.
+    routing decision cites it. ``leader`` and ``epoch`` name the node that decides since
+    the last ``SchedulerLeaderElected`` (None and 0 on a log no election was recorded
+    in: one node on SQLite). The pending timers are kept beside it, by task.
     """
 
     version: int = 0
     config: SchedulerConfig | None = None
     config_position: int = 0
+    leader: str | None = None
+    epoch: int = 0
 
 
 # --- evolve ----------------------------------------------------------------------------
@@ -45,8 +51,15 @@ class SchedulerRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 def evolve(record: SchedulerRecord, event: ev.DomainEvent, position: int) -> SchedulerRecord:
     """The scheduler record after one of its events (recorded at ``position``)."""
     if isinstance(event, ev.SchedulerConfigured):
-        return SchedulerRecord(
-            version=event.originator_version, config=event.config, config_position=position
+        return replace(
+            record,
+            version=event.originator_version,
+            config=event.config,
+            config_position=position,
+        )
+    if isinstance(event, ev.SchedulerLeaderElected):
+        return replace(
+            record, version=event.originator_version, leader=event.node_id, epoch=event.epoch
         )
     return replace(record, version=event.originator_version)
 
@@ -83,6 +96,19 @@ def configure(
     if record.config == config:
         return None
     return ev.SchedulerConfigured(**_event_fields(record, now), config=config)
+
+
+def elect_leader(
+    record: SchedulerRecord, node_id: str, epoch: int, now: datetime
+) -> ev.SchedulerLeaderElected:
+    """``node_id`` decides from now on, under ``epoch``; an epoch that is not newer
+    than the last one recorded is refused (a deposed leader's stale claim)."""
+    if epoch <= record.epoch:
+        raise InvalidTransitionError(
+            f"leader epoch {epoch} is not newer than the recorded epoch {record.epoch}",
+            field="epoch",
+        )
+    return ev.SchedulerLeaderElected(**_event_fields(record, now), node_id=node_id, epoch=epoch)
 
 
 def start_timer(
