@@ -21,10 +21,11 @@ from tierlog.adapters.http.errors import (
     ApiError,
     domain_error,
     error_response,
+    not_leader,
     storage_unavailable,
 )
 from tierlog.adapters.http.routes import agents, reads, tasks
-from tierlog.domain.errors import DomainError, StoreUnavailableError
+from tierlog.domain.errors import DomainError, NotLeaderError, StoreUnavailableError
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -96,7 +97,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(storage_unavailable(exc))
 
     app.add_exception_handler(ApiError, api_error)
+
+    async def leaderless(_: Request, exc: Exception) -> JSONResponse:
+        # The lease changed hands while this request's batch was decided: nothing of it
+        # was appended; the client retries (on this node, which now forwards).
+        assert isinstance(exc, NotLeaderError)
+        return error_response(not_leader(exc))
+
     app.add_exception_handler(StoreUnavailableError, store_failed)
+    app.add_exception_handler(NotLeaderError, leaderless)
     app.add_exception_handler(DomainError, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)

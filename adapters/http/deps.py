@@ -15,7 +15,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
@@ -44,6 +44,7 @@ from tierlog.adapters.http.errors import ApiError as ApiError
 from tierlog.adapters.http.errors import command_error, error_response
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.cluster import NodeStatus
 from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
 from tierlog.adapters.settings import LONG_POLL_MAX_S, MAX_BODY_BYTES
 from tierlog.adapters.store.codec import topic_of
@@ -101,6 +102,35 @@ class Writer:
     async def read(self, query: Callable[[SchedulerState], T]) -> T:
         """Read the scheduler's state off the event loop (its lock may be held)."""
         return await anyio.to_thread.run_sync(self.runtime.read, query)
+
+    @property
+    def follows(self) -> bool:
+        """Whether this node is a follower (its state may trail the leader's log)."""
+        return not self.runtime.is_leader
+
+    async def confirm(self) -> None:
+        """On a follower, fold the log up to its head now, so an answer drawn from the
+        state (an assignment) is current in the log, not just in this node's view."""
+        if self.follows:
+            await anyio.to_thread.run_sync(self.runtime.catch_up)
+
+    def node(self) -> dict[str, Any]:
+        """This node's role, epoch, leader, lag and counters (on SQLite: the only writer,
+        with no id or epoch)."""
+        conflicts = {"conflicts": self.runtime.conflicts}
+        node = self.runtime.node
+        if node is None:
+            solo = NodeStatus(None, "leader", None, None, 0, 0, 0, 0, 0)
+            return {**asdict(solo), **conflicts}
+        return {**asdict(node.status()), **conflicts}
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every node seen on this PostgreSQL log, the most recently seen first (none on
+        SQLite)."""
+        node = self.runtime.node
+        if node is None:
+            return []
+        return [asdict(view) for view in await anyio.to_thread.run_sync(node.nodes)]
 
 
 @dataclass
@@ -374,12 +404,24 @@ class BearerAuth:
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         try:
-            who = self.tokens.identify(header.decode("latin-1"))
+            who = await self._identify(header.decode("latin-1"))
         except ApiError as exc:
             await error_response(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = who
         await self.app(scope, receive, send)
+
+    async def _identify(self, authorization: str) -> Caller:
+        try:
+            return self.tokens.identify(authorization)
+        except ApiError:
+            runtime = self.tokens.runtime
+            if runtime.node is None:
+                raise
+            # An agent registered on another node a moment ago: this node may not have
+            # folded its registration yet. Catch up once, then decide.
+            await anyio.to_thread.run_sync(runtime.catch_up)
+            return self.tokens.identify(authorization)
 
 
 def _identify(request: Request) -> Caller:

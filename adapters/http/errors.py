@@ -37,7 +37,17 @@ def command_error(exc: errors.TierlogError) -> ApiError:
     a 4xx, a fault inside tierlog (already logged with its traceback) a 500."""
     if isinstance(exc, errors.DomainError):
         return domain_error(exc)
+    if isinstance(exc, errors.StoreUnavailableError):
+        return storage_unavailable(exc)
+    if isinstance(exc, errors.NotLeaderError):
+        return not_leader(exc)
     return ApiError(500, exc.code, exc.message, exc.field)
+
+
+def not_leader(exc: errors.NotLeaderError) -> ApiError:
+    """The HTTP form of a write that met no leader (an election under way): 503, nothing
+    appended, retry after ``Retry-After``."""
+    return ApiError(503, exc.code, exc.message)
 
 
 def storage_unavailable(exc: errors.StoreUnavailableError) -> ApiError:

@@ -158,7 +158,7 @@ class _Waiting:
 class NodeStatus:
     """What ``/healthz`` and ``/metrics`` say of this node."""
 
-    id: str
+    id: str | None
     role: str
     epoch: int | None
     leader: str | None
@@ -252,7 +252,10 @@ class ClusterNode:
         self._in_hand.clear()
 
     def start(self) -> None:
-        """Start the lease keeper, the sender and the listener."""
+        """Start the lease keeper, the sender and the listener (once)."""
+        if self._threads:
+            return
+        self._stop.clear()
         for target, name in (
             (self._keep_lease, "tierlog-lease"),
             (self._send, "tierlog-forward"),
@@ -262,15 +265,16 @@ class ClusterNode:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> None:
-        """Stop the threads; give the lease up (a follower takes over at once); every
-        caller still waiting for an answer hears ``NotLeaderError``."""
+    def stop(self, *, release: bool = True) -> None:
+        """Stop the threads; give the lease up (a follower takes over at once) unless
+        ``release`` is False; every caller still waiting for an answer hears
+        ``NotLeaderError``."""
         self._stop.set()
         self._outbox.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        if self.epoch is not None:
+        if self.epoch is not None and release:
             try:
                 self.store.release(self.node_id, self.epoch)
             except psycopg.Error:

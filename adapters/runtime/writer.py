@@ -142,6 +142,7 @@ class SchedulerRuntime:
                     epoch = self.node.try_lead()
                     if epoch is not None:
                         self._lead(epoch)
+                    self.node.start()  # keeps the lease from now on, or watches it
                     return
                 if self.record_config:
                     # Replays and audits recompute decisions under the policy that made them.
@@ -468,8 +469,6 @@ class SchedulerRuntime:
                 target=self._follow_notifications, name="tierlog-listen", daemon=True
             )
             self._listener.start()
-        if self.node is not None:
-            self.node.start()
         self._thread = threading.Thread(
             target=self._run,
             args=(self.poll_interval, self.max_batch),

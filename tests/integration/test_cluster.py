@@ -124,7 +124,7 @@ def test_a_leader_whose_lease_was_taken_commits_nothing(
     leader, follower = node_on("a"), node_on("b")
     assert leader.node is not None
     # As if "a" were paused past its lease: its lease runs out, "b" takes over.
-    leader.node.stop()  # no renewals from now on (and the lease is given up)
+    leader.node.stop(release=False)  # no renewals from now on
     _wait_until(lambda: follower.is_leader)
     leader.node.epoch = 1  # the paused node still believes it leads
     leader.log.fence = ("a", 1)
@@ -168,7 +168,8 @@ def test_an_expired_lease_is_refused_even_before_anyone_takes_it(pg_url: str) ->
         runtime = bootstrap.build_runtime(settings, log)
         node = bootstrap.build_node(settings, log)
         runtime.attach(node)
-        runtime.start()  # no lease keeper thread: nothing renews the lease
+        runtime.start()
+        node.stop(release=False)  # as if paused: nothing renews the lease any more
         time.sleep(LEASE_S + 0.2)
         head = log.head()
         with pytest.raises(errors.NotLeaderError):
@@ -198,7 +199,6 @@ def test_a_node_lists_every_node(node_on: Callable[[str], SchedulerRuntime]) -> 
     leader, follower = node_on("a"), node_on("b")
     node: ClusterNode | None = follower.node
     assert node is not None
-    _wait_until(lambda: {n.node for n in node.nodes()} == {"a", "b"})
-    roles = {n.node: n.role for n in node.nodes()}
-    assert roles == {"a": "leader", "b": "follower"}
+    expected = {"a": "leader", "b": "follower"}
+    _wait_until(lambda: {n.node: n.role for n in node.nodes()} == expected)
     assert leader.node is not None and leader.node.status().role == "leader"

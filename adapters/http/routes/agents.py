@@ -104,6 +104,12 @@ async def poll_assignment(
                 return Response(status_code=204)
             status, task_id, generation = held
             if status == "busy" and task_id is not None and generation is not None:
+                if ctx.writer.follows:
+                    # A follower's view may trail the log: hand the task out only if it
+                    # is still this agent's once the node has caught up to the head.
+                    await ctx.writer.confirm()
+                    if await ctx.writer.read(_held(agent_id)) != held:
+                        continue
                 return await _assignment(ctx, task_id, generation)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -60,8 +60,10 @@ def _histogram(name: str, doc: str, data: dict[str, Any]) -> HistogramMetricFami
 class _Snapshot:
     """A one-scrape collector over the telemetry read model."""
 
-    def __init__(self, data: dict[str, Any], lag: dict[str, int], head: int) -> None:
-        self.data, self.lag, self.head = data, lag, head
+    def __init__(
+        self, data: dict[str, Any], lag: dict[str, int], head: int, node: dict[str, Any]
+    ) -> None:
+        self.data, self.lag, self.head, self.node = data, lag, head, node
 
     def collect(self) -> Any:
         data = self.data
@@ -101,6 +103,38 @@ class _Snapshot:
             lag.add_metric([name], behind)
         yield lag
         yield GaugeMetricFamily("tierlog_log_head", "Position of the last event", value=self.head)
+        yield from _node_metrics(self.node)
+
+
+def _node_metrics(node: dict[str, Any]) -> Any:
+    """This node's role among several on one PostgreSQL log, and its counters."""
+    role = GaugeMetricFamily(
+        "tierlog_node_leader", "1 if this node is the leader, else 0", labels=["node", "leader"]
+    )
+    role.add_metric([node["id"] or "", node["leader"] or ""], 1 if node["role"] == "leader" else 0)
+    yield role
+    yield GaugeMetricFamily(
+        "tierlog_leader_epoch", "This node's fencing epoch while it leads", value=node["epoch"] or 0
+    )
+    yield GaugeMetricFamily(
+        "tierlog_follower_lag_events", "Events this node trails the log head by", value=node["lag"]
+    )
+    for name, doc, key in (
+        ("tierlog_forwarded_commands", "Commands this node forwarded to the leader", "forwarded"),
+        (
+            "tierlog_withdrawn_commands",
+            "Forwarded commands no leader answered in time",
+            "withdrawn",
+        ),
+        ("tierlog_fenced_appends", "Appends refused because the lease was lost", "fenced"),
+        ("tierlog_elections_won", "Elections this node won", "elections"),
+        (
+            "tierlog_append_conflicts",
+            "Appends that lost a version race and were retried",
+            "conflicts",
+        ),
+    ):
+        yield CounterMetricFamily(name, doc, value=node[key])
 
 
 @router.get("/metrics", response_class=Response)
@@ -114,6 +148,7 @@ async def metrics(ctx: Ctx, _auth: Reader) -> Response:
             await ctx.reads.models.telemetry(),
             {n: max(0, head - p) for n, p in positions.items()},
             head,
+            ctx.writer.node(),
         )
     )
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
@@ -144,11 +179,17 @@ async def healthz(ctx: Ctx) -> dict[str, Any]:
     head = ctx.writer.position
     positions = await ctx.reads.models.projection_positions()
     fault = ctx.writer.store_fault
-    status = "stopped" if not ctx.writer.running else "degraded" if fault else "ok"
+    node = ctx.writer.node()
+    leaderless = node["role"] != "leader" and node["leader"] is None
+    status = "stopped" if not ctx.writer.running else "degraded" if fault or leaderless else "ok"
     why = {} if fault is None else {"reason": fault.reason, "since": fault.since.isoformat()}
+    if leaderless and fault is None:
+        why = {"reason": "no leader is elected: writes answer 503 until one is"}
     return {
         "status": status,
         **why,
         "log_head": head,
         "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
+        "node": node,
+        "nodes": await ctx.writer.nodes(),
     }
