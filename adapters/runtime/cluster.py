@@ -45,6 +45,8 @@ LEADER, FOLLOWER = "leader", "follower"
 POLL_S = 0.1
 """How often the listener polls for answers and forwarded commands between
 notifications."""
+MAX_FORWARD_BATCH = 500
+"""The most commands one INSERT forwards."""
 PRUNE_AFTER_S = 600.0
 """Answered inbox rows are kept this long (for a follower that was slow to read)."""
 
@@ -238,11 +240,13 @@ class ClusterNode:
             self._renewed_at = time.monotonic()
         return epoch
 
-    def led(self, epoch: int) -> None:
-        """The runtime recorded this node's election (called under its lock)."""
+    def led(self, epoch: int, *, took_over: bool) -> None:
+        """This node leads under ``epoch`` (called under the runtime's lock); a take-over
+        from another leader is said in the server's output, a start as leader is not."""
         self.epoch, self.leader_id = epoch, self.node_id
         self.elections += 1
-        log.warning("node %s leads (epoch %d)", self.node_id, epoch)
+        level = logging.WARNING if took_over else logging.INFO
+        log.log(level, "node %s leads (epoch %d)", self.node_id, epoch)
 
     def deposed(self, why: str) -> None:
         """This node no longer leads (called under the runtime's lock)."""
@@ -301,25 +305,46 @@ class ClusterNode:
 
     def _send(self) -> None:
         while not self._stop.is_set():
-            item = self._outbox.get()
-            if item is None:
+            batch = self._take_outbox()
+            if batch is None:
                 return
-            command, future = item
-            if not future.set_running_or_notify_cancel():
+            if not batch:
                 continue
-            verb, body = encode_command(command)
             try:
-                inbox_id = self.store.enqueue(self.node_id, verb, body)
+                ids = self.store.enqueue(
+                    self.node_id, [encode_command(command) for command, _ in batch]
+                )
             except psycopg.Error as exc:
-                future.set_result(
-                    errors.StoreUnavailableError(f"could not forward the command: {exc}")
+                failed = errors.StoreUnavailableError(
+                    f"could not forward the command to the leader: {exc}",
+                    reason="the command could not be forwarded to the leader",
                 )
+                for _, future in batch:
+                    future.set_result(failed)
                 continue
-            self.forwarded += 1
+            self.forwarded += len(ids)
+            deadline = time.monotonic() + self.forward_timeout_s
             with self._waiting_lock:
-                self._waiting[inbox_id] = _Waiting(
-                    verb, future, time.monotonic() + self.forward_timeout_s
-                )
+                for inbox_id, (command, future) in zip(ids, batch, strict=True):
+                    self._waiting[inbox_id] = _Waiting(command.verb, future, deadline)
+
+    def _take_outbox(self) -> list[tuple[cmd.Command, Future[Any]]] | None:
+        """What callers queued (waiting for the first), those still wanted; None: stop."""
+        batch: list[tuple[cmd.Command, Future[Any]]] = []
+        item = self._outbox.get()
+        while item is not None:
+            if item[1].set_running_or_notify_cancel():
+                batch.append(item)
+            if len(batch) >= MAX_FORWARD_BATCH:
+                return batch
+            try:
+                item = self._outbox.get_nowait()
+            except queue.Empty:
+                return batch
+        if batch:
+            self._outbox.put(None)  # the stop, for the next round, once these are sent
+            return batch
+        return None
 
     def _answer_waiting(self) -> None:
         with self._waiting_lock:

@@ -141,7 +141,7 @@ class SchedulerRuntime:
                     # One node of several: it leads if the lease is free, else follows.
                     epoch = self.node.try_lead()
                     if epoch is not None:
-                        self._lead(epoch)
+                        self._lead(epoch, at_start=True)
                     self.node.start()  # keeps the lease from now on, or watches it
                     return
                 if self.record_config:
@@ -192,13 +192,13 @@ class SchedulerRuntime:
             elif not self.node.is_leader:
                 self._lead(epoch)
 
-    def _lead(self, epoch: int) -> bool:
+    def _lead(self, epoch: int, *, at_start: bool = False) -> bool:
         """Record this node's election (fenced by ``epoch``), then the configuration and
         a pass (overdue timers fire, once). False, still a follower, if it was refused."""
         assert self.node is not None
         self.catch_up()
         self.log.fence = (self.node.node_id, epoch)
-        self.node.led(epoch)
+        self.node.led(epoch, took_over=not at_start)
         election = cmd.RecordLeaderElection(node_id=self.node.node_id, epoch=epoch)
         try:
             result = self._decide_and_append([election])[0]

@@ -230,11 +230,11 @@ class ClusterStore:
 
     # --- the inbox ----------------------------------------------------------------------
 
-    def enqueue(self, node: str, verb: str, body: bytes) -> int:
-        """Forward one command; its inbox id (the leader is woken by NOTIFY)."""
-        row = self._one("enqueue", (node, verb, body))
-        assert row is not None
-        return int(row[0])
+    def enqueue(self, node: str, commands: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Forward commands (verb, body) in one statement; their inbox ids, in order (the
+        leader is woken by one NOTIFY)."""
+        verbs, bodies = [verb for verb, _ in commands], [body for _, body in commands]
+        return [int(r[0]) for r in self._all("enqueue", (node, verbs, bodies))]
 
     def pending(self, limit: int, exclude: Sequence[int]) -> list[InboxCommand]:
         """Commands without a result, oldest first, leaving out ``exclude`` (in hand)."""
@@ -297,9 +297,14 @@ _STATEMENTS = {
         "EXTRACT(EPOCH FROM clock_timestamp() - seen_at)::float8, started_at::text "
         "FROM {schema}.{nodes} ORDER BY seen_at DESC LIMIT 100"
     ),
+    # Ids come from the sequence in the order rows are inserted (ORDER BY n), so sorting
+    # them gives the commands' order back; one NOTIFY however many rows.
     "enqueue": (
-        "WITH added AS (INSERT INTO {schema}.{inbox} (node, verb, body) VALUES (%s, %s, %s) "
-        f"RETURNING id) SELECT id, pg_notify('{INBOX_CHANNEL}', '') FROM added"
+        "WITH added AS (INSERT INTO {schema}.{inbox} (node, verb, body) "
+        "SELECT %s, v, b FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS t(v, b, n) "
+        "ORDER BY n RETURNING id), woken AS "
+        f"(SELECT pg_notify('{INBOX_CHANNEL}', '')) "
+        "SELECT id FROM added, woken ORDER BY id"
     ),
     "pending": (
         "SELECT id, verb, body FROM {schema}.{inbox} WHERE result IS NULL "
