@@ -20,6 +20,7 @@ from wiring import runtime_on
 from tierlog.adapters.audit.chain import verify_chain
 from tierlog.adapters.cli import main
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.integrity import check_chain_at_head
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.errors import ConcurrencyConflictError
@@ -91,6 +92,19 @@ def test_burned_sequence_values_leave_gaps_that_audit_clean(pg_url, capsys):
     assert list(verify_chain(log)) == []
     code, report = _audit(pg_url, capsys)
     assert (code, report["clean"], report["violations"]) == (0, True, [])
+    log.close()
+
+
+def test_serve_starts_on_a_log_whose_head_follows_a_gap(pg_url):
+    runtime = runtime_on(pg_url, clock=VirtualClock())
+    log = runtime.log
+    _burn(log)  # before the first append: the chain starts after position 1
+    runtime.execute_batch(_submit(2))
+    check_chain_at_head(log)
+    _burn(log)  # between the last two appends
+    runtime.execute_batch(_submit(2))
+    assert len(_chain_gaps(log)) >= 1
+    check_chain_at_head(log)  # what `serve` checks before it writes anything
     log.close()
 
 
