@@ -241,10 +241,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        verdict = "clean" if report.clean else f"{len(report.violations)} violation(s)"
+        verdict = "clean" if report.clean else f"{report.total} violation(s)"
         print(f"audit of {report.events} events: {verdict} ({', '.join(report.checked)})")
         for v in report.violations:
             print(f"  position {v.position} [{v.aggregate_id}] {v.rule}: {v.detail}")
+        if report.omitted:
+            print(f"  ... and {report.omitted} more hash chain violation(s), not listed")
     return 0 if report.clean else 1
 
 

@@ -1,8 +1,16 @@
-"""Verify the hash chain of a log, streaming: names the first position that is wrong.
+"""Verify the hash chain of a log, streaming: names every position that is wrong.
 
 :class:`ChainVerifier` takes the raw rows of ``EventLog.iter_raw`` batch by batch, so
 the audit's single pass over the log checks the chain on the same rows it decodes;
 :func:`verify_chain` runs it on its own.
+
+Positions need not be contiguous. On PostgreSQL an append that rolls back (a lost
+version race, a process killed mid-append) has already drawn its ``notification_id``
+values, so the next append starts after a gap that no record and no chain row ever
+held. The chain covers exactly the positions its rows name, ``first..last`` each (one
+append's positions are consecutive: the events table is locked for the insert), and
+a position between two rows that no record occupies is no finding. What a chain
+alone cannot show: records and their chain rows removed together from the end.
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ from tierlog.adapters.store.hash_chain import (
 # Chain rows fetched per query: each holds 32 bytes per event of one append, so a page
 # of a few is already large.
 CHAIN_PAGE = 16
+
+# The most findings the audit keeps; past it they are only counted (``omitted``), so a
+# log that was rewritten wholesale still gives a bounded report.
+MAX_FINDINGS = 1000
+
+ChainRowData = tuple[int, int, bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -80,30 +94,55 @@ def _id_bytes(raw_id: str) -> bytes:
 
 
 class ChainVerifier:
-    """Checks raw rows against the chain rows as they stream by.
+    """Checks raw rows against the chain rows as they stream by, reporting every
+    finding.
 
     Feed it every batch of ``EventLog.iter_raw(0, stop)`` in order, then call
     :meth:`finish`; ``stop`` should be ``audit_stop(log)`` unless only a prefix of the
-    log is meant. It stops at the first violation (after it, every later link is
-    suspect anyway) and keeps it in :attr:`violation`; rows fed after that are ignored.
-    The rules, and the position each names, are those of the original record-by-record
-    walk: ``chain_gap``, ``chain_link``, ``record_missing``, ``record_inserted``,
-    ``record_changed``.
+    log is meant. Findings collect in :attr:`violations`, in log order; past ``limit``
+    (None: no limit) they are only counted in :attr:`omitted`. The rules:
+
+    - ``record_changed``: a record's hash differs from the one its chain row holds;
+    - ``record_missing``: positions a chain row covers hold no record (one finding per
+      run of them within one chain row, at its first position);
+    - ``record_inserted``: a record at a position no chain row covers;
+    - ``chain_link``: a chain row does not link to the row before it (it, or a row
+      before it, was edited or removed), or is malformed (its hashes do not fit its
+      range; it then covers nothing);
+    - ``chain_overlap``: a chain row starts at or before the last position of the row
+      before it (appends never share a position).
+
+    After each finding it resynchronises, so one fault is one finding: the next
+    position after a record finding; after a broken link, the next row may link to
+    this row's stored chain hash or to the one its contents give (whichever of the
+    two was edited), so one edited chain row breaks one link, not every later one.
+    A chain row removed from the middle breaks the next row's link, whether or not its
+    records were removed too.
     """
 
-    def __init__(self, log: EventLog, stop: int) -> None:
-        self.violation: ChainViolation | None = None
+    def __init__(self, log: EventLog, stop: int, limit: int | None = MAX_FINDINGS) -> None:
+        self.violations: list[ChainViolation] = []
+        self.omitted = 0  # findings past ``limit``, counted only
+        self._limit = limit
         self._stop = stop
         self._chain = self._chain_rows(log, stop)
+        self._ahead: ChainRowData | None = None  # the next chain row, once peeked at
         self._hasher = RawRecordHasher()
-        self._previous = GENESIS
-        self._expected = 1  # the next position a record must have
-        # The current chain row covers first..last; none is current while expected > last.
+        self._previous = GENESIS  # the chain hash the next row must link to
+        self._alternate: bytes | None = None  # after a broken link: the other candidate
+        # The current chain row covers first..last; positions before ``expected`` are
+        # done. None is current while expected > last.
+        self._expected = 1
         self._first = self._last = 0
         self._hashes = b""
 
+    @property
+    def violation(self) -> ChainViolation | None:
+        """The first finding (None while there is none)."""
+        return self.violations[0] if self.violations else None
+
     @staticmethod
-    def _chain_rows(log: EventLog, stop: int) -> Iterator[tuple[int, int, bytes, bytes]]:
+    def _chain_rows(log: EventLog, stop: int) -> Iterator[ChainRowData]:
         after = 0
         while True:
             rows = log.chain_rows(after, CHAIN_PAGE)
@@ -115,84 +154,129 @@ class ChainVerifier:
                 return
             after = rows[-1][0]
 
-    def _fail(self, position: int, rule: str, detail: str) -> None:
-        self.violation = ChainViolation(position, rule, detail)
+    def _report(self, position: int, rule: str, detail: str) -> None:
+        if self._limit is None or len(self.violations) < self._limit:
+            self.violations.append(ChainViolation(position, rule, detail))
+        else:
+            self.omitted += 1
 
-    def _next_chain_row(self) -> bool:
-        """Make the next chain row current; False if there is none (or it is bad)."""
-        row = next(self._chain, None)
-        if row is None:
-            return False
+    def _peek(self) -> ChainRowData | None:
+        if self._ahead is None:
+            self._ahead = next(self._chain, None)
+        return self._ahead
+
+    def _take_row(self, row: ChainRowData) -> None:
+        """Make ``row`` (the peeked one) current, checking its place and its link."""
+        self._ahead = None
         first, last, hashes, chain_hash = row
-        if first != self._expected:
-            self._fail(self._expected, "chain_gap", f"chain row starts at {first}")
-            return False
-        if (
-            len(hashes) != (last - first + 1) * HASH_SIZE
-            or link(self._previous, first, last, hashes) != chain_hash
+        before = self._last  # the furthest position an earlier row covers
+        if first <= before:
+            self._report(
+                first,
+                "chain_overlap",
+                f"chain row {first}..{last} overlaps the row before it (which ends at {before})",
+            )
+        computed = link(self._previous, first, last, hashes)
+        well_formed = first <= last and len(hashes) == (last - first + 1) * HASH_SIZE
+        if not well_formed:
+            self._report(
+                first,
+                "chain_link",
+                f"chain row {first}..{last} is malformed ({len(hashes)} bytes of record hashes)",
+            )
+        elif computed != chain_hash and (
+            self._alternate is None or link(self._alternate, first, last, hashes) != chain_hash
         ):
-            self._fail(first, "chain_link", f"chain row {first}..{last} does not link")
-            return False
-        self._previous, self._first, self._last, self._hashes = chain_hash, first, last, hashes
-        return True
+            self._report(
+                first,
+                "chain_link",
+                f"chain row {first}..{last} does not link to the row before it "
+                "(a chain row was edited or removed)",
+            )
+        else:
+            self._previous, self._alternate = chain_hash, None
+            if last > before:
+                self._first, self._last, self._hashes = first, last, hashes
+                self._expected = max(first, before + 1)
+            return
+        self._previous, self._alternate = chain_hash, computed
+        if well_formed and last > before:
+            self._first, self._last, self._hashes = first, last, hashes
+            self._expected = max(first, before + 1)
+
+    def _missing(self, start: int, end: int) -> None:
+        what = f"position {start}" if start == end else f"positions {start}..{end}"
+        self._report(start, "record_missing", f"the chain covers {what} but no record is there")
 
     def feed(self, rows: Sequence[RawRow]) -> None:
         """Check the next rows (in position order, continuing the previous batch)."""
-        if self.violation is not None or not rows:
+        if not rows:
             return
         digests = self._hasher.hashes(rows)
         start, count = 0, len(rows)
         while start < count:
-            expected = self._expected
-            if expected > self._last and not self._next_chain_row():
-                if self.violation is None:
-                    self._fail(
-                        rows[start][0], "record_inserted", "a record the chain does not cover"
-                    )
-                return
-            take = min(count - start, self._last - expected + 1)
+            position, expected, last = rows[start][0], self._expected, self._last
+            if expected > last:  # the current row is done: the record is in the next, or in none
+                ahead = self._peek()
+                if ahead is None or position < ahead[0]:
+                    self._report(position, "record_inserted", "a record no chain row covers")
+                    start += 1
+                else:
+                    self._take_row(ahead)
+                continue
+            if position != expected:
+                if position < expected:  # only if the store gave positions out of order
+                    self._report(position, "record_inserted", "a record out of position order")
+                    start += 1
+                else:
+                    end = min(position - 1, last)
+                    self._missing(expected, end)
+                    self._expected = end + 1
+                continue
+            take = min(count - start, last - expected + 1)
             end = start + take
             offset = (expected - self._first) * HASH_SIZE
-            # Positions only grow, so the first and last being right means all are.
-            in_place = rows[start][0] == expected and rows[end - 1][0] == expected + take - 1
-            if not in_place or (
-                b"".join(digests[start:end]) != self._hashes[offset : offset + take * HASH_SIZE]
+            # Positions only grow, so the first and last being in place means all are.
+            if (
+                rows[end - 1][0] == expected + take - 1
+                and b"".join(digests[start:end]) == self._hashes[offset : offset + take * HASH_SIZE]
             ):
-                self._walk(rows, digests, start, take, offset)
-                return
-            self._expected += take
-            start = end
+                self._expected += take
+                start = end
+            else:
+                start = self._walk(rows, digests, start, take)
 
-    def _walk(
-        self, rows: Sequence[RawRow], digests: list[bytes], start: int, take: int, offset: int
-    ) -> None:
-        """Record by record through a stretch known to hold a violation: find the first."""
-        hashes = self._hashes
-        for k in range(take):
-            position, found = self._expected + k, rows[start + k][0]
-            if found != position:
-                rule = "record_missing" if found > position else "record_inserted"
-                self._fail(
-                    min(found, position), rule, f"expected position {position}, found {found}"
-                )
-                return
-            at = offset + k * HASH_SIZE
-            if digests[start + k] != hashes[at : at + HASH_SIZE]:
-                self._fail(
-                    position,
+    def _walk(self, rows: Sequence[RawRow], digests: list[bytes], start: int, take: int) -> int:
+        """Record by record through a stretch known to hold a finding, up to its end or
+        the first position that is not in place; returns the index reached."""
+        expected, first, hashes = self._expected, self._first, self._hashes
+        for k in range(start, start + take):
+            if rows[k][0] != expected:
+                self._expected = expected
+                return k
+            at = (expected - first) * HASH_SIZE
+            if digests[k] != hashes[at : at + HASH_SIZE]:
+                self._report(
+                    expected,
                     "record_changed",
                     "the record's bytes differ from when it was appended",
                 )
-                return
-        raise AssertionError("a stretch that failed the fast check passed the slow one")
+            expected += 1
+        self._expected = expected
+        return start + take
 
     def finish(self) -> None:
-        """After the last batch: a chain row that covers positions (up to ``stop``) that
-        no row had."""
-        if self.violation is not None or self._expected > self._stop:
-            return
-        if self._expected <= self._last or self._next_chain_row():
-            self._fail(self._expected, "record_missing", "the chain covers a deleted record")
+        """After the last batch: positions (up to ``stop``) that chain rows cover and no
+        row had, and the links of those chain rows."""
+        while True:
+            end = min(self._last, self._stop)
+            if self._expected <= end:
+                self._missing(self._expected, end)
+            self._expected = max(self._expected, self._last + 1)
+            ahead = self._peek()
+            if ahead is None:
+                return
+            self._take_row(ahead)
 
 
 def audit_stop(log: EventLog) -> int:
@@ -206,16 +290,16 @@ def audit_stop(log: EventLog) -> int:
 def verify_chain(log: EventLog, batch: int = 5000) -> Iterator[ChainViolation]:
     """Every record is covered by the chain, in order, with matching hashes.
 
-    Yields violations in log order (the first one is the first bad position) and
-    stops at the first, since after it every later link is suspect anyway. Checks the
-    log as it is when called: what is appended meanwhile is left for the next audit.
+    Yields every finding as it is found, in log order (the first one is the first bad
+    position; see :class:`ChainVerifier` for the rules), holding at most a batch's worth
+    at a time. Checks the log as it is when called: what is appended meanwhile is left
+    for the next audit.
     """
     stop = audit_stop(log)
-    verifier = ChainVerifier(log, stop)
+    verifier = ChainVerifier(log, stop, limit=None)
     for rows in log.iter_raw(0, stop, batch):
         verifier.feed(rows)
-        if verifier.violation is not None:
-            break
+        yield from verifier.violations
+        verifier.violations.clear()
     verifier.finish()
-    if verifier.violation is not None:
-        yield verifier.violation
+    yield from verifier.violations

@@ -36,18 +36,20 @@ CHUNK = 1024
 
 @dataclass
 class ReplayResult:
-    """What the pass read, every violation found (chain first, then in log order), and
-    the seconds spent in each part (``PARTS``)."""
+    """What the pass read, every violation found (the chain's first, then the others,
+    each in log order), how many chain findings were counted past ``MAX_FINDINGS``
+    but not kept (``omitted``), and the seconds spent in each part (``PARTS``)."""
 
     events: int = 0
     head: int = 0
     violations: list[Violation] = field(default_factory=list)
+    omitted: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         """True when nothing is wrong."""
-        return not self.violations
+        return not self.violations and not self.omitted
 
 
 class _Decoder:
@@ -107,10 +109,11 @@ def replay_check(
     decoding each record once.
 
     ``progress(done, head)`` is called every ``batch`` rows and at the end; the rows are
-    read and checked in chunks of at most ``CHUNK``. The chain check stops at its
-    first violation (see ``ChainVerifier``); the others run to the end. A record whose
-    payload does not decode is reported as ``event_decodes`` and skipped by the
-    checkers. The garbage collector is off during the pass (for the whole process).
+    read and checked in chunks of at most ``CHUNK``. Every check runs to the end and
+    reports every finding (the chain keeps at most ``MAX_FINDINGS``, see
+    ``ChainVerifier``). A record whose payload does not decode is reported as
+    ``event_decodes`` and skipped by the checkers. The garbage collector is off during
+    the pass (for the whole process).
     ``consumers`` get every decoded chunk as ``(position, event)`` pairs, in log order
     (the audit folds read models on them, so the log is decoded once).
     """
@@ -199,10 +202,10 @@ class _Replay:
     def result(self) -> ReplayResult:
         """The verdict, once the last batch is in."""
         self.chain.finish()
-        found = self.chain.violation
-        violations = (
-            [] if found is None else [Violation(found.position, "log", found.rule, found.detail)]
-        )
+        violations = [
+            Violation(found.position, "log", found.rule, found.detail)
+            for found in self.chain.violations
+        ]
         # Each chunk ran the invariants over it before the determinism check: a stable
         # sort by position restores the order of one event at a time (invariants first).
         self.sink.sort(key=attrgetter("position"))
@@ -211,5 +214,6 @@ class _Replay:
             events=self.events,
             head=self.head,
             violations=violations,
+            omitted=self.chain.omitted,
             timings={part: round(seconds, 3) for part, seconds in self.spent.items()},
         )

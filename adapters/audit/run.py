@@ -32,10 +32,12 @@ from tierlog.projections.registry import all_projections
 
 @dataclass
 class AuditReport:
-    """The verdict: how much was read, and every violation found."""
+    """The verdict: how much was read, and every violation found (the hash chain's
+    first; past ``MAX_FINDINGS`` of them the rest are only counted in ``omitted``)."""
 
     events: int = 0
     violations: list[Violation] = field(default_factory=list)
+    omitted: int = 0
     checked: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workers: int = 0  # processes the projection check ran in beside this one
@@ -43,7 +45,12 @@ class AuditReport:
     @property
     def clean(self) -> bool:
         """True when nothing is wrong."""
-        return not self.violations
+        return not self.violations and not self.omitted
+
+    @property
+    def total(self) -> int:
+        """Every violation found, listed or not."""
+        return len(self.violations) + self.omitted
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -52,6 +59,7 @@ class AuditReport:
             "events": self.events,
             "checked": self.checked,
             "violations": [asdict(v) for v in self.violations],
+            "omitted_violations": self.omitted,
         }
 
 
@@ -149,6 +157,7 @@ def audit(
                 worker.wait()
     report.events = replay.events
     report.violations.extend(replay.violations)
+    report.omitted = replay.omitted
     report.checked += ["hash chain", "invariants", "routing decisions recomputed"]
     report.violations.extend(projections.violations)
     report.checked.append(projections.checked)

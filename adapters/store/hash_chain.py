@@ -5,8 +5,14 @@ Each append transaction adds one chain row covering its events' positions
 ``record_hash = H(position ‖ aggregate id ‖ version ‖ topic ‖ payload)``, and links to
 the previous row: ``chain_hash = H(previous chain_hash ‖ first ‖ last ‖ record
 hashes)``. So every record is covered, in global order; an audit that recomputes the
-records' hashes names the first position that was edited, deleted, inserted or moved,
-and a chain row that was itself edited breaks the link.
+records' hashes names every position that was edited, deleted, inserted or moved, and
+a chain row that was itself edited or removed breaks the next link.
+
+One append's positions are consecutive, but two appends' need not be: on PostgreSQL a
+rolled-back insert has drawn sequence values no record will hold, so the next chain
+row may start after a gap. The positions the chain covers are those its rows name.
+Records removed from the end together with their chain rows leave a valid, shorter
+chain, which the chain alone cannot tell from a log that was never longer.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ def chain_row(
     previous: bytes, positions: Sequence[int], records: Sequence[tuple[bytes, int, str, bytes]]
 ) -> ChainRow:
     """The chain row for one append: its records (id bytes, version, topic, payload) at
-    ``positions`` (consecutive)."""
+    ``positions`` (consecutive; the row before may end anywhere before the first)."""
     hashes = b"".join(
         record_hash(p, oid, version, topic, state)
         for p, (oid, version, topic, state) in zip(positions, records, strict=True)

@@ -62,9 +62,34 @@ def check_chain_at_head(log: EventLog) -> None:
             f"the events at positions {first}..{last} (the head) do not match their hash "
             "chain row (edited or replaced); " + AUDIT_HINT
         )
-    previous = GENESIS if first == 1 else log.chain_hash_at(first - 1)
-    if previous is None or link(previous, first, last, hashes) != chain_hash:
+    previous = _chain_hash_before(log, first)
+    if link(previous, first, last, hashes) != chain_hash:
         raise StoreUnusableError(
             f"the hash chain row of positions {first}..{last} (the head) does not link to "
             "the row before it; " + AUDIT_HINT
         )
+
+
+def _chain_hash_before(log: EventLog, first: int) -> bytes:
+    """The chain hash of the row before the one starting at ``first`` (``GENESIS`` if
+    none). Not ``chain_hash_at(first - 1)``: on PostgreSQL a rolled-back append leaves
+    positions no row covers, so the row before may end anywhere before ``first``."""
+    table = log.recorder.chain_table_name
+    if log.is_postgres:
+        schema = log.env["POSTGRES_SCHEMA"]
+        sql = (
+            f'SELECT chain_hash FROM "{schema}"."{table}" WHERE first_position < %s '
+            "ORDER BY first_position DESC LIMIT 1"
+        )
+        with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql, (first,))
+            found = curs.fetchone()
+            return GENESIS if found is None else bytes(found["chain_hash"])
+    sql = (
+        f"SELECT chain_hash FROM {table} WHERE first_position < ? "
+        "ORDER BY first_position DESC LIMIT 1"
+    )
+    with log.recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(sql, (first,))
+        row = curs.fetchone()
+        return GENESIS if row is None else bytes(row[0])
