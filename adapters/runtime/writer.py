@@ -478,9 +478,8 @@ class SchedulerRuntime:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the background writer; commands still queued fail with RuntimeError."""
-        if self.node is not None:
-            self.node.stop()
+        """Stop the background writer; commands still queued fail with RuntimeError. A
+        cluster node then gives its lease up (after the writer's last batch committed)."""
         self._stop.set()
         self._inbox.put(None)
         if self._thread is not None:
@@ -489,6 +488,8 @@ class SchedulerRuntime:
         if self._listener is not None:
             self._listener.join()
             self._listener = None
+        if self.node is not None:
+            self.node.stop()
         stopped = RuntimeError("the scheduler runtime stopped before running this command")
         while True:
             try:
