@@ -164,8 +164,21 @@ def _median_of(runs: list[dict[str, Any]], key: str) -> float:
     return round(float(statistics.median(run[key] for run in runs)), 1)
 
 
+def _assigned_in_log(store: str) -> int:
+    """How many ``TaskAssigned`` the log holds (read-only)."""
+    from tierlog.adapters.store.event_log import EventLog
+    from tierlog.domain import events as ev
+
+    log = EventLog(store, read_only=True)
+    try:
+        return sum(1 for _, e in log.iter_events() if isinstance(e, ev.TaskAssigned))
+    finally:
+        log.close()
+
+
 async def _measure(
     urls: Sequence[str],
+    store: str,
     *,
     tasks: int,
     repeats: int,
@@ -182,6 +195,9 @@ async def _measure(
             result = await _submit_to_assigned(fleet, run, tasks, concurrency=48)
             result["per_s"] = round(result["tasks"] / result["seconds"])
             writes.append(result)
+        assigned = await asyncio.to_thread(_assigned_in_log, store)
+        if assigned != sum(run["tasks"] for run in writes):
+            fleet.errors.append(f"{assigned} tasks assigned in the log, not every one submitted")
         # Every agent now holds a task: the backlog stays queued.
         await _spread(
             backlog,
@@ -230,7 +246,7 @@ def _one_size(dsn: str, count: int, workdir: Path, **load: Any) -> dict[str, Any
         nodes = start_nodes(store, count, workdir, {"TIERLOG_ADMIN_TOKEN": ADMIN}, f"b{count}n")
         try:
             elected = wait_for_leader(nodes, 15.0)
-            figures = asyncio.run(_measure([n.url for n in nodes], **load))
+            figures = asyncio.run(_measure([n.url for n in nodes], store, **load))
             figures["leader_elected"] = elected is not None
         finally:
             stop_nodes(nodes)

@@ -81,6 +81,11 @@ class Node:
         """The node's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def alive(self) -> bool:
+        """Whether the process runs (or is paused)."""
+        return self.process is not None and self.process.poll() is None
+
     def command(self) -> list[str]:
         """The ``tierlog serve`` command line of this node."""
         args = [tierlog_exe(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
