@@ -301,15 +301,16 @@ def read_log(store: str) -> LogReport:
         for position, event in log.iter_events():
             report.events += 1
             report.head = position
-            _fold(report, states, pending, position, event)
+            fold(report, states, pending, position, event)
     finally:
         log.close()
     return report
 
 
-def _fold(
+def fold(
     report: LogReport, states: dict[str, str], pending: set[str], position: int, e: Any
 ) -> None:
+    """Check one event against the log so far (see ``read_log``), then fold it in."""
     task = str(e.originator_id)
     last = report.elections[-1] if report.elections else None
     if last is not None and e.timestamp < last.timestamp:

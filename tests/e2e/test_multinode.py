@@ -14,11 +14,24 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
-from tests.e2e.cluster import TOKEN, Load, LogReport, check_load, read_log, wait_drained
+from tests.e2e.cluster import (
+    TOKEN,
+    Handed,
+    Load,
+    LogReport,
+    check_load,
+    fold,
+    read_log,
+    wait_drained,
+)
+from tests.event_factories import plain_submission, sidecar_decision
 from tierlog.adapters.tools.cluster_nodes import (
     FOLLOWER,
     Node,
@@ -29,8 +42,7 @@ from tierlog.adapters.tools.cluster_nodes import (
     wait_caught_up,
     wait_for_leader,
 )
-
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+from tierlog.domain import events as ev
 
 ENV = {"TIERLOG_ADMIN_TOKEN": TOKEN, "TIERLOG_FALLBACK_WAIT_S": "1"}
 FAILOVER_LIMIT_S = 5.0
@@ -120,6 +132,8 @@ def _summary(load: Load, report: LogReport, failovers: list[Failover]) -> str:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_three_nodes_lose_their_leader_twice_under_load(pg_url: str, tmp_path: Path) -> None:
     started = time.monotonic()
     nodes = start_nodes(pg_url, 3, tmp_path, ENV)
@@ -186,6 +200,8 @@ def _wait_deposed(node: Node, epoch: int | None, timeout_s: float) -> float | No
     return None
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_a_paused_leader_is_deposed_and_commits_nothing(pg_url: str, tmp_path: Path) -> None:
     """SIGSTOP the leader past its lease (the other node takes over), SIGCONT it, keep
     the load on both throughout. What a test can observe (events carry no node id):
@@ -247,3 +263,100 @@ def test_a_paused_leader_is_deposed_and_commits_nothing(pg_url: str, tmp_path: P
         + f"{time.monotonic() - started:.0f}s in all"
     )
     assert not problems, "\n".join(problems[:40])
+
+
+@dataclass
+class SchedulerLeaderElected:
+    """Stands in for the event (matched by name) in releases that lack it."""
+
+    originator_id: UUID
+    timestamp: datetime
+    node_id: str
+    epoch: int
+
+
+def _at(seconds: float) -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def _assigned(task: UUID, generation: int, seconds: float) -> ev.TaskAssigned:
+    return ev.TaskAssigned(
+        originator_id=task,
+        originator_version=2,
+        timestamp=_at(seconds),
+        agent_id="a",
+        generation=generation,
+        decision=sidecar_decision(_at(seconds)),
+        lease_expires_at=_at(seconds + 300),
+    )
+
+
+def _timer(kind: str, task: UUID, seconds: float) -> Any:
+    fields: dict[str, Any] = {
+        "originator_id": uuid4(),
+        "originator_version": 1,
+        "timestamp": _at(seconds),
+        "task_id": task,
+        "original_tier": "standard",
+        "fallback_tier": "complex",
+        "reason": "no_healthy_ollama_endpoints",
+    }
+    if kind == "started":
+        return ev.FallbackTimerStarted(**fields, fires_at=_at(seconds + 1))
+    return ev.FallbackTimerFired(**fields, wait_ms=1000)
+
+
+def _fold_all(*events: Any) -> LogReport:
+    report = LogReport()
+    states: dict[str, str] = {}
+    pending: set[str] = set()
+    for position, event in enumerate(events, start=1):
+        fold(report, states, pending, position, event)
+    return report
+
+
+def test_the_log_checks_find_what_they_look_for() -> None:
+    """The checks the multi-node tests rely on flag crafted violations, and only those."""
+    task = uuid4()
+    clean = _fold_all(
+        plain_submission(task, 1, _at(0)),
+        _timer("started", task, 1),
+        _timer("fired", task, 2),
+        _assigned(task, 1, 2),
+        SchedulerLeaderElected(uuid4(), _at(3), "n2", 2),
+        ev.TaskCompleted(
+            originator_id=task,
+            originator_version=3,
+            timestamp=_at(4),
+            agent_id="a",
+            generation=1,
+            result=None,
+        ),
+    )
+    assert clean.problems == [] and clean.completions[str(task)] == 1
+    assert [(e.node_id, e.epoch) for e in clean.elections] == [("n2", 2)]
+
+    late_timer = _fold_all(
+        plain_submission(task, 1, _at(0)), _assigned(task, 1, 1), _timer("started", task, 2)
+    )
+    assert any("timer started" in p for p in late_timer.problems)
+    fired_unstarted = _fold_all(plain_submission(task, 1, _at(0)), _timer("fired", task, 1))
+    assert any("timer fired" in p for p in fired_unstarted.problems)
+    twice = _fold_all(
+        plain_submission(task, 1, _at(0)), _assigned(task, 1, 1), _assigned(task, 1, 2)
+    )
+    assert any("assigned twice" in p for p in twice.problems)
+    stale = _fold_all(
+        SchedulerLeaderElected(uuid4(), _at(5), "n1", 1),
+        SchedulerLeaderElected(uuid4(), _at(9), "n2", 2),
+        plain_submission(task, 1, _at(6)),  # decided before the election it follows
+        SchedulerLeaderElected(uuid4(), _at(10), "n3", 2),  # epoch not above
+    )
+    assert any("before the election" in p for p in stale.problems)
+    assert any("epoch 2 after epoch 2" in p for p in stale.problems)
+
+    load = Load([])
+    load.acknowledged = {str(task): "k", str(uuid4()): "k2"}
+    load.handed = [Handed("b", str(task), 1, "n1", stale=False)]
+    found = check_load(clean, load)
+    assert len(found) == 2, found  # one never completed; one handed to the wrong agent
