@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the generated log for --audit",
     )
     bench.set_defaults(func=cmd_bench)
+    from tierlog.adapters.tools.bench_cluster import add_command as add_bench_cluster
+
+    add_bench_cluster(sub)
     return parser
 
 

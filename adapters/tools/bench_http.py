@@ -30,7 +30,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _summary(values_ms: list[float]) -> dict[str, float]:
+def summary(values_ms: list[float]) -> dict[str, float]:
+    """Count, median, 99th percentile and maximum of latencies in milliseconds."""
     return {
         "n": len(values_ms),
         "p50_ms": round(_percentile(values_ms, 0.50), 2),
@@ -39,14 +40,15 @@ def _summary(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
     env = {**os.environ, "TIERLOG_ADMIN_TOKEN": ADMIN}
     proc = subprocess.Popen(
@@ -68,7 +70,8 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the bench server did not start")
 
 
-def _session(url: str, connections: int, token: str = ADMIN) -> Any:
+def session(url: str, connections: int, token: str = ADMIN) -> Any:
+    """An aiohttp session on ``url`` with a bearer token and at most ``connections``."""
     try:
         import aiohttp
     except ImportError as exc:  # an optional extra
@@ -81,7 +84,7 @@ def _session(url: str, connections: int, token: str = ADMIN) -> Any:
 
 
 async def _submissions(url: str, total: int, concurrency: int) -> dict[str, Any]:
-    async with _session(url, concurrency) as http:
+    async with session(url, concurrency) as http:
         counter = iter(range(total))
         latencies: list[float] = []
 
@@ -101,12 +104,12 @@ async def _submissions(url: str, total: int, concurrency: int) -> dict[str, Any]
         "submissions": total,
         "concurrency": concurrency,
         "per_s": round(total / elapsed),
-        **_summary(latencies),
+        **summary(latencies),
     }
 
 
 async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
-    async with _session(url, agents + 10) as admin:
+    async with session(url, agents + 10) as admin:
         tokens = {}
         for n in range(agents):
             body = {"agent_id": f"poller-{n}", "capabilities": []}
@@ -147,7 +150,7 @@ async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
         for poller in pollers:
             poller.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
-    return {"agents_polling": agents, **_summary(latencies)}
+    return {"agents_polling": agents, **summary(latencies)}
 
 
 async def _queue_pollers(
@@ -155,7 +158,7 @@ async def _queue_pollers(
 ) -> dict[str, Any]:
     """``pollers`` clients reading the queue for ``seconds``: back to back when
     ``interval`` is 0 (saturation), else each once per ``interval`` seconds."""
-    async with _session(url, pollers) as http:
+    async with session(url, pollers) as http:
         async with http.get("/v1/queue") as answer:
             queued = (await answer.json())["total"]
         latencies: list[float] = []
@@ -181,7 +184,7 @@ async def _queue_pollers(
         "queued_tasks": queued,
         "seconds": seconds,
         "requests_per_s": round(len(latencies) / seconds),
-        **_summary(latencies),
+        **summary(latencies),
     }
 
 
