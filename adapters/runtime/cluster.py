@@ -196,7 +196,10 @@ class ClusterNode:
         self.withdrawn = 0
         self.fenced = 0
         self.elections = 0
-        self._renewed_at = 0.0
+        # The epoch of the lease this node holds in the store: set when it takes the lease,
+        # before the writer thread has recorded the election (and renewed from then on,
+        # however long that takes), cleared when the lease is lost or given up.
+        self._lease_epoch: int | None = None
         self._waiting: dict[int, _Waiting] = {}
         self._waiting_lock = threading.Lock()
         self._outbox: queue.SimpleQueue[tuple[cmd.Command, Future[Any]] | None] = (
@@ -237,7 +240,7 @@ class ClusterNode:
         assert self.runtime is not None
         epoch = self.store.acquire(self.node_id, self.lease_s, self.runtime.state.scheduler.epoch)
         if epoch is not None:
-            self._renewed_at = time.monotonic()
+            self._lease_epoch = epoch
         return epoch
 
     def led(self, epoch: int, *, took_over: bool) -> None:
@@ -252,7 +255,9 @@ class ClusterNode:
         """This node no longer leads (called under the runtime's lock)."""
         if self.epoch is not None:
             log.warning("node %s stops leading (epoch %d): %s", self.node_id, self.epoch, why)
-        self.epoch = None
+        held, self._lease_epoch, self.epoch = self._lease_epoch, None, None
+        if held is not None:
+            self._release(held)  # if it is still ours, the next node need not wait
         self._in_hand.clear()
 
     def start(self) -> None:
@@ -278,16 +283,20 @@ class ClusterNode:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        if self.epoch is not None and release:
-            try:
-                self.store.release(self.node_id, self.epoch)
-            except psycopg.Error:
-                log.warning("could not release the lease; it expires by itself")
+        held, self._lease_epoch = self._lease_epoch, None
+        if held is not None and release:
+            self._release(held)
         with self._waiting_lock:
             waiting, self._waiting = self._waiting, {}
         for item in waiting.values():
             if not item.future.done():
                 item.future.set_result(errors.NotLeaderError("the node stopped; retry"))
+
+    def _release(self, epoch: int) -> None:
+        try:
+            self.store.release(self.node_id, epoch)
+        except psycopg.Error:
+            log.warning("could not release the lease; it expires by itself")
 
     def close(self) -> None:
         """Stop, then close the connections."""
@@ -421,17 +430,16 @@ class ClusterNode:
                 self._lease_round()
             except psycopg.Error as exc:
                 log.warning("lease round failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
-            interval = self.lease_s / 3 if self.is_leader else self.lease_s / 6
+            interval = self.lease_s / 3 if self._lease_epoch is not None else self.lease_s / 6
             self._stop.wait(interval)
 
     def _lease_round(self) -> None:
         runtime = self.runtime
         assert runtime is not None
-        epoch = self.epoch
-        if epoch is not None:
-            if self.store.renew(self.node_id, epoch, self.lease_s):
-                self._renewed_at = time.monotonic()
-            else:
+        held = self._lease_epoch
+        if held is not None:
+            if not self.store.renew(self.node_id, held, self.lease_s):
+                self._lease_epoch = None
                 runtime.request_step_down("the lease was lost")
         else:
             view = self.store.leader()
