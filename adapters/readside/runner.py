@@ -174,8 +174,12 @@ class ProjectionRunner:
         )
 
     def run_until_caught_up(self, stop: int | None = None) -> int:
-        """Apply batches until no event is left (or position ``stop`` is reached);
-        returns events applied."""
+        """Apply batches up to position ``stop``, by default the log's head when called;
+        returns events applied.
+
+        The head is taken once: beside a busy node (whose appends keep coming, and whose
+        runner takes turns with this one) "until no event is left" might never end."""
+        stop = self.log.head() if stop is None else stop
         total = 0
         while applied := self.run_once(stop):
             total += applied

@@ -36,10 +36,34 @@ def quick_check(path: Path) -> None:
         raise StoreUnusableError(f"{path} is corrupt (SQLite quick_check: {first}{more})")
 
 
+def _heads(log: EventLog) -> tuple[int, int]:
+    """The log's last position and the last one its chain covers, read in one statement:
+    one snapshot, so a node appending meanwhile (each append commits its events and
+    their chain row together) cannot make them differ."""
+    events, chain = log.recorder.events_table_name, log.recorder.chain_table_name
+    if log.is_postgres:
+        schema = log.env["POSTGRES_SCHEMA"]
+        sql = (
+            f'SELECT (SELECT MAX(notification_id) FROM "{schema}"."{events}") AS head, '
+            f'(SELECT MAX(last_position) FROM "{schema}"."{chain}") AS chained'
+        )
+        with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql)
+            row = curs.fetchone()
+            values = (row["head"], row["chained"]) if row else (0, 0)
+    else:
+        sql = f"SELECT (SELECT MAX(rowid) FROM {events}), (SELECT MAX(last_position) FROM {chain})"
+        with log.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql)
+            found = curs.fetchone()
+            values = (found[0], found[1]) if found else (0, 0)
+    return int(values[0] or 0), int(values[1] or 0)
+
+
 def check_chain_at_head(log: EventLog) -> None:
     """The last chain row covers exactly the last events, with their hashes, linked to
     the row before; ``StoreUnusableError`` naming the positions if not."""
-    head, chained = log.head(), log.chain_head()
+    head, chained = _heads(log)
     if head != chained:
         why = "events were removed from its end" if head < chained else "events have no chain"
         raise StoreUnusableError(
