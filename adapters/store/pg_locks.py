@@ -20,11 +20,14 @@ the steps it does not need:
    first: a batch locks its rows ``FOR UPDATE`` before it touches the others).
 
 An append (events table, then chain table) takes no advisory lock and never touches
-the read models; a projection batch reads the log only through other connections,
-outside step 3's table locks on the log. Start-up DDL runs only when something is
-missing: each start first looks in the catalog (no locks), so a restart against a busy
-schema whose objects all exist takes no strong lock at all. No transaction takes a
-lock of a lower step after one of a higher step, so none can wait in a cycle.
+the read models; a projection batch reads the log through the log's own connections,
+whose plain reads take no lock an append waits for. Start-up DDL runs only when
+something is missing: each start first looks in the catalog (no locks), so a restart
+against a busy schema whose objects all exist takes no strong lock at all; what it
+still writes (a missing ``rm_positions`` row) is written under the projections lock.
+The start-up checks (the chain at the head, the read models' and checkpoints' lineage)
+only read. No transaction takes a lock of an earlier step after one of a later step,
+so none can wait in a cycle.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ serve`` node under HTTP load (submitters, agents that poll and complete, agents 
 register and leave), a second node on the same schema stopped and started again
 ``RESTARTS`` times (SIGTERM and SIGKILL in turn). Every start answers ``/healthz`` 200,
 the busy node answers no 5xx, and writes sent to the restarted node succeed.
-Bounded in restarts and in time (well under three minutes): on a machine so loaded
-that a start takes over seven seconds, fewer restarts fit, and half of them must.
+Bounded in restarts and in time (about two minutes in all): a restart is not begun
+unless the slowest one so far still fits. On a quiet machine a start takes a few
+seconds and all ``RESTARTS`` fit; on one so loaded that a start takes fifteen, fewer
+do, and at least ``MIN_RESTARTS`` must.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import time
 import pytest
 
 RESTARTS = 20
+MIN_RESTARTS = 6
 AGENTS = 3
 SUBMITTERS = 2
-TIME_LIMIT_S = 150.0
+TIME_LIMIT_S = 100.0
 
 
 def _start_again(server_factory, url, output, what: str, failures: list[str]):
@@ -52,10 +55,11 @@ def test_a_node_restarts_beside_a_busy_node_without_a_failure(
         thread.start()
     failures: list[str] = []
     writes_elsewhere: list[int] = []
-    restarts, began = 0, time.monotonic()
+    restarts, began, slowest = 0, time.monotonic(), 0.0
     try:
         other = server_factory(pg_url, output=output)
-        while restarts < RESTARTS and time.monotonic() - began < TIME_LIMIT_S:
+        while restarts < RESTARTS and time.monotonic() - began + slowest < TIME_LIMIT_S:
+            this_one = time.monotonic()
             with other.client() as http:
                 answer = http.post("/v1/tasks", json={"description": f"from the other {restarts}"})
                 writes_elsewhere.append(answer.status_code)
@@ -64,6 +68,7 @@ def test_a_node_restarts_beside_a_busy_node_without_a_failure(
             other.process.wait(timeout=20)
             restarts += 1
             other = _start_again(server_factory, pg_url, output, f"restart {restarts}", failures)
+            slowest = max(slowest, time.monotonic() - this_one)
         time.sleep(0.5)
     finally:
         fleet.stop.set()
@@ -72,13 +77,14 @@ def test_a_node_restarts_beside_a_busy_node_without_a_failure(
 
     said = output.read_text()
     assert failures == [], "\n".join(failures) + "\n" + said[-4000:]
-    assert restarts >= RESTARTS // 2, f"only {restarts} restarts within {TIME_LIMIT_S} s"
+    assert restarts >= MIN_RESTARTS, f"only {restarts} restarts within {TIME_LIMIT_S} s"
     assert fleet.server_errors == [], fleet.server_errors[:5]
     assert fleet.refused == [], fleet.refused[:5]
     assert set(writes_elsewhere) == {201}, writes_elsewhere
     assert len(fleet.submitted) > 50 and len(fleet.completed) > 20, "the load made no progress"
     print(
-        f"{restarts} restarts beside a busy node in {time.monotonic() - began:.0f} s: "
+        f"{restarts} restarts beside a busy node in {time.monotonic() - began:.0f} s "
+        f"(slowest {slowest:.1f} s): "
         f"{fleet.answers} answers, {len(fleet.submitted)} tasks, "
         f"{len(fleet.completed)} completions, no 5xx"
     )
