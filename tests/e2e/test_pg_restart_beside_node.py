@@ -6,7 +6,8 @@ the busy node answers no 5xx, and writes sent to the restarted node succeed.
 Bounded in restarts and in time (about two minutes in all): a restart is not begun
 unless the slowest one so far still fits. On a quiet machine a start takes a few
 seconds and all ``RESTARTS`` fit; on one so loaded that a start takes fifteen, fewer
-do, and at least ``MIN_RESTARTS`` must.
+do (five to ten on a two-core machine running three test suites), and at least
+``MIN_RESTARTS`` must.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import time
 import pytest
 
 RESTARTS = 20
-MIN_RESTARTS = 6
+MIN_RESTARTS = 5
 AGENTS = 3
 SUBMITTERS = 2
-TIME_LIMIT_S = 100.0
+TIME_LIMIT_S = 110.0
 
 
 def _start_again(server_factory, url, output, what: str, failures: list[str]):
