@@ -59,7 +59,8 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        # The position every read model has reached, as this runner last committed it.
+        # The position every read model has reached, as this runner last committed it
+        # or (another node's runner folding in turn with it) last found it committed.
         self.committed_position = 0
 
     def start(self) -> None:
@@ -124,6 +125,9 @@ class ProjectionRunner:
         self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
+        # Another node's runner may have folded what this one was about to: reads that
+        # wait for a position (``min_position``) must see it without a batch of ours.
+        self.committed_position = start
         events = self.log.read(start, self.batch, stop)
         if not events:
             return 0

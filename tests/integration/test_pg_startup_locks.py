@@ -121,6 +121,8 @@ def test_a_runner_whose_batch_another_folded_meanwhile_writes_nothing(pg_url):
         assert first.store.query("SELECT COUNT(*) FROM rm_tasks")[0][0] == 3
         second.run_until_caught_up()  # nothing left for it either
         assert dict(first.store.query("SELECT name, position FROM rm_positions")) == stored
+        # Its node's reads that wait for a position see where the other runner got to.
+        assert second.committed_position == head
     finally:
         for runner in (first, second):
             runner.close()
