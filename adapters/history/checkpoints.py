@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import (
     EventLog,
     postgres_connect_args,
@@ -37,6 +38,7 @@ TABLE = "checkpoints_lean"  # in the SQLite checkpoints file
 PG_TABLE = "tierlog_checkpoints_lean"  # in the log's PostgreSQL schema
 WHAT = "time-travel checkpoints"
 logger = logging.getLogger("tierlog.checkpoints")
+_COLUMNS = "position BIGINT PRIMARY KEY, chain_hash {0} NOT NULL, state {0} NOT NULL"
 
 
 def checkpoints_path(log_path: str) -> Path:
@@ -93,22 +95,27 @@ class CheckpointStore:
     def _create(self) -> Any:
         if self._path is not None:
             conn: Any = sqlite3.connect(self._path, isolation_level=None)
-            old = "checkpoints"
-        else:
-            import psycopg
+            # Checkpoints of full states (every finished task kept) were written under
+            # the old name before time travel dropped finished tasks; nothing reads them.
+            conn.execute("DROP TABLE IF EXISTS checkpoints")
+            if conn.execute("PRAGMA freelist_count").fetchone()[0]:
+                conn.execute("VACUUM")  # give the old table's pages back to the disk
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({_COLUMNS.format('BLOB')})")
+            return conn
+        import psycopg
 
-            conn = psycopg.connect(**postgres_connect_args(self.log.env), autocommit=True)
-            old = f'"{self.log.env["POSTGRES_SCHEMA"]}".tierlog_checkpoints'
-        # Checkpoints of full states (every finished task kept) were written under the
-        # old name before time travel dropped finished tasks; nothing reads them now.
-        conn.execute(f"DROP TABLE IF EXISTS {old}")
-        if self._path is not None and conn.execute("PRAGMA freelist_count").fetchone()[0]:
-            conn.execute("VACUUM")  # give the old table's pages back to the disk
-        blob = "BLOB" if self._path is not None else "BYTEA"
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._table} (position BIGINT PRIMARY KEY, "
-            f"chain_hash {blob} NOT NULL, state {blob} NOT NULL)"
-        )
+        conn = psycopg.connect(**postgres_connect_args(self.log.env), autocommit=True)
+        schema = self.log.env["POSTGRES_SCHEMA"]
+        present = {name for kind, name in pg_locks.catalog(conn.cursor(), schema)}
+        if "tierlog_checkpoints" in present or PG_TABLE not in present:
+            # Only when something is to be done, and then under the schema's DDL lock
+            # (``pg_locks``), beside nodes that may be starting on the same schema.
+            with conn.transaction():
+                pg_locks.lock_for(conn, pg_locks.DDL, schema)
+                conn.execute(f'DROP TABLE IF EXISTS "{schema}".tierlog_checkpoints')
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table} ({_COLUMNS.format('BYTEA')})"
+                )
         return conn
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

@@ -1,10 +1,14 @@
 """Where read models live: a SQLite file beside the log, or the log's PostgreSQL schema.
 
 Statements use ``?`` placeholders everywhere; on PostgreSQL they are rewritten once.
+On PostgreSQL several nodes share the read models: their tables are created under the
+schema's DDL lock and only when missing, and every transaction that writes rows takes
+the schema's projections lock first (``tierlog.adapters.store.pg_locks`` has the order).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
 
 # The row of rm_positions that holds a fingerprint of the log the models were built from.
@@ -21,9 +26,22 @@ POSITIONS_DDL = (
 )
 
 
+# The name a ``CREATE TABLE``/``CREATE INDEX`` statement gives what it makes.
+_MAKES = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
+)
+
+
 @lru_cache(maxsize=512)
 def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+def made_by(statement: str) -> str | None:
+    """The table or index a ``CREATE TABLE``/``CREATE INDEX`` statement makes (None
+    for any other statement)."""
+    found = _MAKES.match(statement)
+    return found.group(1) if found else None
 
 
 def read_model_path(log_path: str) -> Path:
@@ -96,8 +114,7 @@ class ReadStore:
         else:
             self._env = {**log.env, "POSTGRES_SCHEMA": self.schema}
             self._conn = self._connect_postgres()
-        with self.transaction() as db:
-            db.execute(POSITIONS_DDL)
+        self.create([POSITIONS_DDL])
 
     def _connect_postgres(self) -> Any:
         import psycopg
@@ -116,8 +133,15 @@ class ReadStore:
         return self._conn
 
     @contextmanager
-    def transaction(self) -> Iterator[_SQLiteWriter | _PostgresWriter]:
-        """One transaction: committed if the block ends normally, else rolled back."""
+    def transaction(
+        self, *, locks: Sequence[str] = (pg_locks.PROJECTIONS,)
+    ) -> Iterator[_SQLiteWriter | _PostgresWriter]:
+        """One transaction: committed if the block ends normally, else rolled back.
+
+        On PostgreSQL it first takes the schema's advisory ``locks``, in the order
+        given (by default the projections lock, so one node writes read-model rows at a
+        time: see ``pg_locks``); SQLite's ``BEGIN IMMEDIATE`` serialises writers anyway.
+        """
         if self.sqlite_path is not None:
             cursor = self._conn.cursor()
             cursor.execute("BEGIN IMMEDIATE")
@@ -130,7 +154,43 @@ class ReadStore:
             return
         conn = self._live_postgres()
         with conn.transaction(), conn.cursor() as cursor:
+            for purpose in locks:
+                pg_locks.lock_for(cursor, purpose, self.schema)
             yield _PostgresWriter(cursor)
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        """Which of the tables and indexes ``names`` do not exist (read from the
+        catalog: no lock is taken on them)."""
+        if self.sqlite_path is not None:
+            found = {
+                str(name)
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')"
+                ).fetchall()
+            }
+        else:
+            conn = self._live_postgres()
+            with conn.transaction(), conn.cursor() as cursor:
+                found = {
+                    name
+                    for kind, name in pg_locks.catalog(cursor, self.schema)
+                    if kind == "relation"
+                }
+        return [name for name in names if name not in found]
+
+    def create(self, statements: Sequence[str]) -> None:
+        """Run the ``CREATE ... IF NOT EXISTS`` ``statements`` unless everything they
+        make exists already (then nothing is locked or written). On PostgreSQL they
+        run in one transaction that takes the schema's DDL lock, then its projections
+        lock, so nodes starting together take turns and no projection batch runs
+        beside them (a batch holds row locks this DDL would wait for, and the other
+        way round)."""
+        made = [made_by(statement) for statement in statements]
+        if None not in made and not self.missing([name for name in made if name is not None]):
+            return
+        with self.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
+            for statement in statements:
+                db.execute(statement)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query outside any write transaction."""

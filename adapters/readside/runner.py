@@ -17,9 +17,11 @@ from tierlog.adapters.readside.lineage import kept_as, mismatch_of
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
 from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
 from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
+from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
 from tierlog.domain.errors import StoreUnavailableError
+from tierlog.domain.events import DomainEvent
 from tierlog.projections.base import Fold, Projection, Table
 from tierlog.projections.registry import all_projections
 
@@ -57,7 +59,8 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        # The position every read model has reached, as this runner last committed it.
+        # The position every read model has reached, as this runner last committed it
+        # or (another node's runner folding in turn with it) last found it committed.
         self.committed_position = 0
 
     def start(self) -> None:
@@ -71,20 +74,18 @@ class ProjectionRunner:
         """
         if self._started:
             return
-        with self.store.transaction() as db:
-            for projection in self.projections:
-                for table in projection.tables:
-                    self._create(db, table)
-                db.execute(
+        self.store.create([s for p in self.projections for t in p.tables for s in self._ddl(t)])
+        names = [p.name for p in self.projections] + [IDENTITY_KEY]
+        stored = dict(self.store.query("SELECT name, position FROM rm_positions"))
+        if any(name not in stored for name in names):
+            # A row of its own for each projection (a batch updates them in place);
+            # written only when one is missing, under the projections lock.
+            with self.store.transaction() as db:
+                db.executemany(
                     "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
                     " ON CONFLICT (name) DO NOTHING",
-                    (projection.name,),
+                    [(name,) for name in names if name not in stored],
                 )
-            db.execute(
-                "INSERT INTO rm_positions (name, position) VALUES (?, 0)"
-                " ON CONFLICT (name) DO NOTHING",
-                (IDENTITY_KEY,),
-            )
         stored = dict(self.store.query("SELECT name, position FROM rm_positions"))
         names = [p.name for p in self.projections]
         found = mismatch_of(stored, self.log, names, kept_as(self.log.url, "<time>"))
@@ -97,9 +98,8 @@ class ProjectionRunner:
         if not self._started:
             raise RuntimeError("the projection runner is not ready: call start() first")
 
-    def _create(self, db: ReadModelWriter, table: Table) -> None:
-        for statement in table.ddl if self.indexes else table.ddl[:1]:
-            db.execute(statement)
+    def _ddl(self, table: Table) -> tuple[str, ...]:
+        return table.ddl if self.indexes else table.ddl[:1]
 
     def _fingerprint(self, position: int) -> int:
         """63 bits of the chain hash covering ``position`` (-1 when none covers it)."""
@@ -125,40 +125,65 @@ class ProjectionRunner:
         self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
+        # Another node's runner may have folded what this one was about to: reads that
+        # wait for a position (``min_position``) must see it without a batch of ours.
+        self.committed_position = start
         events = self.log.read(start, self.batch, stop)
         if not events:
             return 0
         last = events[-1][0]
         fingerprint = self._fingerprint(last)
         with self.store.transaction() as db:
-            rows = RowCache((t for p in self.projections for t in p.tables), db)
+            # Under the projections lock (PostgreSQL) or the write lock (SQLite) no other
+            # runner (another node, tierlog project) writes until this one commits; the
+            # positions are read again here, since one may have moved them meanwhile.
             windows: list[tuple[Projection, int, int | None]] = []
             for projection in self.projections:
-                # Re-read inside the write transaction: another runner on the same read
-                # store (tierlog project, an audit) may have moved it meanwhile.
                 row = db.fetchone(
                     "SELECT position FROM rm_positions WHERE name = ?"
                     + ("" if self.store.sqlite_path is not None else " FOR UPDATE"),
                     (projection.name,),
                 )
-                done = int(row[0]) if row else 0
-                windows.append((projection, done, None))
-                if last > done:
-                    db.execute(
-                        "UPDATE rm_positions SET position = ? WHERE name = ?",
-                        (last, projection.name),
-                    )
-            Fold(windows).apply(rows, events)
-            rows.flush()
-            db.execute(
-                "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
-            )
+                windows.append((projection, int(row[0]) if row else 0, None))
+            if any(done < last for _, done, _ in windows):  # else another runner folded them
+                self._fold(db, windows, events, fingerprint)
         self.committed_position = min(self.positions().values(), default=0)
         return len(events)
 
+    def _fold(
+        self,
+        db: ReadModelWriter,
+        windows: list[tuple[Projection, int, int | None]],
+        events: list[tuple[int, DomainEvent]],
+        fingerprint: int,
+    ) -> None:
+        """Fold ``events`` into each projection past its window's start, and record the
+        new positions and the log's fingerprint where the slowest one now stands."""
+        last = events[-1][0]
+        rows = RowCache((t for p in self.projections for t in p.tables), db)
+        for projection, done, _ in windows:
+            if last > done:
+                db.execute(
+                    "UPDATE rm_positions SET position = ? WHERE name = ?", (last, projection.name)
+                )
+        Fold(windows).apply(rows, events)
+        rows.flush()
+        # The start check compares the fingerprint at the slowest read model's position:
+        # ``last``, unless another runner took every read model past it.
+        reached = min(max(done, last) for _, done, _ in windows)
+        if reached != last:
+            fingerprint = self._fingerprint(reached)
+        db.execute(
+            "UPDATE rm_positions SET position = ? WHERE name = ?", (fingerprint, IDENTITY_KEY)
+        )
+
     def run_until_caught_up(self, stop: int | None = None) -> int:
-        """Apply batches until no event is left (or position ``stop`` is reached);
-        returns events applied."""
+        """Apply batches up to position ``stop``, by default the log's head when called;
+        returns events applied.
+
+        The head is taken once: beside a busy node (whose appends keep coming, and whose
+        runner takes turns with this one) "until no event is left" might never end."""
+        stop = self.log.head() if stop is None else stop
         total = 0
         while applied := self.run_once(stop):
             total += applied
@@ -167,11 +192,12 @@ class ProjectionRunner:
     def rebuild(self, stop: int | None = None) -> int:
         """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
         self._require_started()
-        with self.store.transaction() as db:
+        with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             for projection in self.projections:
                 for table in projection.tables:
                     db.execute(f"DROP TABLE IF EXISTS {table.name}")
-                    self._create(db, table)
+                    for statement in self._ddl(table):
+                        db.execute(statement)
                 db.execute(
                     "UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,)
                 )

@@ -42,8 +42,10 @@ INBOX_CHANNEL = "tierlog_inbox"
 DONE_CHANNEL = "tierlog_inbox_done"
 
 
-def create_statements(schema: str) -> list[Composed]:
-    """The DDL of the cluster tables and functions (idempotent)."""
+def create_statements(schema: str) -> list[tuple[tuple[str, str], Composed]]:
+    """The DDL of the cluster tables and functions (idempotent), each with the
+    ``(kind, name)`` of the object it makes, as the catalog names it (start-up runs only
+    those whose object is missing)."""
     names = {
         "schema": Identifier(schema),
         "leader": Identifier(LEADER_TABLE),
@@ -89,7 +91,18 @@ def create_statements(schema: str) -> list[Composed]:
         "END IF; "
         f"PERFORM pg_notify('{DONE_CHANNEL}', ''); END $$",
     )
-    return [SQL(statement).format(**names) for statement in statements]
+    makes = (
+        ("relation", LEADER_TABLE),
+        ("relation", NODES_TABLE),
+        ("relation", INBOX_TABLE),
+        ("relation", INBOX_TABLE + "_pending"),
+        ("function", FENCE_FUNCTION),
+        ("function", COMPLETE_FUNCTION),
+    )
+    return [
+        (made, SQL(statement).format(**names))
+        for made, statement in zip(makes, statements, strict=True)
+    ]
 
 
 def fence_statement(schema: str) -> Composed:

@@ -36,6 +36,30 @@ def quick_check(path: Path) -> None:
         raise StoreUnusableError(f"{path} is corrupt (SQLite quick_check: {first}{more})")
 
 
+def _heads(log: EventLog) -> tuple[int, int]:
+    """The log's last position and the last one its chain covers, read in one statement:
+    one snapshot, so a node appending meanwhile (each append commits its events and
+    their chain row together) cannot make them differ."""
+    events, chain = log.recorder.events_table_name, log.recorder.chain_table_name
+    if log.is_postgres:
+        schema = log.env["POSTGRES_SCHEMA"]
+        sql = (
+            f'SELECT (SELECT MAX(notification_id) FROM "{schema}"."{events}") AS head, '
+            f'(SELECT MAX(last_position) FROM "{schema}"."{chain}") AS chained'
+        )
+        with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(sql)
+            row = curs.fetchone()
+            values = (row["head"], row["chained"]) if row else (0, 0)
+    else:
+        sql = f"SELECT (SELECT MAX(rowid) FROM {events}), (SELECT MAX(last_position) FROM {chain})"
+        with log.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(sql)
+            found = curs.fetchone()
+            values = (found[0], found[1]) if found else (0, 0)
+    return int(values[0] or 0), int(values[1] or 0)
+
+
 def check_chain_at_head(log: EventLog) -> None:
     """The last chain row covers exactly the last events, with their hashes, linked to
     the row before; ``StoreUnusableError`` naming the positions if not."""
@@ -93,25 +117,3 @@ def _chain_hash_before(log: EventLog, first: int) -> bytes:
         curs.execute(sql, (first,))
         row = curs.fetchone()
         return GENESIS if row is None else bytes(row[0])
-
-
-def _heads(log: EventLog) -> tuple[int, int]:
-    """The last position of the records and of the chain, read in one snapshot: other
-    nodes may be appending to a PostgreSQL log while this one starts, and two reads
-    apart would see a chain ahead of the records that are in fact whole."""
-    events, chain = log.recorder.events_table_name, log.recorder.chain_table_name
-    if log.is_postgres:
-        schema = log.env["POSTGRES_SCHEMA"]
-        sql = (
-            f'SELECT (SELECT MAX(notification_id) FROM "{schema}"."{events}") AS head, '
-            f'(SELECT MAX(last_position) FROM "{schema}"."{chain}") AS chained'
-        )
-        with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(sql)
-            found = curs.fetchone()
-            return (int(found["head"] or 0), int(found["chained"] or 0)) if found else (0, 0)
-    sql = f"SELECT (SELECT MAX(rowid) FROM {events}), (SELECT MAX(last_position) FROM {chain})"
-    with log.recorder.datastore.transaction(commit=False) as curs:
-        curs.execute(sql)
-        row = curs.fetchone()
-        return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from tierlog.adapters.store import pg_locks
 from tierlog.domain.errors import StoreError
 
 FLAG = "--accept-replaced-log"
@@ -120,11 +121,15 @@ def kept_schema(schema: str, when: str) -> str:
 
 def keep_tables_aside(conn: Any, schema: str, tables: Sequence[str], when: str) -> str:
     """Move ``tables`` (those that exist) from ``schema`` into ``kept_schema`` in one
-    transaction (their indexes go with them, so new tables can take the names)."""
+    transaction (their indexes go with them, so new tables can take the names), under
+    the schema's DDL and projections locks (``pg_locks``: no projection batch of a
+    running node holds rows of them meanwhile)."""
     from psycopg.sql import SQL, Identifier
 
     kept = kept_schema(schema, when)
     with conn.transaction():
+        for purpose in (pg_locks.DDL, pg_locks.PROJECTIONS):
+            pg_locks.lock_for(conn, purpose, schema)
         conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(kept)))
         for table in tables:
             conn.execute(

@@ -1,4 +1,8 @@
-"""PostgreSQL recorder: eventsourcing's, made append-only by triggers."""
+"""PostgreSQL recorder: eventsourcing's, made append-only by triggers.
+
+Its tables are created at start-up under the schema's DDL lock, and only when missing
+(see ``tierlog.adapters.store.pg_locks`` for the lock order every transaction keeps).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
+from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.cluster import complete_statement, create_statements, fence_statement
 from tierlog.adapters.store.hash_chain import GENESIS, chain_row
 
@@ -24,7 +29,12 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
         schema = Identifier(self.datastore.schema)
         self.chain_table_name = self.events_table_name + "_chain"
         chain = Identifier(self.chain_table_name)
-        function = Identifier(f"{self.events_table_name}_append_only")
+        function_name = f"{self.events_table_name}_append_only"
+        function = Identifier(function_name)
+        # What each of tierlog's create statements makes, by its index in the list.
+        self._makes: dict[int, tuple[str, str]] = {
+            len(self.sql_create_statements): ("relation", self.chain_table_name)
+        }
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{chain} (first_position bigint PRIMARY KEY, "
@@ -39,9 +49,12 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
             schema=schema, chain=chain
         )
         # The tables several nodes coordinate through (the lease, the inbox).
-        self.sql_create_statements.extend(create_statements(self.datastore.schema))
+        for makes, statement in create_statements(self.datastore.schema):
+            self._makes[len(self.sql_create_statements)] = makes
+            self.sql_create_statements.append(statement)
         self._fence = fence_statement(self.datastore.schema)
         self._complete = complete_statement(self.datastore.schema)
+        self._makes[len(self.sql_create_statements)] = ("function", function_name)
         self.sql_create_statements.append(
             SQL(
                 "CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger "
@@ -61,6 +74,7 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
             table = Identifier(table_name)
             events = "UPDATE OR DELETE" if kind == "update_delete" else "TRUNCATE"
             trigger = Identifier(f"{table_name}_no_{kind}")
+            self._makes[len(self.sql_create_statements)] = ("trigger", f"{table_name}_no_{kind}")
             self.sql_create_statements.append(
                 SQL(
                     "DO $$ BEGIN "
@@ -94,6 +108,52 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
             if fence is not None:
                 curs.execute(self._fence, fence)
             curs.execute(self._complete, _inbox_arguments(results, position))
+
+    def creates(self) -> list[tuple[tuple[str, str] | None, Any]]:
+        """Each create statement with the ``(kind, name)`` of the object it makes (as
+        ``pg_locks.catalog`` names it; None for one not recognised, which is then
+        always run), types first: the insert function takes an array of the type."""
+        made: list[tuple[tuple[str, str] | None, Any]] = []
+        for index, statement in enumerate(self.sql_create_statements):
+            text = statement.as_string()
+            if index in self._makes:
+                makes: tuple[str, str] | None = self._makes[index]
+            elif "CREATE TYPE" in text:
+                makes = ("type", self.stored_event_type_name)
+            elif index == self.create_table_statement_index:
+                makes = ("relation", self.events_table_name)
+            elif "CREATE UNIQUE INDEX" in text:
+                makes = ("relation", self.notification_id_index_name)
+            elif index == self.create_insert_function_statement_index:
+                makes = ("function", self.pg_function_name_insert_events)
+            else:
+                makes = None
+            made.append((makes, statement))
+        return sorted(made, key=lambda item: item[0] is None or item[0][0] != "type")
+
+    def _missing(self, curs: Any) -> list[Any]:
+        """The create statements whose objects are not in the schema (in order)."""
+        present = pg_locks.catalog(curs, self.datastore.schema)
+        return [statement for makes, statement in self.creates() if makes not in present]
+
+    def create_table(self) -> None:
+        """Create what of the log is missing: nothing (and no lock) when it is all
+        there, else in one transaction under the schema's DDL lock, which serialises
+        nodes starting together; appends are only waited for (the lock order is
+        ``pg_locks``'s). Replaces eventsourcing's, which runs every statement each
+        start, and those lock the events table (``CREATE INDEX IF NOT EXISTS`` takes a
+        SHARE lock even when the index exists) beside running nodes' appends."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            missing = self._missing(curs)
+        if missing:
+            with self.datastore.transaction(commit=True) as curs:
+                pg_locks.lock_for(curs, pg_locks.DDL, self.datastore.schema)
+                curs.execute(
+                    SQL("SET LOCAL lock_timeout = '{}s'").format(self.datastore.lock_timeout)
+                )
+                for statement in self._missing(curs):
+                    curs.execute(statement, prepare=False)
+        self.datastore.register_type_adapters()
 
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

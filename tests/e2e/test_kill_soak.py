@@ -14,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tierlog.adapters.store.event_log import EventLog
@@ -24,64 +23,6 @@ KILLS = 12
 AGENTS = 4
 SUBMITTERS = 2
 TIME_LIMIT_S = 100.0
-TOKEN = "operator-secret-token"
-
-
-class Fleet:
-    """The load: submitters and agents that follow the server from restart to restart
-    and record only what the server acknowledged."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.submitted: set[str] = set()  # task ids answered 201
-        self.completed: set[tuple[str, int]] = set()  # (task id, generation) answered 200
-        self.tokens: dict[str, str] = {}
-        self.refused: list[str] = []  # answers that are neither success nor "server gone"
-
-    def _client(self, token: str) -> httpx.Client:
-        return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=5)
-
-    def submitter(self, name: str) -> None:
-        with self._client(TOKEN) as http:
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                body = {"description": f"fix typo {name}-{n}", "complexity_tier": "trivial"}
-                try:
-                    answer = http.post(self.url + "/v1/tasks", json=body)
-                except httpx.HTTPError:  # killed mid-request: not acknowledged
-                    time.sleep(0.02)
-                    continue
-                if answer.status_code == 201:
-                    with self.lock:
-                        self.submitted.add(answer.json()["task_id"])
-                elif answer.status_code != 503:
-                    self.refused.append(f"submit {answer.status_code}: {answer.text}")
-
-    def agent(self, agent_id: str) -> None:
-        with self._client(self.tokens[agent_id]) as http:
-            while not self.stop.is_set():
-                try:
-                    answer = http.get(
-                        f"{self.url}/v1/agents/{agent_id}/assignment", params={"wait": 1}
-                    )
-                    if answer.status_code != 200:
-                        continue
-                    task = answer.json()
-                    done = http.post(
-                        f"{self.url}/v1/tasks/{task['task_id']}/complete",
-                        json={"generation": task["generation"], "result": {"ok": True}},
-                    )
-                except httpx.HTTPError:
-                    time.sleep(0.02)
-                    continue
-                if done.status_code == 200:
-                    with self.lock:
-                        self.completed.add((task["task_id"], task["generation"]))
-                elif done.status_code not in (409, 503):  # 409: reclaimed meanwhile
-                    self.refused.append(f"complete {done.status_code}: {done.text}")
 
 
 def _audit(store: str) -> subprocess.CompletedProcess[str]:
@@ -109,10 +50,9 @@ def _stored(store: str) -> tuple[set[str], set[tuple[str, int]], list[tuple[str,
 
 
 @pytest.mark.slow
-def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path, server_factory):
+def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path, server_factory, fleet):
     store = f"sqlite:///{tmp_path / 'log.db'}"
     output = tmp_path / "serve.log"
-    fleet = Fleet()
     server = server_factory(store, output=output)
     fleet.url = server.url
     with server.client() as admin:

@@ -1,21 +1,26 @@
-"""Two OS processes scheduling one log: no task assigned twice, no timer fired twice."""
+"""Two OS processes scheduling one log: no task assigned twice, no timer fired twice;
+and many processes starting on one new store at the same moment all start."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
+from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
 from tierlog.domain.state import SchedulerState
 
 TASKS = 1000
 WORKER = Path(__file__).with_name("fleet_worker.py")
+STARTER = Path(__file__).with_name("startup_worker.py")
 
 
 def _run_workers(url: str) -> list[dict]:
@@ -80,3 +85,42 @@ def test_two_processes_never_double_assign_or_double_fire(store_url):
     assert figures["fires"] > 0, "the test must exercise timer fires"
     assert all(o["completed"] == TASKS for o in outputs)
     print(outputs, figures)
+
+
+def test_processes_starting_together_on_a_new_store_all_start(store_url):
+    """Three processes of two threads each build and start a whole system on the same
+    new store at the same moment (tables, types, triggers, read models created by
+    whoever comes first), then each submits a task: every one starts and submits."""
+    processes, threads = 3, 2
+    # Small connection pools: six systems must fit the server's connections beside
+    # whatever else runs on it (eventsourcing opens five per log by default).
+    environ = {**os.environ, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "4"}
+    start_at = time.time() + 2.0  # past every interpreter's start-up
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(STARTER), store_url, str(threads), str(start_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
+        for _ in range(processes)
+    ]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    assert [o["errors"] for o in outputs] == [[]] * processes
+    log = EventLog(store_url)
+    try:
+        submitted = sum(isinstance(e, ev.TaskSubmitted) for _, e in log.iter_events())
+        store = ReadStore(log)
+        try:
+            tasks = store.query("SELECT COUNT(*) FROM rm_tasks")[0][0]
+        finally:
+            store.close()
+    finally:
+        log.close()
+    assert submitted == processes * threads
+    assert tasks == processes * threads
