@@ -274,15 +274,23 @@ class LongPolls:
             for _, e in applied
             if isinstance(e, ev.AgentReserved | ev.AgentDeregistered | ev.AgentRegistered)
         }
-        if agents and self.loop is not None:
+        if agents:
             # The waiters belong to the event loop: touch them only from there.
-            self.loop.call_soon_threadsafe(self._wake, agents)
+            self._on_loop(self._wake, agents)
 
     def shutting_down(self) -> None:
         """The server is stopping: every long-poll answers now (any thread)."""
         self.closing = True
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._wake, set(self.waiters))
+        self._on_loop(self._wake, set(self.waiters))
+
+    def _on_loop(self, wake: Callable[[set[str]], None], agents: set[str]) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():  # not serving yet, or no longer
+            return
+        try:
+            loop.call_soon_threadsafe(wake, agents)
+        except RuntimeError:  # closed between the check and the call, as serve stops
+            return
 
     def _wake(self, agents: set[str]) -> None:
         for agent_id in agents:

@@ -18,6 +18,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Mapper, PersistenceError, StoredEvent
 
+from tierlog.adapters.store.chain_reads import ChainReads
 from tierlog.adapters.store.cluster import INBOX_GONE_SQLSTATE, NOT_LEADER_SQLSTATE, sqlstate_of
 from tierlog.adapters.store.codec import MsgspecMapper
 from tierlog.adapters.store.faults import (
@@ -135,7 +136,7 @@ class TierlogApplication(Application[UUID]):
         return MsgspecMapper()
 
 
-class EventLog:
+class EventLog(ChainReads):
     """Append, read and follow the log. Positions are the store's notification ids.
 
     Opened for writing (the default) it creates the log's tables if they are missing.
@@ -282,18 +283,13 @@ class EventLog:
         else:
             stored = [StoredEvent(*row) for row in rows]
             insert = partial(self.recorder.insert_events, stored, fence=self.fence, inbox=inbox)
-        try:
-            ids = insert()
-        except IntegrityError as exc:
-            raise ConcurrencyConflictError(
-                "another writer appended to the same aggregate first"
-            ) from exc
-        except Exception as exc:
-            self._raise_cluster_refusal(exc)
-            fault = self._fault(exc)
-            if fault is None:
-                raise
-            raise fault from exc
+        with self._write_errors():
+            try:
+                ids = insert()
+            except IntegrityError as exc:
+                raise ConcurrencyConflictError(
+                    "another writer appended to the same aggregate first"
+                ) from exc
         return list(ids or [])
 
     def complete_inbox(self, results: Sequence[tuple[int, bytes]], position: int) -> None:
@@ -301,8 +297,17 @@ class EventLog:
         append; ``position`` is the leader's position they were decided at."""
         if not results:
             return
-        try:
+        with self._write_errors():
             self.recorder.complete_inbox(self.fence, results, position)
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A write's failure as tierlog says it: the cluster's refusals (a lost lease, a
+        withdrawn command), then a fault of the storage; the rest as it is."""
+        try:
+            yield
+        except ConcurrencyConflictError:
+            raise
         except Exception as exc:
             self._raise_cluster_refusal(exc)
             fault = self._fault(exc)
@@ -443,87 +448,6 @@ class EventLog:
                 if not rows:
                     return
                 yield rows
-
-    def chain_hash_at(self, position: int) -> bytes | None:
-        """The chain hash of the chain row that covers ``position`` (None if none does)."""
-        row = self.chain_row_at(position)
-        return None if row is None else row[3]
-
-    def chain_row_at(self, position: int) -> tuple[int, int, bytes, bytes] | None:
-        """The chain row ``(first, last, record_hashes, chain_hash)`` that covers
-        ``position`` (None if none does)."""
-        columns = "first_position, last_position, record_hashes, chain_hash"
-        table = self.recorder.chain_table_name
-        if self.is_postgres:
-            schema = self.env["POSTGRES_SCHEMA"]
-            sql = (
-                f'SELECT {columns} FROM "{schema}"."{table}" '
-                "WHERE first_position <= %s ORDER BY first_position DESC LIMIT 1"
-            )
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql, (position,))
-                found = curs.fetchone()
-                values = None if found is None else [found[c] for c in columns.split(", ")]
-        else:
-            sql = (
-                f"SELECT {columns} FROM {table} WHERE first_position <= ? "
-                "ORDER BY first_position DESC LIMIT 1"
-            )
-            with self.recorder.datastore.transaction(commit=False) as curs:
-                curs.execute(sql, (position,))
-                found = curs.fetchone()
-                values = None if found is None else list(found)
-        if values is None or values[1] < position:
-            return None
-        return (int(values[0]), int(values[1]), bytes(values[2]), bytes(values[3]))
-
-    def chain_head(self) -> int:
-        """The last position the hash chain covers (0 when it is empty).
-
-        Beside ``head()`` it shows records deleted from the end of the log: the chain
-        still covers them.
-        """
-        table = self.recorder.chain_table_name
-        if self.is_postgres:
-            schema = self.env["POSTGRES_SCHEMA"]
-            sql = f'SELECT MAX(last_position) AS last FROM "{schema}"."{table}"'
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql)
-                row = curs.fetchone()
-                return int(row["last"] or 0) if row else 0
-        with self.recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT MAX(last_position) FROM {table}")
-            row = curs.fetchone()
-            return int(row[0] or 0) if row else 0
-
-    def chain_rows(self, after: int, limit: int) -> list[tuple[int, int, bytes, bytes]]:
-        """Hash chain rows ``(first, last, record_hashes, chain_hash)`` starting after
-        position ``after``, in order."""
-        table = self.recorder.chain_table_name
-        if self.is_postgres:
-            schema = self.env["POSTGRES_SCHEMA"]
-            sql = (
-                f'SELECT first_position, last_position, record_hashes, chain_hash FROM "{schema}".'
-                f'"{table}" WHERE first_position > %s ORDER BY first_position LIMIT %s'
-            )
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql, (after, limit))
-                return [
-                    (
-                        r["first_position"],
-                        r["last_position"],
-                        bytes(r["record_hashes"]),
-                        bytes(r["chain_hash"]),
-                    )
-                    for r in curs.fetchall()
-                ]
-        sql = (
-            f"SELECT first_position, last_position, record_hashes, chain_hash FROM {table}"
-            " WHERE first_position > ? ORDER BY first_position LIMIT ?"
-        )
-        with self.recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(sql, (after, limit))
-            return [(r[0], r[1], bytes(r[2]), bytes(r[3])) for r in curs.fetchall()]
 
     def positioned_events_of(self, aggregate_id: UUID) -> list[tuple[int, DomainEvent]]:
         """All events of one aggregate with their global positions, in order."""

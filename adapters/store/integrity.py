@@ -96,24 +96,6 @@ def check_chain_at_head(log: EventLog) -> None:
 
 def _chain_hash_before(log: EventLog, first: int) -> bytes:
     """The chain hash of the row before the one starting at ``first`` (``GENESIS`` if
-    none). Not ``chain_hash_at(first - 1)``: on PostgreSQL a rolled-back append leaves
-    positions no row covers, so the row before may end anywhere before ``first``."""
-    table = log.recorder.chain_table_name
-    if log.is_postgres:
-        schema = log.env["POSTGRES_SCHEMA"]
-        sql = (
-            f'SELECT chain_hash FROM "{schema}"."{table}" WHERE first_position < %s '
-            "ORDER BY first_position DESC LIMIT 1"
-        )
-        with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(sql, (first,))
-            found = curs.fetchone()
-            return GENESIS if found is None else bytes(found["chain_hash"])
-    sql = (
-        f"SELECT chain_hash FROM {table} WHERE first_position < ? "
-        "ORDER BY first_position DESC LIMIT 1"
-    )
-    with log.recorder.datastore.transaction(commit=False) as curs:
-        curs.execute(sql, (first,))
-        row = curs.fetchone()
-        return GENESIS if row is None else bytes(row[0])
+    none)."""
+    row = log.chain_row_before(first)
+    return GENESIS if row is None else row[3]

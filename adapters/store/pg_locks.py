@@ -15,12 +15,16 @@ the steps it does not need:
    first by every transaction that writes read-model rows (a projection batch, a
    rebuild), and second by read-model DDL. So one runner writes at a time and the
    others follow; a start-up's DDL never interleaves with a batch.
-3. Table and row locks, always in this order: the events table (the append's
-   ``EXCLUSIVE`` lock), its chain table, then the read-model tables (``rm_positions``
-   first: a batch locks its rows ``FOR UPDATE`` before it touches the others).
+3. Table and row locks, always in this order: the leader lease row (a leader's append
+   begins with the fence, which locks it ``FOR SHARE``; the lease keeper's renewal and a
+   take-over update it alone), the events table (the append's ``EXCLUSIVE`` lock), its
+   chain table, the inbox rows the append answers (``tierlog_complete_inbox``; a
+   follower withdrawing a command deletes its row alone), then the read-model tables
+   (``rm_positions`` first: a batch locks its rows ``FOR UPDATE`` before it touches the
+   others).
 
-An append (events table, then chain table) takes no advisory lock and never touches
-the read models; a projection batch reads the log through the log's own connections,
+An append (lease row, events table, chain table, inbox rows) takes no advisory lock and
+never touches the read models; a projection batch reads the log through the log's own connections,
 whose plain reads take no lock an append waits for. Start-up DDL runs only when
 something is missing: each start first looks in the catalog (no locks), so a restart
 against a busy schema whose objects all exist takes no strong lock at all; what it

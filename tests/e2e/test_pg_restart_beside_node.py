@@ -3,11 +3,9 @@ serve`` node under HTTP load (submitters, agents that poll and complete, agents 
 register and leave), a second node on the same schema stopped and started again
 ``RESTARTS`` times (SIGTERM and SIGKILL in turn). Every start answers ``/healthz`` 200,
 the busy node answers no 5xx, and writes sent to the restarted node succeed.
-Bounded in restarts and in time (about two minutes in all): a restart is not begun
-unless the slowest one so far still fits. On a quiet machine a start takes a few
-seconds and all ``RESTARTS`` fit; on one so loaded that a start takes fifteen, fewer
-do (five to ten on a two-core machine running three test suites), and at least
-``MIN_RESTARTS`` must.
+Bounded in restarts and in time: every one of the ``RESTARTS`` must be done within
+``TIME_LIMIT_S`` (a start takes a few seconds on a quiet machine; the limit leaves room
+for a slow one, and the test stops as soon as it is past it).
 """
 
 from __future__ import annotations
@@ -19,10 +17,9 @@ import time
 import pytest
 
 RESTARTS = 20
-MIN_RESTARTS = 5
 AGENTS = 3
 SUBMITTERS = 2
-TIME_LIMIT_S = 110.0
+TIME_LIMIT_S = 300.0
 
 
 def _start_again(server_factory, url, output, what: str, failures: list[str]):
@@ -78,7 +75,7 @@ def test_a_node_restarts_beside_a_busy_node_without_a_failure(
 
     said = output.read_text()
     assert failures == [], "\n".join(failures) + "\n" + said[-4000:]
-    assert restarts >= MIN_RESTARTS, f"only {restarts} restarts within {TIME_LIMIT_S} s"
+    assert restarts == RESTARTS, f"only {restarts} restarts within {TIME_LIMIT_S} s"
     assert fleet.server_errors == [], fleet.server_errors[:5]
     assert fleet.refused == [], fleet.refused[:5]
     assert set(writes_elsewhere) == {201}, writes_elsewhere
