@@ -43,12 +43,17 @@ if TYPE_CHECKING:
     from tierlog.adapters.http.deps import ApiContext
 
 
-def open_log(settings: Settings, *, read_only: bool = False) -> EventLog:
+def open_log(settings: Settings, *, read_only: bool = False, leader: bool = False) -> EventLog:
     """The event log at ``settings.store``, opened right away: for writing (created if
     new), or ``read_only`` (an existing tierlog log, else ``StoreUnusableError``; then
-    nothing is created or changed)."""
+    nothing is created or changed). A ``leader``'s log (a ``serve`` node's writer) has
+    its open transactions ended by PostgreSQL after ``leader_lease_s``, so a paused node
+    cannot hold up a fail-over longer than that."""
     return EventLog(
-        settings.store, read_only=read_only, connect_timeout_s=settings.store_connect_timeout_s
+        settings.store,
+        read_only=read_only,
+        connect_timeout_s=settings.store_connect_timeout_s,
+        idle_in_transaction_s=settings.leader_lease_s if leader else None,
     )
 
 
@@ -258,7 +263,7 @@ def build_system(
     new_task_id: Callable[[], UUID] = uuid4,
 ) -> System:
     """Everything ``serve`` runs, built from ``settings``; nothing started."""
-    log = open_log(settings)
+    log = open_log(settings, leader=True)
     try:
         runtime = build_runtime(settings, log, clock=clock, new_task_id=new_task_id)
         # The runner follows the log on its own thread, over its own connections.

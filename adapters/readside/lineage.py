@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, read_model_path
+from tierlog.adapters.store.cluster import CLUSTER_TABLES
 from tierlog.adapters.store.event_log import postgres_connect_args, sqlite_file, store_env
 from tierlog.adapters.store.lineage import (
     ChainView,
@@ -103,6 +104,9 @@ def keep_aside(url: str, when: str) -> str:
         return str(keep_file_aside(read_model_path(str(path)), when))
     env = store_env(url, create=False)
     tables = ["rm_positions", *(t.name for p in all_projections() for t in p.tables)]
+    # The nodes' lease, list and inbox belong to the replaced log too: its epochs and
+    # forwarded commands must not carry over to the new one.
+    tables += list(CLUSTER_TABLES)
     import psycopg
 
     with psycopg.connect(**postgres_connect_args(env), autocommit=True) as conn:

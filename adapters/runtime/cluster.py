@@ -187,7 +187,9 @@ class ClusterNode:
         self.forward_timeout_s = forward_timeout_s
         self._log = log
         self._connect_args = postgres_connect_args(log.env)
-        self.store = ClusterStore(self._connect_args, log.env["POSTGRES_SCHEMA"])
+        self.store = ClusterStore(
+            self._connect_args, log.env["POSTGRES_SCHEMA"], lock_timeout_s=lease_s / 3
+        )
         self.runtime: Runtime | None = None
         self.epoch: int | None = None
         self.leader_id: str | None = None

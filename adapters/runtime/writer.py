@@ -376,10 +376,16 @@ class SchedulerRuntime:
         lost) also makes this node a follower."""
         try:
             if not uow.events:
-                self.log.complete_inbox(answers, self.state.position)
+                if answers:
+                    self.log.complete_inbox(answers, self.state.position)
                 uow.commit()
                 return True
-            positions = self.log.append(uow.events, inbox=answers)
+            # Forwarded commands' answers ride along only when there are any.
+            positions = (
+                self.log.append(uow.events, inbox=answers)
+                if answers
+                else self.log.append(uow.events)
+            )
         except ConcurrencyConflictError:
             self.conflicts += 1
             log.info("append conflict (%d so far); deciding again", self.conflicts)

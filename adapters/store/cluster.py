@@ -36,6 +36,7 @@ NODES_TABLE = "tierlog_nodes"
 INBOX_TABLE = "tierlog_inbox"
 FENCE_FUNCTION = "tierlog_fence"
 COMPLETE_FUNCTION = "tierlog_complete_inbox"
+CLUSTER_TABLES = (LEADER_TABLE, NODES_TABLE, INBOX_TABLE)
 NOT_LEADER_SQLSTATE = "TL409"
 INBOX_GONE_SQLSTATE = "TL410"
 INBOX_CHANNEL = "tierlog_inbox"
@@ -169,13 +170,22 @@ class ClusterStore:
     """The lease, the node list and the inbox, over a small pool of connections of its
     own (autocommit: each call is one short transaction)."""
 
-    def __init__(self, connect_args: dict[str, Any], schema: str) -> None:
+    def __init__(
+        self, connect_args: dict[str, Any], schema: str, *, lock_timeout_s: float = 1.0
+    ) -> None:
         from psycopg.rows import tuple_row
         from psycopg_pool import ConnectionPool
 
         self.schema = schema
         self._pool: ConnectionPool[Any] = ConnectionPool(
-            kwargs={**connect_args, "autocommit": True, "row_factory": tuple_row},
+            # A lease call never waits long for a lock (a paused leader's append holds the
+            # lease row): it fails, and the keeper tries again next round.
+            kwargs={
+                **connect_args,
+                "autocommit": True,
+                "row_factory": tuple_row,
+                "options": f"-c lock_timeout={max(1, int(lock_timeout_s * 1000))}ms",
+            },
             min_size=1,
             max_size=4,
             open=True,
@@ -280,8 +290,11 @@ _STATEMENTS = {
     "acquire": (
         "INSERT INTO {schema}.{leader} (singleton, node, epoch, expires_at) VALUES "
         "(true, %(node)s, %(min_epoch)s + 1, clock_timestamp() + make_interval(secs => %(lease)s)) "
+        # The expiry is computed again after any wait for the row's lock: a lease taken
+        # after a wait must not be born expired.
         "ON CONFLICT (singleton) DO UPDATE SET node = EXCLUDED.node, "
-        "epoch = GREATEST({leader}.epoch, %(min_epoch)s) + 1, expires_at = EXCLUDED.expires_at, "
+        "epoch = GREATEST({leader}.epoch, %(min_epoch)s) + 1, "
+        "expires_at = clock_timestamp() + make_interval(secs => %(lease)s), "
         "elected_at = clock_timestamp() WHERE {leader}.expires_at <= clock_timestamp() "
         "RETURNING epoch"
     ),

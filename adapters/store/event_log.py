@@ -155,10 +155,18 @@ class EventLog(ChainReads):
         *,
         read_only: bool = False,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        idle_in_transaction_s: float | None = None,
     ) -> None:
         self.url = url
         self.read_only = read_only
         self.env = store_env(url, create=not read_only, connect_timeout_s=connect_timeout_s)
+        if idle_in_transaction_s is not None and self.env.get("POSTGRES_DBNAME"):
+            # PostgreSQL ends a transaction its client left open this long, with its locks:
+            # a leader paused mid-append (SIGSTOP, a stall) cannot hold the lease row and
+            # the events table, and so the fail-over, for longer than this.
+            self.env["POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT"] = str(
+                max(1, math.ceil(idle_in_transaction_s))
+            )
         self.is_postgres = self.env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
         self.where = describe(self.env)
         """Where the store is, for messages (no password)."""

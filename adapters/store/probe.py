@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from tierlog.adapters.store.cluster import CLUSTER_TABLES
 from tierlog.domain.errors import StoreUnusableError
 
 # The tables every tierlog log has: eventsourcing's events table (named by the store's
@@ -24,7 +25,9 @@ from tierlog.domain.errors import StoreUnusableError
 SQLITE_LOG_TABLES = ("stored_events", "stored_events_chain")
 POSTGRES_LOG_TABLES = ("tierlog_events", "tierlog_events_chain")
 # tierlog's derived tables in a PostgreSQL schema: read models, checkpoints.
-DERIVED_PREFIXES = ("rm_", "tierlog_checkpoints")
+DERIVED_PREFIXES = ("rm_", "tierlog_checkpoints", *CLUSTER_TABLES)
+"""tierlog's own tables beside the log: read models, checkpoints, the nodes' lease, list
+and inbox (``store.cluster``)."""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import psycopg
 import pytest
+from eventsourcing.persistence import PersistenceError
 
 from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.cluster import (
@@ -51,7 +52,7 @@ def node_on(pg_url: str) -> Iterator[Callable[[str], SchedulerRuntime]]:
         settings = Settings(
             store=pg_url, node_id=name, leader_lease_s=LEASE_S, forward_timeout_s=3.0
         )
-        log = bootstrap.open_log(settings)
+        log = bootstrap.open_log(settings, leader=True)
         runtime = bootstrap.build_runtime(settings, log)
         runtime.attach(bootstrap.build_node(settings, log))
         runtime.start_background()
@@ -202,3 +203,24 @@ def test_a_node_lists_every_node(node_on: Callable[[str], SchedulerRuntime]) -> 
     expected = {"a": "leader", "b": "follower"}
     _wait_until(lambda: {n.node: n.role for n in node.nodes()} == expected)
     assert leader.node is not None and leader.node.status().role == "leader"
+
+
+def test_a_leader_stalled_inside_an_append_does_not_hold_up_the_fail_over(
+    node_on: Callable[[str], SchedulerRuntime],
+) -> None:
+    leader, follower = node_on("a"), node_on("b")
+    assert leader.node is not None
+    leader.node.stop(release=False)  # its lease keeper is "paused" too
+    schema = leader.log.env["POSTGRES_SCHEMA"]
+    began = time.monotonic()
+    # As if "a" stopped right after its fence, holding the lease row and its transaction
+    # open: PostgreSQL ends that transaction (idle in transaction), and "b" takes over.
+    with (
+        pytest.raises(PersistenceError),  # the server ended the transaction
+        leader.log.recorder.datastore.transaction(commit=True) as curs,
+    ):
+        curs.execute(f'SELECT "{schema}".tierlog_fence(%s, %s)', ("a", 1))
+        _wait_until(lambda: follower.is_leader, timeout=4 * LEASE_S + 2)
+        took = time.monotonic() - began
+        time.sleep(0.2)
+    assert took < 2 * LEASE_S + 1.5  # the lease, the server's timeout, a poll
