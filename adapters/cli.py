@@ -349,7 +349,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         _print_json(story)
     else:
         for line in story:
-            print(f"{line['at']}  {line['event']:<24} {line['detail']}")
+            by = f"  [by {line['decided_by']}]" if "decided_by" in line else ""
+            print(f"{line['at']}  {line['event']:<24} {line['detail']}{by}")
     return 0
 
 

@@ -3,8 +3,8 @@ two points, and a task's story. All stream the log; none changes it."""
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -157,19 +157,41 @@ def diff(log: EventLog, a: int, b: int) -> dict[str, Any]:
     }
 
 
-def _timer_events(log: EventLog, task_id: UUID) -> Iterator[tuple[int, ev.DomainEvent]]:
+def _scheduler_events(
+    log: EventLog, task_id: UUID
+) -> tuple[list[tuple[int, ev.DomainEvent]], list[tuple[int, ev.SchedulerLeaderElected]]]:
+    """The task's timer events, and every leader election (several nodes on PostgreSQL),
+    from the Scheduler stream."""
+    timers: list[tuple[int, ev.DomainEvent]] = []
+    elections: list[tuple[int, ev.SchedulerLeaderElected]] = []
     for position, event in log.positioned_events_of(ev.SCHEDULER_ID):
-        if getattr(event, "task_id", None) == task_id:
-            yield position, event
+        if isinstance(event, ev.SchedulerLeaderElected):
+            elections.append((position, event))
+        elif getattr(event, "task_id", None) == task_id:
+            timers.append((position, event))
+    return timers, elections
+
+
+def _decided_by(
+    elections: list[tuple[int, ev.SchedulerLeaderElected]], position: int
+) -> str | None:
+    """The leader whose decision the event at ``position`` is (None before any election)."""
+    at = bisect.bisect_left(elections, position, key=lambda pair: pair[0])
+    if at == 0:
+        return None
+    elected = elections[at - 1][1]
+    return f"{elected.node_id} (epoch {elected.epoch})"
 
 
 def explain(log: EventLog, task_id: UUID) -> list[dict[str, Any]]:
     """The task's story: each event with its time, every routing decision with its
-    reason, candidates and scores, its timers, and why it waited when it waited."""
+    reason, candidates and scores, its timers, why it waited when it waited, and (on a
+    log several nodes wrote) which elected leader decided each event."""
     own = log.positioned_events_of(task_id)
     if not own:
         return []
-    story = sorted([*own, *_timer_events(log, task_id)], key=lambda pair: pair[0])
+    timers, elections = _scheduler_events(log, task_id)
+    story = sorted([*own, *timers], key=lambda pair: pair[0])
     lines: list[dict[str, Any]] = []
     queued_since: datetime | None = None
     for position, event in story:
@@ -178,6 +200,9 @@ def explain(log: EventLog, task_id: UUID) -> list[dict[str, Any]]:
             "at": event.timestamp.isoformat(),
             "event": type(event).__name__,
         }
+        decided_by = _decided_by(elections, position)
+        if decided_by is not None:
+            line["decided_by"] = decided_by
         match event:
             case ev.TaskSubmitted():
                 line["detail"] = f"submitted by {event.submitted_by}: {event.description!r}"

@@ -114,6 +114,7 @@ class InvariantChecker(SinkChecker):
         self._finish_order: deque[str] = deque()
         self.remember_finished = remember_finished
         self.open_timers: dict[str, datetime] = {}  # by task key: when each is due
+        self.leader_epoch = 0  # the fencing epoch of the last election (several nodes)
         self.handlers: dict[type[ev.DomainEvent], Handler] = {
             ev.TaskSubmitted: self._queued,
             ev.TaskClassified: self._task_event,
@@ -131,6 +132,7 @@ class InvariantChecker(SinkChecker):
             ev.FallbackTimerStarted: self._timer_started,
             ev.FallbackTimerFired: self._timer_fired,
             ev.FallbackTimerCancelled: self._timer_cancelled,
+            ev.SchedulerLeaderElected: self._leader_elected,
         }
         for event_type in ev.EVENT_TYPES:  # the rest: the version check alone
             self.handlers.setdefault(event_type, self._version)
@@ -273,6 +275,17 @@ class InvariantChecker(SinkChecker):
         self._finish(key, facts, 1)
 
     # --- scheduler, agent and endpoint events -----------------------------------------
+
+    def _leader_elected(self, position: int, key: str, e: ev.SchedulerLeaderElected) -> None:
+        self._version(position, key, e)
+        if e.epoch <= self.leader_epoch:
+            self._bad(
+                position,
+                e.originator_id,
+                "leader_epoch_rises",
+                f"{e.node_id} elected under epoch {e.epoch} after epoch {self.leader_epoch}",
+            )
+        self.leader_epoch = max(self.leader_epoch, e.epoch)
 
     def _timer_started(self, position: int, key: str, e: ev.FallbackTimerStarted) -> None:
         self._version(position, key, e)

@@ -28,6 +28,7 @@ class ReferenceInvariantChecker:
     task_state: dict[UUID, str] = field(default_factory=dict)
     lease: dict[UUID, datetime] = field(default_factory=dict)
     open_timers: dict[UUID, datetime] = field(default_factory=dict)
+    leader_epoch: int = 0
 
     def check(self, position: int, event: ev.DomainEvent) -> list[Violation]:
         """The rules ``event`` breaks, given everything before it."""
@@ -102,6 +103,10 @@ class ReferenceInvariantChecker:
             case ev.FallbackTimerCancelled():
                 if self.open_timers.pop(event.task_id, None) is None:
                     bad("timer_ends_once", "cancelled without a pending timer", event.task_id)
+            case ev.SchedulerLeaderElected():
+                if event.epoch <= self.leader_epoch:
+                    bad("leader_epoch_rises", f"epoch {event.epoch} after {self.leader_epoch}")
+                self.leader_epoch = max(self.leader_epoch, event.epoch)
             case _:
                 pass
         return found

@@ -13,6 +13,7 @@ import pytest
 from eventsourcing.persistence import PersistenceError
 
 from tierlog.adapters import bootstrap
+from tierlog.adapters.history.time_travel import explain
 from tierlog.adapters.runtime.cluster import (
     ClusterNode,
     decode_answer,
@@ -224,3 +225,22 @@ def test_a_leader_stalled_inside_an_append_does_not_hold_up_the_fail_over(
         took = time.monotonic() - began
         time.sleep(0.2)
     assert took < 2 * LEASE_S + 1.5  # the lease, the server's timeout, a poll
+
+
+def test_explain_names_the_leader_that_decided_each_event(
+    node_on: Callable[[str], SchedulerRuntime], pg_url: str
+) -> None:
+    first, second = node_on("a"), node_on("b")
+    before = second.call(cmd.SubmitTask(description="under a"))
+    first.stop()
+    _wait_until(lambda: second.is_leader)
+    retried = second.call(cmd.CancelTask(task_id=before.task_id, requested_by="operator"))
+    assert retried is None
+    log = EventLog(pg_url, read_only=True)
+    try:
+        story = explain(log, before.task_id)
+    finally:
+        log.close()
+    by = {line["event"]: line.get("decided_by") for line in story}
+    assert by["TaskSubmitted"] == "a (epoch 1)"
+    assert by["TaskCancelled"] == "b (epoch 2)"

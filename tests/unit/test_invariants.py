@@ -87,7 +87,14 @@ def completed(v: int) -> ev.TaskCompleted:
     )
 
 
+def elected(v: int, epoch: int) -> ev.SchedulerLeaderElected:
+    return ev.SchedulerLeaderElected(
+        originator_id=ev.SCHEDULER_ID, originator_version=v, timestamp=T0, node_id="n", epoch=epoch
+    )
+
+
 CASES = [
+    ("leader_epoch_rises", [elected(1, 2), elected(2, 2)]),
     ("versions_contiguous", [submitted(1), routed(3)]),
     ("routed_before_assigned", [submitted(1), assigned(2)]),
     (
