@@ -388,7 +388,12 @@ class SchedulerRuntime:
             )
         except ConcurrencyConflictError:
             self.conflicts += 1
-            log.info("append conflict (%d so far); deciding again", self.conflicts)
+            if self.conflicts % 100 == 1:  # the first, then one line per hundred
+                log.warning(
+                    "an append lost a version race to another writer (%d so far); deciding "
+                    "again (on PostgreSQL only an elected leader should append)",
+                    self.conflicts,
+                )
             uow.rollback()
             return False
         except NotLeaderError:
