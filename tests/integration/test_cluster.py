@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from uuid import uuid4
 
@@ -143,43 +144,41 @@ def test_a_leader_whose_lease_was_taken_commits_nothing(
     assert not leader.state.tasks
 
 
-def test_an_append_with_a_stale_epoch_is_refused_by_the_store(pg_url: str) -> None:
+@contextmanager
+def _lone_leader(pg_url: str) -> Iterator[tuple[SchedulerRuntime, ClusterNode, EventLog]]:
+    """A node started as leader on its own, with no background writer."""
     settings = Settings(store=pg_url, node_id="a", leader_lease_s=LEASE_S)
     log = bootstrap.open_log(settings)
+    node = bootstrap.build_node(settings, log)
     try:
         runtime = bootstrap.build_runtime(settings, log)
-        node = bootstrap.build_node(settings, log)
         runtime.attach(node)
         runtime.start()
         assert runtime.is_leader
+        yield runtime, node, log
+    finally:
+        node.close()
+        log.close()
+
+
+def test_an_append_with_a_stale_epoch_is_refused_by_the_store(pg_url: str) -> None:
+    with _lone_leader(pg_url) as (runtime, _, log):
         with psycopg.connect(**postgres_connect_args(log.env), autocommit=True) as conn:
             schema = log.env["POSTGRES_SCHEMA"]
             conn.execute(f'UPDATE "{schema}".tierlog_leader SET epoch = epoch + 1')
         with pytest.raises(errors.NotLeaderError):
             runtime.execute(cmd.SubmitTask(description="stale epoch"))
         assert not runtime.is_leader
-        node.close()
-    finally:
-        log.close()
 
 
 def test_an_expired_lease_is_refused_even_before_anyone_takes_it(pg_url: str) -> None:
-    settings = Settings(store=pg_url, node_id="a", leader_lease_s=LEASE_S)
-    log = bootstrap.open_log(settings)
-    try:
-        runtime = bootstrap.build_runtime(settings, log)
-        node = bootstrap.build_node(settings, log)
-        runtime.attach(node)
-        runtime.start()
+    with _lone_leader(pg_url) as (runtime, node, log):
         node.stop(release=False)  # as if paused: nothing renews the lease any more
         time.sleep(LEASE_S + 0.2)
         head = log.head()
         with pytest.raises(errors.NotLeaderError):
             runtime.execute(cmd.SubmitTask(description="expired lease"))
         assert log.head() == head
-        node.close()
-    finally:
-        log.close()
 
 
 def test_commands_and_answers_cross_the_inbox_intact() -> None:
