@@ -243,3 +243,33 @@ def test_explain_names_the_leader_that_decided_each_event(
     by = {line["event"]: line.get("decided_by") for line in story}
     assert by["TaskSubmitted"] == "a (epoch 1)"
     assert by["TaskCancelled"] == "b (epoch 2)"
+
+
+def test_a_command_no_leader_answers_is_withdrawn_and_appends_nothing(pg_url: str) -> None:
+    started: list[SchedulerRuntime] = []
+    try:
+        for name in ("a", "b"):
+            settings = Settings(
+                store=pg_url, node_id=name, leader_lease_s=30.0, forward_timeout_s=0.5
+            )
+            runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
+            runtime.attach(bootstrap.build_node(settings, runtime.log))
+            runtime.start_background()
+            started.append(runtime)
+        leader, follower = started
+        assert leader.is_leader and not follower.is_leader
+        assert leader.node is not None
+        leader.node.stop(release=False)  # gone, keeping its 30 s lease: nobody answers
+        leader.stop()
+        head = follower.log.head()
+        with pytest.raises(errors.NotLeaderError, match="no leader answered"):
+            follower.call(cmd.SubmitTask(description="nobody decides this"))
+        assert follower.node is not None and follower.node.withdrawn == 1
+        assert follower.node.store.pending(10, []) == []  # withdrawn, so never run later
+        assert follower.log.head() == head
+    finally:
+        for runtime in started:
+            runtime.stop()
+            if runtime.node is not None:
+                runtime.node.close()
+            runtime.log.close()
