@@ -22,6 +22,7 @@ from tierlog.adapters.readside.lineage import read_models_mismatch
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.cluster import ClusterNode
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
@@ -120,11 +121,22 @@ def build_runtime(
     *,
     clock: Clock | None = None,
     new_task_id: Callable[[], UUID] = uuid4,
+    long_running: bool = False,
 ) -> SchedulerRuntime:
     """The scheduler runtime over ``log``, under ``settings.scheduler``; not started.
 
-    ``clock`` defaults to the wall clock; the demo and tests pass a virtual one.
+    ``clock`` defaults to the wall clock; the demo and tests pass a virtual one. A
+    ``long_running`` runtime (``serve``'s) keeps only live work in memory
+    (``settings.retention()``) and, with ``settings.checkpoints``, starts from and
+    keeps checkpoints of its state.
     """
+    checkpoints = None
+    if long_running and settings.checkpoints:
+        checkpoints = SchedulerCheckpoints(
+            log,
+            every_events=settings.checkpoint_every_events,
+            every_s=settings.checkpoint_every_s,
+        )
     return SchedulerRuntime(
         log,
         settings.scheduler,
@@ -134,6 +146,8 @@ def build_runtime(
         poll_interval=settings.writer_poll_s,
         max_batch=settings.max_batch,
         limits=settings.command_limits(),
+        retention=settings.retention() if long_running else None,
+        checkpoints=checkpoints,
     )
 
 
@@ -265,7 +279,9 @@ def build_system(
     """Everything ``serve`` runs, built from ``settings``; nothing started."""
     log = open_log(settings, leader=True)
     try:
-        runtime = build_runtime(settings, log, clock=clock, new_task_id=new_task_id)
+        runtime = build_runtime(
+            settings, log, clock=clock, new_task_id=new_task_id, long_running=True
+        )
         # The runner follows the log on its own thread, over its own connections.
         runner_log = open_log(settings)
         try:

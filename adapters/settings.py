@@ -28,6 +28,7 @@ from tierlog.adapters.store.event_log import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import ConfigurationError, ValidationError
 from tierlog.domain.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_JSON_ITEMS, CommandLimits
+from tierlog.domain.working_set import SETTLED_GRACE_S, SETTLED_MAX, Retention
 
 # --- every tunable default (the constructors that take one default to these) ---------
 HOST = "127.0.0.1"
@@ -55,6 +56,10 @@ LEADER_LEASE_S = 3.0
 FORWARD_TIMEOUT_S = 10.0
 """How long a follower waits for the leader to answer a forwarded command."""
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
+CHECKPOINT_EVERY_EVENTS = 10_000
+"""Events between two checkpoints of the running scheduler's state."""
+CHECKPOINT_EVERY_S = 60.0
+"""Seconds between two checkpoints while anything is appended."""
 
 ENV_PREFIX = "TIERLOG_"
 POLICY = "scheduler"  # the field that holds the policy; its keys are flat everywhere else
@@ -119,6 +124,18 @@ class Settings(BaseSettings):
     forward_timeout_s: Annotated[Seconds, Field(le=300)] = FORWARD_TIMEOUT_S
     """How long a follower waits for the leader to answer a forwarded command before it
     withdraws it and answers 503 (nothing appended)."""
+    settled_grace_s: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] = SETTLED_GRACE_S
+    """How long the scheduler keeps a settled record in memory (a task completed,
+    cancelled or dead-lettered; an agent or endpoint deregistered) before it is answered
+    from the store instead."""
+    settled_max: Annotated[int, Field(ge=0, le=1_000_000)] = SETTLED_MAX
+    """The most settled records the scheduler keeps in memory (the oldest leave first)."""
+    checkpoints: bool = True
+    """Whether ``serve`` starts from, and keeps, checkpoints of the scheduler's state."""
+    checkpoint_every_events: Count = CHECKPOINT_EVERY_EVENTS
+    """Events between two checkpoints of the scheduler's state."""
+    checkpoint_every_s: Seconds = CHECKPOINT_EVERY_S
+    """Seconds between two checkpoints while anything is appended."""
     probe: bool = False
     """Whether ``serve`` checks every endpoint's Ollama ``/api/tags``."""
     probe_interval_s: Seconds = PROBE_INTERVAL_S
@@ -159,6 +176,10 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except pydantic.ValidationError as exc:
             raise _configuration_error(exc) from None
+
+    def retention(self) -> Retention:
+        """What the running scheduler keeps in memory of settled records."""
+        return Retention(settled_grace_s=self.settled_grace_s, settled_max=self.settled_max)
 
     def command_limits(self) -> CommandLimits:
         """The limits every command is checked against before it is decided."""

@@ -139,11 +139,13 @@ class SchedulerService:
 
     def _submit_task(self, command: cmd.SubmitTask, uow: UnitOfWork, now: datetime) -> SubmitResult:
         key = command.idempotency_key
-        if key is not None and key in self.state.idempotency:
-            existing = self.state.tasks[self.state.idempotency[key]]
-            return SubmitResult(task_id=existing.task_id, state=existing.state, created=False)
+        # A key names its task (``idempotent_task_id``), so the same key finds the same
+        # task, in memory or handed back from the store after it left.
         task_id = idempotent_task_id(key) if key is not None else self.new_task_id()
-        if task_id in self.state.tasks:
+        existing = self.state.task(task_id)
+        if existing is not None:
+            if key is not None:
+                return SubmitResult(task_id=existing.task_id, state=existing.state, created=False)
             raise InvalidTransitionError(f"task {task_id} already exists", field="task_id")
         uow.emit(*tasks.submit(command, task_id, now))
         return SubmitResult(task_id=task_id, state="queued", created=True)
@@ -170,17 +172,19 @@ class SchedulerService:
     def _fail_task(self, command: cmd.FailTask, uow: UnitOfWork, now: datetime) -> str:
         task = self._held_task(command.agent_id, command.task_id, command.generation)
         uow.emit(*tasks.fail(task, command.error, now))
-        return self.state.tasks[task.task_id].state
+        failed = self.state.task(task.task_id)
+        assert failed is not None
+        return failed.state
 
     # --- agents ---------------------------------------------------------------------
 
     def _register_agent(self, command: cmd.RegisterAgent, uow: UnitOfWork, now: datetime) -> None:
-        uow.emit(agents.register(self.state.agents.get(command.agent_id), command, now))
+        uow.emit(agents.register(self.state.agent(command.agent_id), command, now))
 
     def _deregister_agent(
         self, command: cmd.DeregisterAgent, uow: UnitOfWork, now: datetime
     ) -> None:
-        agent = agents.live(self.state.agents.get(command.agent_id), command.agent_id)
+        agent = agents.live(self.state.agent(command.agent_id), command.agent_id)
         deregistered = agents.deregister(agent, now)
         # Reclaiming its task frees the agent without an agent event: the version holds.
         self._reclaim_from(uow, agent, now)
@@ -189,7 +193,7 @@ class SchedulerService:
     def _mark_agent_offline(
         self, command: cmd.MarkAgentOffline, uow: UnitOfWork, now: datetime
     ) -> None:
-        agent = agents.live(self.state.agents.get(command.agent_id), command.agent_id)
+        agent = agents.live(self.state.agent(command.agent_id), command.agent_id)
         offline = agents.mark_offline(agent, command.reason, now)
         self._reclaim_from(uow, agent, now)
         uow.emit(offline)
@@ -204,7 +208,7 @@ class SchedulerService:
         self, command: cmd.RegisterEndpoint, uow: UnitOfWork, now: datetime
     ) -> str:
         endpoint_id = f"{command.host}:{command.port}"
-        uow.emit(endpoints.register(self.state.endpoints.get(endpoint_id), command, now))
+        uow.emit(endpoints.register(self.state.endpoint(endpoint_id), command, now))
         return endpoint_id
 
     def _report_health(self, command: cmd.ReportHealth, uow: UnitOfWork, now: datetime) -> str:
@@ -244,17 +248,17 @@ class SchedulerService:
     # --- lookups --------------------------------------------------------------------
 
     def _task(self, task_id: UUID) -> TaskRecord:
-        task = self.state.tasks.get(task_id)
+        task = self.state.task(task_id)
         if task is None:
             raise NotFoundError(f"no task {task_id}", field="task_id")
         return task
 
     def _held_task(self, agent_id: str, task_id: UUID, generation: int) -> TaskRecord:
         task = self._task(task_id)
-        if agent_id not in self.state.agents:
+        if self.state.agent(agent_id) is None:
             raise NotFoundError(f"no agent {agent_id}", field="agent_id")
         tasks.check_held(task, agent_id, generation)
         return task
 
     def _endpoint(self, endpoint_id: str) -> EndpointRecord:
-        return endpoints.live(self.state.endpoints.get(endpoint_id), endpoint_id)
+        return endpoints.live(self.state.endpoint(endpoint_id), endpoint_id)

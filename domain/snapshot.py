@@ -3,6 +3,7 @@ decoding typed records is several times faster than unpickling them."""
 
 from __future__ import annotations
 
+from collections import deque
 from uuid import UUID
 
 import msgspec
@@ -13,7 +14,8 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.state import SchedulerState
+from tierlog.domain.state import SchedulerState, Settled
+from tierlog.domain.working_set import Retention
 
 
 class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
@@ -37,6 +39,11 @@ class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
     deadline_counter: int
     keep_finished: bool = True
     finished_counts: list[tuple[str, str, int]] = []
+    retention: Retention | None = None
+    # (settled at, kind, key as text, version): a task's key is its id's text.
+    settled: list[tuple[float, str, str, int]] = []
+    leader: str | None = None
+    epoch: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -66,6 +73,10 @@ def dump_state(state: SchedulerState) -> bytes:
             deadline_counter=state._deadline_counter,
             keep_finished=state.keep_finished,
             finished_counts=[(st, tier, n) for (st, tier), n in state.finished_counts.items()],
+            retention=state.retention,
+            settled=[(at, kind, str(key), version) for at, kind, key, version in state.settled],
+            leader=state.scheduler.leader,
+            epoch=state.scheduler.epoch,
         )
     )
 
@@ -73,7 +84,9 @@ def dump_state(state: SchedulerState) -> bytes:
 def load_state(data: bytes) -> SchedulerState:
     """A ``SchedulerState`` from ``dump_state`` bytes, with its indexes rebuilt."""
     snap = _decoder.decode(data)
-    state = SchedulerState(snap.task_ttl_s, keep_finished=snap.keep_finished)
+    state = SchedulerState(
+        snap.task_ttl_s, keep_finished=snap.keep_finished, retention=snap.retention
+    )
     state.finished_counts = {(st, tier): n for st, tier, n in snap.finished_counts}
     state.position = snap.position
     state.tasks = {t.task_id: t for t in snap.tasks}
@@ -92,10 +105,22 @@ def load_state(data: bytes) -> SchedulerState:
     state.endpoint_state_position = snap.endpoint_state_position
     state.timers = {t.task_id: t for t in snap.timers}
     state.scheduler = SchedulerRecord(
-        version=snap.scheduler_version, config=snap.config, config_position=snap.config_position
+        version=snap.scheduler_version,
+        config=snap.config,
+        config_position=snap.config_position,
+        leader=snap.leader,
+        epoch=snap.epoch,
     )
     state.idempotency = dict(snap.idempotency)
     state.agent_tokens = dict(snap.agent_tokens)
     state.deadlines = list(snap.deadlines)
     state._deadline_counter = snap.deadline_counter
+    state.settled = deque(_settled(entry) for entry in snap.settled)
     return state
+
+
+def _settled(entry: tuple[float, str, str, int]) -> Settled:
+    at, kind, key, version = entry
+    if kind == "task":
+        return (at, "task", UUID(key), version)
+    return (at, "agent" if kind == "agent" else "endpoint", key, version)

@@ -7,11 +7,16 @@ class composes them and owns only what spans aggregates: the queue in order (and
 tier), the idle agents in order (and by host), the deadline heap, the idempotency keys
 and the agents' token digests. While a unit of work is open, every change is recorded
 in its undo log (``self.undo``) so a batch that loses a race can be taken back.
+
+With a ``Retention`` policy (the runtime's), records that nothing live needs leave the
+state once their grace window has passed (``tierlog.domain.working_set``): memory
+follows the work in flight, not the log's length.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -30,9 +35,12 @@ from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.undo import MISSING, UndoLog
+from tierlog.domain.working_set import Kind, Ref, Retention
 
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
+# (settled at: POSIX seconds, kind, key, the record's version when it settled)
+Settled = tuple[float, Kind, Any, int]
 # Each aggregate's evolve functions, looked up once per event by its exact type.
 _TASK = task_aggregate.EVOLVERS
 _AGENT = agent_aggregate.EVOLVERS
@@ -42,14 +50,30 @@ _ENDPOINT = endpoint_aggregate.EVOLVERS
 class SchedulerState:
     """Everything the scheduler decides from, folded from the log."""
 
-    def __init__(self, task_ttl_s: float = 600.0, *, keep_finished: bool = True) -> None:
+    def __init__(
+        self,
+        task_ttl_s: float = 600.0,
+        *,
+        keep_finished: bool = True,
+        retention: Retention | None = None,
+    ) -> None:
         """An empty state. ``keep_finished=False`` is for looking at the past (time
         travel): a task is dropped when it completes or is cancelled (states nothing
         leaves) and only counted in ``finished_counts``, and idempotency keys are not
-        kept, so memory follows the live tasks instead of the log's length. The
-        scheduler itself keeps every task (late commands, idempotent submissions)."""
+        kept, so memory follows the live tasks instead of the log's length.
+
+        ``retention`` is the running scheduler's: settled records leave after a grace
+        window, and whoever folds or decides hands them back through ``recalled`` (read
+        from the store) when an event or a command needs one (see ``missing_for``).
+        Without it every record is kept."""
         self.task_ttl_s = task_ttl_s
         self.keep_finished = keep_finished
+        self.retention = retention
+        # Settled records in the order they settled, waiting for their grace to end.
+        self.settled: deque[Settled] = deque()
+        # Records out of memory, handed back for the decision or fold at hand (the
+        # runtime fills and clears it; it is a cache, not state).
+        self.recalled: dict[Ref, Any] = {}
         # Tasks dropped when they finished, by (state, effective tier).
         self.finished_counts: dict[tuple[str, str], int] = {}
         self.position = 0
@@ -248,6 +272,51 @@ class SchedulerState:
         for _, _, task_id in list(source):
             yield tasks[task_id]
 
+    def task(self, task_id: UUID) -> TaskRecord | None:
+        """The task's record, in memory or handed back in ``recalled`` (None: unknown)."""
+        task = self.tasks.get(task_id)
+        return task if task is not None else self.recalled.get(("task", task_id))
+
+    def agent(self, agent_id: str) -> AgentRecord | None:
+        """The agent's record, in memory or handed back in ``recalled`` (None: unknown)."""
+        agent = self.agents.get(agent_id)
+        return agent if agent is not None else self.recalled.get(("agent", agent_id))
+
+    def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
+        """The endpoint's record, in memory or handed back in ``recalled``."""
+        found = self.endpoints.get(endpoint_id)
+        return found if found is not None else self.recalled.get(("endpoint", endpoint_id))
+
+    def holds(self, ref: Ref) -> bool:
+        """Whether ``ref``'s record is in memory (or already handed back)."""
+        kind, key = ref
+        table: dict[Any, Any] = (
+            self.tasks if kind == "task" else self.agents if kind == "agent" else self.endpoints
+        )
+        return key in table or ref in self.recalled
+
+    def missing_for(self, event: ev.DomainEvent) -> Ref | None:
+        """The record that left memory and that folding ``event`` needs (None: none).
+
+        Only with a retention policy: a task event after its submission, an endpoint
+        event, an agent event after its registration, of a record not held.
+        """
+        if self.retention is None:
+            return None
+        event_type = type(event)
+        ref: Ref
+        if event_type in _TASK:
+            if event_type is ev.TaskSubmitted:
+                return None
+            ref = ("task", event.originator_id)
+        elif event_type in _ENDPOINT:
+            ref = ("endpoint", event.endpoint_id)  # type: ignore[attr-defined]
+        elif event_type in _AGENT and event_type is not ev.AgentRegistered:
+            ref = ("agent", event.agent_id)  # type: ignore[attr-defined]
+        else:
+            return None
+        return None if self.holds(ref) else ref
+
     def version_of_agent(self, agent_id: str) -> int:
         """The agent aggregate's current version (0 if never registered)."""
         agent = self.agents.get(agent_id)
@@ -264,13 +333,80 @@ class SchedulerState:
         """Fold one event, recorded at global ``position``, into the state."""
         self._handlers[type(event)](event, position)
         self._set_scalar("position", position)
+        if self.settled:
+            self._let_settled_go(event.timestamp.timestamp())
+
+    # --- the working set: settled records leave after their grace window -------------
+
+    def _settle(self, at: datetime, kind: Kind, key: Any, version: int) -> None:
+        if self.retention is None:
+            return
+        entry: Settled = (at.timestamp(), kind, key, version)
+        self.settled.append(entry)
+        if self.undo is not None:
+            self.undo.steps += (self.settled, "appended", entry)
+
+    def _let_settled_go(self, now: float) -> None:
+        assert self.retention is not None
+        cutoff = now - self.retention.settled_grace_s
+        most = self.retention.settled_max
+        settled = self.settled
+        while settled and (settled[0][0] <= cutoff or len(settled) > most):
+            entry = settled.popleft()
+            if self.undo is not None:
+                self.undo.steps += (settled, "popped", entry)
+            self._evict(entry, now)
+
+    def _evict(self, entry: Settled, now: float) -> None:
+        """Drop a settled record unless it changed since (then it settles again later)."""
+        _, kind, key, version = entry
+        if kind == "task":
+            task = self.tasks.get(key)
+            if task is None or task.version != version:
+                return
+            if key in self.timers:  # a pending timer still names it: wait another window
+                self._settle_again(entry, now)
+                return
+            self._discard(self.tasks, key)
+            if self.idempotency:
+                self._forget_idempotency_key(key)
+            self.recalled[("task", key)] = task
+        elif kind == "agent":
+            agent = self.agents.get(key)
+            if agent is None or agent.version != version:
+                return
+            self._discard(self.agents, key)
+            token = agent.token_sha256
+            if token is not None and self.agent_tokens.get(token) == key:
+                self._discard(self.agent_tokens, token)
+            self.recalled[("agent", key)] = agent
+        else:
+            endpoint = self.endpoints.get(key)
+            if endpoint is None or endpoint.version != version:
+                return
+            self._discard(self.endpoints, key)
+            self.recalled[("endpoint", key)] = endpoint
+
+    def _settle_again(self, entry: Settled, now: float) -> None:
+        _, kind, key, version = entry
+        again: Settled = (now, kind, key, version)
+        self.settled.append(again)
+        if self.undo is not None:
+            self.undo.steps += (self.settled, "appended", again)
+
+    def _forget_idempotency_key(self, task_id: UUID) -> None:
+        # Kept only by states restored from checkpoints written before retention: the
+        # key is derived from nothing the task holds, so find it by value (rare).
+        for key, held in list(self.idempotency.items()):
+            if held == task_id:
+                self._discard(self.idempotency, key)
 
     def _put_task(self, task: TaskRecord) -> None:
         self._set(self.tasks, task.task_id, task)
 
     def _evolve_task(self, e: ev.DomainEvent, position: int) -> tuple[TaskRecord, TaskRecord]:
         """The task before and after ``e``; the new record is stored."""
-        old = self.tasks[e.originator_id]
+        old = self.tasks.get(e.originator_id) or self.recalled[("task", e.originator_id)]
         new = _TASK[type(e)](old, e, position)
         self._set(self.tasks, new.task_id, new)
         return old, new
@@ -323,7 +459,7 @@ class SchedulerState:
         # append): its tier decides which tier's line it stands in.
         self._put_task(task)
         self._push_deadline_ttl(task)
-        if e.idempotency_key is not None and self.keep_finished:
+        if e.idempotency_key is not None and self.keep_finished and self.retention is None:
             self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
     def _task_classified(self, e: ev.TaskClassified, position: int) -> None:
@@ -363,6 +499,8 @@ class SchedulerState:
         self._task_left_agent(e, position)
         if not self.keep_finished:
             self._drop_finished(e.originator_id)
+        else:
+            self._settle(e.timestamp, "task", e.originator_id, e.originator_version)
 
     def _task_escalated(self, e: ev.TaskEscalated, position: int) -> None:
         self._move_queued(*self._evolve_task(e, position))
@@ -375,12 +513,15 @@ class SchedulerState:
         old, _ = self._evolve_task(e, position)
         self._queue_remove(old)
         self._release_agent(old, position)
+        self._settle(e.timestamp, "task", e.originator_id, e.originator_version)
 
     def _task_cancelled(self, e: ev.TaskCancelled, position: int) -> None:
         old, _ = self._evolve_task(e, position)
         self._queue_remove(old)
         if not self.keep_finished:
             self._drop_finished(e.originator_id)
+        else:
+            self._settle(e.timestamp, "task", e.originator_id, e.originator_version)
 
     def _drop_finished(self, task_id: UUID) -> None:
         task = self.tasks[task_id]
@@ -424,17 +565,22 @@ class SchedulerState:
         self, e: ev.AgentReserved | ev.AgentWentOffline | ev.AgentDeregistered, _: int
     ) -> None:
         """Reserved, went offline, deregistered: out of the idle line."""
-        old = self.agents[e.agent_id]
-        self._set(self.agents, e.agent_id, _AGENT[type(e)](old, e))
+        old = self.agents.get(e.agent_id) or self.recalled[("agent", e.agent_id)]
+        new = _AGENT[type(e)](old, e)
+        self._set(self.agents, e.agent_id, new)
         self._idle_remove(old)
+        if new.status == "deregistered":
+            self._settle(e.timestamp, "agent", e.agent_id, new.version)
 
     # --- Endpoint events: the record, and the position of the endpoint state -----------
 
     def _endpoint_evolved(self, e: ev.DomainEvent, position: int) -> None:
         endpoint_id: str = e.endpoint_id  # type: ignore[attr-defined]
-        endpoint = _ENDPOINT[type(e)](self.endpoints.get(endpoint_id), e, position)
+        endpoint = _ENDPOINT[type(e)](self.endpoint(endpoint_id), e, position)
         self._set(self.endpoints, endpoint_id, endpoint)
         self._set_scalar("endpoint_state_position", position)
+        if endpoint.status == "deregistered":
+            self._settle(e.timestamp, "endpoint", endpoint_id, endpoint.version)
 
     # --- comparison -----------------------------------------------------------------
 
@@ -456,4 +602,5 @@ class SchedulerState:
             "idempotency": dict(self.idempotency),
             "agent_tokens": dict(self.agent_tokens),
             "finished_counts": dict(self.finished_counts),
+            "settled": list(self.settled),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -17,8 +18,9 @@ class UndoLog:
     Flat triples rather than closures: no allocation per step, so no GC pressure on
     the hot path. What a step means depends on its target: a dict gets ``key`` back
     (or loses it), a ``SortedList`` loses what was ``"added"`` or regains what was
-    ``"removed"``, a plain list (the deadline heap) regains a popped entry, and any
-    other object gets its attribute ``key`` back.
+    ``"removed"``, a plain list (the deadline heap) regains a popped entry, a deque
+    (the settled records' line) loses what was ``"appended"`` or regains at its front
+    what was ``"popped"``, and any other object gets its attribute ``key`` back.
     """
 
     __slots__ = ("steps",)
@@ -49,5 +51,10 @@ class UndoLog:
                     target.add(old)
             elif isinstance(target, list):
                 heapq.heappush(target, old)
+            elif isinstance(target, deque):
+                if key == "appended":
+                    target.pop()
+                else:
+                    target.appendleft(old)
             else:
                 setattr(target, key, old)

@@ -27,15 +27,18 @@ def runtime_on(
     *,
     start: bool = True,
     new_task_id: Callable[[], UUID] = uuid4,
+    long_running: bool = False,
     **settings: Any,
 ) -> SchedulerRuntime:
     """A runtime over ``log`` (a log or a store URL), started unless ``start=False``;
-    ``settings`` are ``Settings`` keys (``writer_poll_s=0.01``)."""
+    ``settings`` are ``Settings`` keys (``writer_poll_s=0.01``). A ``long_running`` one
+    is ``serve``'s: settled records leave memory, checkpoints are kept."""
     runtime = bootstrap.build_runtime(
         Settings(scheduler=config or SchedulerConfig(), **settings),
         _log(log),
         clock=clock,
         new_task_id=new_task_id,
+        long_running=long_running,
     )
     if start:
         runtime.start()

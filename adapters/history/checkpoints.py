@@ -36,7 +36,11 @@ from tierlog.domain.state import SchedulerState
 EVERY = 50_000
 TABLE = "checkpoints_lean"  # in the SQLite checkpoints file
 PG_TABLE = "tierlog_checkpoints_lean"  # in the log's PostgreSQL schema
-WHAT = "time-travel checkpoints"
+# The running scheduler's own checkpoints (``tierlog.adapters.runtime.checkpoints``), in
+# the same file or schema: they move aside with these when a log is replaced.
+SCHEDULER_TABLE = "scheduler_checkpoints"
+PG_SCHEDULER_TABLE = "tierlog_scheduler_checkpoints"
+WHAT = "checkpoints"
 logger = logging.getLogger("tierlog.checkpoints")
 _COLUMNS = "position BIGINT PRIMARY KEY, chain_hash {0} NOT NULL, state {0} NOT NULL"
 
@@ -57,18 +61,21 @@ class CheckpointStore:
     slower, so the failure is logged and saving stops.
     """
 
-    def __init__(self, log: EventLog, *, write: bool = True) -> None:
+    def __init__(self, log: EventLog, *, write: bool = True, scheduler: bool = False) -> None:
+        """Time travel's checkpoints, or (``scheduler``) the running scheduler's."""
         self.log = log
         self._write = write
         self._writer: Any = None
+        self._name = SCHEDULER_TABLE if scheduler else TABLE
+        self._pg_name = PG_SCHEDULER_TABLE if scheduler else PG_TABLE
         if log.sqlite_path is not None:
             self._path: Path | None = checkpoints_path(log.sqlite_path)
             self._ph = "?"
-            self._table = TABLE
+            self._table = self._name
         else:
             self._path = None
             self._ph = "%s"
-            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".{PG_TABLE}'
+            self._table = f'"{log.env["POSTGRES_SCHEMA"]}".{self._pg_name}'
 
     def save(self, state: SchedulerState) -> None:
         """Keep ``state`` (at its position) unless one is kept there already."""
@@ -77,15 +84,44 @@ class CheckpointStore:
         chain = self.log.chain_hash_at(state.position)
         if chain is None:
             return
+        self.insert(state.position, chain, dump_state(state))
+
+    def insert(self, position: int, chain: bytes, data: bytes) -> bool:
+        """Keep ``data`` (a dumped state at ``position``, whose chain hash is ``chain``);
+        False if this store cannot write (said once in the log)."""
+        if not self._write:
+            return False
         try:
             self._writable().execute(
                 f"INSERT INTO {self._table} VALUES ({self._ph}, {self._ph}, {self._ph}) "
                 "ON CONFLICT (position) DO NOTHING",
-                (state.position, chain, dump_state(state)),
+                (position, chain, data),
             )
         except Exception as exc:  # sqlite3 or psycopg: no checkpoint, same answer
-            logger.warning("no checkpoint kept at %s: %s", state.position, exc)
+            logger.warning("no checkpoint kept at %s: %s", position, exc)
             self._write = False
+            return False
+        return True
+
+    def keep_newest(self, count: int) -> None:
+        """Delete every checkpoint but the newest ``count`` (after an ``insert``)."""
+        if self._writer is None:
+            return
+        self._writer.execute(
+            f"DELETE FROM {self._table} WHERE position < (SELECT MIN(position) FROM "
+            f"(SELECT position FROM {self._table} ORDER BY position DESC LIMIT {self._ph}) AS k)",
+            (count,),
+        )
+
+    def newest(self, at_most: int, count: int) -> list[tuple[int, bytes, bytes]]:
+        """Up to ``count`` checkpoints ``(position, chain hash, data)`` at or before
+        position ``at_most``, newest first."""
+        rows = self._rows(
+            f"SELECT position, chain_hash, state FROM {self._table} WHERE position <= {self._ph}"
+            f" ORDER BY position DESC LIMIT {self._ph}",
+            (at_most, count),
+        )
+        return [(int(at), bytes(chain), bytes(data)) for at, chain, data in rows]
 
     def _writable(self) -> Any:
         if self._writer is None:
@@ -94,12 +130,15 @@ class CheckpointStore:
 
     def _create(self) -> Any:
         if self._path is not None:
-            conn: Any = sqlite3.connect(self._path, isolation_level=None)
-            # Checkpoints of full states (every finished task kept) were written under
-            # the old name before time travel dropped finished tasks; nothing reads them.
-            conn.execute("DROP TABLE IF EXISTS checkpoints")
-            if conn.execute("PRAGMA freelist_count").fetchone()[0]:
-                conn.execute("VACUUM")  # give the old table's pages back to the disk
+            conn: Any = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            if self._name == TABLE:
+                # Checkpoints of full states (every finished task kept) were written under
+                # the old name before time travel dropped finished tasks; nothing reads
+                # them.
+                conn.execute("DROP TABLE IF EXISTS checkpoints")
+                if conn.execute("PRAGMA freelist_count").fetchone()[0]:
+                    conn.execute("VACUUM")  # give the old table's pages back to the disk
             conn.execute(f"CREATE TABLE IF NOT EXISTS {self._table} ({_COLUMNS.format('BLOB')})")
             return conn
         import psycopg
@@ -107,7 +146,8 @@ class CheckpointStore:
         conn = psycopg.connect(**postgres_connect_args(self.log.env), autocommit=True)
         schema = self.log.env["POSTGRES_SCHEMA"]
         present = {name for kind, name in pg_locks.catalog(conn.cursor(), schema)}
-        if "tierlog_checkpoints" in present or PG_TABLE not in present:
+        legacy = self._pg_name == PG_TABLE and "tierlog_checkpoints" in present
+        if legacy or self._pg_name not in present:
             # Only when something is to be done, and then under the schema's DDL lock
             # (``pg_locks``), beside nodes that may be starting on the same schema.
             with conn.transaction():
@@ -167,24 +207,26 @@ def _postgres_rows(
 
 
 def checkpoints_mismatch(url: str, log: ChainView, when: str) -> Mismatch | None:
-    """Checkpoints beside the log at ``url`` that do not belong to ``log``: the newest
-    one is beyond its head, or has another chain hash than the log's there. Reads them
-    without creating or changing anything."""
+    """Checkpoints beside the log at ``url`` (time travel's or the scheduler's) that do
+    not belong to ``log``: the newest one is beyond its head, or has another chain hash
+    than the log's there. Reads them without creating or changing anything."""
     newest = "SELECT position, chain_hash FROM {} ORDER BY position DESC LIMIT 1"
     path = sqlite_file(url)
+    found: list[tuple[Any, ...]] = []
     if path is not None:
-        rows = _sqlite_rows(checkpoints_path(str(path)), newest.format(TABLE), ())
+        for table in (TABLE, SCHEDULER_TABLE):
+            found += _sqlite_rows(checkpoints_path(str(path)), newest.format(table), ())
     else:
         env = store_env(url, create=False)
-        table = f'"{env["POSTGRES_SCHEMA"]}".{PG_TABLE}'
-        rows = _postgres_rows(env, table, newest.format(table), ())
-    if not rows:
-        return None
-    position, chain = int(rows[0][0]), bytes(rows[0][1])
+        for name in (PG_TABLE, PG_SCHEDULER_TABLE):
+            table = f'"{env["POSTGRES_SCHEMA"]}".{name}'
+            found += _postgres_rows(env, table, newest.format(table), ())
     head = log.head()
-    if position <= head and log.chain_hash_at(position) == chain:
-        return None
-    return Mismatch(WHAT, position, head, position > head, _kept_as(url, when))
+    for row in found:
+        position, chain = int(row[0]), bytes(row[1])
+        if position > head or log.chain_hash_at(position) != chain:
+            return Mismatch(WHAT, position, head, position > head, _kept_as(url, when))
+    return None
 
 
 def _kept_as(url: str, when: str) -> str:
@@ -204,7 +246,8 @@ def keep_aside(url: str, when: str) -> str:
 
     env = store_env(url, create=False)
     with psycopg.connect(**postgres_connect_args(env), autocommit=True) as conn:
-        return f"schema {keep_tables_aside(conn, env['POSTGRES_SCHEMA'], [PG_TABLE], when)!r}"
+        tables = [PG_TABLE, PG_SCHEDULER_TABLE]
+        return f"schema {keep_tables_aside(conn, env['POSTGRES_SCHEMA'], tables, when)!r}"
 
 
 def state_at(

@@ -124,6 +124,11 @@ class Writer:
             return {**asdict(solo), **conflicts}
         return {**asdict(node.status()), **conflicts}
 
+    def memory(self) -> dict[str, Any]:
+        """What the scheduler holds in memory, the store lookups of records that left it,
+        and its checkpoints (where the start came from, what was ignored and why)."""
+        return self.runtime.memory()
+
     async def nodes(self) -> list[dict[str, Any]]:
         """Every node seen on this PostgreSQL log, the most recently seen first (none on
         SQLite)."""

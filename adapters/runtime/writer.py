@@ -27,7 +27,9 @@ from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.cluster import ClusterNode, encode_answer
+from tierlog.adapters.runtime.recall import StoreRecall
 from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, STORE_RETRY_S, WRITER_POLL_S
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -46,6 +48,7 @@ from tierlog.domain.limits import CommandLimits
 from tierlog.domain.service import SchedulerService
 from tierlog.domain.state import SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
+from tierlog.domain.working_set import Retention
 
 T = TypeVar("T")
 _ENDPOINT_EVENTS = (
@@ -95,14 +98,24 @@ class SchedulerRuntime:
         max_batch: int = MAX_BATCH,
         limits: CommandLimits | None = None,
         store_retry_s: float = STORE_RETRY_S,
+        retention: Retention | None = None,
+        checkpoints: SchedulerCheckpoints | None = None,
     ) -> None:
         self.log = event_log
         self.config = config
         self.clock = clock
         self.service = SchedulerService(
-            config, new_task_id=new_task_id, limits=limits, check_events=event_log.check_events
+            config,
+            SchedulerState(config.task_ttl_s, retention=retention),
+            new_task_id=new_task_id,
+            limits=limits,
+            check_events=event_log.check_events,
         )
         self.state = self.service.state
+        self.recall = StoreRecall(event_log)
+        """Finds records that left memory (``retention``) in the store, by key."""
+        self.checkpoints = checkpoints
+        """Where the state starts from and is checkpointed to (None: fold from 0)."""
         self.read_batch = read_batch
         self.record_config = record_config
         self.poll_interval = poll_interval
@@ -136,7 +149,7 @@ class SchedulerRuntime:
                 return
             self._started = True
             try:
-                self.catch_up()
+                self.load()
                 if self.node is not None:
                     # One node of several: it leads if the lease is free, else follows.
                     epoch = self.node.try_lead()
@@ -152,6 +165,48 @@ class SchedulerRuntime:
             except BaseException:
                 self._started = False
                 raise
+
+    def load(self) -> int:
+        """Bring the state to the log's head, appending nothing: from the newest
+        checkpoint that matches the log (if checkpoints are kept and the state is still
+        empty), then the events after it. Returns the events folded."""
+        with self._lock:
+            retention = self.state.retention
+            if self.checkpoints is not None and retention is not None and not self.state.position:
+                restored = self.checkpoints.restore(self.config.task_ttl_s, retention)
+                if restored is not None:
+                    self.state = self.service.state = restored
+            return self.catch_up()
+
+    def housekeep(self) -> None:
+        """Between batches: drop stale deadlines once they outnumber live ones, and hand
+        a checkpoint to the background writer when one is due (the leader's)."""
+        with self._lock:
+            state = self.state
+            if len(state.deadlines) > 4 * (len(state.tasks) + len(state.timers)) + 4096:
+                state.compact_deadlines()
+            checkpoints = self.checkpoints
+            if checkpoints is not None and self.is_leader and checkpoints.due(state.position):
+                checkpoints.offer(state)
+
+    def _last_checkpoint(self) -> None:
+        assert self.checkpoints is not None
+        with self._lock:
+            if self.checkpoints.behind(self.state.position):
+                self.checkpoints.offer(self.state)  # so the next start folds no tail
+
+    def memory(self) -> dict[str, Any]:
+        """What the state holds (tasks, agents, endpoints, settled records waiting to
+        leave), the store lookups of records that left, and the checkpoints' status."""
+        state = self.state
+        return {
+            "tasks": len(state.tasks),
+            "agents": len(state.agents),
+            "endpoints": len(state.endpoints),
+            "settled": len(state.settled),
+            "recalled_lookups": self.recall.lookups,
+            "checkpoints": None if self.checkpoints is None else self.checkpoints.status.as_dict(),
+        }
 
     # --- leading and following (several nodes on one PostgreSQL log) -------------------
 
@@ -240,10 +295,15 @@ class SchedulerRuntime:
         """Apply every event appended after the state's position; returns how many."""
         applied = 0
         with self._lock:
+            state = self.state
+            state.recalled.clear()  # handed back for the last decision or fold only
+            recall = self.recall.for_event if state.retention is not None else None
             while True:
-                chunk = self.log.read(self.state.position, self.read_batch)
+                chunk = self.log.read(state.position, self.read_batch)
                 for position, event in chunk:
-                    self.state.apply(event, position)
+                    if recall is not None:
+                        recall(state, event, position)
+                    state.apply(event, position)
                 applied += len(chunk)
                 self._notify(chunk)
                 if len(chunk) < self.read_batch:
@@ -303,6 +363,7 @@ class SchedulerRuntime:
             self._require_leader()
             for _ in range(MAX_ATTEMPTS):
                 self.catch_up()
+                self.recall.for_commands(self.state, commands)
                 now = self.clock.now()
                 with UnitOfWork(self.state) as uow:
                     results = self.service.handle_all(uow, commands, now)
@@ -499,6 +560,10 @@ class SchedulerRuntime:
         if self._listener is not None:
             self._listener.join()
             self._listener = None
+        if self.checkpoints is not None:
+            if self._started and self.is_leader:
+                self._guarded(self._last_checkpoint)
+            self.checkpoints.close()
         if self.node is not None:
             self.node.stop()
         stopped = RuntimeError("the scheduler runtime stopped before running this command")
@@ -544,8 +609,10 @@ class SchedulerRuntime:
                     self._guarded(self.tick_if_needed)
                 elif time.monotonic() >= self._next_retry:
                     self._guarded(self.retry_store)
+                self._guarded(self.housekeep)
                 continue
             self._run_batch(batch)
+            self._guarded(self.housekeep)
 
     def _run_batch(self, batch: list[Item]) -> None:
         for _ in range(MAX_ATTEMPTS):

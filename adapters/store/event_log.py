@@ -32,6 +32,7 @@ from tierlog.adapters.store.faults import (
 )
 from tierlog.adapters.store.probe import require_log, sqlite_uri
 from tierlog.adapters.store.sqlite import TierlogSQLiteRecorder
+from tierlog.adapters.store.stream_reads import StreamReads
 from tierlog.domain.errors import (
     CommandWithdrawnError,
     ConcurrencyConflictError,
@@ -136,7 +137,7 @@ class TierlogApplication(Application[UUID]):
         return MsgspecMapper()
 
 
-class EventLog(ChainReads):
+class EventLog(ChainReads, StreamReads):
     """Append, read and follow the log. Positions are the store's notification ids.
 
     Opened for writing (the default) it creates the log's tables if they are missing.
@@ -456,29 +457,6 @@ class EventLog(ChainReads):
                 if not rows:
                     return
                 yield rows
-
-    def positioned_events_of(self, aggregate_id: UUID) -> list[tuple[int, DomainEvent]]:
-        """All events of one aggregate with their global positions, in order."""
-        if self.is_postgres:
-            schema, table = self.env["POSTGRES_SCHEMA"], self.recorder.events_table_name
-            sql = (
-                f'SELECT notification_id, topic, state FROM "{schema}"."{table}" '
-                "WHERE originator_id = %s ORDER BY originator_version"
-            )
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(sql, (aggregate_id,))
-                rows = [
-                    (r["notification_id"], r["topic"], bytes(r["state"])) for r in curs.fetchall()
-                ]
-        else:
-            sql = (
-                "SELECT rowid, topic, state FROM stored_events WHERE originator_id = ? "
-                "ORDER BY originator_version"
-            )
-            with self.recorder.datastore.transaction(commit=False) as curs:
-                curs.execute(sql, (aggregate_id.hex,))
-                rows = [(r[0], r[1], bytes(r[2])) for r in curs.fetchall()]
-        return [(position, self.codec.decode(topic, state)) for position, topic, state in rows]
 
     def events_of(self, aggregate_id: UUID) -> list[DomainEvent]:
         """All events of one aggregate, in version order."""

@@ -192,4 +192,5 @@ async def healthz(ctx: Ctx) -> dict[str, Any]:
         "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
         "node": node,
         "nodes": await ctx.writer.nodes(),
+        "scheduler": ctx.writer.memory(),
     }
