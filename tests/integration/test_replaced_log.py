@@ -72,7 +72,7 @@ def test_read_models_and_checkpoints_ahead_of_a_truncated_log_stop_the_start(tmp
     kept = bootstrap.preflight(Settings(store=url), accept_replaced_log=True)
     assert [k.split(" as ")[0] for k in kept] == [
         "the read models",
-        "the time-travel checkpoints",
+        "the checkpoints",
     ]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not (tmp_path / "tierlog.read.db").exists()
@@ -98,7 +98,7 @@ def test_checkpoints_alone_ahead_of_the_log_stop_the_start(tmp_path):
     _project_and_checkpoint(url)
     (tmp_path / "tierlog.read.db").unlink()
     _truncate_log(tmp_path, "tierlog.db")
-    with pytest.raises(ReplacedLogError, match="the time-travel checkpoints are at position"):
+    with pytest.raises(ReplacedLogError, match="the checkpoints are at position"):
         bootstrap.preflight(Settings(store=url))
 
 

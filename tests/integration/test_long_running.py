@@ -1,0 +1,220 @@
+"""A long-running scheduler keeps only live work in memory, answers for what left from
+the store, and starts from its newest checkpoint that matches the log (SQLite and
+PostgreSQL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from wiring import runtime_on
+
+from tierlog.adapters.history.checkpoints import SCHEDULER_TABLE, checkpoints_path
+from tierlog.adapters.runtime.writer import SchedulerRuntime
+from tierlog.adapters.store.event_log import sqlite_file
+from tierlog.domain import commands as cmd
+from tierlog.domain.clock import VirtualClock
+from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.errors import InvalidTransitionError, StaleGenerationError
+
+CONFIG = SchedulerConfig(fallback_wait_s=5, lease_s=60, task_ttl_s=300)
+GRACE = {"long_running": True, "settled_grace_s": 10.0, "settled_max": 100}
+
+
+def _scheduler(url: str, clock: VirtualClock, **settings: Any) -> SchedulerRuntime:
+    return runtime_on(url, CONFIG, clock, **{**GRACE, **settings})
+
+
+def _run_one(runtime: SchedulerRuntime, description: str, key: str | None = None) -> UUID:
+    """Submit a task, let agent a1 take it and complete it; its id."""
+    result = runtime.execute(cmd.SubmitTask(description=description, idempotency_key=key))
+    task = runtime.state.tasks[result.task_id]
+    assert task.state == "assigned" and task.assigned_to == "a1"
+    runtime.execute(
+        cmd.CompleteTask(agent_id="a1", task_id=task.task_id, generation=task.generation)
+    )
+    return result.task_id  # type: ignore[no-any-return]
+
+
+def _let_settled_go(runtime: SchedulerRuntime, clock: VirtualClock) -> None:
+    """Time passes beyond the grace window and an event is folded: settled records leave."""
+    clock.advance(11)
+    runtime.execute(cmd.RegisterAgent(agent_id="ticker"))
+
+
+def _fleet(runtime: SchedulerRuntime) -> None:
+    """One healthy endpoint and one agent, a1."""
+    endpoint = runtime.execute(cmd.RegisterEndpoint(host="gpu-a", models=["llama3"]))
+    runtime.execute(cmd.ReportHealth(endpoint_id=endpoint, ok=True))
+    runtime.execute(cmd.RegisterAgent(agent_id="a1"))
+
+
+@pytest.fixture
+def scheduler(new_store: Callable[[], str]) -> tuple[str, VirtualClock, SchedulerRuntime]:
+    url = new_store()
+    clock = VirtualClock()
+    runtime = _scheduler(url, clock)
+    _fleet(runtime)
+    return url, clock, runtime
+
+
+def test_completed_tasks_leave_memory_after_the_grace_window(scheduler) -> None:
+    _, clock, runtime = scheduler
+    done = [_run_one(runtime, f"task {i}") for i in range(5)]
+    assert all(task_id in runtime.state.tasks for task_id in done)  # within the grace
+    _let_settled_go(runtime, clock)
+    assert not any(task_id in runtime.state.tasks for task_id in done)
+    assert runtime.memory()["tasks"] == 0
+
+
+def test_an_idempotency_key_finds_its_task_after_it_left_and_after_a_restart(scheduler) -> None:
+    url, clock, runtime = scheduler
+    task_id = _run_one(runtime, "keyed", key="order-7")
+    again = cmd.SubmitTask(description="keyed", idempotency_key="order-7")
+    before = runtime.execute(again)  # in memory still
+    _let_settled_go(runtime, clock)
+    assert task_id not in runtime.state.tasks
+    head = runtime.log.head()
+    after = runtime.execute(again)
+    assert (before.task_id, before.created) == (after.task_id, after.created) == (task_id, False)
+    assert after.state == "completed"
+    assert runtime.log.head() == head  # nothing appended
+    runtime.stop()  # a last checkpoint
+    restarted = _scheduler(url, clock)
+    assert restarted.checkpoints is not None
+    assert restarted.checkpoints.status.restored_from is not None
+    head = restarted.log.head()
+    answer = restarted.execute(again)
+    assert (answer.task_id, answer.created, answer.state) == (task_id, False, "completed")
+    assert restarted.log.head() == head
+
+
+def test_late_reports_on_a_task_that_left_get_the_same_refusal(scheduler) -> None:
+    _, clock, runtime = scheduler
+    task_id = _run_one(runtime, "done once")
+    generation = 1
+    late = [
+        cmd.CompleteTask(agent_id="a1", task_id=task_id, generation=generation),
+        cmd.FailTask(agent_id="a1", task_id=task_id, generation=generation, error="late"),
+        cmd.HeartbeatTask(agent_id="a1", task_id=task_id, generation=generation),
+        cmd.CompleteTask(agent_id="a1", task_id=task_id, generation=generation + 1),
+    ]
+    in_memory = [repr(result) for result in runtime.execute_batch(late)]
+    _let_settled_go(runtime, clock)
+    assert task_id not in runtime.state.tasks
+    head = runtime.log.head()
+    results = runtime.execute_batch(late)
+    assert [repr(result) for result in results] == in_memory
+    assert isinstance(results[0], InvalidTransitionError)  # 409: "... is completed"
+    assert "completed" in results[0].message
+    assert isinstance(results[3], StaleGenerationError)  # 409
+    assert runtime.log.head() == head
+
+
+def test_a_dead_letter_that_left_can_be_retried_and_cancelled(scheduler) -> None:
+    _, clock, runtime = scheduler
+    runtime.execute(cmd.DeregisterAgent(agent_id="a1"))
+    doomed = [runtime.execute(cmd.SubmitTask(description=f"never {i}")).task_id for i in (1, 2)]
+    clock.advance(301)  # past the task TTL: both dead-lettered
+    runtime.tick()
+    assert all(runtime.state.tasks[t].state == "dead_lettered" for t in doomed)
+    _let_settled_go(runtime, clock)
+    assert not any(t in runtime.state.tasks for t in doomed)
+    generation = runtime.execute(cmd.RetryTask(task_id=doomed[0]))
+    assert generation == 1
+    assert runtime.state.tasks[doomed[0]].state in ("queued", "assigned")  # live again
+    runtime.execute(cmd.CancelTask(task_id=doomed[1]))
+    assert runtime.state.tasks[doomed[1]].state == "cancelled"
+    with pytest.raises(InvalidTransitionError):
+        runtime.execute(cmd.CancelTask(task_id=doomed[1]))  # cancelled: nothing leaves it
+
+
+def test_a_deregistered_agent_leaves_and_registers_again_on_its_stream(scheduler) -> None:
+    url, clock, runtime = scheduler
+    runtime.execute(cmd.DeregisterAgent(agent_id="a1"))
+    _let_settled_go(runtime, clock)
+    assert "a1" not in runtime.state.agents
+    runtime.execute(cmd.RegisterAgent(agent_id="a1"))  # its stream goes on: no conflict
+    assert runtime.state.agents["a1"].version == 3
+    from_zero = _scheduler(url, clock, checkpoints=False, start=False)
+    from_zero.load()
+    assert from_zero.state.snapshot() == runtime.state.snapshot()
+
+
+def _checkpoint_rows(url: str) -> list[tuple[int, bytes]]:
+    path = sqlite_file(url)
+    assert path is not None
+    with sqlite3.connect(checkpoints_path(str(path))) as conn:
+        rows = conn.execute(
+            f"SELECT position, state FROM {SCHEDULER_TABLE} ORDER BY position"
+        ).fetchall()
+    return [(int(p), bytes(s)) for p, s in rows]
+
+
+def _update_checkpoint(url: str, position: int, column: str, value: bytes) -> None:
+    path = sqlite_file(url)
+    assert path is not None
+    with sqlite3.connect(checkpoints_path(str(path))) as conn:
+        conn.execute(
+            f"UPDATE {SCHEDULER_TABLE} SET {column} = ? WHERE position = ?", (value, position)
+        )
+
+
+@pytest.fixture
+def sqlite_scheduler(tmp_path: Path) -> tuple[str, VirtualClock, SchedulerRuntime]:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    clock = VirtualClock()
+    runtime = _scheduler(url, clock, checkpoint_every_events=5)
+    _fleet(runtime)
+    for i in range(4):
+        _run_one(runtime, f"task {i}")
+        runtime.housekeep()
+    runtime.stop()
+    return url, clock, runtime
+
+
+@pytest.mark.parametrize(
+    ("column", "damage", "why"),
+    [
+        ("state", b"\x00not msgpack at all", "does not decode"),
+        ("chain_hash", b"\x11" * 32, "chain hash is not the log's"),
+    ],
+)
+def test_a_damaged_checkpoint_is_ignored_and_reported(
+    sqlite_scheduler, caplog, column: str, damage: bytes, why: str
+) -> None:
+    url, clock, runtime = sqlite_scheduler
+    rows = _checkpoint_rows(url)
+    assert len(rows) >= 2
+    newest, older = rows[-1][0], rows[-2][0]
+    _update_checkpoint(url, newest, column, damage)
+    restarted = _scheduler(url, clock, start=False)
+    restarted.load()
+    status = restarted.checkpoints.status  # type: ignore[union-attr]
+    assert [(i.position, why in i.why) for i in status.ignored] == [(newest, True)]
+    assert status.restored_from == older  # the newest that matches, then the tail
+    assert f"checkpoint at position {newest} ignored" in caplog.text
+    from_zero = _scheduler(url, clock, start=False, checkpoints=False)
+    from_zero.load()
+    assert restarted.state.snapshot() == from_zero.state.snapshot() == runtime.state.snapshot()
+
+
+def test_a_checkpoint_folded_under_other_settings_is_ignored(sqlite_scheduler) -> None:
+    url, clock, runtime = sqlite_scheduler
+    restarted = _scheduler(url, clock, start=False, settled_grace_s=99.0)
+    restarted.load()
+    status = restarted.checkpoints.status  # type: ignore[union-attr]
+    assert status.restored_from is None
+    assert status.ignored and all("other settings" in i.why for i in status.ignored)
+    assert restarted.state.position == runtime.state.position
+
+
+def test_only_the_newest_checkpoints_are_kept(sqlite_scheduler) -> None:
+    url, _, runtime = sqlite_scheduler
+    rows = _checkpoint_rows(url)
+    assert 2 <= len(rows) <= 3
+    assert rows[-1][0] == runtime.state.position  # the last one, written at stop
