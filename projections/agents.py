@@ -1,4 +1,8 @@
-"""The agents read model: each agent's capabilities, status and current task."""
+"""The agents read model: each live agent's capabilities, status and current task.
+
+An agent's row goes when it deregisters (registering again starts a fresh one); one
+that went offline keeps its row, since its next poll brings it back.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from tierlog.domain import events as ev
 from tierlog.projections.base import Handler, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "agents"
+# 2: a deregistered agent's row is deleted (version 1 kept it, status "deregistered").
+VERSION = 2
 RM_AGENTS = Table(
     "rm_agents",
     (
@@ -78,16 +84,16 @@ def _released(
     )
 
 
-def _gone(rows: Rows, position: int, event: ev.AgentWentOffline | ev.AgentDeregistered) -> None:
+def _went_offline(rows: Rows, position: int, event: ev.AgentWentOffline) -> None:
     rows.update(
         RM_AGENTS,
         (event.agent_id,),
-        {
-            "status": "offline" if isinstance(event, ev.AgentWentOffline) else "deregistered",
-            "updated_at": iso(event.timestamp),
-            "position": position,
-        },
+        {"status": "offline", "updated_at": iso(event.timestamp), "position": position},
     )
+
+
+def _deregistered(rows: Rows, position: int, event: ev.AgentDeregistered) -> None:
+    rows.delete(RM_AGENTS, (event.agent_id,))
 
 
 _HANDLERS: dict[type, Handler] = {
@@ -96,8 +102,8 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskCompleted: _released,
     ev.TaskFailed: _released,
     ev.TaskReclaimed: _released,
-    ev.AgentWentOffline: _gone,
-    ev.AgentDeregistered: _gone,
+    ev.AgentWentOffline: _went_offline,
+    ev.AgentDeregistered: _deregistered,
 }
 
 
@@ -105,6 +111,7 @@ class AgentsProjection:
     """Folds agent events (and the task events that free an agent) into ``rm_agents``."""
 
     name = NAME
+    version = VERSION
     tables: Sequence[Table] = (RM_AGENTS,)
 
     def handlers_for(self, event_type: type) -> Sequence[Handler]:

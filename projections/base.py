@@ -103,13 +103,25 @@ class Rows(Protocol):
         """Change columns of the row with ``key``; nothing when there is no such row."""
         ...
 
+    def delete(self, table: Table, key: Key) -> None:
+        """Remove the row with ``key``; nothing when there is no such row."""
+        ...
+
 
 # How one event type changes a projection's rows: (rows, position, event).
 Handler = Callable[[Rows, int, Any], None]
 
 
 class Projection(Protocol):
-    """A read model: its name, its tables, and how each type of event changes their rows."""
+    """A read model: its name, its tables, and how each type of event changes their rows.
+
+    A projection may also declare ``version`` (an int; ``fold_version`` reads it, 1 when
+    absent). Bump it whenever the fold changes what rows it leaves: the runner then drops
+    that read model's tables and folds the log into them again from position 0, so rows
+    an older fold left behind do not stay for ever. A new index alone needs no
+    bump (start-up creates a missing index); a new column does, as an existing table
+    keeps the columns it was created with.
+    """
 
     name: str
     tables: Sequence[Table]
@@ -119,6 +131,16 @@ class Projection(Protocol):
         projection ignores that type). Asked once per type and fold, so the answer
         must not change."""
         ...
+
+
+# The version of every fold written before folds had versions.
+FIRST_VERSION = 1
+
+
+def fold_version(projection: Projection) -> int:
+    """The version of ``projection``'s fold: its ``version``, or ``FIRST_VERSION``."""
+    version = getattr(projection, "version", FIRST_VERSION)
+    return version if isinstance(version, int) else FIRST_VERSION
 
 
 def handlers_from(table: Mapping[type, Handler], event_type: type) -> tuple[Handler, ...]:

@@ -1,7 +1,11 @@
 """The queue read model: queued tasks in queue order, their tier and pending timer.
 
-Rows are kept when a task leaves the queue (``queued = 0``) so a requeue needs no
-other table; the queue is ``WHERE queued = 1 ORDER BY priority_rank, submit_position``.
+It holds the tasks that may still be queued, not the history (``rm_tasks`` keeps
+that): a row goes when its task is completed or cancelled, states no task leaves. A
+task that leaves the queue for an agent or the dead letters keeps its row
+(``queued = 0``): a reclaim, a failure or an operator's retry puts it back, and the row
+holds what only its submission said (description, capabilities, deadline). The queue
+is ``WHERE queued = 1 ORDER BY priority_rank, submit_position``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from tierlog.domain.aggregates.task import PRIORITY_RANK
 from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
 
 NAME = "queue"
+# 2: completed and cancelled tasks' rows are deleted (version 1 kept every task's row).
+VERSION = 2
 RM_QUEUE = Table(
     "rm_queue",
     (
@@ -113,6 +119,10 @@ def _left_queue(rows: Rows, position: int, event: ev.DomainEvent) -> None:
     _set(rows, event.originator_id, position, {"queued": 0})
 
 
+def _finished(rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskCancelled) -> None:
+    rows.delete(RM_QUEUE, (text_id(event.originator_id),))
+
+
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
     _set(
         rows,
@@ -165,8 +175,9 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskClassified: _classified,
     ev.TaskEscalated: _escalated,
     ev.TaskAssigned: _left_queue,
-    ev.TaskCancelled: _left_queue,
     ev.TaskDeadLettered: _left_queue,
+    ev.TaskCompleted: _finished,
+    ev.TaskCancelled: _finished,
     ev.TaskRequeued: _requeued,
     ev.TaskRetried: _retried,
     ev.FallbackTimerStarted: _timer_started,
@@ -179,6 +190,7 @@ class QueueProjection:
     """Folds task and timer events into ``rm_queue``."""
 
     name = NAME
+    version = VERSION
     tables: Sequence[Table] = (RM_QUEUE,)
 
     def handlers_for(self, event_type: type) -> Sequence[Handler]:

@@ -37,7 +37,11 @@ RM_TASKS = Table(
         ("position", "BIGINT NOT NULL"),
     ),
     key=("task_id",),
+    # The table keeps every task (it is the record), so each list the API serves needs an
+    # index that yields its rows in submission order from the cursor on: all tasks, by
+    # state, by tier. A task by its id is the primary key.
     indexes=(
+        "CREATE INDEX IF NOT EXISTS rm_tasks_submitted ON rm_tasks (submit_position)",
         "CREATE INDEX IF NOT EXISTS rm_tasks_state ON rm_tasks (state, submit_position)",
         "CREATE INDEX IF NOT EXISTS rm_tasks_tier ON rm_tasks (effective_tier, submit_position)",
         "CREATE INDEX IF NOT EXISTS rm_tasks_agent ON rm_tasks (assigned_to)",

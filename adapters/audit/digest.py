@@ -74,6 +74,10 @@ class DigestRows:
             row.update(changes)
         return row
 
+    def delete(self, table: Table, key: Key) -> None:
+        """Remove the row with ``key``: a row the fold deleted is in no digest."""
+        self._rows[table.name].pop(key, None)
+
     def release(self, task_ids: Iterable[str]) -> None:
         """Add the rows of finished tasks to the digests and drop them."""
         for table in self._task_tables:

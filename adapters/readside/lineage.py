@@ -103,7 +103,7 @@ def keep_aside(url: str, when: str) -> str:
     if path is not None:
         return str(keep_file_aside(read_model_path(str(path)), when))
     env = store_env(url, create=False)
-    tables = ["rm_positions", *(t.name for p in all_projections() for t in p.tables)]
+    tables = ["rm_positions", "rm_folds", *(t.name for p in all_projections() for t in p.tables)]
     # The nodes' lease, list and inbox belong to the replaced log too: its epochs and
     # forwarded commands must not carry over to the new one.
     tables += list(CLUSTER_TABLES)

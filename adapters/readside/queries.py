@@ -135,7 +135,7 @@ class AsyncReadModels:
         return rows, total
 
     async def agents(self) -> list[dict[str, Any]]:
-        """Every agent."""
+        """Every registered agent (a deregistered one has no row: ``projections.agents``)."""
         return await self.fetch("SELECT * FROM rm_agents ORDER BY agent_id")
 
     async def endpoints(self) -> list[dict[str, Any]]:

@@ -24,6 +24,9 @@ IDENTITY_KEY = "__log_identity__"
 POSITIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS rm_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 )
+# The version of the fold (``projections.base.fold_version``) that wrote each read
+# model's rows; no row: the first version, from before folds had versions.
+FOLDS_DDL = "CREATE TABLE IF NOT EXISTS rm_folds (name TEXT PRIMARY KEY, version BIGINT NOT NULL)"
 
 
 # The name a ``CREATE TABLE``/``CREATE INDEX`` statement gives what it makes.
@@ -114,7 +117,7 @@ class ReadStore:
         else:
             self._env = {**log.env, "POSTGRES_SCHEMA": self.schema}
             self._conn = self._connect_postgres()
-        self.create([POSITIONS_DDL])
+        self.create([POSITIONS_DDL, FOLDS_DDL])
 
     def _connect_postgres(self) -> Any:
         import psycopg

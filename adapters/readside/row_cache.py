@@ -3,7 +3,8 @@
 Projections fold events into plain dict rows (``projections.base.Rows``). During a
 batch the runner backs them with this cache: a row is loaded from the read store the
 first time a projection asks for it, changed in memory as often as the batch says,
-and every changed row is written back once, by ``flush``, with one upsert per table.
+and every changed row is written back once, by ``flush``, with one upsert per table
+(and one delete per table for the rows the batch removed).
 That turns "a few SQL statements per event" into "one row write per touched row per
 batch", on SQLite and PostgreSQL alike.
 """
@@ -44,6 +45,12 @@ def _select_sql(table: Table) -> str:
 
 
 @lru_cache(maxsize=64)
+def _delete_sql(table: Table) -> str:
+    where = " AND ".join(f"{name} = ?" for name in table.key)
+    return f"DELETE FROM {table.name} WHERE {where}"
+
+
+@lru_cache(maxsize=64)
 def upsert_sql(table: Table) -> str:
     """One statement that inserts a whole row or replaces the row with its key."""
     others = [name for name in table.column_names if name not in table.key]
@@ -62,10 +69,12 @@ class RowCache:
         self._db = db
         self._rows: dict[str, dict[Key, Row | None]] = {}
         self._dirty: dict[str, dict[Key, Row]] = {}
+        self._deleted: dict[str, set[Key]] = {}
         self._tables: dict[str, Table] = {}
         for table in tables:
             self._rows[table.name] = {}
             self._dirty[table.name] = {}
+            self._deleted[table.name] = set()
             self._tables[table.name] = table
 
     def get(self, table: Table, key: Key) -> Row | None:
@@ -84,6 +93,7 @@ class RowCache:
         key = table.key_of(row)
         self._rows[table.name][key] = row
         self._dirty[table.name][key] = row
+        self._deleted[table.name].discard(key)
 
     def update(self, table: Table, key: Key, changes: Row) -> Row | None:
         """Change columns of the row with ``key``; nothing when there is none."""
@@ -96,9 +106,23 @@ class RowCache:
             self._dirty[name][key] = row
         return row
 
+    def delete(self, table: Table, key: Key) -> None:
+        """Remove the row with ``key`` (from the store at ``flush``)."""
+        name = table.name
+        self._rows[name][key] = None
+        self._dirty[name].pop(key, None)
+        self._deleted[name].add(key)
+
     def flush(self) -> int:
-        """Write every changed row back (one upsert per table); returns rows written."""
+        """Write every changed row back (one upsert per table) and delete the removed
+        ones (one delete per table); returns rows written or deleted."""
         written = 0
+        for name, deleted in self._deleted.items():
+            if not deleted:
+                continue
+            self._db.executemany(_delete_sql(self._tables[name]), list(deleted))
+            written += len(deleted)
+            deleted.clear()
         for name, dirty in self._dirty.items():
             if not dirty:
                 continue

@@ -22,7 +22,7 @@ from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
 from tierlog.domain.errors import StoreUnavailableError
 from tierlog.domain.events import DomainEvent
-from tierlog.projections.base import Fold, Projection, Table
+from tierlog.projections.base import FIRST_VERSION, Fold, Projection, Table, fold_version
 from tierlog.projections.registry import all_projections
 
 log = logging.getLogger("tierlog.projections")
@@ -91,8 +91,64 @@ class ProjectionRunner:
         found = mismatch_of(stored, self.log, names, kept_as(self.log.url, "<time>"))
         if found is not None:
             raise ReplacedLogError(found.message())
+        self._renew_changed_folds()
         self._started = True
         self.committed_position = self.position()
+
+    def _renew_changed_folds(self) -> None:
+        """Start afresh every read model whose rows an older version of its fold wrote
+        (``projections.base.fold_version``): its tables are dropped and created again and
+        its position goes back to 0, so the next batches fold the whole log into it
+        with the fold of today. Then record each fold's version.
+
+        Runs after the lineage check (the read models of a replaced log are kept as they
+        are) and takes locks only when a version is missing or differs, so a restart
+        against a busy schema whose folds are all current locks nothing.
+        """
+        stored = dict(self.store.query("SELECT name, version FROM rm_folds"))
+        if all(stored.get(p.name) == fold_version(p) for p in self.projections):
+            return
+        renewed: list[str] = []
+        with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
+            kept: list[int] = []  # the positions of the read models left as they are
+            for projection in self.projections:
+                # Read again under the locks: another node may have renewed it meanwhile.
+                at = db.fetchone(
+                    "SELECT position FROM rm_positions WHERE name = ?", (projection.name,)
+                )
+                row = db.fetchone("SELECT version FROM rm_folds WHERE name = ?", (projection.name,))
+                if (int(row[0]) if row else FIRST_VERSION) == fold_version(projection):
+                    kept.append(int(at[0]) if at else 0)
+                else:
+                    renewed.append(projection.name)
+                    self._drop_and_create(db, projection)
+            db.executemany(
+                "INSERT INTO rm_folds (name, version) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                [(p.name, fold_version(p)) for p in self.projections],
+            )
+            # The lineage check takes the fingerprint at the slowest read model past 0:
+            # a renewed one may have been that one, so record it again where that is now.
+            past_zero = [p for p in kept if p > 0]
+            if renewed and past_zero:
+                db.execute(
+                    "UPDATE rm_positions SET position = ? WHERE name = ?",
+                    (self._fingerprint(min(past_zero)), IDENTITY_KEY),
+                )
+        if renewed:
+            log.info(
+                "read models to fold again from position 0 (their fold changed): %s",
+                ", ".join(renewed),
+            )
+
+    def _drop_and_create(self, db: ReadModelWriter, projection: Projection) -> None:
+        """Empty ``projection``'s tables (dropped and created again, not a delete of
+        every row) and put its position back to 0."""
+        for table in projection.tables:
+            db.execute(f"DROP TABLE IF EXISTS {table.name}")
+            for statement in self._ddl(table):
+                db.execute(statement)
+        db.execute("UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,))
 
     def _require_started(self) -> None:
         if not self._started:
@@ -194,13 +250,7 @@ class ProjectionRunner:
         self._require_started()
         with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             for projection in self.projections:
-                for table in projection.tables:
-                    db.execute(f"DROP TABLE IF EXISTS {table.name}")
-                    for statement in self._ddl(table):
-                        db.execute(statement)
-                db.execute(
-                    "UPDATE rm_positions SET position = 0 WHERE name = ?", (projection.name,)
-                )
+                self._drop_and_create(db, projection)
         return self.run_until_caught_up(stop)
 
     def start_background(self) -> None:

@@ -34,6 +34,9 @@ class MemoryRows:
             row.update(changes)
         return row
 
+    def delete(self, table: Table, key: Key) -> None:
+        self.rows.pop((table.name, key), None)
+
 
 class Recording:
     """A projection that writes down each event it is handed, and counts the questions."""
