@@ -56,6 +56,8 @@ LEADER_LEASE_S = 3.0
 FORWARD_TIMEOUT_S = 10.0
 """How long a follower waits for the leader to answer a forwarded command."""
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
+SQLITE_MEMORY_MB = 4
+HTTP_THREADS = 8
 CHECKPOINT_EVERY_EVENTS = 10_000
 """Events between two checkpoints of the running scheduler's state."""
 CHECKPOINT_EVERY_S = 60.0
@@ -136,6 +138,12 @@ class Settings(BaseSettings):
     """Events between two checkpoints of the scheduler's state."""
     checkpoint_every_s: Seconds = CHECKPOINT_EVERY_S
     """Seconds between two checkpoints while anything is appended."""
+    sqlite_memory_mb: Annotated[int, Field(ge=1, le=65_536)] = SQLITE_MEMORY_MB
+    """A soft limit on the memory SQLite keeps in ``serve`` (page caches of every
+    connection together, in MB): beyond it SQLite gives cached pages back, which the
+    operating system's file cache then serves."""
+    http_threads: Annotated[int, Field(ge=2, le=256)] = HTTP_THREADS
+    """Worker threads the HTTP edge reads the scheduler's state and the log on."""
     probe: bool = False
     """Whether ``serve`` checks every endpoint's Ollama ``/api/tags``."""
     probe_interval_s: Seconds = PROBE_INTERVAL_S

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -34,6 +35,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.polls.loop = asyncio.get_running_loop()
+        # Each worker thread keeps its own stack, malloc arena and pooled connection:
+        # a bounded pool keeps memory flat however many agents poll at once.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = ctx.threads
         await ctx.reads.models.open()
         try:
             yield

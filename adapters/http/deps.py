@@ -46,7 +46,7 @@ from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.cluster import NodeStatus
 from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
-from tierlog.adapters.settings import LONG_POLL_MAX_S, MAX_BODY_BYTES
+from tierlog.adapters.settings import HTTP_THREADS, LONG_POLL_MAX_S, MAX_BODY_BYTES
 from tierlog.adapters.store.codec import topic_of
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -356,6 +356,8 @@ class ApiContext:
     polls: LongPolls
     tokens: Tokens
     max_body_bytes: int = MAX_BODY_BYTES
+    threads: int = HTTP_THREADS
+    """Worker threads for reads of the state and the log (set when the app starts)."""
 
     @classmethod
     def build(
@@ -368,6 +370,7 @@ class ApiContext:
         viewer_token: str | None = None,
         long_poll_max_s: float = LONG_POLL_MAX_S,
         max_body_bytes: int = MAX_BODY_BYTES,
+        threads: int = HTTP_THREADS,
     ) -> ApiContext:
         """The context over a runtime, its projection runner and the read models."""
         writer, log = Writer(runtime), Log(runtime.log)
@@ -378,6 +381,7 @@ class ApiContext:
             polls=LongPolls(max_wait_s=long_poll_max_s),
             tokens=Tokens(admin_token, runtime, viewer_token),
             max_body_bytes=max_body_bytes,
+            threads=threads,
         )
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:

@@ -17,6 +17,7 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.faults import redact_url
+from tierlog.adapters.store.sqlite import limit_sqlite_memory
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -83,6 +84,7 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """
     for aside in bootstrap.preflight(settings, accept_replaced_log=accept_replaced_log):
         print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
+    limit_sqlite_memory(settings.sqlite_memory_mb)
     system = bootstrap.build_system(settings)
     ran = False
     try:

@@ -183,11 +183,17 @@ class SchedulerRuntime:
         a checkpoint to the background writer when one is due (the leader's)."""
         with self._lock:
             state = self.state
-            if len(state.deadlines) > 4 * (len(state.tasks) + len(state.timers)) + 4096:
-                state.compact_deadlines()
+            self._compact_deadlines()
             checkpoints = self.checkpoints
             if checkpoints is not None and self.is_leader and checkpoints.due(state.position):
                 checkpoints.offer(state)
+
+    def _compact_deadlines(self) -> None:
+        # Every lease and TTL leaves a heap entry that goes stale: drop them once they
+        # outnumber the live ones by far (outside any unit of work: callers hold the lock).
+        state = self.state
+        if len(state.deadlines) > 4 * (len(state.tasks) + len(state.timers)) + 4096:
+            state.compact_deadlines()
 
     def _last_checkpoint(self) -> None:
         assert self.checkpoints is not None
@@ -296,9 +302,11 @@ class SchedulerRuntime:
         applied = 0
         with self._lock:
             state = self.state
-            state.recalled.clear()  # handed back for the last decision or fold only
             recall = self.recall.for_event if state.retention is not None else None
             while True:
+                # Records handed back (or evicted) are for the decision or fold at hand:
+                # dropped each round, so a long fold holds no more than a chunk's.
+                state.recalled.clear()
                 chunk = self.log.read(state.position, self.read_batch)
                 for position, event in chunk:
                     if recall is not None:
@@ -308,6 +316,7 @@ class SchedulerRuntime:
                 self._notify(chunk)
                 if len(chunk) < self.read_batch:
                     return applied
+                self._compact_deadlines()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` (on the writer's thread) with every event the state folds in.

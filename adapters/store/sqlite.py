@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -90,3 +91,11 @@ class TierlogSQLiteRecorder(SQLiteApplicationRecorder):
             (row.first_position, row.last_position, row.record_hashes, row.chain_hash),
         )
         return positions
+
+
+def limit_sqlite_memory(megabytes: int) -> None:
+    """Set SQLite's soft heap limit for this process: every connection's page cache
+    together stays about under it (SQLite gives pages back rather than grow), so memory
+    does not grow with the number of connections a pool opens."""
+    with sqlite3.connect(":memory:") as conn:  # the pragma is process-wide
+        conn.execute(f"PRAGMA soft_heap_limit = {int(megabytes) * 1024 * 1024}")

@@ -197,6 +197,6 @@ async def list_agents(
     _auth: Reader,
     min_position: MinPosition = None,
 ) -> dict[str, Any]:
-    """Every agent with its status and current task."""
+    """Every registered agent with its status and current task."""
     position = await ctx.reads.at(min_position)
     return {"position": position, "agents": await ctx.reads.models.agents()}
