@@ -50,6 +50,9 @@ def test_answers_for_tasks_that_left_memory_and_after_a_restart(sqlite_url, serv
     restarted = server_factory(sqlite_url, **AT_ONCE)
     with restarted.client() as admin:
         checkpoints = admin.get("/healthz").json()["scheduler"]["checkpoints"]
+        metrics = admin.get("/metrics").text
+    assert 'tierlog_scheduler_records{kind="tasks"} 0.0' in metrics
+    assert "tierlog_checkpoints_ignored 0.0" in metrics
     assert checkpoints["restored_from"] == head
     assert checkpoints["ignored"] == []
     again = _answers(restarted, token, task_id, generation)

@@ -61,9 +61,15 @@ class _Snapshot:
     """A one-scrape collector over the telemetry read model."""
 
     def __init__(
-        self, data: dict[str, Any], lag: dict[str, int], head: int, node: dict[str, Any]
+        self,
+        data: dict[str, Any],
+        lag: dict[str, int],
+        head: int,
+        node: dict[str, Any],
+        memory: dict[str, Any],
     ) -> None:
         self.data, self.lag, self.head, self.node = data, lag, head, node
+        self.memory = memory
 
     def collect(self) -> Any:
         data = self.data
@@ -104,6 +110,38 @@ class _Snapshot:
         yield lag
         yield GaugeMetricFamily("tierlog_log_head", "Position of the last event", value=self.head)
         yield from _node_metrics(self.node)
+        yield from _scheduler_metrics(self.memory)
+
+
+def _scheduler_metrics(memory: dict[str, Any]) -> Any:
+    """What the scheduler holds in memory, its store lookups and its checkpoints."""
+    held = GaugeMetricFamily(
+        "tierlog_scheduler_records", "Records the scheduler holds in memory", labels=["kind"]
+    )
+    for kind in ("tasks", "agents", "endpoints", "settled"):
+        held.add_metric([kind], memory[kind])
+    yield held
+    yield CounterMetricFamily(
+        "tierlog_recalled_lookups",
+        "Records that left memory, looked up in the store by key",
+        value=memory["recalled_lookups"],
+    )
+    checkpoints = memory["checkpoints"]
+    if checkpoints is None:
+        return
+    yield CounterMetricFamily(
+        "tierlog_checkpoints_written", "Checkpoints written", value=checkpoints["written"]
+    )
+    yield CounterMetricFamily(
+        "tierlog_checkpoints_failed",
+        "Checkpoints that could not be written",
+        value=checkpoints["failed"],
+    )
+    yield GaugeMetricFamily(
+        "tierlog_checkpoints_ignored",
+        "Checkpoints ignored at start (not the log's, undecodable, other settings)",
+        value=len(checkpoints["ignored"]),
+    )
 
 
 def _node_metrics(node: dict[str, Any]) -> Any:
@@ -149,6 +187,7 @@ async def metrics(ctx: Ctx, _auth: Reader) -> Response:
             {n: max(0, head - p) for n, p in positions.items()},
             head,
             ctx.writer.node(),
+            ctx.writer.memory(),
         )
     )
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
