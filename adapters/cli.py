@@ -104,10 +104,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "bench makes its own temporary logs: it takes no --store", field="store"
         )
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    if args.restart:
+        return _bench_restart(args, progress)
     if args.audit:
         from tierlog.adapters.tools.bench_audit import run_audit_bench
 
-        print(json.dumps(run_audit_bench(events=args.log_events, repeats=args.repeats), indent=2))
+        figures_audit = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
+        print(json.dumps(figures_audit, indent=2))
         return 0
     if args.http:
         from tierlog.adapters.tools.bench_http import run_http_bench
@@ -119,7 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         events=args.events,
         batch=args.batch,
         tasks=args.tasks,
-        repeats=args.repeats,
+        repeats=args.repeats or 5,
         progress=progress,
     )
     if args.json:
@@ -141,6 +144,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"({w['clients']} client threads, {w['mean_commands_per_commit']} commands per commit)"
     )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
+    return 0
+
+
+def _bench_restart(args: argparse.Namespace, progress: Any) -> int:
+    """``bench --restart``: restart time and memory of ``serve`` on a large log."""
+    from tierlog.adapters.tools.bench_restart import print_restart, run_restart_bench
+
+    figures = run_restart_bench(
+        log_events=args.log_events,
+        flow_tasks_count=args.flow_tasks,
+        live=args.live,
+        repeats=args.repeats or 3,
+        keep=args.keep,
+        progress=progress,
+    )
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print_restart(figures)
     return 0
 
 
@@ -466,7 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=positive, default=50_000)
     bench.add_argument("--tasks", type=positive, default=10_000)
     bench.add_argument("--batch", type=positive, default=500)
-    bench.add_argument("--repeats", type=positive, default=5)
+    bench.add_argument(
+        "--repeats", type=positive, default=None, help="runs (default 5; --restart: 3 restarts)"
+    )
     bench.add_argument(
         "--http",
         action="store_true",
@@ -482,7 +506,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-events",
         type=positive,
         default=1_000_000,
-        help="size of the generated log for --audit",
+        help="size of the generated log for --audit and --restart (default 1,000,000)",
+    )
+    bench.add_argument(
+        "--restart",
+        action="store_true",
+        help="serve's restart time and memory on a large log, then while tasks flow",
+    )
+    bench.add_argument(
+        "--flow-tasks",
+        type=positive,
+        default=200_000,
+        help="tasks driven through the restarted server for --restart (default 200,000)",
+    )
+    bench.add_argument(
+        "--live", type=positive, default=1000, help="tasks live at once for --restart"
+    )
+    bench.add_argument(
+        "--keep",
+        default=None,
+        metavar="DIR",
+        help="for --restart: keep the generated log in DIR and reuse it on later runs",
     )
     bench.set_defaults(func=cmd_bench)
     from tierlog.adapters.tools.bench_cluster import add_command as add_bench_cluster
