@@ -14,8 +14,8 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.state import SchedulerState, Settled
-from tierlog.domain.working_set import Retention
+from tierlog.domain.state import SchedulerState
+from tierlog.domain.working_set import Retention, Settled
 
 
 class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
@@ -33,7 +33,8 @@ class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
     scheduler_version: int
     config: SchedulerConfig | None
     config_position: int
-    idempotency: dict[str, UUID]
+    # Written by earlier versions; ignored: an idempotency key derives its task's id.
+    idempotency: dict[str, UUID] = {}
     agent_tokens: dict[str, str]
     deadlines: list[tuple[float, int, str, UUID, int]]
     deadline_counter: int
@@ -67,7 +68,6 @@ def dump_state(state: SchedulerState) -> bytes:
             scheduler_version=state.scheduler_version,
             config=state.config,
             config_position=state.config_position,
-            idempotency=dict(state.idempotency),
             agent_tokens=dict(state.agent_tokens),
             deadlines=list(state.deadlines),
             deadline_counter=state._deadline_counter,
@@ -111,7 +111,6 @@ def load_state(data: bytes) -> SchedulerState:
         leader=snap.leader,
         epoch=snap.epoch,
     )
-    state.idempotency = dict(snap.idempotency)
     state.agent_tokens = dict(snap.agent_tokens)
     state.deadlines = list(snap.deadlines)
     state._deadline_counter = snap.deadline_counter

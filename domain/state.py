@@ -4,9 +4,10 @@
 rebuilt from the log equals live state by construction. Each aggregate's record
 evolves through its own module's pure ``evolve`` (``tierlog.domain.aggregates``); this
 class composes them and owns only what spans aggregates: the queue in order (and by
-tier), the idle agents in order (and by host), the deadline heap, the idempotency keys
-and the agents' token digests. While a unit of work is open, every change is recorded
-in its undo log (``self.undo``) so a batch that loses a race can be taken back.
+tier), the idle agents in order (and by host), the deadline heap and the agents' token
+digests (an idempotency key needs no index: it derives its task's id). While a unit of
+work is open, every change is recorded in its undo log (``self.undo``) so a batch that
+loses a race can be taken back.
 
 With a ``Retention`` policy (the runtime's), records that nothing live needs leave the
 state once their grace window has passed (``tierlog.domain.working_set``): memory
@@ -34,20 +35,18 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.undo import MISSING, UndoLog
-from tierlog.domain.working_set import Kind, Ref, Retention
+from tierlog.domain.undo import UndoLog
+from tierlog.domain.working_set import Ref, Retention, Settled, WorkingSet
 
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
-# (settled at: POSIX seconds, kind, key, the record's version when it settled)
-Settled = tuple[float, Kind, Any, int]
 # Each aggregate's evolve functions, looked up once per event by its exact type.
 _TASK = task_aggregate.EVOLVERS
 _AGENT = agent_aggregate.EVOLVERS
 _ENDPOINT = endpoint_aggregate.EVOLVERS
 
 
-class SchedulerState:
+class SchedulerState(WorkingSet):
     """Everything the scheduler decides from, folded from the log."""
 
     def __init__(
@@ -59,8 +58,8 @@ class SchedulerState:
     ) -> None:
         """An empty state. ``keep_finished=False`` is for looking at the past (time
         travel): a task is dropped when it completes or is cancelled (states nothing
-        leaves) and only counted in ``finished_counts``, and idempotency keys are not
-        kept, so memory follows the live tasks instead of the log's length.
+        leaves) and only counted in ``finished_counts``, so memory follows the live tasks
+        instead of the log's length.
 
         ``retention`` is the running scheduler's: settled records leave after a grace
         window, and whoever folds or decides hands them back through ``recalled`` (read
@@ -93,7 +92,6 @@ class SchedulerState:
         self.endpoint_state_position = 0
         self.scheduler = SchedulerRecord()
         self.timers: dict[UUID, PendingTimer] = {}
-        self.idempotency: dict[str, UUID] = {}
         # Bearer token digests of registered agents, for the HTTP edge.
         self.agent_tokens: dict[str, str] = {}
         self.deadlines: list[Deadline] = []
@@ -145,39 +143,6 @@ class SchedulerState:
     def config_position(self) -> int:
         """Where the last configuration was recorded (0: none yet)."""
         return self.scheduler.config_position
-
-    # --- changes, recorded in the open unit of work's undo log --------------------------
-
-    def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        undo = self.undo
-        if undo is not None:
-            undo.steps += (mapping, key, mapping.get(key, MISSING))
-        mapping[key] = value
-
-    def _discard(self, mapping: dict[Any, Any], key: Any) -> None:
-        # A restored idle agent goes to the back of the line: idle order is a
-        # preference between equally fit agents, not a rule, so that is harmless.
-        old = mapping.pop(key, MISSING)
-        if old is not MISSING and self.undo is not None:
-            self.undo.steps += (mapping, key, old)
-
-    def _set_scalar(self, name: str, value: Any) -> None:
-        if self.undo is not None:
-            self.undo.steps += (self, name, getattr(self, name))
-        setattr(self, name, value)
-
-    def _sorted_add(self, target: SortedList, item: Any) -> None:
-        target.add(item)
-        if self.undo is not None:
-            self.undo.steps += (target, "added", item)
-
-    def _sorted_remove(self, target: SortedList, item: Any) -> None:
-        try:
-            target.remove(item)  # one search, where "in" then remove would be two
-        except ValueError:
-            return
-        if self.undo is not None:
-            self.undo.steps += (target, "removed", item)
 
     def _queue_add(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
@@ -272,51 +237,6 @@ class SchedulerState:
         for _, _, task_id in list(source):
             yield tasks[task_id]
 
-    def task(self, task_id: UUID) -> TaskRecord | None:
-        """The task's record, in memory or handed back in ``recalled`` (None: unknown)."""
-        task = self.tasks.get(task_id)
-        return task if task is not None else self.recalled.get(("task", task_id))
-
-    def agent(self, agent_id: str) -> AgentRecord | None:
-        """The agent's record, in memory or handed back in ``recalled`` (None: unknown)."""
-        agent = self.agents.get(agent_id)
-        return agent if agent is not None else self.recalled.get(("agent", agent_id))
-
-    def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
-        """The endpoint's record, in memory or handed back in ``recalled``."""
-        found = self.endpoints.get(endpoint_id)
-        return found if found is not None else self.recalled.get(("endpoint", endpoint_id))
-
-    def holds(self, ref: Ref) -> bool:
-        """Whether ``ref``'s record is in memory (or already handed back)."""
-        kind, key = ref
-        table: dict[Any, Any] = (
-            self.tasks if kind == "task" else self.agents if kind == "agent" else self.endpoints
-        )
-        return key in table or ref in self.recalled
-
-    def missing_for(self, event: ev.DomainEvent) -> Ref | None:
-        """The record that left memory and that folding ``event`` needs (None: none).
-
-        Only with a retention policy: a task event after its submission, an endpoint
-        event, an agent event after its registration, of a record not held.
-        """
-        if self.retention is None:
-            return None
-        event_type = type(event)
-        ref: Ref
-        if event_type in _TASK:
-            if event_type is ev.TaskSubmitted:
-                return None
-            ref = ("task", event.originator_id)
-        elif event_type in _ENDPOINT:
-            ref = ("endpoint", event.endpoint_id)  # type: ignore[attr-defined]
-        elif event_type in _AGENT and event_type is not ev.AgentRegistered:
-            ref = ("agent", event.agent_id)  # type: ignore[attr-defined]
-        else:
-            return None
-        return None if self.holds(ref) else ref
-
     def version_of_agent(self, agent_id: str) -> int:
         """The agent aggregate's current version (0 if never registered)."""
         agent = self.agents.get(agent_id)
@@ -335,71 +255,6 @@ class SchedulerState:
         self._set_scalar("position", position)
         if self.settled:
             self._let_settled_go(event.timestamp.timestamp())
-
-    # --- the working set: settled records leave after their grace window -------------
-
-    def _settle(self, at: datetime, kind: Kind, key: Any, version: int) -> None:
-        if self.retention is None:
-            return
-        entry: Settled = (at.timestamp(), kind, key, version)
-        self.settled.append(entry)
-        if self.undo is not None:
-            self.undo.steps += (self.settled, "appended", entry)
-
-    def _let_settled_go(self, now: float) -> None:
-        assert self.retention is not None
-        cutoff = now - self.retention.settled_grace_s
-        most = self.retention.settled_max
-        settled = self.settled
-        while settled and (settled[0][0] <= cutoff or len(settled) > most):
-            entry = settled.popleft()
-            if self.undo is not None:
-                self.undo.steps += (settled, "popped", entry)
-            self._evict(entry, now)
-
-    def _evict(self, entry: Settled, now: float) -> None:
-        """Drop a settled record unless it changed since (then it settles again later)."""
-        _, kind, key, version = entry
-        if kind == "task":
-            task = self.tasks.get(key)
-            if task is None or task.version != version:
-                return
-            if key in self.timers:  # a pending timer still names it: wait another window
-                self._settle_again(entry, now)
-                return
-            self._discard(self.tasks, key)
-            if self.idempotency:
-                self._forget_idempotency_key(key)
-            self.recalled[("task", key)] = task
-        elif kind == "agent":
-            agent = self.agents.get(key)
-            if agent is None or agent.version != version:
-                return
-            self._discard(self.agents, key)
-            token = agent.token_sha256
-            if token is not None and self.agent_tokens.get(token) == key:
-                self._discard(self.agent_tokens, token)
-            self.recalled[("agent", key)] = agent
-        else:
-            endpoint = self.endpoints.get(key)
-            if endpoint is None or endpoint.version != version:
-                return
-            self._discard(self.endpoints, key)
-            self.recalled[("endpoint", key)] = endpoint
-
-    def _settle_again(self, entry: Settled, now: float) -> None:
-        _, kind, key, version = entry
-        again: Settled = (now, kind, key, version)
-        self.settled.append(again)
-        if self.undo is not None:
-            self.undo.steps += (self.settled, "appended", again)
-
-    def _forget_idempotency_key(self, task_id: UUID) -> None:
-        # Kept only by states restored from checkpoints written before retention: the
-        # key is derived from nothing the task holds, so find it by value (rare).
-        for key, held in list(self.idempotency.items()):
-            if held == task_id:
-                self._discard(self.idempotency, key)
 
     def _put_task(self, task: TaskRecord) -> None:
         self._set(self.tasks, task.task_id, task)
@@ -459,8 +314,6 @@ class SchedulerState:
         # append): its tier decides which tier's line it stands in.
         self._put_task(task)
         self._push_deadline_ttl(task)
-        if e.idempotency_key is not None and self.keep_finished and self.retention is None:
-            self._set(self.idempotency, e.idempotency_key, e.originator_id)
 
     def _task_classified(self, e: ev.TaskClassified, position: int) -> None:
         old, new = self._evolve_task(e, position)
@@ -599,7 +452,6 @@ class SchedulerState:
             "endpoint_state_position": self.endpoint_state_position,
             "timers": dict(self.timers),
             "scheduler": self.scheduler,
-            "idempotency": dict(self.idempotency),
             "agent_tokens": dict(self.agent_tokens),
             "finished_counts": dict(self.finished_counts),
             "settled": list(self.settled),

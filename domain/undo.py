@@ -58,3 +58,41 @@ class UndoLog:
                     target.appendleft(old)
             else:
                 setattr(target, key, old)
+
+
+class Recorded:
+    """State whose changes are recorded in the open unit of work's undo log (``undo``;
+    None while no unit of work is open): every write goes through these methods."""
+
+    undo: UndoLog | None = None
+
+    def _set(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
+        undo = self.undo
+        if undo is not None:
+            undo.steps += (mapping, key, mapping.get(key, MISSING))
+        mapping[key] = value
+
+    def _discard(self, mapping: dict[Any, Any], key: Any) -> None:
+        # A restored idle agent goes to the back of the line: idle order is a
+        # preference between equally fit agents, not a rule, so that is harmless.
+        old = mapping.pop(key, MISSING)
+        if old is not MISSING and self.undo is not None:
+            self.undo.steps += (mapping, key, old)
+
+    def _set_scalar(self, name: str, value: Any) -> None:
+        if self.undo is not None:
+            self.undo.steps += (self, name, getattr(self, name))
+        setattr(self, name, value)
+
+    def _sorted_add(self, target: SortedList, item: Any) -> None:
+        target.add(item)
+        if self.undo is not None:
+            self.undo.steps += (target, "added", item)
+
+    def _sorted_remove(self, target: SortedList, item: Any) -> None:
+        try:
+            target.remove(item)  # one search, where "in" then remove would be two
+        except ValueError:
+            return
+        if self.undo is not None:
+            self.undo.steps += (target, "removed", item)

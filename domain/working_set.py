@@ -17,7 +17,9 @@ stream into a record (``record_from_stream``); the runtime does the reading.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -28,11 +30,18 @@ from tierlog.domain import events as ev
 from tierlog.domain.aggregates import agent as agent_aggregate
 from tierlog.domain.aggregates import endpoint as endpoint_aggregate
 from tierlog.domain.aggregates import task as task_aggregate
+from tierlog.domain.aggregates.agent import AgentRecord
+from tierlog.domain.aggregates.endpoint import EndpointRecord
+from tierlog.domain.aggregates.scheduler import PendingTimer
+from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.errors import ValidationError
+from tierlog.domain.undo import Recorded
 
 Kind = Literal["task", "agent", "endpoint"]
 Ref = tuple[Kind, Any]
 """A record by key: ``("task", UUID)``, ``("agent", agent_id)``, ``("endpoint", id)``."""
+# (settled at: POSIX seconds, kind, key, the record's version when it settled)
+Settled = tuple[float, Kind, Any, int]
 
 SETTLED_GRACE_S = 30.0
 SETTLED_MAX = 2000
@@ -141,3 +150,117 @@ def record_from_stream(kind: Kind, stream: Sequence[tuple[int, ev.DomainEvent]])
         for position, event in stream:
             record = endpoint_aggregate.evolve(record, event, position)
     return record
+
+
+class WorkingSet(Recorded):
+    """The records a ``SchedulerState`` holds, found by key wherever they are (in
+    memory, or handed back in ``recalled``), and how settled ones leave memory under a
+    ``Retention`` policy. A part of ``SchedulerState``, which sets the attributes."""
+
+    retention: Retention | None
+    tasks: dict[UUID, TaskRecord]
+    agents: dict[str, AgentRecord]
+    endpoints: dict[str, EndpointRecord]
+    timers: dict[UUID, PendingTimer]
+    agent_tokens: dict[str, str]
+    settled: deque[Settled]
+    recalled: dict[Ref, Any]
+
+    def task(self, task_id: UUID) -> TaskRecord | None:
+        """The task's record, in memory or handed back in ``recalled`` (None: unknown)."""
+        task = self.tasks.get(task_id)
+        return task if task is not None else self.recalled.get(("task", task_id))
+
+    def agent(self, agent_id: str) -> AgentRecord | None:
+        """The agent's record, in memory or handed back in ``recalled`` (None: unknown)."""
+        agent = self.agents.get(agent_id)
+        return agent if agent is not None else self.recalled.get(("agent", agent_id))
+
+    def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
+        """The endpoint's record, in memory or handed back in ``recalled``."""
+        found = self.endpoints.get(endpoint_id)
+        return found if found is not None else self.recalled.get(("endpoint", endpoint_id))
+
+    def holds(self, ref: Ref) -> bool:
+        """Whether ``ref``'s record is in memory (or already handed back)."""
+        kind, key = ref
+        table: dict[Any, Any] = (
+            self.tasks if kind == "task" else self.agents if kind == "agent" else self.endpoints
+        )
+        return key in table or ref in self.recalled
+
+    def missing_for(self, event: ev.DomainEvent) -> Ref | None:
+        """The record that left memory and that folding ``event`` needs (None: none).
+
+        Only with a retention policy: a task event after its submission, an endpoint
+        event, an agent event after its registration, of a record not held.
+        """
+        if self.retention is None:
+            return None
+        event_type = type(event)
+        ref: Ref
+        if event_type in task_aggregate.EVOLVERS:
+            if event_type is ev.TaskSubmitted:
+                return None
+            ref = ("task", event.originator_id)
+        elif event_type in endpoint_aggregate.EVOLVERS:
+            ref = ("endpoint", event.endpoint_id)  # type: ignore[attr-defined]
+        elif event_type in agent_aggregate.EVOLVERS and event_type is not ev.AgentRegistered:
+            ref = ("agent", event.agent_id)  # type: ignore[attr-defined]
+        else:
+            return None
+        return None if self.holds(ref) else ref
+
+    def _settle(self, at: datetime, kind: Kind, key: Any, version: int) -> None:
+        if self.retention is None:
+            return
+        entry: Settled = (at.timestamp(), kind, key, version)
+        self.settled.append(entry)
+        if self.undo is not None:
+            self.undo.steps += (self.settled, "appended", entry)
+
+    def _let_settled_go(self, now: float) -> None:
+        assert self.retention is not None
+        cutoff = now - self.retention.settled_grace_s
+        most = self.retention.settled_max
+        settled = self.settled
+        while settled and (settled[0][0] <= cutoff or len(settled) > most):
+            entry = settled.popleft()
+            if self.undo is not None:
+                self.undo.steps += (settled, "popped", entry)
+            self._evict(entry, now)
+
+    def _evict(self, entry: Settled, now: float) -> None:
+        """Drop a settled record unless it changed since (then it settles again later)."""
+        _, kind, key, version = entry
+        if kind == "task":
+            task = self.tasks.get(key)
+            if task is None or task.version != version:
+                return
+            if key in self.timers:  # a pending timer still names it: wait another window
+                self._settle_again(entry, now)
+                return
+            self._discard(self.tasks, key)
+            self.recalled[("task", key)] = task
+        elif kind == "agent":
+            agent = self.agents.get(key)
+            if agent is None or agent.version != version:
+                return
+            self._discard(self.agents, key)
+            token = agent.token_sha256
+            if token is not None and self.agent_tokens.get(token) == key:
+                self._discard(self.agent_tokens, token)
+            self.recalled[("agent", key)] = agent
+        else:
+            endpoint = self.endpoints.get(key)
+            if endpoint is None or endpoint.version != version:
+                return
+            self._discard(self.endpoints, key)
+            self.recalled[("endpoint", key)] = endpoint
+
+    def _settle_again(self, entry: Settled, now: float) -> None:
+        _, kind, key, version = entry
+        again: Settled = (now, kind, key, version)
+        self.settled.append(again)
+        if self.undo is not None:
+            self.undo.steps += (self.settled, "appended", again)
