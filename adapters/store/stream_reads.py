@@ -5,7 +5,8 @@ length: what the scheduler uses to find records that left its memory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +23,8 @@ class StreamReads:
     env: dict[str, str]
     is_postgres: bool
     codec: EventCodec
+    _faults: Callable[[], AbstractContextManager[None]]
+    """Says a fault of the storage as ``StoreUnavailableError`` (``EventLog``'s)."""
 
     def positioned_events_of(self, aggregate_id: UUID) -> list[PositionedEvent]:
         """All events of one aggregate with their global positions, in order."""
@@ -35,6 +38,18 @@ class StreamReads:
         is absent."""
         if not aggregate_ids:
             return {}
+        with self._faults():
+            rows = self._stream_rows(aggregate_ids, before)
+        streams: dict[UUID, list[PositionedEvent]] = {}
+        decode = self.codec.decode
+        for aggregate_id, position, topic, state in rows:
+            event = decode(topic, bytes(state))
+            streams.setdefault(aggregate_id, []).append((position, event))
+        return streams
+
+    def _stream_rows(
+        self, aggregate_ids: Sequence[UUID], before: int | None
+    ) -> list[tuple[UUID, int, str, bytes]]:
         limit = before if before is not None else 2**63 - 1
         rows: list[tuple[UUID, int, str, bytes]]
         if self.is_postgres:
@@ -60,9 +75,4 @@ class StreamReads:
             with self.recorder.datastore.transaction(commit=False) as curs:
                 curs.execute(sql, (*(i.hex for i in aggregate_ids), limit))
                 rows = [(UUID(r[0]), r[1], r[2], r[3]) for r in curs.fetchall()]
-        streams: dict[UUID, list[PositionedEvent]] = {}
-        decode = self.codec.decode
-        for aggregate_id, position, topic, state in rows:
-            event = decode(topic, bytes(state))
-            streams.setdefault(aggregate_id, []).append((position, event))
-        return streams
+        return rows
