@@ -21,10 +21,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from uuid import UUID
 
@@ -296,6 +299,8 @@ def _prepare(
                 f"--live {made.get('live')}: use another --keep directory",
                 field="keep",
             )
+        if not (keep / LOG_NAME).exists():
+            raise ValidationError(f"{keep} has {MARKER} but no {LOG_NAME}", field="keep")
         made["reused_kept_log"] = True
     elif (keep / LOG_NAME).exists():
         raise ValidationError(f"{keep} holds a {LOG_NAME} this bench did not make", field="keep")
@@ -312,6 +317,25 @@ def _prepare(
             shutil.copy2(keep / name, base / name)
     made["copy_s"] = round(time.perf_counter() - started, 1)
     return base, made
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """While the bench runs, SIGTERM ends it as an exception does, so its ``finally``
+    blocks still stop the server and remove the working copy (the default action
+    would leave both behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _median(values: list[float]) -> float:
@@ -339,7 +363,10 @@ def run_restart_bench(
     keep_dir = Path(keep).resolve() if keep is not None else None
     if keep_dir is not None:  # the working copy goes beside it, on the same disk
         keep_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-restart-", dir=keep_dir) as tmp:
+    with (
+        _terminated_as_exit(),
+        tempfile.TemporaryDirectory(prefix="bench-restart-", dir=keep_dir) as tmp,
+    ):
         work, made = _prepare(Path(tmp), keep_dir, log_events, live, say)
         say(f"first start on {made['log_events']:,} events (builds the read models)")
         first_s, first_rss = timed_start(work, start_timeout_s, "first-start")

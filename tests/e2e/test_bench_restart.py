@@ -1,12 +1,15 @@
 """``tierlog bench --restart`` at tiny sizes: the figures are there and sane, every task
-of the flow completes, and a kept log is reused (and left as it was) on the next run."""
+of the flow completes, a kept log is reused (and left as it was) on the next run, and a
+bench stopped with SIGTERM still stops its server and removes its working copy."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +64,30 @@ def test_a_kept_log_is_reused_unchanged(tmp_path):
     assert second["log_events"] == first["log_events"]
     assert second["flow_all_completed"] is True
     assert {p.name: p.stat().st_size for p in keep.iterdir()} == kept
+
+
+def test_a_terminated_bench_stops_its_server_and_removes_its_working_copy(tmp_path):
+    keep = tmp_path / "kept"
+    exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
+    args = ["--log-events", "3000", "--flow-tasks", "100000", "--live", "50", "--repeats", "1"]
+    bench = subprocess.Popen(
+        [exe, "bench", "--restart", "--json", *args, "--keep", str(keep)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(keep.glob("bench-restart-*/restart-1.out")):  # the flow's server
+            assert time.monotonic() < deadline and bench.poll() is None
+            time.sleep(0.1)
+        out = next(keep.glob("bench-restart-*/restart-1.out"))
+        while "serving" not in out.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=60) != 0
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert sorted(p.name for p in keep.iterdir()) == ["bench-restart.json", "restart.db"]
