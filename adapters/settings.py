@@ -56,8 +56,9 @@ LEADER_LEASE_S = 3.0
 FORWARD_TIMEOUT_S = 10.0
 """How long a follower waits for the leader to answer a forwarded command."""
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
-SQLITE_MEMORY_MB = 4
-HTTP_THREADS = 8
+SQLITE_MEMORY_MB = 2
+MALLOC_ARENAS = 2
+HTTP_THREADS = 4
 CHECKPOINT_EVERY_EVENTS = 10_000
 """Events between two checkpoints of the running scheduler's state."""
 CHECKPOINT_EVERY_S = 60.0
@@ -142,6 +143,9 @@ class Settings(BaseSettings):
     """A soft limit on the memory SQLite keeps in ``serve`` (page caches of every
     connection together, in MB): beyond it SQLite gives cached pages back, which the
     operating system's file cache then serves."""
+    malloc_arenas: Annotated[int, Field(ge=1, le=64)] = MALLOC_ARENAS
+    """The most malloc arenas ``serve`` keeps (glibc's ``MALLOC_ARENA_MAX``; one per
+    busy thread by default, each holding memory once used)."""
     http_threads: Annotated[int, Field(ge=2, le=256)] = HTTP_THREADS
     """Worker threads the HTTP edge reads the scheduler's state and the log on."""
     probe: bool = False

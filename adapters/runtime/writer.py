@@ -192,7 +192,7 @@ class SchedulerRuntime:
         # Every lease and TTL leaves a heap entry that goes stale: drop them once they
         # outnumber the live ones by far (outside any unit of work: callers hold the lock).
         state = self.state
-        if len(state.deadlines) > 4 * (len(state.tasks) + len(state.timers)) + 4096:
+        if len(state.deadlines) > 2 * (len(state.tasks) + len(state.timers)) + 1024:
             state.compact_deadlines()
 
     def _last_checkpoint(self) -> None:
