@@ -7,35 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+from memory_rows import MemoryRows
+
 from tierlog.domain import events as ev
-from tierlog.projections.base import Fold, Handler, Key, Row, Table
+from tierlog.projections.base import Fold, Handler, Table
 from tierlog.projections.tasks import TasksProjection
 from tierlog.projections.telemetry import TelemetryProjection
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOG = Table("log", (("name", "TEXT"), ("position", "INTEGER")), key=("name", "position"))
-
-
-class MemoryRows:
-    """Rows in a dict: enough for a fold with no store behind it."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, Key], Row] = {}
-
-    def get(self, table: Table, key: Key) -> Row | None:
-        return self.rows.get((table.name, key))
-
-    def put(self, table: Table, row: Row) -> None:
-        self.rows[(table.name, table.key_of(row))] = row
-
-    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
-        row = self.rows.get((table.name, key))
-        if row is not None:
-            row.update(changes)
-        return row
-
-    def delete(self, table: Table, key: Key) -> None:
-        self.rows.pop((table.name, key), None)
 
 
 class Recording:
