@@ -3,8 +3,6 @@ in one process over one store."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import signal
 import sys
 import threading
@@ -17,6 +15,7 @@ import uvicorn
 
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
+from tierlog.adapters.runtime.process_memory import limit_malloc_arenas
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.faults import redact_url
 from tierlog.adapters.store.sqlite import limit_sqlite_memory
@@ -76,20 +75,6 @@ def _start(system: bootstrap.System) -> None:
         raise undecodable from exc
 
 
-def _limit_malloc_arenas(count: int) -> None:
-    """Let glibc's malloc keep at most ``count`` arenas (``MALLOC_ARENA_MAX``): by
-    default each busy thread gets its own, and every arena keeps the memory it once
-    held, so a server with a dozen threads grows by tens of MB of free-but-kept memory.
-    Elsewhere than glibc there is nothing to set."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_arena_max = -8  # glibc's malloc.h: M_ARENA_MAX
-    mallopt(m_arena_max, count)
-
-
 def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """Check the store (``bootstrap.preflight``: refuses a corrupt store, or read models
     and checkpoints of another log unless ``accept_replaced_log``), then run until
@@ -100,7 +85,7 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """
     for aside in bootstrap.preflight(settings, accept_replaced_log=accept_replaced_log):
         print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
-    _limit_malloc_arenas(settings.malloc_arenas)  # before any thread starts
+    limit_malloc_arenas(settings.malloc_arenas)  # before any thread starts
     limit_sqlite_memory(settings.sqlite_memory_mb)
     system = bootstrap.build_system(settings)
     ran = False
