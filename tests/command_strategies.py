@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.domain import commands as cmd
+from tierlog.domain.clock import VirtualClock
 from tierlog.domain.commands import COMMANDS
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import ValidationError
+from tierlog.domain.service import SubmitResult
 
 AGENTS = ["a1", "a2", "a3"]
 HOSTS = ["gpu-a", "gpu-b"]
@@ -165,3 +167,24 @@ def _late(name: str, args: Any, task_id: UUID) -> cmd.Command:
     verb = {"complete": "complete_task", "fail": "fail_task", "heartbeat": "heartbeat"}
     extra = {"error": "boom"} if args["outcome"] == "fail" else {}
     return COMMANDS[verb[args["outcome"]]](agent_id="a1", task_id=task_id, generation=1, **extra)
+
+
+def run_batches(runtime: SchedulerRuntime, clock: VirtualClock, batches: Any) -> None:
+    """Run the generated batches as group commits (advancing ``clock`` where told),
+    between batches as the background writer does; commands may name tasks that left
+    the runtime's memory."""
+    submitted: list[UUID] = []
+    for batch in batches:
+        gone = [task_id for task_id in submitted if task_id not in runtime.state.tasks]
+        pending = []
+        for name, args in batch:
+            if name == "advance":
+                clock.advance(args)
+                continue
+            command = command_for(runtime, name, args, gone)
+            if command is not None:
+                pending.append(command)
+        for result in runtime.execute_batch(pending):
+            if isinstance(result, SubmitResult) and result.created:
+                submitted.append(result.task_id)
+        runtime.housekeep()

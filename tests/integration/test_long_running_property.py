@@ -4,15 +4,11 @@ position 0, and as the live one that wrote the log, whatever the commands were."
 
 from __future__ import annotations
 
-from uuid import UUID
-
-from command_strategies import BUSY_BATCHES, CONFIG, command_for
+from command_strategies import BUSY_BATCHES, CONFIG, run_batches
 from hypothesis import HealthCheck, given, settings
 from wiring import runtime_on
 
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.domain.clock import VirtualClock
-from tierlog.domain.service import SubmitResult
 
 # Records leave after 5 s or beyond 3 kept, so most examples evict, recall, checkpoint.
 LONG_RUNNING = {
@@ -21,10 +17,6 @@ LONG_RUNNING = {
     "settled_max": 3,
     "checkpoint_every_events": 7,
 }
-
-
-def _gone(runtime: SchedulerRuntime, submitted: list[UUID]) -> list[UUID]:
-    return [task_id for task_id in submitted if task_id not in runtime.state.tasks]
 
 
 @settings(
@@ -37,20 +29,7 @@ def test_a_restart_from_a_checkpoint_equals_a_fold_from_position_0(new_store, ba
     url = new_store()
     clock = VirtualClock()
     live = runtime_on(url, CONFIG, clock, **LONG_RUNNING)
-    submitted: list[UUID] = []
-    for batch in batches:
-        pending = []
-        for name, args in batch:
-            if name == "advance":
-                clock.advance(args)
-                continue
-            command = command_for(live, name, args, _gone(live, submitted))
-            if command is not None:
-                pending.append(command)
-        for result in live.execute_batch(pending):
-            if isinstance(result, SubmitResult) and result.created:
-                submitted.append(result.task_id)
-        live.housekeep()
+    run_batches(live, clock, batches)
     assert live.checkpoints is not None
     live.checkpoints.close()  # what was offered is written
 

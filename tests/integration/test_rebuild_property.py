@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from command_strategies import BATCHES, CONFIG, command_for
+from command_strategies import BATCHES, CONFIG, run_batches
 from hypothesis import HealthCheck, given, settings
 from wiring import runtime_on
 
@@ -20,16 +20,7 @@ def test_state_rebuilt_from_the_log_equals_live_state(new_store, batches):
     url = new_store()
     clock = VirtualClock()
     runtime = runtime_on(url, CONFIG, clock)
-    for batch in batches:
-        pending = []
-        for name, args in batch:
-            if name == "advance":
-                clock.advance(args)
-                continue
-            command = command_for(runtime, name, args)
-            if command is not None:
-                pending.append(command)
-        runtime.execute_batch(pending)
+    run_batches(runtime, clock, batches)
     rebuilt = SchedulerState(CONFIG.task_ttl_s)
     for position, event in runtime.log.iter_events():
         rebuilt.apply(event, position)
