@@ -58,6 +58,7 @@ FORWARD_TIMEOUT_S = 10.0
 """The longest ``wait`` the assignment poll accepts; ``Settings.long_poll_max_s`` may lower it."""
 SQLITE_MEMORY_MB = 2
 MALLOC_ARENAS = 2
+MALLOC_TRIM_EVERY_S = 10.0
 HTTP_THREADS = 4
 CHECKPOINT_EVERY_EVENTS = 10_000
 """Events between two checkpoints of the running scheduler's state."""
@@ -146,6 +147,9 @@ class Settings(BaseSettings):
     malloc_arenas: Annotated[int, Field(ge=1, le=64)] = MALLOC_ARENAS
     """The most malloc arenas ``serve`` keeps (glibc's ``MALLOC_ARENA_MAX``; one per
     busy thread by default, each holding memory once used)."""
+    malloc_trim_every_s: Annotated[float, Field(ge=0, le=3600)] = MALLOC_TRIM_EVERY_S
+    """Seconds between two hand-backs of free heap pages to the operating system in
+    ``serve`` (glibc's ``malloc_trim``); 0 never."""
     http_threads: Annotated[int, Field(ge=2, le=256)] = HTTP_THREADS
     """Worker threads the HTTP edge reads the scheduler's state and the log on."""
     probe: bool = False

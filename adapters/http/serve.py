@@ -15,7 +15,7 @@ import uvicorn
 
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
-from tierlog.adapters.runtime.process_memory import limit_malloc_arenas
+from tierlog.adapters.runtime.process_memory import limit_malloc_arenas, trimming_free_memory
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.faults import redact_url
 from tierlog.adapters.store.sqlite import limit_sqlite_memory
@@ -112,7 +112,8 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
             target=_announce, args=(server, settings), name="tierlog-announce", daemon=True
         ).start()
         ran = True
-        server.run()
+        with trimming_free_memory(settings.malloc_trim_every_s):
+            server.run()
     finally:
         system.close()
         if ran:
