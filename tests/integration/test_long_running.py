@@ -4,8 +4,9 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,11 +16,15 @@ from wiring import runtime_on
 
 from tierlog.adapters.history.checkpoints import SCHEDULER_TABLE, checkpoints_path
 from tierlog.adapters.runtime.writer import SchedulerRuntime
-from tierlog.adapters.store.event_log import sqlite_file
+from tierlog.adapters.store.event_log import EventLog, sqlite_file
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.errors import InvalidTransitionError, StaleGenerationError
+from tierlog.domain.errors import (
+    InvalidTransitionError,
+    StaleGenerationError,
+    StoreUnavailableError,
+)
 
 CONFIG = SchedulerConfig(fallback_wait_s=5, lease_s=60, task_ttl_s=300)
 GRACE = {"long_running": True, "settled_grace_s": 10.0, "settled_max": 100}
@@ -143,6 +148,46 @@ def test_a_deregistered_agent_leaves_and_registers_again_on_its_stream(scheduler
     from_zero = _scheduler(url, clock, checkpoints=False, start=False)
     from_zero.load()
     assert from_zero.state.snapshot() == runtime.state.snapshot()
+
+
+class FailingLookupsLog(EventLog):
+    """A real log whose next ``failing`` lookups by key fail as a broken disk would."""
+
+    failing = 0
+
+    def _stream_rows(self, aggregate_ids: Sequence[UUID], before: int | None) -> Any:
+        if self.failing:
+            self.failing -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return super()._stream_rows(aggregate_ids, before)
+
+
+def test_a_store_fault_while_recalling_refuses_the_command_and_keeps_nothing(
+    new_store: Callable[[], str],
+) -> None:
+    clock = VirtualClock()
+    log = FailingLookupsLog(new_store())
+    runtime = _scheduler(log, clock)  # type: ignore[arg-type]
+    _fleet(runtime)
+    task_id = _run_one(runtime, "keyed", key="order-9")
+    _let_settled_go(runtime, clock)
+    assert task_id not in runtime.state.tasks
+    head, before = runtime.log.head(), runtime.state.snapshot()
+    again = cmd.SubmitTask(description="keyed", idempotency_key="order-9")
+    late = cmd.CompleteTask(agent_id="a1", task_id=task_id, generation=1)
+    for command in (again, late):
+        log.failing = 1
+        with pytest.raises(StoreUnavailableError) as raised:
+            runtime.execute(command)
+        assert raised.value.code == "storage_unavailable"
+        # Not a new task for a key it could not look up, nor a 404 for a task it has.
+        assert runtime.log.head() == head and runtime.state.snapshot() == before
+    answer = runtime.execute(again)  # the store answers again
+    assert (answer.task_id, answer.created, answer.state) == (task_id, False, "completed")
+    with pytest.raises(InvalidTransitionError):
+        runtime.execute(late)
+    assert runtime.log.head() == head
+    log.close()
 
 
 def _checkpoint_rows(url: str) -> list[tuple[int, bytes]]:
