@@ -25,7 +25,7 @@ from tierlog.adapters.http.errors import (
     not_leader,
     storage_unavailable,
 )
-from tierlog.adapters.http.routes import agents, reads, tasks
+from tierlog.adapters.http.routes import agents, dashboard, reads, tasks
 from tierlog.domain.errors import DomainError, NotLeaderError, StoreUnavailableError
 
 
@@ -59,6 +59,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(agents.router)
     app.include_router(reads.router)
+    app.include_router(dashboard.router)
     return app
 
 

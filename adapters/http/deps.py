@@ -27,6 +27,7 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 
+from tierlog.adapters.history.time_travel import explain as explain_task
 from tierlog.adapters.http.auth import (
     ADMIN,
     AGENT,
@@ -42,6 +43,9 @@ from tierlog.adapters.http.auth import (
 )
 from tierlog.adapters.http.errors import ApiError as ApiError
 from tierlog.adapters.http.errors import command_error, error_response
+from tierlog.adapters.readside import dashboard as dashboard_reads
+from tierlog.adapters.readside.event_lines import event_line as event_line
+from tierlog.adapters.readside.event_lines import task_of as task_of
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.cluster import NodeStatus
@@ -402,6 +406,9 @@ Ctx = Annotated[ApiContext, Depends(context)]
 # --- who is calling ----------------------------------------------------------------------
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# The dashboard's page and its static files: the page signs in, then every call it
+# makes carries the token (routes/dashboard.py).
+UI_PATHS, UI_ASSETS_PREFIX = frozenset({"/", "/ui"}), "/ui/"
 
 
 class BearerAuth:
@@ -416,7 +423,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Check the token, then pass the request on (or answer 401)."""
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or _is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -439,6 +446,10 @@ class BearerAuth:
             # folded its registration yet. Catch up once, then decide.
             await anyio.to_thread.run_sync(runtime.catch_up)
             return self.tokens.identify(authorization)
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path in UI_PATHS or path.startswith(UI_ASSETS_PREFIX)
 
 
 def _identify(request: Request) -> Caller:
@@ -529,3 +540,27 @@ def require_admin(request: Request) -> ApiContext:
         raise _forbidden([ADMIN])
     ctx: ApiContext = request.app.state.ctx
     return ctx
+
+
+# --- the dashboard's reads (routes/dashboard.py) ------------------------------------------
+
+Dashboard = dashboard_reads
+"""The dashboard's queries (``tierlog.adapters.readside.dashboard``)."""
+
+
+async def explained(ctx: ApiContext, task_id: UUID) -> list[dict[str, Any]]:
+    """The task's story as ``tierlog explain`` tells it (empty for no such task)."""
+    return await anyio.to_thread.run_sync(explain_task, ctx.log.log, task_id)
+
+
+def routing_series(request: Request) -> dashboard_reads.RoutingSeries:
+    """This app's routing-decisions series (made at the first call, then kept: each
+    later read costs only the events appended since)."""
+    series: dashboard_reads.RoutingSeries | None = getattr(
+        request.app.state, "routing_series", None
+    )
+    if series is None:
+        ctx: ApiContext = request.app.state.ctx
+        series = dashboard_reads.RoutingSeries(ctx.log.log)
+        request.app.state.routing_series = series
+    return series

@@ -34,6 +34,12 @@ def test_the_wheel_holds_only_the_tierlog_package_and_every_module(tmp_path: Pat
         for path in (ROOT / folder).rglob("*.py")
     }
     assert expected - names == set(), "modules missing from the wheel"
+    # The dashboard's page and static files ship inside the package (no build step).
+    ui = ROOT / "adapters" / "http" / "ui"
+    assets = {f"tierlog/adapters/http/ui/{p.relative_to(ui).as_posix()}" for p in ui.rglob("*.*")}
+    assert "tierlog/adapters/http/ui/index.html" in assets
+    assert "tierlog/adapters/http/ui/js/main.js" in assets
+    assert assets - names == set(), "dashboard files missing from the wheel"
 
 
 def test_tierlog_imports_from_its_root_and_the_bare_folders_do_not() -> None:
