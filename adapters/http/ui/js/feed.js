@@ -1,10 +1,11 @@
 // The live feed: a long-poll on /v1/ui/feed from the last position seen, so a reconnect
 // neither skips nor repeats an event. Listeners hear each batch; the list is redrawn at
-// most once per animation frame, keeping the newest KEEP lines.
+// most four times a second, keeping the newest KEEP lines.
 import { get } from "./api.js";
 import { clockTime, h, taskLink } from "./dom.js";
 
 const KEEP = 300;
+const DRAW_MS = 250;
 const WAIT_S = 20;
 const RETRY_MS = [500, 1000, 2000, 5000];
 
@@ -67,8 +68,9 @@ export class Feed {
     if (newType) this.fillTypes();
     for (const listener of this.listeners) listener(events);
     if (!this.drawPending) {
+      // At most four redraws a second, however fast events come.
       this.drawPending = true;
-      requestAnimationFrame(() => { this.drawPending = false; this.draw(); });
+      setTimeout(() => requestAnimationFrame(() => { this.drawPending = false; this.draw(); }), DRAW_MS);
     }
   }
 

@@ -96,8 +96,8 @@ async function refresh() {
     if (performance.now() - lastCharts > CHARTS_MS) {
       lastCharts = performance.now();
       const [routing, telemetry] = await Promise.all([get("/v1/ui/routing"), get("/v1/telemetry")]);
-      renderCharts({ routing: $("chart-routing"), timers: $("chart-timers"), wait: $("chart-wait"), assign: $("chart-assign") }, routing, telemetry.telemetry);
-      mark("charts");
+      state.chartData = [routing, telemetry.telemetry];
+      drawCharts();
     }
   } catch (error) {
     console.error("refresh failed:", error);
@@ -105,6 +105,13 @@ async function refresh() {
   } finally {
     refreshing = false;
   }
+}
+
+function drawCharts() {
+  if (!state.chartData) return;
+  const svgs = { routing: $("chart-routing"), timers: $("chart-timers"), wait: $("chart-wait"), assign: $("chart-assign") };
+  renderCharts(svgs, ...state.chartData);
+  mark("charts");
 }
 
 function renderQueueCard(queue) {
@@ -171,7 +178,11 @@ function start() {
   window.addEventListener("hashchange", route);
   setInterval(() => tickCountdowns(document, now()), 1000);
   // The charts follow the page's width.
-  window.addEventListener("resize", () => { lastCharts = -Infinity; scheduleRefresh(); });
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(drawCharts, 100);
+  });
   const kept = token.get();
   if (kept) signIn(kept);
   else showSignIn();

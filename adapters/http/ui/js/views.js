@@ -25,7 +25,7 @@ export function renderOverview(root, o) {
       kv(lag.length ? lag : [["read models", 0]])),
     card("Queue", h("div", { class: "big", id: "queued-total" }, number(queued)),
       h("div", { class: "muted" }, `waiting · ${number(o.timers_pending)} on a timer`),
-      kv([...byTier, ...byPriority].filter(([, n]) => n > 0))),
+      kv(byTier.filter(([, n]) => n > 0)), h("hr"), kv(byPriority.filter(([, n]) => n > 0))),
     card("Tasks by state", kv(states.length ? states : [["none yet", 0]])),
     card("Agents", kv(Object.entries(o.agents).length ? Object.entries(o.agents) : [["registered", 0]])),
     card("Endpoints", kv([["healthy", o.endpoints.healthy || 0], ["unhealthy", o.endpoints.unhealthy || 0],
