@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import Server
 from wiring import runtime_on
 
 from tierlog.domain import commands as cmd
@@ -29,6 +28,9 @@ VIEWER = "viewer-token-for-the-dashboard"
 FALLBACK_WAIT_S = 6
 CHARTS = ("chart-routing", "chart-timers", "chart-wait", "chart-assign")
 GIB = 2**30
+# ``tests/e2e/conftest.py``'s running server (url, admin_token, client(), log_length());
+# not imported by name: which ``conftest`` module that name means depends on the run.
+Server = Any
 
 
 def _chromium() -> str:
@@ -252,6 +254,13 @@ def _watch(
     page.screenshot(path=str(tmp_path / "dashboard-768.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
 
+    # The feed filters by event type.
+    page.select_option("#feed-filter", "TaskEscalated")
+    page.wait_for_timeout(100)
+    shown = page.eval_on_selector_all("#feed li", "(items) => items.map((i) => i.dataset.type)")
+    assert shown == ["TaskEscalated"], shown
+    page.select_option("#feed-filter", "")
+
     # The task's page, opened from the feed's link: the fallback and its reason.
     page.click(escalated)
     page.wait_for_selector("#fallback-reason:has-text('no_healthy_ollama_endpoints')")
@@ -365,7 +374,11 @@ def test_ten_thousand_queued_tasks_and_a_hundred_events_a_second(
     clicks = _flow(server, page)
     head_after = server.log_length()
     rate = (head_after - head_before) / FLOW_S
-    page.wait_for_function(f"window.tierlog.feed.lastPosition >= {head_after}", timeout=5_000)
+    # (A function, not an expression: the page's CSP forbids eval, and Playwright would
+    # evaluate an expression string with it.)
+    page.wait_for_function(
+        "(head) => window.tierlog.feed.lastPosition >= head", arg=head_after, timeout=5_000
+    )
     feed = page.evaluate(
         "({received: tierlog.feed.received, outOfOrder: tierlog.feed.outOfOrder,"
         " last: tierlog.feed.lastPosition})"

@@ -1,13 +1,12 @@
 """The dashboard's page, files and reads (``/``, ``/ui``, ``/v1/ui/...``) on a real app
-over a real SQLite log, in process: who may read them, what they answer, and that bad
-input is refused and appends nothing."""
+over a real log (SQLite and PostgreSQL), in process: who may read them, what they
+answer, and that bad input is refused and appends nothing."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,9 +58,9 @@ class Api:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def api(store_url: str) -> Iterator[Api]:
     settings = Settings(
-        store=f"sqlite:///{tmp_path / 'log.db'}",
+        store=store_url,
         viewer_token=VIEWER,
         scheduler=SchedulerConfig(fallback_wait_s=3600),
     )
