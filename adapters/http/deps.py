@@ -42,6 +42,7 @@ from tierlog.adapters.http.auth import (
 )
 from tierlog.adapters.http.errors import ApiError as ApiError
 from tierlog.adapters.http.errors import command_error, error_response
+from tierlog.adapters.http.notices import CancelNotices
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.cluster import NodeStatus
@@ -259,6 +260,8 @@ class LongPolls:
     loop: asyncio.AbstractEventLoop | None = None
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
     closing: bool = False
+    # The cancellations agents were told of on their polls (each once per node).
+    cancelled: CancelNotices = field(default_factory=CancelNotices)
 
     @contextmanager
     def waiting(self, agent_id: str) -> Iterator[asyncio.Event]:
