@@ -260,7 +260,8 @@ def _validation_error(exc: PydanticValidationError) -> ValidationError:
 
 
 class SubmitTask(Command):
-    """Submit a task (SPEC §1.1). The same ``idempotency_key`` returns the same task."""
+    """Submit a task (SPEC §1.1). The same ``idempotency_key`` with the same body
+    returns the same task; with another body it is refused (``tierlog.domain.idempotency``)."""
 
     verb: ClassVar[str] = "submit_task"
     json_fields: ClassVar[dict[str, str]] = {"metadata": "max_metadata_bytes"}
@@ -281,7 +282,7 @@ class SubmitTask(Command):
 
 
 class CancelTask(Command):
-    """Cancel a queued or dead-lettered task."""
+    """Cancel a queued, running (assigned) or dead-lettered task."""
 
     verb: ClassVar[str] = "cancel_task"
     task_id: TaskId

@@ -60,6 +60,19 @@ class NotYourTaskError(DomainError):
     code = "not_your_task"
 
 
+class TaskCancelledError(DomainError):
+    """The task was cancelled while this agent held it (at this generation): the agent
+    should stop the work. A heartbeat, completion or failure for it is refused."""
+
+    code = "cancelled"
+
+
+class IdempotencyConflictError(DomainError):
+    """An ``Idempotency-Key`` already names a task submitted with a different body."""
+
+    code = "idempotency_conflict"
+
+
 class InternalError(TierlogError):
     """A command failed inside tierlog (a bug, not bad input): that command alone is
     refused, the rest of its batch goes on; the cause is kept for the traceback."""

@@ -306,13 +306,21 @@ class TaskRetried(DomainEvent, frozen=True, kw_only=True):
     complete_by: datetime | None
 
 
-class TaskCancelled(DomainEvent, frozen=True, kw_only=True):
-    """An operator cancelled a queued or dead-lettered task."""
+class TaskCancelled(DomainEvent, frozen=True, kw_only=True, omit_defaults=True):
+    """An operator cancelled a task: queued, dead-lettered, or running.
+
+    A running (assigned) task names the agent that held it and the generation it held
+    it at: that agent is free again, and it is told (409 ``cancelled``) when it next
+    heartbeats, completes, fails or polls. Both are None for a task no agent held, and
+    then left out of the payload, which is stored exactly as before they existed.
+    """
 
     stored_name: ClassVar[str] = "TaskCancelled"
 
     reason: str
     requested_by: str
+    agent_id: str | None = None
+    generation: int | None = None
 
 
 # --- Scheduler aggregate (owns the fallback timers) ----------------------------------

@@ -24,6 +24,9 @@ from tierlog.domain.routing import decide_route, has_candidate
 from tierlog.domain.state import Deadline, SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
 
+DEADLINE_PASSED = "deadline_passed"
+"""Why a queued task whose ``complete_by`` passed was dead-lettered, and its timer ended."""
+
 
 def reclaim_task(uow: UnitOfWork, task: TaskRecord, reason: str, now: datetime) -> None:
     """Take a task back from its agent and return it to the queue (SPEC §1.1, §1.6)."""
@@ -46,7 +49,7 @@ def _handle_deadline(
     state = uow.state
     _, _, kind, task_id, _ = entry
     if kind == "timer":
-        _fire_timer(uow, config, task_id, now, perf_ns)
+        _timer_due(uow, config, task_id, now, perf_ns)
         return
     task = state.tasks[task_id]
     if kind == "lease":
@@ -60,6 +63,32 @@ def _handle_deadline(
     elif kind == "ttl":
         uow.emit(tasks.dead_letter(task, "ttl_expired", now))
         cancel_timer(uow, task.task_id, "dead_lettered", now)
+    elif kind == "deadline":
+        deadline_passed(uow, task, now)
+
+
+def deadline_passed(uow: UnitOfWork, task: TaskRecord, now: datetime) -> None:
+    """A queued task's ``complete_by`` passed: it can no longer be assigned, so it is
+    dead-lettered, and its pending timer (if any) is cancelled, with that reason."""
+    uow.emit(tasks.dead_letter(task, DEADLINE_PASSED, now))
+    cancel_timer(uow, task.task_id, DEADLINE_PASSED, now)
+
+
+def _timer_due(
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    task_id: UUID,
+    now: datetime,
+    perf_ns: Callable[[], int],
+) -> None:
+    """A fallback timer came due. A queued task whose deadline passed too (a pass that
+    ran late, or a restart) is dead-lettered instead: no timer fires for a task that
+    can no longer be assigned, whichever of the two was due first."""
+    task = uow.state.tasks[task_id]
+    if task.state == "queued" and is_overdue(task, now):
+        deadline_passed(uow, task, now)
+    else:
+        _fire_timer(uow, config, task_id, now, perf_ns)
 
 
 def _fire_timer(

@@ -34,6 +34,7 @@ from tierlog.domain.events import DomainEvent, idempotent_task_id
 from tierlog.domain.limits import CommandLimits
 from tierlog.domain.scheduling import cancel_timer, reclaim_task, run_pass
 from tierlog.domain.state import SchedulerState
+from tierlog.domain.submissions import check_same_submission
 from tierlog.domain.unit_of_work import UnitOfWork
 
 MAX_PASSES = 16
@@ -145,6 +146,7 @@ class SchedulerService:
         existing = self.state.task(task_id)
         if existing is not None:
             if key is not None:
+                check_same_submission(existing, command, now)
                 return SubmitResult(task_id=existing.task_id, state=existing.state, created=False)
             raise InvalidTransitionError(f"task {task_id} already exists", field="task_id")
         uow.emit(*tasks.submit(command, task_id, now))

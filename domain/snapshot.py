@@ -1,5 +1,11 @@
 """A compact, typed picture of ``SchedulerState`` for checkpoints (msgpack via msgspec):
-decoding typed records is several times faster than unpickling them."""
+decoding typed records is several times faster than unpickling them.
+
+``FOLD_VERSION`` names how the state is folded. A checkpoint written under an earlier
+fold lacks what the fold now keeps (since 2: the deadlines of queued tasks, the digest
+of a keyed submission, the agent a running task was cancelled from), so it is refused
+(``OlderFoldError``) and the state is folded from the log instead.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +51,22 @@ class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
     settled: list[tuple[float, str, str, int]] = []
     leader: str | None = None
     epoch: int = 0
+    # Checkpoints written before this field existed were folded under fold 1.
+    fold_version: int = 1
+
+
+FOLD_VERSION = 2
+"""How ``SchedulerState`` is folded now; raise it when the fold keeps something new."""
+
+
+class OlderFoldError(ValueError):
+    """A checkpoint folded by an earlier tierlog: usable only by folding the log again."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(
+            f"it was folded by an earlier tierlog (fold {found}, this one folds {FOLD_VERSION})"
+        )
+        self.found = found
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -77,13 +99,19 @@ def dump_state(state: SchedulerState) -> bytes:
             settled=[(at, kind, str(key), version) for at, kind, key, version in state.settled],
             leader=state.scheduler.leader,
             epoch=state.scheduler.epoch,
+            fold_version=FOLD_VERSION,
         )
     )
 
 
 def load_state(data: bytes) -> SchedulerState:
-    """A ``SchedulerState`` from ``dump_state`` bytes, with its indexes rebuilt."""
+    """A ``SchedulerState`` from ``dump_state`` bytes, with its indexes rebuilt.
+
+    Raises ``OlderFoldError`` for a checkpoint folded under an earlier fold.
+    """
     snap = _decoder.decode(data)
+    if snap.fold_version != FOLD_VERSION:
+        raise OlderFoldError(snap.fold_version)
     state = SchedulerState(
         snap.task_ttl_s, keep_finished=snap.keep_finished, retention=snap.retention
     )

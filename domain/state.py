@@ -225,6 +225,12 @@ class SchedulerState(WorkingSet):
                 and task.route_tier != "trivial"  # trivial tasks have no TTL
                 and task.queued_at.timestamp() + self.task_ttl_s == when
             )
+        if kind == "deadline":  # a queued task's complete_by (any tier)
+            return (
+                task.state == "queued"
+                and task.complete_by is not None
+                and task.complete_by.timestamp() == when
+            )
         return False
 
     def queued_tasks(self, tier: str | None = None) -> Iterator[TaskRecord]:
@@ -266,14 +272,16 @@ class SchedulerState(WorkingSet):
         self._set(self.tasks, new.task_id, new)
         return old, new
 
-    def _release_agent(self, task: TaskRecord, position: int) -> None:
+    def _release_agent(
+        self, task: TaskRecord, position: int, cancelled: tuple[UUID, int] | None = None
+    ) -> None:
         if task.assigned_to is None:
             return
         agent = self.agents.get(task.assigned_to)
         if agent is None or agent.task_id != task.task_id:
             return
         free = agent.status == "busy"
-        self._set(self.agents, agent.agent_id, agent_aggregate.released(agent))
+        self._set(self.agents, agent.agent_id, agent_aggregate.released(agent, cancelled))
         if free:
             self._idle_add(agent, position)
 
@@ -299,6 +307,12 @@ class SchedulerState(WorkingSet):
     def _enqueue(self, task: TaskRecord) -> None:
         self._queue_add(task)
         self._push_deadline_ttl(task)
+        self._push_deadline_queued(task)
+
+    def _push_deadline_queued(self, task: TaskRecord) -> None:
+        """A queued task's ``complete_by``: when it passes, the task is dead-lettered."""
+        if task.complete_by is not None:
+            self._push_deadline(task.complete_by, "deadline", task.task_id, task.generation)
 
     def _push_deadline_ttl(self, task: TaskRecord) -> None:
         due = task.queued_at.timestamp() + self.task_ttl_s
@@ -314,6 +328,7 @@ class SchedulerState(WorkingSet):
         # append): its tier decides which tier's line it stands in.
         self._put_task(task)
         self._push_deadline_ttl(task)
+        self._push_deadline_queued(task)
 
     def _task_classified(self, e: ev.TaskClassified, position: int) -> None:
         old, new = self._evolve_task(e, position)
@@ -371,6 +386,9 @@ class SchedulerState(WorkingSet):
     def _task_cancelled(self, e: ev.TaskCancelled, position: int) -> None:
         old, _ = self._evolve_task(e, position)
         self._queue_remove(old)
+        if e.agent_id is not None and e.generation is not None:
+            # A running task was cancelled: its agent is free, and remembers why.
+            self._release_agent(old, position, (e.originator_id, e.generation))
         if not self.keep_finished:
             self._drop_finished(e.originator_id)
         else:

@@ -66,8 +66,12 @@ def _reserved(rows: Rows, position: int, event: ev.AgentReserved) -> None:
 
 
 def _released(
-    rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskFailed | ev.TaskReclaimed
+    rows: Rows,
+    position: int,
+    event: ev.TaskCompleted | ev.TaskFailed | ev.TaskReclaimed | ev.TaskCancelled,
 ) -> None:
+    if event.agent_id is None:  # a cancelled task no agent held
+        return
     row = rows.get(RM_AGENTS, (event.agent_id,))
     if row is None or row["task_id"] != text_id(event.originator_id):
         return
@@ -102,6 +106,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskCompleted: _released,
     ev.TaskFailed: _released,
     ev.TaskReclaimed: _released,
+    ev.TaskCancelled: _released,
     ev.AgentWentOffline: _went_offline,
     ev.AgentDeregistered: _deregistered,
 }

@@ -197,7 +197,8 @@ def _dead_lettered(rows: Rows, position: int, event: ev.TaskDeadLettered) -> Non
 
 
 def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
-    _update(rows, event, position, {"state": "cancelled"})
+    # A running task's agent and lease go with it (a queued one had none).
+    _update(rows, event, position, {"state": "cancelled", **_FREED})
 
 
 _HANDLERS: dict[type, Handler] = {

@@ -30,7 +30,7 @@ from tierlog.adapters.store.lineage import (
     kept_schema,
 )
 from tierlog.adapters.store.probe import postgres_read_only, sqlite_read_only
-from tierlog.domain.snapshot import dump_state, load_state
+from tierlog.domain.snapshot import OlderFoldError, dump_state, load_state
 from tierlog.domain.state import SchedulerState
 
 EVERY = 50_000
@@ -174,7 +174,10 @@ class CheckpointStore:
         )
         for at, chain, data in rows:
             if self.log.chain_hash_at(at) == bytes(chain):
-                return load_state(bytes(data))
+                try:
+                    return load_state(bytes(data))
+                except OlderFoldError:  # an earlier tierlog's: try an older one, or fold
+                    continue
         return None
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ from tierlog.adapters.http.auth import (
 )
 from tierlog.adapters.http.errors import ApiError as ApiError
 from tierlog.adapters.http.errors import command_error, error_response
+from tierlog.adapters.http.notices import CancelNotices
 from tierlog.adapters.readside import dashboard as dashboard_reads
 from tierlog.adapters.readside.event_lines import event_line as event_line
 from tierlog.adapters.readside.event_lines import task_of as task_of
@@ -263,6 +264,8 @@ class LongPolls:
     loop: asyncio.AbstractEventLoop | None = None
     waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
     closing: bool = False
+    # The cancellations agents were told of on their polls (each once per node).
+    cancelled: CancelNotices = field(default_factory=CancelNotices)
 
     @contextmanager
     def waiting(self, agent_id: str) -> Iterator[asyncio.Event]:

@@ -14,6 +14,8 @@ _STATUS = {
     errors.InvalidTransitionError: 409,
     errors.StaleGenerationError: 409,
     errors.NotYourTaskError: 403,
+    errors.TaskCancelledError: 409,
+    errors.IdempotencyConflictError: 409,
     errors.ConcurrencyConflictError: 409,
 }
 

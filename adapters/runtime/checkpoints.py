@@ -24,7 +24,7 @@ from typing import Any
 
 from tierlog.adapters.history.checkpoints import CheckpointStore
 from tierlog.adapters.store.event_log import EventLog
-from tierlog.domain.snapshot import dump_state, load_state
+from tierlog.domain.snapshot import OlderFoldError, dump_state, load_state
 from tierlog.domain.state import SchedulerState
 from tierlog.domain.working_set import Retention
 
@@ -115,6 +115,9 @@ class SchedulerCheckpoints:
             return None
         try:
             state = load_state(data)
+        except OlderFoldError as exc:  # written by an earlier tierlog: fold the log
+            self._ignore(position, str(exc))
+            return None
         except Exception as exc:  # any decode failure: corrupt, never trusted
             self._ignore(position, f"it does not decode ({type(exc).__name__}: {exc})")
             return None

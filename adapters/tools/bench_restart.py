@@ -77,8 +77,11 @@ class _Fleet:
 
 def _submission(n: int, trivial: bool) -> cmd.SubmitTask:
     key: str | None = None
-    if n % REPEAT_KEY_EVERY == 0 and n >= REPEAT_KEY_EVERY:
-        key = f"gen-{n - REPEAT_KEY_EVERY + KEY_EVERY}"  # one given before: no new task
+    if n % REPEAT_KEY_EVERY == 0 and n >= REPEAT_KEY_EVERY and not trivial:
+        # A request sent before, resent as it was (key and body): no new task. Not in
+        # the trivial tail, whose bodies differ from the ones sent before it.
+        n = n - REPEAT_KEY_EVERY + KEY_EVERY
+        key = f"gen-{n}"
     elif n % KEY_EVERY == 0:
         key = f"gen-{n}"
     return cmd.SubmitTask(**task_body(n, trivial=trivial), idempotency_key=key)

@@ -99,7 +99,14 @@ def _task_spec(rng: random.Random, n: int) -> dict[str, Any]:
     if rng.random() < 0.1:
         spec["complexity_tier"] = rng.choice(("trivial", "standard", "complex"))
     if rng.random() < 0.05:
-        spec["idempotency_key"] = f"demo-{n % 7}"
+        # A client resending its request: one body per key, so the same key finds the
+        # same task (another body under a used key is refused as a conflict).
+        key = n % 7
+        spec = {
+            "description": f"write the release notes of acme/web 1.{key}",
+            "submitted_by": "demo",
+            "idempotency_key": f"demo-{key}",
+        }
     return spec
 
 

@@ -38,6 +38,9 @@ class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     task_id: UUID | None = None
     generation: int | None = None
     token_sha256: str | None = None
+    # The task (and generation) cancelled while this agent held it, until the agent
+    # takes another task or registers again: its poll says so (409 ``cancelled``).
+    cancelled: tuple[UUID, int] | None = None
 
 
 # --- evolve ----------------------------------------------------------------------------
@@ -56,7 +59,12 @@ def _registered(_: AgentRecord | None, e: ev.AgentRegistered) -> AgentRecord:
 
 def _reserved(a: AgentRecord, e: ev.AgentReserved) -> AgentRecord:
     return replace(
-        a, version=e.originator_version, status="busy", task_id=e.task_id, generation=e.generation
+        a,
+        version=e.originator_version,
+        status="busy",
+        task_id=e.task_id,
+        generation=e.generation,
+        cancelled=None,
     )
 
 
@@ -82,14 +90,15 @@ def evolve(agent: AgentRecord | None, event: ev.DomainEvent) -> AgentRecord:
     return EVOLVERS[type(event)](agent, event)
 
 
-def released(agent: AgentRecord) -> AgentRecord:
+def released(agent: AgentRecord, cancelled: tuple[UUID, int] | None = None) -> AgentRecord:
     """The agent once the task it held has left it (completed, failed, reclaimed…).
 
     Not an agent event: the task's event is the fact, and the agent is free again
-    (idle if it was busy; an offline agent stays offline).
+    (idle if it was busy; an offline agent stays offline). ``cancelled`` is the task
+    and generation when the task left because it was cancelled.
     """
     status: AgentStatus = "idle" if agent.status == "busy" else agent.status
-    return replace(agent, status=status, task_id=None, generation=None)
+    return replace(agent, status=status, task_id=None, generation=None, cancelled=cancelled)
 
 
 # --- decisions -------------------------------------------------------------------------

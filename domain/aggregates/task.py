@@ -25,7 +25,9 @@ from tierlog.domain.errors import (
     InvalidTransitionError,
     NotYourTaskError,
     StaleGenerationError,
+    TaskCancelledError,
 )
+from tierlog.domain.idempotency import submission_digest
 
 TaskStateName = Literal["queued", "assigned", "completed", "dead_lettered", "cancelled"]
 PRIORITY_RANK: dict[str, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
@@ -56,6 +58,11 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     routing_decision: ev.RoutingDecision | None = None
     routed_generation: int | None = None
     dead_letter_reason: str | None = None
+    # The agent that held the task when it was cancelled (None: no agent held it).
+    cancelled_agent: str | None = None
+    # The digest of the submission's body, for a task submitted under an
+    # Idempotency-Key (``tierlog.domain.idempotency``); None without a key.
+    submission_digest: str | None = None
 
     @property
     def queue_key(self) -> tuple[int, int]:
@@ -89,6 +96,7 @@ def _submitted(_: TaskRecord | None, e: ev.TaskSubmitted, position: int) -> Task
         submitted_at=e.timestamp,
         queued_at=e.timestamp,
         complete_by=e.complete_by,
+        submission_digest=None if e.idempotency_key is None else submission_digest(e),
     )
 
 
@@ -183,7 +191,14 @@ def _retried(t: TaskRecord, e: ev.TaskRetried, _: int) -> TaskRecord:
 
 
 def _cancelled(t: TaskRecord, e: ev.TaskCancelled, _: int) -> TaskRecord:
-    return replace(t, version=e.originator_version, state="cancelled")
+    return replace(
+        t,
+        version=e.originator_version,
+        state="cancelled",
+        assigned_to=None,
+        lease_expires_at=None,
+        cancelled_agent=e.agent_id,
+    )
 
 
 Evolver = Callable[[Any, Any, int], TaskRecord]
@@ -213,9 +228,11 @@ def evolve(task: TaskRecord | None, event: ev.DomainEvent, position: int) -> Tas
 # --- decisions: a command and the record in, the events that follow out ---------------
 
 
-def submit(command: cmd.SubmitTask, task_id: UUID, now: datetime) -> list[ev.DomainEvent]:
-    """A new task's first events: its submission and its classification (SPEC §1.2)."""
-    submitted = ev.TaskSubmitted(
+def submitted_event(
+    command: cmd.SubmitTask, task_id: UUID, now: datetime, complete_by: datetime | None
+) -> ev.TaskSubmitted:
+    """The ``TaskSubmitted`` fact ``command`` states (``complete_by`` already checked)."""
+    return ev.TaskSubmitted(
         originator_id=task_id,
         originator_version=1,
         timestamp=now,
@@ -230,10 +247,16 @@ def submit(command: cmd.SubmitTask, task_id: UUID, now: datetime) -> list[ev.Dom
         branch=command.branch,
         metadata=command.metadata,
         max_retries=command.max_retries,
-        complete_by=cmd.complete_by_in_future(command.complete_by, now),
+        complete_by=complete_by,
         submitted_by=command.submitted_by,
         idempotency_key=command.idempotency_key,
     )
+
+
+def submit(command: cmd.SubmitTask, task_id: UUID, now: datetime) -> list[ev.DomainEvent]:
+    """A new task's first events: its submission and its classification (SPEC §1.2)."""
+    deadline = cmd.complete_by_in_future(command.complete_by, now)
+    submitted = submitted_event(command, task_id, now, deadline)
     classification = classify(
         command.description, command.file_hints, command.verification_steps, command.complexity_tier
     )
@@ -249,19 +272,23 @@ def submit(command: cmd.SubmitTask, task_id: UUID, now: datetime) -> list[ev.Dom
 
 
 def cancel(task: TaskRecord, command: cmd.CancelTask, now: datetime) -> ev.TaskCancelled:
-    """Cancel a queued or dead-lettered task."""
-    if task.state not in ("queued", "dead_lettered"):
+    """Cancel a queued, dead-lettered or running task; a running one's event names the
+    agent that held it and the generation it held it at (SPEC §5.1)."""
+    if task.state not in ("queued", "dead_lettered", "assigned"):
         raise InvalidTransitionError(
-            f"task {task.task_id} is {task.state}; only queued or dead-lettered tasks "
-            "can be cancelled",
+            f"task {task.task_id} is {task.state}; only queued, assigned or dead-lettered "
+            "tasks can be cancelled",
             field="task_id",
         )
+    running = task.state == "assigned"
     return ev.TaskCancelled(
         originator_id=task.task_id,
         originator_version=task.version + 1,
         timestamp=now,
         reason=command.reason,
         requested_by=command.requested_by,
+        agent_id=task.assigned_to if running else None,
+        generation=task.generation if running else None,
     )
 
 
@@ -284,7 +311,17 @@ def retry(task: TaskRecord, command: cmd.RetryTask, now: datetime) -> ev.TaskRet
 
 
 def check_held(task: TaskRecord, agent_id: str, generation: int) -> None:
-    """Refuse unless ``agent_id`` holds the task at ``generation`` (SPEC §1.1)."""
+    """Refuse unless ``agent_id`` holds the task at ``generation`` (SPEC §1.1).
+
+    The agent a running task was cancelled from hears ``cancelled`` for that
+    generation, so it knows to stop the work rather than retry.
+    """
+    if _cancelled_from(task, agent_id, generation):
+        raise TaskCancelledError(
+            f"task {task.task_id} was cancelled while agent {agent_id} held it "
+            f"(generation {generation}): stop the work",
+            field="task_id",
+        )
     if generation != task.generation:
         raise StaleGenerationError(
             f"generation {generation} of task {task.task_id} is stale: not the current one",
@@ -298,6 +335,14 @@ def check_held(task: TaskRecord, agent_id: str, generation: int) -> None:
         raise NotYourTaskError(
             f"task {task.task_id} is assigned to another agent", field="agent_id"
         )
+
+
+def _cancelled_from(task: TaskRecord, agent_id: str, generation: int) -> bool:
+    return (
+        task.state == "cancelled"
+        and task.cancelled_agent == agent_id
+        and generation == task.generation
+    )
 
 
 def heartbeat(task: TaskRecord, now: datetime, lease_s: float) -> ev.TaskHeartbeated:

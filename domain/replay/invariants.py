@@ -30,6 +30,7 @@ from uuid import UUID
 import msgspec
 
 from tierlog.domain import events as ev
+from tierlog.domain.replay import running_rules as rules
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class TaskFacts(msgspec.Struct, gc=False):
     routed_generation: int | None = None
     assigned_generation: int = -1
     lease: datetime | None = None
+    agent: str | None = None  # the agent of the last assignment
+    complete_by: datetime | None = None  # the deadline in force (submitted or retried)
 
 
 class SinkChecker(ABC):
@@ -116,7 +119,7 @@ class InvariantChecker(SinkChecker):
         self.open_timers: dict[str, datetime] = {}  # by task key: when each is due
         self.leader_epoch = 0  # the fencing epoch of the last election (several nodes)
         self.handlers: dict[type[ev.DomainEvent], Handler] = {
-            ev.TaskSubmitted: self._queued,
+            ev.TaskSubmitted: self._submitted,
             ev.TaskClassified: self._task_event,
             ev.TaskRouted: self._routed,
             ev.TaskAssigned: self._assigned,
@@ -127,7 +130,7 @@ class InvariantChecker(SinkChecker):
             ev.TaskEscalated: self._task_event,
             ev.TaskRequeued: self._queued,
             ev.TaskDeadLettered: self._dead_lettered,
-            ev.TaskRetried: self._queued,
+            ev.TaskRetried: self._submitted,
             ev.TaskCancelled: self._cancelled,
             ev.FallbackTimerStarted: self._timer_started,
             ev.FallbackTimerFired: self._timer_fired,
@@ -145,6 +148,10 @@ class InvariantChecker(SinkChecker):
 
     def _bad(self, position: int, aggregate: UUID, rule: str, detail: str) -> None:
         self.violations.append(Violation(position, str(aggregate), rule, detail))
+
+    def _broken(self, position: int, aggregate: UUID, found: rules.Broken | None) -> None:
+        if found is not None:
+            self._bad(position, aggregate, *found)
 
     def _facts(self, position: int, key: str, event: ev.DomainEvent) -> TaskFacts:
         """The task's facts after the version check of ``event``."""
@@ -212,6 +219,11 @@ class InvariantChecker(SinkChecker):
     def _task_event(self, position: int, key: str, event: ev.DomainEvent) -> None:
         self._facts(position, key, event)
 
+    def _submitted(self, position: int, key: str, e: ev.TaskSubmitted | ev.TaskRetried) -> None:
+        facts = self._facts(position, key, e)
+        facts.state = "queued"
+        facts.complete_by = e.complete_by
+
     def _queued(
         self, position: int, key: str, e: ev.TaskSubmitted | ev.TaskRequeued | ev.TaskRetried
     ) -> None:
@@ -244,6 +256,7 @@ class InvariantChecker(SinkChecker):
         facts.assigned_generation = generation
         facts.state = "assigned"
         facts.lease = e.lease_expires_at
+        facts.agent = e.agent_id
 
     def _heartbeated(self, position: int, key: str, e: ev.TaskHeartbeated) -> None:
         self._facts(position, key, e).lease = e.lease_expires_at
@@ -267,10 +280,13 @@ class InvariantChecker(SinkChecker):
         self._finish(key, facts, 0)
 
     def _dead_lettered(self, position: int, key: str, e: ev.TaskDeadLettered) -> None:
-        self._facts(position, key, e).state = "dead_lettered"
+        facts = self._facts(position, key, e)
+        self._broken(position, e.originator_id, rules.dead_letter_at_deadline(e, facts))
+        facts.state = "dead_lettered"
 
     def _cancelled(self, position: int, key: str, e: ev.TaskCancelled) -> None:
         facts = self._facts(position, key, e)
+        self._broken(position, e.originator_id, rules.cancel_names_holder(e, facts))
         facts.state = "cancelled"
         self._finish(key, facts, 1)
 
@@ -315,6 +331,9 @@ class InvariantChecker(SinkChecker):
                 "timer_only_while_queued",
                 f"fired while the task was {state}",
             )
+        facts = self.tasks.get(task)
+        if facts is not None:
+            self._broken(position, e.task_id, rules.no_timer_after_deadline(e, facts))
 
     def _timer_cancelled(self, position: int, key: str, e: ev.FallbackTimerCancelled) -> None:
         self._version(position, key, e)

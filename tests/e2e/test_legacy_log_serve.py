@@ -39,11 +39,18 @@ def test_serve_reads_and_extends_the_legacy_log_and_it_audits_clean(tmp_path, se
         ]
         # Old and new rows are shown under one name per type: the stored name.
         assert all(e["topic"] == e["type"] for e in timeline)
-        # The legacy idempotency key still finds its task.
-        again = admin.post(
-            "/v1/tasks", json={"description": "fix typo in docs", "idempotency_key": "legacy-rare"}
-        )
+        # The legacy idempotency key still finds its task, with the body it was submitted
+        # with (issue #13: another body under the key is a conflict, also for old tasks).
+        legacy_body = {
+            "description": "fix typo in docs",
+            "needed_capabilities": ["rare"],
+            "max_retries": 1,
+            "idempotency_key": "legacy-rare",
+        }
+        again = admin.post("/v1/tasks", json=legacy_body)
         assert again.status_code == 200 and again.json()["created"] is False
+        other = admin.post("/v1/tasks", json={**legacy_body, "max_retries": 3})
+        assert other.status_code == 409 and other.json()["error"] == "idempotency_conflict"
 
         token = admin.post(
             "/v1/agents", json={"agent_id": "after-upgrade", "capabilities": ["upgrade"]}

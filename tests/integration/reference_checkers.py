@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from msgspec.structs import replace
@@ -29,6 +30,9 @@ class ReferenceInvariantChecker:
     lease: dict[UUID, datetime] = field(default_factory=dict)
     open_timers: dict[UUID, datetime] = field(default_factory=dict)
     leader_epoch: int = 0
+    # Issue #13: who holds each task, and its deadline while it may still run.
+    holder: dict[UUID, str] = field(default_factory=dict)
+    complete_by: dict[UUID, datetime] = field(default_factory=dict)
 
     def check(self, position: int, event: ev.DomainEvent) -> list[Violation]:
         """The rules ``event`` breaks, given everything before it."""
@@ -43,7 +47,10 @@ class ReferenceInvariantChecker:
         self.versions[event.originator_id] = event.originator_version
         task_id = event.originator_id
         match event:
-            case ev.TaskSubmitted() | ev.TaskRequeued() | ev.TaskRetried():
+            case ev.TaskSubmitted() | ev.TaskRetried():
+                self.task_state[task_id] = "queued"
+                self._set_deadline(task_id, event.complete_by)
+            case ev.TaskRequeued():
                 self.task_state[task_id] = "queued"
             case ev.TaskRouted():
                 self.routed_generation[task_id] = event.generation
@@ -62,6 +69,7 @@ class ReferenceInvariantChecker:
                     bad("assigned_from_queue", f"assigned while {self.task_state.get(task_id)}")
                 self.assigned_generation[task_id] = event.generation
                 self.task_state[task_id] = "assigned"
+                self.holder[task_id] = event.agent_id
                 self.lease[task_id] = event.lease_expires_at
             case ev.TaskHeartbeated():
                 self.lease[task_id] = event.lease_expires_at
@@ -76,10 +84,22 @@ class ReferenceInvariantChecker:
                 self.task_state[task_id] = "reclaimed"
             case ev.TaskCompleted():
                 self.task_state[task_id] = "completed"
+                self.complete_by.pop(task_id, None)
             case ev.TaskDeadLettered():
+                deadline = self.complete_by.get(task_id)
+                if event.reason == "deadline_passed" and (
+                    deadline is None or event.timestamp < deadline
+                ):
+                    due = deadline.isoformat() if deadline else "none"
+                    bad(
+                        "dead_letter_at_deadline",
+                        f"at {event.timestamp.isoformat()}, deadline {due}",
+                    )
                 self.task_state[task_id] = "dead_lettered"
             case ev.TaskCancelled():
+                self._check_cancel(event, bad)
                 self.task_state[task_id] = "cancelled"
+                self.complete_by.pop(task_id, None)
             case ev.FallbackTimerStarted():
                 if event.task_id in self.open_timers:
                     bad("one_timer_per_task", "a second timer started", event.task_id)
@@ -100,6 +120,14 @@ class ReferenceInvariantChecker:
                         f"fired while the task was {self.task_state.get(event.task_id)}",
                         event.task_id,
                     )
+                deadline = self.complete_by.get(event.task_id)
+                if deadline is not None and event.timestamp >= deadline:
+                    bad(
+                        "no_timer_after_deadline",
+                        f"fired at {event.timestamp.isoformat()}, "
+                        f"the task's deadline was {deadline.isoformat()}",
+                        event.task_id,
+                    )
             case ev.FallbackTimerCancelled():
                 if self.open_timers.pop(event.task_id, None) is None:
                     bad("timer_ends_once", "cancelled without a pending timer", event.task_id)
@@ -110,6 +138,32 @@ class ReferenceInvariantChecker:
             case _:
                 pass
         return found
+
+    def _set_deadline(self, task_id: UUID, deadline: datetime | None) -> None:
+        if deadline is None:
+            self.complete_by.pop(task_id, None)
+        else:
+            self.complete_by[task_id] = deadline
+
+    def _check_cancel(self, event: ev.TaskCancelled, bad: Any) -> None:
+        state = self.task_state.get(event.originator_id)
+        named = (event.agent_id, event.generation)
+        if state == "assigned":
+            held = (
+                self.holder.get(event.originator_id),
+                self.assigned_generation.get(event.originator_id, -1),
+            )
+            if named != held:
+                bad(
+                    "cancel_names_holder",
+                    f"{held[0]} held generation {held[1]}; the cancellation names "
+                    f"{named[0]} at generation {named[1]}",
+                )
+        elif named != (None, None):
+            bad(
+                "cancel_names_holder",
+                f"names {named[0]} at generation {named[1]}, but the task was {state}",
+            )
 
 
 class ReferenceDeterminismChecker:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,9 +22,11 @@ from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import (
+    IdempotencyConflictError,
     InvalidTransitionError,
     StaleGenerationError,
     StoreUnavailableError,
+    TaskCancelledError,
 )
 
 CONFIG = SchedulerConfig(fallback_wait_s=5, lease_s=60, task_ttl_s=300)
@@ -263,3 +266,63 @@ def test_only_the_newest_checkpoints_are_kept(sqlite_scheduler) -> None:
     rows = _checkpoint_rows(url)
     assert 2 <= len(rows) <= 3
     assert rows[-1][0] == runtime.state.position  # the last one, written at stop
+
+
+# --- issue #13: conflicts, cancellations and deadlines survive eviction and restarts --
+
+
+def test_a_key_with_another_body_conflicts_after_it_left_and_after_a_restart(scheduler) -> None:
+    url, clock, runtime = scheduler
+    task_id = _run_one(runtime, "keyed", key="order-9")
+    other = cmd.SubmitTask(description="keyed, but another thing", idempotency_key="order-9")
+    in_memory = runtime.execute_batch([other])[0]
+    assert isinstance(in_memory, IdempotencyConflictError)
+    _let_settled_go(runtime, clock)
+    assert task_id not in runtime.state.tasks
+    head = runtime.log.head()
+    assert repr(runtime.execute_batch([other])[0]) == repr(in_memory)
+    assert (
+        runtime.execute(cmd.SubmitTask(description="keyed", idempotency_key="order-9")).task_id
+        == task_id
+    )
+    assert runtime.log.head() == head
+    runtime.stop()
+    restarted = _scheduler(url, clock)
+    assert restarted.checkpoints is not None and restarted.checkpoints.status.ignored == []
+    assert repr(restarted.execute_batch([other])[0]) == repr(in_memory)
+    assert restarted.log.head() == head
+
+
+def test_a_cancelled_running_task_that_left_still_tells_its_agent(scheduler) -> None:
+    _, clock, runtime = scheduler
+    result = runtime.execute(cmd.SubmitTask(description="cancel me"))
+    assert runtime.state.tasks[result.task_id].assigned_to == "a1"
+    runtime.execute(cmd.CancelTask(task_id=result.task_id))
+    assert runtime.state.agents["a1"].status == "idle"
+    late = [
+        cmd.CompleteTask(agent_id="a1", task_id=result.task_id, generation=1),
+        cmd.HeartbeatTask(agent_id="a1", task_id=result.task_id, generation=1),
+    ]
+    in_memory = [repr(r) for r in runtime.execute_batch(late)]
+    _let_settled_go(runtime, clock)
+    assert result.task_id not in runtime.state.tasks
+    answers = runtime.execute_batch(late)
+    assert [repr(r) for r in answers] == in_memory
+    assert all(isinstance(r, TaskCancelledError) for r in answers)
+
+
+def test_a_queued_task_s_deadline_survives_a_restart_from_a_checkpoint(scheduler) -> None:
+    url, clock, runtime = scheduler
+    deadline = clock.now() + timedelta(seconds=30)
+    waiting = runtime.execute(
+        cmd.SubmitTask(
+            description="nobody can", needed_capabilities=("cobol",), complete_by=deadline
+        )
+    ).task_id
+    runtime.stop()  # a last checkpoint, holding the deadline
+    clock.set(deadline + timedelta(seconds=1))
+    restarted = _scheduler(url, clock)  # its first pass finds the deadline passed
+    assert restarted.checkpoints is not None
+    assert restarted.checkpoints.status.restored_from is not None
+    task = restarted.state.tasks[waiting]
+    assert (task.state, task.dead_letter_reason) == ("dead_lettered", "deadline_passed")

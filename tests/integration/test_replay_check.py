@@ -300,7 +300,9 @@ def _random_log(
             )
         )
         if kind == "submitted":
-            out.append(plain_submission(task, version[task], at))
+            # Some with a deadline (issue #13's rules: timers and dead letters after it).
+            deadline = at + timedelta(seconds=rng.choice((30, 120))) if rng.random() < 0.3 else None
+            out.append(replace(plain_submission(task, version[task], at), complete_by=deadline))
         elif kind == "routed":
             out.append(
                 ev.TaskRouted(generation=generation, decision=sidecar_decision(at), **common)
@@ -329,7 +331,8 @@ def _random_log(
         elif kind == "requeued":
             out.append(ev.TaskRequeued(generation=generation, reason="r", **common))
         elif kind == "dead_lettered":
-            out.append(ev.TaskDeadLettered(reason="ttl_expired", **common))
+            reason = rng.choice(("ttl_expired", "deadline_passed"))
+            out.append(ev.TaskDeadLettered(reason=reason, **common))
         elif kind == "retried":
             out.append(
                 ev.TaskRetried(generation=generation, requested_by="op", complete_by=None, **common)
@@ -338,7 +341,13 @@ def _random_log(
             out.append(ev.TaskCompleted(agent_id="a", generation=1, result=None, **common))
             finished.add(task)
         elif kind == "cancelled":
-            out.append(ev.TaskCancelled(reason="r", requested_by="op", **common))
+            # Sometimes naming a holder (right or wrong: cancel_names_holder).
+            held = ("a", generation) if rng.random() < 0.5 else (None, None)
+            out.append(
+                ev.TaskCancelled(
+                    reason="r", requested_by="op", agent_id=held[0], generation=held[1], **common
+                )
+            )
             finished.add(task)
         else:
             out.append(

@@ -37,12 +37,17 @@ def world(h):
     h.run("fail_task", agent_id="a1", task_id=dead, generation=1, error="boom")
     assigned = h.submit("trivial")
     h.agent("a2", capabilities=["python"])
+    done = h.submit("trivial", needed_capabilities=["python"])
+    h.run("complete_task", agent_id="a2", task_id=done, generation=1)
     queued = h.submit("trivial", needed_capabilities=["nobody-has-this"])
     for name in ("off", "gone"):
         h.agent(name, capabilities=["go"])
     h.run("mark_agent_offline", agent_id="off")
     h.run("deregister_agent", agent_id="gone")
-    w = SimpleNamespace(h=h, endpoint=endpoint, dead=dead, assigned=assigned, queued=queued)
+    w = SimpleNamespace(
+        h=h, endpoint=endpoint, dead=dead, assigned=assigned, queued=queued, done=done
+    )
+    assert h.task(done).state == "completed"
     assert h.task(dead).state == "dead_lettered"
     assert (h.task(assigned).state, h.task(assigned).assigned_to) == ("assigned", "a1")
     w.gen = h.task(assigned).generation
@@ -155,7 +160,8 @@ TASK_ID_CASES = [
     ("override", "exc", "field", "text"),
     [
         *TASK_ID_CASES,
-        case({"task_id": lambda w: w.assigned}, IT, "task_id", "assigned"),
+        # A running task can be cancelled (issue #13); a completed one cannot.
+        case({"task_id": lambda w: w.done}, IT, "task_id", "completed"),
         case({"requested_by": ""}, V, "requested_by"),
         case({"reason": "  "}, V, "reason"),
         case({"reason": 3}, V, "reason"),

@@ -66,6 +66,29 @@ def _held(agent_id: str) -> Any:
     return query
 
 
+def _cancelled_notice(agent_id: str) -> Any:
+    def query(state: SchedulerState) -> tuple[UUID, int] | None:
+        agent = state.agents.get(agent_id)
+        return None if agent is None else agent.cancelled
+
+    return query
+
+
+async def _tell_cancelled(ctx: ApiContext, agent_id: str) -> None:
+    """409 ``cancelled`` if the task this agent last held was cancelled while it held
+    it and this node has not told it yet (once: then its polls wait for work again)."""
+    notice = await ctx.writer.read(_cancelled_notice(agent_id))
+    if notice is not None and ctx.polls.cancelled.first_telling(agent_id, notice):
+        task_id, generation = notice
+        raise ApiError(
+            409,
+            "cancelled",
+            f"task {task_id} was cancelled while agent {agent_id} held it "
+            f"(generation {generation}): stop the work",
+            "task_id",
+        )
+
+
 async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[str, Any]:
     events = await ctx.log.events_of(task_id)
     submitted = next(e for e in events if isinstance(e, ev.TaskSubmitted))
@@ -82,14 +105,24 @@ async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[s
     }
 
 
-@router.get("/agents/{agent_id}/assignment", responses={204: {"description": "no work yet"}})
+@router.get(
+    "/agents/{agent_id}/assignment",
+    responses={
+        204: {"description": "no work yet"},
+        409: {"description": "error `cancelled`: the task this agent held was cancelled"},
+    },
+)
 async def poll_assignment(
     agent_id: AgentId,
     ctx: Ctx,
     who: SelfAgent,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> Any:
-    """The agent's current task (200), or 204 when ``wait`` seconds pass without one."""
+    """The agent's current task (200), or 204 when ``wait`` seconds pass without one.
+
+    An agent whose task was cancelled while it held it, and that holds none since,
+    hears it once: 409 with error ``cancelled`` naming the task and generation.
+    """
     deadline = time.monotonic() + min(wait, ctx.polls.max_wait_s)
     with ctx.polls.waiting(agent_id) as waiter:
         while True:
@@ -103,6 +136,8 @@ async def poll_assignment(
             if ctx.polls.closing:
                 return Response(status_code=204)
             status, task_id, generation = held
+            if status != "busy":
+                await _tell_cancelled(ctx, agent_id)
             if status == "busy" and task_id is not None and generation is not None:
                 if ctx.writer.follows:
                     # A follower's view may trail the log: hand the task out only if it

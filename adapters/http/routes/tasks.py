@@ -41,7 +41,8 @@ async def submit_task(
     response: Response,
     idempotency_key: Annotated[cmd.ShortText | None, Header()] = None,
 ) -> TaskCreated:
-    """Submit a task; the same ``Idempotency-Key`` returns the same task (200)."""
+    """Submit a task; the same ``Idempotency-Key`` with the same body returns the same
+    task (200), with a different body it is 409 ``idempotency_conflict``."""
     # The hottest route: context and auth without FastAPI dependencies (each one
     # costs measurable time on the event loop).
     ctx = require_admin(request)
@@ -121,7 +122,9 @@ async def cancel_task(
     _auth: Operator,
     body: Annotated[CancelTask | None, Body()] = None,
 ) -> Written:
-    """Cancel a queued or dead-lettered task."""
+    """Cancel a queued, running (assigned) or dead-lettered task. A running task's agent
+    is freed at once and told (409 ``cancelled``) at its next heartbeat, completion,
+    failure or poll."""
     reason = body.reason if body else "cancelled"
     _, position = await ctx.writer.write(
         cmd.CancelTask(task_id=task_id, requested_by="operator", reason=reason)
