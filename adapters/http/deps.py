@@ -402,6 +402,8 @@ Ctx = Annotated[ApiContext, Depends(context)]
 # --- who is calling ----------------------------------------------------------------------
 
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+DOCS_ASSETS = "/docs/assets"
+"""Where the API docs' scripts and styles are served (public, like the docs)."""
 
 
 class BearerAuth:
@@ -416,7 +418,8 @@ class BearerAuth:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Check the token, then pass the request on (or answer 401)."""
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/"):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
