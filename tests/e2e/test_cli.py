@@ -17,10 +17,18 @@ import pytest
 from tierlog.adapters.store.event_log import EventLog
 
 
-def _tierlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _tierlog(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
     return subprocess.run(
-        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [exe, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -34,12 +42,26 @@ def test_demo_runs_on_a_fresh_log_and_summarises(tmp_path):
         "reclaims:",
         "dead letters:",
         "events in the log:",
-        "log: tierlog.db",
+        "log: tierlog-demo.db",
     ):
         assert heading in out
-    log = EventLog(f"sqlite:///{tmp_path / 'tierlog.db'}")
+    log = EventLog(f"sqlite:///{tmp_path / 'tierlog-demo.db'}")
     assert log.head() > 1000
     log.close()
+    assert not (tmp_path / "tierlog.db").exists()  # the file `serve` uses by default
+
+
+def test_demo_never_uses_the_store_serve_uses(tmp_path):
+    """Not the default ./tierlog.db, nor TIERLOG_STORE (the variable `serve` reads):
+    a server started there after the demo would hand real tasks to phantom agents."""
+    serves = f"sqlite:///{tmp_path / 'serve.db'}"
+    done = _tierlog("demo", "--tasks", "5", cwd=tmp_path, env={"TIERLOG_STORE": serves})
+    assert done.returncode == 0, done.stderr
+    assert "log: tierlog-demo.db" in done.stdout
+    assert not (tmp_path / "serve.db").exists() and not (tmp_path / "tierlog.db").exists()
+    explicit = _tierlog("demo", "--tasks", "5", "--store", serves, cwd=tmp_path)
+    assert explicit.returncode == 0, explicit.stderr
+    assert (tmp_path / "serve.db").exists()  # --store is the user's own choice
 
 
 def test_demo_json_covers_the_fleet_scenario(tmp_path):
