@@ -321,14 +321,12 @@ def cmd_at(args: argparse.Namespace) -> int:
             data = summarise_state(state)
     finally:
         log.close()
-    if args.json or args.task:
+    if args.json:
         _print_json(data)
     else:
-        print(
-            f"at position {data['position']}: {len(data['queue'])} queued, "
-            f"{len(data['timers'])} timers pending, {len(data['agents'])} agents, "
-            f"{len(data['endpoints'])} endpoints; tasks {data['counters']['tasks_by_state']}"
-        )
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.task_at(data) if args.task else tables.state_at(data))
     return 0
 
 
@@ -345,11 +343,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(
-            f"from {data['from']} to {data['to']}: {len(data['tasks_changed'])} tasks changed "
-            f"state, timers {data['timers']}, {len(data['endpoint_changes'])} endpoint "
-            f"changes, counters {data['counter_deltas']}"
-        )
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.changes(data))
     return 0
 
 
@@ -375,9 +371,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(story)
     else:
-        for line in story:
-            by = f"  [by {line['decided_by']}]" if "decided_by" in line else ""
-            print(f"{line['at']}  {line['event']:<24} {line['detail']}{by}")
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.story(story))
     return 0
 
 
