@@ -19,11 +19,14 @@ from tierlog.adapters.store.faults import one_line, redact_url
 from tierlog.domain.errors import TierlogError, ValidationError
 
 
-def _add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+def _add_common(
+    parser: argparse.ArgumentParser, *, json_flag: bool = True, store_help: str | None = None
+) -> None:
     parser.add_argument(
         "--store",
         default=None,  # not given: TIERLOG_STORE, then the default (settings.py)
-        help="sqlite:///path.db or postgresql://user@host:port/db (env TIERLOG_STORE)",
+        help="sqlite:///path.db or postgresql://user@host:port/db "
+        + (f"({store_help})" if store_help else "(env TIERLOG_STORE)"),
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -81,9 +84,11 @@ def _print_demo(report: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the simulated fleet on a fresh log."""
-    from tierlog.adapters.tools.demo import run_demo
+    from tierlog.adapters.tools.demo import DEMO_STORE, run_demo
 
-    report = run_demo(_settings(args).store, tasks=args.tasks, seed=args.seed)
+    # Only --store: TIERLOG_STORE names the log `serve` uses, which the demo's phantom
+    # agents must never share with real tasks.
+    report = run_demo(args.store or DEMO_STORE, tasks=args.tasks, seed=args.seed)
     if args.json:
         print(
             json.dumps(
@@ -316,14 +321,12 @@ def cmd_at(args: argparse.Namespace) -> int:
             data = summarise_state(state)
     finally:
         log.close()
-    if args.json or args.task:
+    if args.json:
         _print_json(data)
     else:
-        print(
-            f"at position {data['position']}: {len(data['queue'])} queued, "
-            f"{len(data['timers'])} timers pending, {len(data['agents'])} agents, "
-            f"{len(data['endpoints'])} endpoints; tasks {data['counters']['tasks_by_state']}"
-        )
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.task_at(data) if args.task else tables.state_at(data))
     return 0
 
 
@@ -340,11 +343,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(
-            f"from {data['from']} to {data['to']}: {len(data['tasks_changed'])} tasks changed "
-            f"state, timers {data['timers']}, {len(data['endpoint_changes'])} endpoint "
-            f"changes, counters {data['counter_deltas']}"
-        )
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.changes(data))
     return 0
 
 
@@ -370,9 +371,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(story)
     else:
-        for line in story:
-            by = f"  [by {line['decided_by']}]" if "decided_by" in line else ""
-            print(f"{line['at']}  {line['event']:<24} {line['detail']}{by}")
+        from tierlog.adapters.history import tables
+
+        tables.show(tables.story(story))
     return 0
 
 
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="simulate a fleet end to end on a fresh log")
-    _add_common(demo)
+    _add_common(demo, store_help="its own log (default ./tierlog-demo.db; not TIERLOG_STORE)")
     demo.add_argument("--tasks", type=int, default=240, help="tasks to submit (default 240)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo.set_defaults(func=cmd_demo)

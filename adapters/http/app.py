@@ -14,10 +14,12 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tierlog.adapters.http.body_limit import BodyLimit, BodyTooLarge
-from tierlog.adapters.http.deps import ApiContext, BearerAuth
+from tierlog.adapters.http.content_type import JsonBodies
+from tierlog.adapters.http.deps import DOCS_ASSETS, ApiContext, BearerAuth
 from tierlog.adapters.http.errors import (
     ApiError,
     domain_error,
@@ -27,6 +29,15 @@ from tierlog.adapters.http.errors import (
 )
 from tierlog.adapters.http.routes import agents, dashboard, reads, tasks
 from tierlog.domain.errors import DomainError, NotLeaderError, StoreUnavailableError
+
+DESCRIPTION = """Event-sourced, tier-aware task scheduler for fleets of AI agents.
+
+Every operation but `/healthz` needs a bearer token (`Authorization: Bearer TOKEN`):
+the operator token (`TIERLOG_ADMIN_TOKEN`, or the file `serve` writes beside the log),
+the read-only viewer token (`TIERLOG_VIEWER_TOKEN`), or an agent's own token (the answer
+to `POST /v1/agents`). Each operation's security lists the roles it accepts. A request
+body is JSON, sent with `Content-Type: application/json`. Every error has one body:
+`{"error": code, "field": name or null, "message": text}`."""
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -44,13 +55,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         finally:
             await ctx.reads.models.close()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from the files the
+    # fastapi-offline package ships, served under DOCS_ASSETS: no CDN, so they work with
+    # no network. Swagger UI's "Authorize" takes any of the bearer tokens.
+    app = FastAPIOffline(
         title="tierlog",
         version="0.1.0",
-        description="Event-sourced, tier-aware task scheduler for fleets of AI agents.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.ctx = ctx
+    # Middleware added first runs last: the token, then the content type, then the route.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BearerAuth, tokens=ctx.tokens)
     # Added last, so it runs first: an oversized body is refused before anything else.
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
@@ -82,6 +100,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode at all (bytes that are not
+            # UTF-8); a body that is text but not JSON is already a 422 ``json_invalid``.
+            return error_response(
+                ApiError(422, "validation_error", f"the body is not JSON ({exc.detail})", "body")
+            )
         response = error_response(ApiError(exc.status_code, "http_error", str(exc.detail)))
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response

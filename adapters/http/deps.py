@@ -412,6 +412,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-re
 # The dashboard's page and its static files: the page signs in, then every call it
 # makes carries the token (routes/dashboard.py).
 UI_PATHS, UI_ASSETS_PREFIX = frozenset({"/", "/ui"}), "/ui/"
+DOCS_ASSETS = "/docs/assets"
+"""Where the API docs' scripts and styles are served (public, like the docs)."""
 
 
 class BearerAuth:
@@ -426,7 +428,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Check the token, then pass the request on (or answer 401)."""
-        if scope["type"] != "http" or _is_public(scope["path"]):
+        if scope["type"] != "http" or _is_public(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -452,7 +454,12 @@ class BearerAuth:
 
 
 def _is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path in UI_PATHS or path.startswith(UI_ASSETS_PREFIX)
+    return (
+        path in PUBLIC_PATHS
+        or path in UI_PATHS
+        or path.startswith(UI_ASSETS_PREFIX)
+        or path.startswith(DOCS_ASSETS + "/")
+    )
 
 
 def _identify(request: Request) -> Caller:

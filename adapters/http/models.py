@@ -113,3 +113,63 @@ class Written(BaseModel):
     ok: bool = True
     position: int
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- the error body, and the errors each operation declares --------------------------
+
+
+class ErrorBody(BaseModel):
+    """tierlog's one error body, for every status from 400 up (``errors.py``)."""
+
+    error: str = Field(
+        description="what went wrong, as a stable code: unauthorized, forbidden, not_found, "
+        "not_your_task, invalid_transition, stale_generation, body_too_large, "
+        "unsupported_media_type, validation_error, storage_unavailable, not_leader, ...",
+        examples=["validation_error"],
+    )
+    field: str | None = Field(
+        description="the field, parameter or header at fault (dotted for a nested field), or null",
+        examples=["description"],
+    )
+    message: str = Field(description="one readable line", examples=["Field required"])
+
+
+_ERRORS: dict[int, str] = {
+    401: "No bearer token, or one that nobody holds (`unauthorized`).",
+    403: "The token is known but this operation needs another role (`forbidden`; see the "
+    "operation's security), or the task is another agent's (`not_your_task`).",
+    404: "What the path or the body names does not exist (`not_found`); a task an agent "
+    "has never held is not found for that agent.",
+    409: "The state refuses it: `invalid_transition` (the task or agent is not in a state "
+    "that allows it), `stale_generation` (the generation is not the current one, or the "
+    "lease expired), `cancelled` (the task the agent held was cancelled: stop the work) or "
+    "`idempotency_conflict` (the key names a task submitted with another body).",
+    413: "The body is over `max_body_bytes` (`body_too_large`).",
+    415: "The request has a body that is not declared JSON: send `Content-Type: "
+    "application/json` (`unsupported_media_type`, field `content-type`).",
+    422: "A malformed or out-of-range field, parameter or header (`validation_error`); "
+    "`field` names it.",
+    503: "The store cannot take the request now (`storage_unavailable`) or no leader is "
+    "elected (`not_leader`): nothing was appended; retry after `Retry-After` seconds.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}},
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of the errors an operation can answer, each with the
+    error body (and declaring 422 keeps FastAPI from describing its own, which tierlog
+    never sends)."""
+    return {
+        status: {"model": ErrorBody, "description": _ERRORS[status]}
+        | ({"headers": _HEADERS[status]} if status in _HEADERS else {})
+        for status in statuses
+    }
+
+
+READ = error_responses(401, 403, 422)
+"""The errors of a read every operator and viewer may make (any agent: 403)."""
+BODY = (413, 415, 422)
+"""The errors of a request that carries a body."""

@@ -69,6 +69,8 @@ BRIEF_OUTAGE_BURST_S = 232.5
 # The scenario's policy: its timings are part of the story above, whatever is configured.
 POLICY = SchedulerConfig(lease_s=60.0, fallback_wait_s=5.0, default_model="llama3:8b")
 SCENARIO_END_S = 260.0
+DEMO_STORE = "sqlite:///./tierlog-demo.db"
+"""The demo's own log: never ``tierlog.db``, the file ``serve`` uses by default."""
 
 
 @dataclass
@@ -255,8 +257,10 @@ def fresh_store(store: str) -> str:
     if path is None:
         raise ValidationError(f"the demo needs an empty log, and {store} has events", field="store")
     base = Path(path)
+    # tierlog-demo.db is followed by tierlog-demo-2.db, another log by NAME-demo-2.db.
+    stem = base.stem if base.stem.endswith("-demo") else f"{base.stem}-demo"
     for n in range(2, 10_000):
-        candidate = base.with_name(f"{base.stem}-demo-{n}{base.suffix}")
+        candidate = base.with_name(f"{stem}-{n}{base.suffix}")
         if not candidate.exists():
             return f"sqlite:///{candidate}"
     raise ValidationError("no free file name for a fresh demo log", field="store")

@@ -17,10 +17,18 @@ import pytest
 from tierlog.adapters.store.event_log import EventLog
 
 
-def _tierlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _tierlog(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
     return subprocess.run(
-        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [exe, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -34,12 +42,26 @@ def test_demo_runs_on_a_fresh_log_and_summarises(tmp_path):
         "reclaims:",
         "dead letters:",
         "events in the log:",
-        "log: tierlog.db",
+        "log: tierlog-demo.db",
     ):
         assert heading in out
-    log = EventLog(f"sqlite:///{tmp_path / 'tierlog.db'}")
+    log = EventLog(f"sqlite:///{tmp_path / 'tierlog-demo.db'}")
     assert log.head() > 1000
     log.close()
+    assert not (tmp_path / "tierlog.db").exists()  # the file `serve` uses by default
+
+
+def test_demo_never_uses_the_store_serve_uses(tmp_path):
+    """Not the default ./tierlog.db, nor TIERLOG_STORE (the variable `serve` reads):
+    a server started there after the demo would hand real tasks to phantom agents."""
+    serves = f"sqlite:///{tmp_path / 'serve.db'}"
+    done = _tierlog("demo", "--tasks", "5", cwd=tmp_path, env={"TIERLOG_STORE": serves})
+    assert done.returncode == 0, done.stderr
+    assert "log: tierlog-demo.db" in done.stdout
+    assert not (tmp_path / "serve.db").exists() and not (tmp_path / "tierlog.db").exists()
+    explicit = _tierlog("demo", "--tasks", "5", "--store", serves, cwd=tmp_path)
+    assert explicit.returncode == 0, explicit.stderr
+    assert (tmp_path / "serve.db").exists()  # --store is the user's own choice
 
 
 def test_demo_json_covers_the_fleet_scenario(tmp_path):
@@ -260,3 +282,37 @@ def test_serve_refuses_a_bad_config_file_before_it_starts(tmp_path):
     assert done.returncode == 2
     assert "tierlog: unknown keys in bad.toml: surprise" in done.stderr
     assert not (tmp_path / "b.db").exists()
+
+
+def test_at_diff_explain_print_tables_and_json(tmp_path):
+    store = f"sqlite:///{tmp_path / 'log.db'}"
+    assert _tierlog("demo", "--tasks", "20", "--store", store, cwd=tmp_path).returncode == 0
+
+    def both(*args: str) -> tuple[str, object]:
+        table = _tierlog(*args, "--store", store, cwd=tmp_path)
+        as_json = _tierlog(*args, "--json", "--store", store, cwd=tmp_path)
+        assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
+        assert "{'" not in table.stdout  # no raw Python dict
+        return table.stdout, json.loads(as_json.stdout)
+
+    table, state = both("at", "--position", "200")
+    assert state["position"] == 200 and "tasks_by_state" in state["counters"]
+    for name in ("state at position 200", "tasks by state", "timers pending", "agents"):
+        assert name in table
+    assert state["agents"][0]["agent_id"] in table
+
+    table, changes = both("diff", "100", "300")
+    assert changes["from"] == 100 and changes["to"] == 300 and changes["tasks_changed"]
+    for name in ("from position 100 to 300", "tasks changed", "counter deltas", "task_id"):
+        assert name in table
+    task_id = changes["tasks_changed"][0]["task_id"]
+    assert task_id in table
+
+    table, story = both("explain", task_id)
+    assert story[0]["event"] == "TaskSubmitted"
+    for name in ("timeline", "position", "event", "detail", "TaskSubmitted", "TaskRouted"):
+        assert name in table
+
+    table, one = both("at", "--position", "300", "--task", task_id)
+    assert one["task"]["task_id"] == task_id
+    assert task_id in table and "route_tier" in table

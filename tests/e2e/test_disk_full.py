@@ -19,7 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
 
+from tests.e2e.contract_calls import Crew, crew
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
 
@@ -169,3 +171,86 @@ def test_disk_full_answers_503_and_recovers_with_nothing_lost(small_fs, tmp_path
     )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "clean" in audit.stdout
+
+
+def _dead_lettered(c: Crew) -> str:
+    """A task of the crew's own that failed with no retries left."""
+    agent_id = f"contract-dl-{c.me[-8:]}"
+    answer = c.admin.post("/v1/agents", json={"agent_id": agent_id, "capabilities": ["dl"]})
+    token = answer.json()["token"]
+    body = {"description": "fix typo", "complexity_tier": "trivial", "max_retries": 0}
+    c.admin.post("/v1/tasks", json={**body, "needed_capabilities": ["dl"]})
+    agent = c.client(token)
+    task = agent.get(f"/v1/agents/{agent_id}/assignment", params={"wait": 10}).json()
+    failed = agent.post(
+        f"/v1/tasks/{task['task_id']}/fail", json={"generation": task["generation"], "error": "x"}
+    )
+    assert failed.json()["detail"]["state"] == "dead_lettered", failed.text
+    return str(task["task_id"])
+
+
+def test_every_write_answers_its_declared_503_on_a_full_disk(small_fs, tmp_path, server_factory):
+    """Each operation that declares 503 answers it, with the declared body, while the
+    store cannot take a write (the other declared errors: test_schemathesis.py)."""
+    server = server_factory(f"sqlite:///{small_fs / 'log.db'}", output=tmp_path / "serve.log")
+    api = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    declared = {
+        (method.upper(), path)
+        for path, operations in api.raw_schema["paths"].items()
+        for method, operation in operations.items()
+        if "503" in operation["responses"]
+    }
+    admin = server.client()
+    c = crew(server.url, admin)
+    try:
+        retry_me = _dead_lettered(c)
+        mine = c.client(c.my_token)
+        held, gen = c.held["task_id"], c.held["generation"]
+        endpoint = "/v1/endpoints/contract-gpu:11434"
+        body = {"host": "contract-gpu", "port": 11434, "models": ["llama3"]}
+        assert admin.put(endpoint, json=body).status_code == 200
+        assert admin.post(endpoint + "/health", json={"ok": True}).status_code == 200
+        calls = {
+            ("POST", "/v1/tasks"): lambda: admin.post("/v1/tasks", json={"description": "x"}),
+            ("POST", "/v1/tasks/{task_id}/cancel"): lambda: admin.post(
+                f"/v1/tasks/{c.queued}/cancel"
+            ),
+            ("POST", "/v1/tasks/{task_id}/retry"): lambda: admin.post(
+                f"/v1/tasks/{retry_me}/retry"
+            ),
+            ("POST", "/v1/tasks/{task_id}/complete"): lambda: mine.post(
+                f"/v1/tasks/{held}/complete", json={"generation": gen}
+            ),
+            ("POST", "/v1/tasks/{task_id}/fail"): lambda: mine.post(
+                f"/v1/tasks/{held}/fail", json={"generation": gen, "error": "x"}
+            ),
+            ("POST", "/v1/agents/{agent_id}/heartbeat"): lambda: mine.post(
+                f"/v1/agents/{c.me}/heartbeat", json={"task_id": held, "generation": gen}
+            ),
+            ("POST", "/v1/agents"): lambda: admin.post("/v1/agents", json={"agent_id": "late"}),
+            ("DELETE", "/v1/agents/{agent_id}"): lambda: admin.delete(f"/v1/agents/{c.them}"),
+            ("PUT", "/v1/endpoints/{endpoint_id}"): lambda: admin.put(
+                "/v1/endpoints/late:1", json={"host": "late", "port": 1}
+            ),
+            ("POST", "/v1/endpoints/{endpoint_id}/health"): lambda: admin.post(
+                endpoint + "/health", json={"ok": False}
+            ),
+            ("POST", "/v1/endpoints/{endpoint_id}/resources"): lambda: admin.post(
+                endpoint + "/resources", json={"cpu_percent": 50}
+            ),
+        }
+        assert set(calls) == declared
+        filler = _fill(small_fs)
+        load = Load(server.url, server.admin_token)
+        load.run(clients=2, per_client=400, stop_after_503=2)  # until the store refuses
+        assert len(load.unavailable) >= 2, "the full disk never refused a commit"
+        for (method, path), call in sorted(calls.items()):
+            answer = call()
+            assert answer.status_code == 503, (method, path, answer.text)
+            api[path][method].validate_response(answer)
+            assert answer.json()["error"] == "storage_unavailable"
+            assert answer.headers["Retry-After"] == "1"
+        filler.unlink()
+    finally:
+        c.close()
+        admin.close()

@@ -28,7 +28,13 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.e2e.contract_calls import APPENDS_TO_SET_UP, crew, error_calls
 
 OPERATOR_TOKEN = "operator-secret-token"
 MAX_EXAMPLES = 50
@@ -49,6 +55,7 @@ AGENT_ONLY = {
     ("POST", "/v1/tasks/{task_id}/fail"),
 }
 NO_TOKEN_NEEDED = {("GET", "/healthz")}
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 
 def _e2e_conftest(config: pytest.Config) -> ModuleType:
@@ -186,7 +193,9 @@ def _run(case: Any, fleet: Fleet, headers: dict[str, str], kind: str) -> Any:
     before = fleet.log_length()
     response = case.call(base_url=fleet.url, session=fleet.session, headers=headers, timeout=30)
     fleet.statuses.setdefault(kind, Counter())[response.status_code] += 1
-    case.validate_response(response, checks=[not_a_server_error], headers=headers)
+    # Every answer is one the document declares for the operation, with the body it
+    # declares (errors included): what a generated client expects is what it gets.
+    case.validate_response(response, checks=CHECKS, headers=headers)
     if response.status_code >= 400:
         after = fleet.log_length()
         assert after == before, (
@@ -240,3 +249,41 @@ def test_without_token_nothing_is_served_and_nothing_appended(case: Any, fleet: 
         f"served without a token: {response.status_code} {response.text[:500]}\n"
         f"    {case.as_curl_command()}"
     )
+
+
+def _declared_errors(api_schema: Any) -> set[tuple[str, str, int]]:
+    """(METHOD, path, status) for every error status every operation declares."""
+    doc = api_schema.raw_schema
+    return {
+        (method.upper(), path, int(status))
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+        if int(status) >= 400
+    }
+
+
+def test_every_declared_error_is_answered_with_its_declared_body(fleet, api_schema):
+    """Each operation answers each error it declares, with the body the document
+    describes (and declares no error it cannot answer: every one has a call here)."""
+    admin = httpx.Client(
+        base_url=fleet.url, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}, timeout=30
+    )
+    c = crew(fleet.url, admin)
+    try:
+        calls = error_calls(c)
+        declared = _declared_errors(api_schema)
+        # 503 (the store cannot take a write) needs a full disk: test_disk_full.py.
+        assert set(calls) == {key for key in declared if key[2] != 503}
+        for (method, path, status), call in sorted(calls.items()):
+            before = fleet.log_length()
+            response = call()
+            assert response.status_code == status, (method, path, status, response.text)
+            api_schema[path][method].validate_response(response)
+            body = response.json()
+            assert set(body) == {"error", "field", "message"}, body
+            if (method, path, status) not in APPENDS_TO_SET_UP:
+                assert fleet.log_length() == before, (method, path, status, "appended")
+    finally:
+        c.close()
+        admin.close()

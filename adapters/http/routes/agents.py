@@ -24,6 +24,8 @@ from tierlog.adapters.http.deps import (
     Tokens,
 )
 from tierlog.adapters.http.models import (
+    BODY,
+    READ,
     AgentRegistered,
     HealthReport,
     Heartbeat,
@@ -31,6 +33,7 @@ from tierlog.adapters.http.models import (
     RegisterEndpoint,
     ResourcesReport,
     Written,
+    error_responses,
 )
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
@@ -41,7 +44,12 @@ AgentId = Annotated[cmd.Name, Path()]
 EndpointId = Annotated[str, Path(min_length=3, max_length=300, pattern=r"^\S+:[0-9]{1,5}$")]
 
 
-@router.post("/agents", status_code=201, response_model=AgentRegistered)
+@router.post(
+    "/agents",
+    status_code=201,
+    response_model=AgentRegistered,
+    responses=error_responses(401, 403, 409, *BODY, 503),
+)
 async def register_agent(body: RegisterAgent, ctx: Ctx, _auth: Operator) -> AgentRegistered:
     """Register an agent; the answer holds its bearer token, shown only this once."""
     token, token_sha256 = Tokens.issue()
@@ -109,7 +117,7 @@ async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[s
     "/agents/{agent_id}/assignment",
     responses={
         204: {"description": "no work yet"},
-        409: {"description": "error `cancelled`: the task this agent held was cancelled"},
+        **error_responses(401, 403, 404, 409, 422),
     },
 )
 async def poll_assignment(
@@ -153,7 +161,11 @@ async def poll_assignment(
                 await asyncio.wait_for(waiter.wait(), remaining)
 
 
-@router.post("/agents/{agent_id}/heartbeat", response_model=Written)
+@router.post(
+    "/agents/{agent_id}/heartbeat",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
 async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAgent) -> Written:
     """Extend the lease on the agent's current task."""
     lease, position = await ctx.writer.write(
@@ -162,14 +174,22 @@ async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAge
     return Written(position=position, detail={"lease_expires_at": lease.isoformat()})
 
 
-@router.delete("/agents/{agent_id}", response_model=Written)
+@router.delete(
+    "/agents/{agent_id}",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 422, 503),
+)
 async def deregister_agent(agent_id: AgentId, ctx: Ctx, _auth: OperatorOrSelf) -> Written:
     """Remove an agent (the operator, or the agent itself); its task is reclaimed."""
     _, position = await ctx.writer.write(cmd.DeregisterAgent(agent_id=agent_id))
     return Written(position=position)
 
 
-@router.put("/endpoints/{endpoint_id}", response_model=Written)
+@router.put(
+    "/endpoints/{endpoint_id}",
+    response_model=Written,
+    responses=error_responses(401, 403, *BODY, 503),
+)
 async def register_endpoint(
     endpoint_id: EndpointId,
     body: RegisterEndpoint,
@@ -190,7 +210,11 @@ async def register_endpoint(
     return Written(position=position)
 
 
-@router.post("/endpoints/{endpoint_id}/health", response_model=Written)
+@router.post(
+    "/endpoints/{endpoint_id}/health",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, *BODY, 503),
+)
 async def report_health(
     endpoint_id: EndpointId, body: HealthReport, ctx: Ctx, _auth: Operator
 ) -> Written:
@@ -201,7 +225,11 @@ async def report_health(
     return Written(position=position, detail={"status": status})
 
 
-@router.post("/endpoints/{endpoint_id}/resources", response_model=Written)
+@router.post(
+    "/endpoints/{endpoint_id}/resources",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, *BODY, 503),
+)
 async def report_resources(
     endpoint_id: EndpointId,
     body: ResourcesReport,
@@ -215,7 +243,7 @@ async def report_resources(
     return Written(position=position)
 
 
-@router.get("/endpoints")
+@router.get("/endpoints", responses=READ)
 async def list_endpoints(
     ctx: Ctx,
     _auth: Reader,
@@ -226,7 +254,7 @@ async def list_endpoints(
     return {"position": position, "endpoints": await ctx.reads.models.endpoints()}
 
 
-@router.get("/agents")
+@router.get("/agents", responses=READ)
 async def list_agents(
     ctx: Ctx,
     _auth: Reader,

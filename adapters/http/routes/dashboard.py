@@ -30,6 +30,7 @@ from tierlog.adapters.http.deps import (
     routing_series,
     task_of,
 )
+from tierlog.adapters.http.models import READ, error_responses
 
 router = APIRouter(tags=["dashboard"])
 
@@ -73,7 +74,7 @@ async def asset(name: str) -> FileResponse:
     return _file(name)
 
 
-@router.get("/v1/ui/whoami")
+@router.get("/v1/ui/whoami", responses=error_responses(401, 403))
 async def whoami(who: Reader) -> dict[str, Any]:
     """The role of the token (``admin`` or ``viewer``): the page shows the operator's
     buttons to the operator only (the server refuses them to anyone else anyway)."""
@@ -84,7 +85,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@router.get("/v1/ui/overview")
+@router.get("/v1/ui/overview", responses=error_responses(401, 403))
 async def overview(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """The log head and each read model's lag; the queue by tier and priority; tasks by
     state and tier; agents and endpoints by status; the server's clock."""
@@ -101,7 +102,7 @@ async def overview(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/ui/queue")
+@router.get("/v1/ui/queue", responses=READ)
 async def queue(
     ctx: Ctx,
     _auth: Reader,
@@ -115,13 +116,13 @@ async def queue(
     return {"now": now, "position": ctx.reads.runner.committed_position, **page}
 
 
-@router.get("/v1/ui/agents")
+@router.get("/v1/ui/agents", responses=error_responses(401, 403))
 async def agents(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """Every registered agent: status, current task, its lease expiry, last seen."""
     return {"now": _now(), "agents": await Dashboard.agents(ctx.reads.models)}
 
 
-@router.get("/v1/ui/endpoints")
+@router.get("/v1/ui/endpoints", responses=error_responses(401, 403))
 async def endpoints(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """Every endpoint: health, models, resources, and the score a standard task would
     give it now (null where it is no candidate)."""
@@ -134,13 +135,13 @@ async def endpoints(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     return {"now": now.isoformat(), "standard_target": scored["target"], "endpoints": listed}
 
 
-@router.get("/v1/ui/routing")
+@router.get("/v1/ui/routing", responses=error_responses(401, 403))
 async def routing(request: Request, _auth: Reader) -> dict[str, Any]:
     """Routing decisions (tier -> target) per 10 s of the last 10 minutes of events."""
     return await routing_series(request).read()
 
 
-@router.get("/v1/ui/feed")
+@router.get("/v1/ui/feed", responses=READ)
 async def feed(
     ctx: Ctx,
     _auth: Reader,
@@ -187,7 +188,7 @@ async def _events_after(ctx: Ctx, after: int, limit: int, wait: float) -> list[A
         await asyncio.sleep(FEED_POLL_S)
 
 
-@router.get("/v1/ui/tasks/{task_id}/story")
+@router.get("/v1/ui/tasks/{task_id}/story", responses=error_responses(401, 403, 404, 422))
 async def story(task_id: UUID, ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """A task as the tasks read model has it, and its story as ``tierlog explain``
     tells it: every event with its time, each routing decision with its reason and

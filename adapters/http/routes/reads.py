@@ -16,11 +16,12 @@ from tierlog.adapters.http.deps import (
     Reader,
     event_json,
 )
+from tierlog.adapters.http.models import READ, error_responses
 
 router = APIRouter(tags=["reads"])
 
 
-@router.get("/v1/queue")
+@router.get("/v1/queue", responses=READ)
 async def queue(
     ctx: Ctx,
     _auth: Reader,
@@ -35,7 +36,7 @@ async def queue(
     return Response(await ctx.reads.queue_page(position, limit), media_type="application/json")
 
 
-@router.get("/v1/telemetry")
+@router.get("/v1/telemetry", responses=READ)
 async def telemetry(ctx: Ctx, _auth: Reader, min_position: MinPosition = None) -> dict[str, Any]:
     """Counters and histograms (SPEC §3), and each read model's lag."""
     position = await ctx.reads.at(min_position)
@@ -175,7 +176,7 @@ def _node_metrics(node: dict[str, Any]) -> Any:
         yield CounterMetricFamily(name, doc, value=node[key])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=error_responses(401, 403))
 async def metrics(ctx: Ctx, _auth: Reader) -> Response:
     """Prometheus text format."""
     head = ctx.writer.position
@@ -193,7 +194,7 @@ async def metrics(ctx: Ctx, _auth: Reader) -> Response:
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/v1/log")
+@router.get("/v1/log", responses=READ)
 async def raw_log(
     ctx: Ctx,
     _auth: Reader,

@@ -21,12 +21,15 @@ from tierlog.adapters.http.deps import (
     require_admin,
 )
 from tierlog.adapters.http.models import (
+    BODY,
+    READ,
     CancelTask,
     Complete,
     Fail,
     SubmitTask,
     TaskCreated,
     Written,
+    error_responses,
 )
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
@@ -34,7 +37,16 @@ from tierlog.domain import events as ev
 router = APIRouter(prefix="/v1", tags=["tasks"])
 
 
-@router.post("/tasks", status_code=201, response_model=TaskCreated, openapi_extra=OPERATOR_ONLY_DOC)
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=TaskCreated,
+    openapi_extra=OPERATOR_ONLY_DOC,
+    responses={
+        200: {"model": TaskCreated, "description": "Submitted before with this idempotency key"},
+        **error_responses(401, 403, 409, *BODY, 503),
+    },
+)
 async def submit_task(
     body: SubmitTask,
     request: Request,
@@ -64,7 +76,7 @@ async def submit_task(
     )
 
 
-@router.get("/tasks/{task_id}")
+@router.get("/tasks/{task_id}", responses=error_responses(401, 404, 422))
 async def get_task(
     task_id: UUID,
     ctx: Ctx,
@@ -80,7 +92,7 @@ async def get_task(
     return {"position": position, "task": task}
 
 
-@router.get("/tasks")
+@router.get("/tasks", responses=READ)
 async def list_tasks(
     ctx: Ctx,
     _auth: Reader,
@@ -101,7 +113,7 @@ async def list_tasks(
     return {"position": position, "tasks": rows, "next_cursor": next_cursor}
 
 
-@router.get("/tasks/{task_id}/timeline")
+@router.get("/tasks/{task_id}/timeline", responses=error_responses(401, 404, 422))
 async def task_timeline(task_id: UUID, ctx: Ctx, _auth: TaskReader) -> dict[str, Any]:
     """Every event of the task's own stream, in order (for an agent, only of a task it
     has held)."""
@@ -115,7 +127,11 @@ async def task_timeline(task_id: UUID, ctx: Ctx, _auth: TaskReader) -> dict[str,
     }
 
 
-@router.post("/tasks/{task_id}/cancel", response_model=Written)
+@router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
 async def cancel_task(
     task_id: UUID,
     ctx: Ctx,
@@ -132,7 +148,11 @@ async def cancel_task(
     return Written(position=position)
 
 
-@router.post("/tasks/{task_id}/retry", response_model=Written)
+@router.post(
+    "/tasks/{task_id}/retry",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
 async def retry_task(task_id: UUID, ctx: Ctx, _auth: Operator) -> Written:
     """Put a dead-lettered task back in the queue."""
     generation, position = await ctx.writer.write(
@@ -141,7 +161,11 @@ async def retry_task(task_id: UUID, ctx: Ctx, _auth: Operator) -> Written:
     return Written(position=position, detail={"generation": generation})
 
 
-@router.post("/tasks/{task_id}/complete", response_model=Written)
+@router.post(
+    "/tasks/{task_id}/complete",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
 async def complete_task(task_id: UUID, body: Complete, ctx: Ctx, who: AnyAgent) -> Written:
     """The calling agent finished the task (its generation must be current)."""
     _, position = await ctx.writer.write(
@@ -152,7 +176,11 @@ async def complete_task(task_id: UUID, body: Complete, ctx: Ctx, who: AnyAgent) 
     return Written(position=position)
 
 
-@router.post("/tasks/{task_id}/fail", response_model=Written)
+@router.post(
+    "/tasks/{task_id}/fail",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
 async def fail_task(task_id: UUID, body: Fail, ctx: Ctx, who: AnyAgent) -> Written:
     """The calling agent failed the task: requeued while retries remain."""
     state, position = await ctx.writer.write(
