@@ -14,4 +14,3 @@ def test_a_bare_submission_records_the_documented_defaults(h):
     assert submitted.submitted_by == "unknown"
     task = h.task(submitted.originator_id)
     assert task.priority == "normal" and task.max_retries == 3
-
