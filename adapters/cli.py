@@ -381,14 +381,14 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import what_if
     from tierlog.adapters.history.whatif_config import overlay_of
-    from tierlog.domain.config import SchedulerConfig
 
     if args.config is None:
         raise ValidationError("whatif needs --config NEW.toml", field="config")
     settings = _settings(args)
     overlay = None if args.replace else overlay_of(settings)
-    # Overlaid: the built-in defaults only until the log's first recorded configuration.
-    config = settings.scheduler if overlay is None else overlay(SchedulerConfig())
+    # The settings' policy is the defaults with the named keys changed: what an overlay
+    # replays under until the log's first recorded configuration.
+    config = settings.scheduler
     log = bootstrap.open_log(settings, read_only=True)
     try:
         start = _point(log, args.start) if args.start else 0

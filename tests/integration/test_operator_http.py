@@ -147,6 +147,13 @@ def test_metrics_count_timers_by_reason_and_sum_the_routing_measurements(served)
     ):
         assert line in metrics, line
     assert 'reason=""' not in metrics
+    scoring_bounds = [
+        line.split('le="')[1].split('"')[0]
+        for line in metrics.splitlines()
+        if line.startswith("tierlog_routing_scoring_seconds_bucket")
+    ]
+    # 10 µs to 100 ms, in seconds as Prometheus has it.
+    assert scoring_bounds[0] == "1e-05" and scoring_bounds[-2:] == ["0.1", "+Inf"]
     telemetry = served.read("/v1/telemetry").json()["telemetry"]
     assert telemetry["timers"]["started_by_reason"] == {reason: 2}
     assert telemetry["routing_candidates"]["count"] == 2
