@@ -381,31 +381,48 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     """Replay recorded traffic under another configuration and report what changes."""
     from tierlog.adapters import bootstrap
     from tierlog.adapters.history.time_travel import what_if
+    from tierlog.adapters.history.whatif_config import overlay_of
 
     if args.config is None:
         raise ValidationError("whatif needs --config NEW.toml", field="config")
     settings = _settings(args)
+    overlay = None if args.replace else overlay_of(settings)
+    # The settings' policy is the defaults with the named keys changed: what an overlay
+    # replays under until the log's first recorded configuration.
     config = settings.scheduler
     log = bootstrap.open_log(settings, read_only=True)
     try:
         start = _point(log, args.start) if args.start else 0
         stop = _point(log, args.stop) if args.stop else None
-        report = what_if(log, config, start, stop)
+        report = what_if(log, config, start, stop, overlay=overlay)
     finally:
         log.close()
+    report["configuration"] = (
+        {"mode": "replace"} if overlay is None else {"mode": "overlay", "changed": overlay.keys}
+    )
     if args.json:
         _print_json(report)
     else:
-        print(
-            f"{report['tasks_changed']} of {report['tasks_considered']} tasks would change: "
-            + (", ".join(f"{k}={v}" for k, v in report["counts"].items()) or "nothing")
-        )
-        for task_id, change in report["changes"].items():
-            print(
-                f"  {task_id}: "
-                + "; ".join(f"{k} {v['recorded']} -> {v['would']}" for k, v in change.items())
-            )
+        _print_whatif(report)
     return 0
+
+
+def _print_whatif(report: dict[str, Any]) -> None:
+    base = report["configuration"]
+    if base["mode"] == "replace":
+        print("under the new configuration in full (keys it leaves out: built-in defaults)")
+    else:
+        changed = ", ".join(base["changed"]) or "nothing"
+        print(f"under the recorded configuration with these keys changed: {changed}")
+    print(
+        f"{report['tasks_changed']} of {report['tasks_considered']} tasks would change: "
+        + (", ".join(f"{k}={v}" for k, v in report["counts"].items()) or "nothing")
+    )
+    for task_id, change in report["changes"].items():
+        print(
+            f"  {task_id}: "
+            + "; ".join(f"{k} {v['recorded']} -> {v['would']}" for k, v in change.items())
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -478,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(whatif)
     whatif.add_argument("--from", dest="start", help="position or time (exclusive)")
     whatif.add_argument("--to", dest="stop", help="position or time (inclusive)")
+    whatif.add_argument(
+        "--replace",
+        action="store_true",
+        help="--config replaces the whole configuration (keys it leaves out: built-in "
+        "defaults) instead of changing only the keys it names over the recorded one",
+    )
     whatif.set_defaults(func=cmd_whatif)
 
     audit_cmd = sub.add_parser("audit", help="verify the chain, invariants and projections")

@@ -10,6 +10,7 @@ is ``WHERE queued = 1 ORDER BY priority_rank, submit_position``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
@@ -67,6 +68,18 @@ def waiting_reason(row: dict[str, object], now_iso: str) -> str:
             "waiting for an agent or a candidate"
         )
     return f"waiting for an idle agent (or a candidate) at tier {row['effective_tier']}"
+
+
+def reason_changes_at(row: dict[str, object], now: datetime) -> float:
+    """When (a POSIX time) the clock alone changes ``waiting_reason`` of a queue row:
+    its ``complete_by`` still ahead of ``now``, else never (``inf``). Anything else
+    that changes the reason is an event, so a new log position."""
+    deadline = row.get("complete_by")
+    if deadline:
+        when = datetime.fromisoformat(str(deadline))
+        if when > now:
+            return when.timestamp()
+    return math.inf
 
 
 def _set(rows: Rows, task_id: UUID, position: int, changes: Row) -> None:

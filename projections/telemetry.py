@@ -1,6 +1,8 @@
 """Telemetry counters: tasks by state and tier, routing decisions by tier and target,
-fallback timers started/fired/cancelled by reason, and histograms of fallback wait
-and submit→assign latency (Prometheus-style buckets).
+fallback timers started/fired/cancelled by reason, histograms of fallback wait and
+submit→assign latency (Prometheus-style buckets) and of each routing decision's
+candidate count and scoring time; and, per task, where its timer events sit in the log
+(the HTTP timeline reads them from there: they belong to the scheduler's stream).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from tierlog.domain import events as ev
 from tierlog.projections.base import Handler, Rows, Table, handlers_from, iso, text_id
 
 NAME = "telemetry"
+# 2: timers started and fired are counted by reason (version 1: under label ""); the
+# routing candidates and scoring-time histograms; rm_tel_task_timers.
+VERSION = 2
 RM_TEL_TASKS = Table(
     "rm_tel_tasks",
     (
@@ -34,14 +39,39 @@ RM_TEL_COUNTERS = Table(
     ),
     key=("name", "label"),
 )
+RM_TEL_TASK_TIMERS = Table(
+    "rm_tel_task_timers",
+    (
+        ("task_id", "TEXT NOT NULL"),
+        ("position", "BIGINT NOT NULL"),
+        ("outcome", "TEXT NOT NULL"),
+    ),
+    key=("task_id", "position"),
+)
 # Histogram bucket upper bounds in milliseconds; "inf" catches the rest.
 BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 50, 100, 500, 1_000, 5_000, 10_000, 60_000, 300_000)
+# How many candidates (endpoints) one routing decision scored.
+CANDIDATE_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 5, 10, 20, 50, 100)
+# How long one routing decision took to score its candidates, in microseconds.
+SCORING_BUCKETS_US: tuple[float, ...] = (
+    10,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+)
 
 
-def bucket_label(value_ms: float) -> str:
+def bucket_label(value: float, bounds: tuple[float, ...] = BUCKETS_MS) -> str:
     """The (non-cumulative) bucket a value falls in: ``le_5`` … ``le_inf``."""
-    for bound in BUCKETS_MS:
-        if value_ms <= bound:
+    for bound in bounds:
+        if value <= bound:
             return f"le_{bound:g}"
     return "le_inf"
 
@@ -55,9 +85,11 @@ def _inc(rows: Rows, name: str, label: str = "", by: float = 1.0) -> None:
         rows.update(RM_TEL_COUNTERS, key, {"value": row["value"] + by})
 
 
-def _observe(rows: Rows, histogram: str, value_ms: float) -> None:
-    _inc(rows, histogram, bucket_label(value_ms))
-    _inc(rows, histogram + "_sum", "", value_ms)
+def _observe(
+    rows: Rows, histogram: str, value: float, bounds: tuple[float, ...] = BUCKETS_MS
+) -> None:
+    _inc(rows, histogram, bucket_label(value, bounds))
+    _inc(rows, histogram + "_sum", "", value)
     _inc(rows, histogram + "_count", "")
 
 
@@ -93,6 +125,9 @@ def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
 def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
     d = event.decision
     _inc(rows, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
+    # Each decision once: an assignment reuses the decision its TaskRouted recorded.
+    _observe(rows, "routing_candidates", d.candidate_count, CANDIDATE_BUCKETS)
+    _observe(rows, "routing_scoring_us", d.scoring_duration_us, SCORING_BUCKETS_US)
 
 
 def _assigned(rows: Rows, position: int, event: ev.TaskAssigned) -> None:
@@ -137,17 +172,27 @@ def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
     _set_task(rows, event.originator_id, state="cancelled")
 
 
+def _timer_event(rows: Rows, task_id: UUID, position: int, outcome: str) -> None:
+    rows.put(
+        RM_TEL_TASK_TIMERS,
+        {"task_id": text_id(task_id), "position": position, "outcome": outcome},
+    )
+
+
 def _timer_started(rows: Rows, position: int, event: ev.FallbackTimerStarted) -> None:
-    _inc(rows, "timers_started")
+    _inc(rows, "timers_started", event.reason)
+    _timer_event(rows, event.task_id, position, "started")
 
 
 def _timer_fired(rows: Rows, position: int, event: ev.FallbackTimerFired) -> None:
-    _inc(rows, "timers_fired")
+    _inc(rows, "timers_fired", event.reason)
     _observe(rows, "fallback_wait_ms", event.wait_ms)
+    _timer_event(rows, event.task_id, position, "fired")
 
 
 def _timer_cancelled(rows: Rows, position: int, event: ev.FallbackTimerCancelled) -> None:
     _inc(rows, "timers_cancelled", event.reason)
+    _timer_event(rows, event.task_id, position, "cancelled")
 
 
 _HANDLERS: dict[type, Handler] = {
@@ -172,19 +217,25 @@ class TelemetryProjection:
     """Folds events into counters and histograms."""
 
     name = NAME
-    tables: Sequence[Table] = (RM_TEL_TASKS, RM_TEL_COUNTERS)
+    version = VERSION
+    tables: Sequence[Table] = (RM_TEL_TASKS, RM_TEL_COUNTERS, RM_TEL_TASK_TIMERS)
 
     def handlers_for(self, event_type: type) -> Sequence[Handler]:
         """Every event is counted; some types are folded further."""
         return (_counted, *handlers_from(_HANDLERS, event_type))
 
 
-def _histogram(counters: dict[tuple[str, str], float], name: str) -> dict[str, Any]:
-    labels = [f"le_{b:g}" for b in BUCKETS_MS] + ["le_inf"]
+def _histogram(
+    counters: dict[tuple[str, str], float],
+    name: str,
+    bounds: tuple[float, ...] = BUCKETS_MS,
+    sum_key: str = "sum_ms",
+) -> dict[str, Any]:
+    labels = [f"le_{b:g}" for b in bounds] + ["le_inf"]
     return {
         "buckets": {label: int(counters.get((name, label), 0)) for label in labels},
         "count": int(counters.get((name + "_count", ""), 0)),
-        "sum_ms": counters.get((name + "_sum", ""), 0.0),
+        sum_key: counters.get((name + "_sum", ""), 0.0),
     }
 
 
@@ -208,9 +259,11 @@ def summarise(
         "assignments_by_target": labelled("assignments"),
         "fallback_assignments": int(counters.get(("fallback_assignments", ""), 0)),
         "timers": {
-            "started": int(counters.get(("timers_started", ""), 0)),
-            "fired": int(counters.get(("timers_fired", ""), 0)),
+            "started": sum(labelled("timers_started").values()),
+            "fired": sum(labelled("timers_fired").values()),
             "cancelled": labelled("timers_cancelled"),
+            "started_by_reason": labelled("timers_started"),
+            "fired_by_reason": labelled("timers_fired"),
         },
         "retries": int(counters.get(("retries", ""), 0)),
         "manual_retries": int(counters.get(("manual_retries", ""), 0)),
@@ -218,8 +271,19 @@ def summarise(
         "dead_letters": labelled("dead_letters"),
         "fallback_wait_ms": _histogram(counters, "fallback_wait_ms"),
         "submit_to_assign_ms": _histogram(counters, "submit_to_assign_ms"),
+        "routing_candidates": _histogram(
+            counters, "routing_candidates", CANDIDATE_BUCKETS, sum_key="sum"
+        ),
+        "routing_scoring_us": _histogram(
+            counters, "routing_scoring_us", SCORING_BUCKETS_US, sum_key="sum_us"
+        ),
     }
 
+
+TIMER_POSITIONS_QUERY = (
+    "SELECT position FROM rm_tel_task_timers WHERE task_id = ? ORDER BY position"
+)
+"""Where the timer events of one task (``?``: its id as text) sit in the log."""
 
 TELEMETRY_QUERIES = (
     "SELECT name, label, value FROM rm_tel_counters",

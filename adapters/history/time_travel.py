@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -14,6 +15,7 @@ import msgspec
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
 from tierlog.domain.aggregates.task import TaskRecord
+from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.state import SchedulerState
 
 
@@ -252,12 +254,23 @@ def explain(log: EventLog, task_id: UUID) -> list[dict[str, Any]]:
     return lines
 
 
-def what_if(log: EventLog, config: Any, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+def what_if(
+    log: EventLog,
+    config: Any,
+    start: int = 0,
+    stop: int | None = None,
+    overlay: Callable[[SchedulerConfig], SchedulerConfig] | None = None,
+) -> dict[str, Any]:
     """Replay the log under ``config``: tasks submitted in ``(start, stop]`` whose tier,
-    target, endpoint, model, cost tier or timer outcome would change, with counts."""
+    target, endpoint, model, cost tier or timer outcome would change, with counts.
+
+    With an ``overlay``, ``config`` holds only until the log's first recorded
+    configuration; from each ``SchedulerConfigured`` on, the replay runs under the
+    overlay of the configuration it records.
+    """
     from tierlog.domain.replay.whatif import WhatIf
 
-    replay = WhatIf(config, report_from=start)
+    replay = WhatIf(config, report_from=start, overlay=overlay)
     for position, event in log.iter_events(stop=stop):
         replay.feed(position, event)
     report = replay.report()

@@ -12,11 +12,12 @@ calling. Every answer says which log position it reflects.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -58,8 +59,8 @@ from tierlog.domain import commands as cmd
 from tierlog.domain import errors
 from tierlog.domain import events as ev
 from tierlog.domain.state import SchedulerState
-from tierlog.projections.queue import waiting_reason
-from tierlog.projections.telemetry import BUCKETS_MS
+from tierlog.projections import telemetry as _telemetry
+from tierlog.projections.queue import reason_changes_at, waiting_reason
 
 T = TypeVar("T")
 MAX_WAIT_S = LONG_POLL_MAX_S
@@ -69,8 +70,10 @@ MinPosition = Annotated[
     Query(ge=0, le=MAX_POSITION, description="wait (bounded) until reads reflect this position"),
 ]
 MIN_POSITION_WAIT_S = 2.0
-# The telemetry read model's latency histogram bounds, for the Prometheus form.
-LATENCY_BUCKETS_MS = BUCKETS_MS
+# The telemetry read model's histogram bounds, for the Prometheus form.
+LATENCY_BUCKETS_MS = _telemetry.BUCKETS_MS
+CANDIDATE_BUCKETS = _telemetry.CANDIDATE_BUCKETS
+SCORING_BUCKETS_US = _telemetry.SCORING_BUCKETS_US
 
 
 # --- the context, one part per concern ---------------------------------------------------
@@ -107,6 +110,11 @@ class Writer:
     async def read(self, query: Callable[[SchedulerState], T]) -> T:
         """Read the scheduler's state off the event loop (its lock may be held)."""
         return await anyio.to_thread.run_sync(self.runtime.read, query)
+
+    def now(self) -> datetime:
+        """The time on the runtime's clock (the injected one: tests and the demo pass a
+        virtual clock), which the scheduler decides by."""
+        return self.runtime.clock.now()
 
     @property
     def follows(self) -> bool:
@@ -157,6 +165,18 @@ class Log:
         """Every event of one aggregate's stream, in order."""
         return await anyio.to_thread.run_sync(self.log.events_of, aggregate_id)
 
+    async def positioned_events_of(self, aggregate_id: UUID) -> list[tuple[int, ev.DomainEvent]]:
+        """Every event of one aggregate's stream with its position, in order."""
+        return await anyio.to_thread.run_sync(self.log.positioned_events_of, aggregate_id)
+
+    async def events_at(self, positions: Sequence[int]) -> list[tuple[int, ev.DomainEvent]]:
+        """The events at ``positions`` (a few: one indexed read each), in that order."""
+
+        def read() -> list[tuple[int, ev.DomainEvent]]:
+            return [found for p in positions for found in self.log.read(p - 1, 1, stop=p)]
+
+        return await anyio.to_thread.run_sync(read)
+
     async def has_held(self, task_id: UUID, agent_id: str) -> bool:
         """Whether ``agent_id`` was assigned the task at some generation (the task's own
         stream says so: the log, not a read model that may lag)."""
@@ -192,9 +212,12 @@ class Reads:
     runner: ProjectionRunner
     writer: Writer
     log: Log
-    # GET /v1/queue answers by limit: (position, encoded body).
-    queue_cache: dict[int, tuple[int, bytes]] = field(default_factory=dict)
-    queue_inflight: dict[int, tuple[int, asyncio.Future[bytes]]] = field(default_factory=dict)
+    # GET /v1/queue answers by limit: (position, encoded body, when its waiting reasons
+    # go stale: the first complete_by still ahead, as a POSIX time).
+    queue_cache: dict[int, tuple[int, bytes, float]] = field(default_factory=dict)
+    queue_inflight: dict[int, tuple[int, asyncio.Future[tuple[bytes, float]]]] = field(
+        default_factory=dict
+    )
 
     async def at(self, min_position: int | None) -> int:
         """Wait (bounded) for the read models to reach ``min_position``; the position."""
@@ -229,10 +252,12 @@ class Reads:
     async def queue_page(self, position: int, limit: int) -> bytes:
         """The encoded queue page (``limit`` tasks) at ``position`` or later.
 
-        Pollers at the same log position share one query and one encoding.
+        Pollers at the same log position share one query and one encoding, until the
+        scheduler's clock passes a deadline that changes a waiting reason.
         """
         cached = self.queue_cache.get(limit)
-        if cached is None or cached[0] < position:
+        now = self.writer.now().timestamp()
+        if cached is None or cached[0] < position or cached[2] <= now:
             # Single flight: the first poller at a new position runs the query, the rest
             # await its answer instead of each running the same query.
             pending = self.queue_inflight.get(limit)
@@ -241,19 +266,24 @@ class Reads:
                 pending = (position, task)
                 self.queue_inflight[limit] = pending
             try:
-                cached = (pending[0], await asyncio.shield(pending[1]))
+                body, stale_at = await asyncio.shield(pending[1])
             finally:
                 if self.queue_inflight.get(limit) is pending and pending[1].done():
                     del self.queue_inflight[limit]
-            self.queue_cache[limit] = max(self.queue_cache.get(limit, cached), cached)
+            cached = (pending[0], body, stale_at)
+            latest = self.queue_cache.get(limit)
+            if latest is None or latest[0] <= cached[0]:
+                self.queue_cache[limit] = cached
         return cached[1]
 
-    async def _encode_queue(self, position: int, limit: int) -> bytes:
+    async def _encode_queue(self, position: int, limit: int) -> tuple[bytes, float]:
         rows, total = await self.models.queue(limit)
-        now = datetime.now(UTC).isoformat()
+        now = self.writer.now()
         for row in rows:
-            row["waiting_reason"] = waiting_reason(row, now)
-        return msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+            row["waiting_reason"] = waiting_reason(row, now.isoformat())
+        stale_at = min((reason_changes_at(row, now) for row in rows), default=math.inf)
+        body = msgspec.json.encode({"position": position, "total": total, "tasks": rows})
+        return body, stale_at
 
 
 @dataclass

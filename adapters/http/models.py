@@ -77,6 +77,12 @@ class Fail(_Body):
     error: cmd.Text
 
 
+class MarkOffline(_Body):
+    """Why an operator marks an agent offline."""
+
+    reason: cmd.ShortText = "operator"
+
+
 class CancelTask(_Body):
     """Why an operator cancels a task."""
 

@@ -153,6 +153,14 @@ class AsyncReadModels:
             [tuple(r.values()) for r in states],
         )
 
+    async def timer_positions(self, task_id: str) -> list[int]:
+        """Where the fallback-timer events of one task sit in the log (they are the
+        scheduler's stream's, so the task's own stream does not list them)."""
+        from tierlog.projections.telemetry import TIMER_POSITIONS_QUERY
+
+        rows = await self.fetch(TIMER_POSITIONS_QUERY, (task_id,))
+        return [int(r["position"]) for r in rows]
+
     async def projection_positions(self) -> dict[str, int]:
         """Each read model's position."""
         rows = await self.fetch(

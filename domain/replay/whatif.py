@@ -5,12 +5,18 @@ The recorded inputs stay as they were: submissions, endpoint state over time, an
 each task waited. What is recomputed under the new configuration: whether a fallback
 timer starts, whether it fires (its wait against when the tier recovered), and the
 routing decision (tier, target, endpoint, model, cost tier) at the recorded moment.
+
+The new configuration is either one whole configuration for the entire log, or an
+``overlay``: a function of the recorded configuration, applied again at each
+``SchedulerConfigured`` the log holds, so the keys it does not change follow what was
+recorded at each moment.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,8 +83,15 @@ class WhatIf:
     are folded but not reported.
     """
 
-    def __init__(self, new: SchedulerConfig, report_from: int = 0) -> None:
+    def __init__(
+        self,
+        new: SchedulerConfig,
+        report_from: int = 0,
+        overlay: Callable[[SchedulerConfig], SchedulerConfig] | None = None,
+    ) -> None:
         self.new = new
+        # With an overlay, each recorded configuration is replaced by the overlay of it.
+        self.overlay = overlay
         self.report_from = report_from
         self.state = SchedulerState(keep_finished=False)
         self.result = WhatIfReport()
@@ -100,6 +113,8 @@ class WhatIf:
     def feed(self, position: int, event: ev.DomainEvent) -> None:
         """Fold one recorded event."""
         self._expire(event.timestamp)
+        if self.overlay is not None and isinstance(event, ev.SchedulerConfigured):
+            self.new = self.overlay(event.config)
         ending = self.state.tasks.get(event.originator_id) if type(event) in _FINISHED else None
         self.state.apply(event, position)
         match event:

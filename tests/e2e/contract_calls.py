@@ -206,6 +206,7 @@ def error_calls(c: Crew) -> dict[Key, Call]:
         ("POST", "/v1/tasks/{task_id}/fail", f"/v1/tasks/{held}/fail", mine),
         ("POST", "/v1/agents", "/v1/agents", admin),
         ("POST", "/v1/agents/{agent_id}/heartbeat", f"/v1/agents/{c.me}/heartbeat", mine),
+        ("POST", "/v1/agents/{agent_id}/offline", f"/v1/agents/{c.me}/offline", admin),
         ("PUT", "/v1/endpoints/{endpoint_id}", f"/v1/endpoints/{endpoint}", admin),
         ("POST", "/v1/endpoints/{endpoint_id}/health", f"/v1/endpoints/{endpoint}/health", admin),
         (
@@ -323,6 +324,23 @@ def error_calls(c: Crew) -> dict[Key, Call]:
     add("GET", poll, 404, lambda: _deregistered_while_polling(c))
     add("GET", poll, 409, _cancelled_while_held(c))
     add("GET", poll, 422, lambda: mine.get(f"/v1/agents/{c.me}/assignment", params={"wait": -1}))
+
+    # The operator marks an agent offline: an agent 403, unknown 404, already offline
+    # 409 (an agent of its own, set up offline now), a malformed reason 422.
+    offline = "/v1/agents/{agent_id}/offline"
+    gone = f"contract-offline-{uuid.uuid4().hex[:8]}"
+    _register(admin, gone, f"cap-{gone}")
+    assert admin.post(f"/v1/agents/{gone}/offline").status_code == 200
+    add("POST", offline, 403, lambda: mine.post(f"/v1/agents/{c.me}/offline"))
+    add("POST", offline, 404, lambda: admin.post("/v1/agents/nobody-by-this-name/offline"))
+    add("POST", offline, 409, lambda: admin.post(f"/v1/agents/{gone}/offline"))
+    add("POST", offline, 422, lambda: admin.post(f"/v1/agents/{gone}/offline", json={"reason": 7}))
+    # The operator removes an endpoint: an agent 403, unknown 404, not host:port 422.
+    endpoint_path = "/v1/endpoints/{endpoint_id}"
+    add("DELETE", endpoint_path, 401, lambda: nobody.delete(f"/v1/endpoints/{endpoint}"))
+    add("DELETE", endpoint_path, 403, lambda: mine.delete(f"/v1/endpoints/{endpoint}"))
+    add("DELETE", endpoint_path, 404, lambda: admin.delete("/v1/endpoints/nowhere:1"))
+    add("DELETE", endpoint_path, 422, lambda: admin.delete("/v1/endpoints/not-an-endpoint"))
 
     # Leaving: the operator or the agent itself.
     leave = "/v1/agents/{agent_id}"

@@ -229,6 +229,10 @@ def test_every_write_answers_its_declared_503_on_a_full_disk(small_fs, tmp_path,
             ),
             ("POST", "/v1/agents"): lambda: admin.post("/v1/agents", json={"agent_id": "late"}),
             ("DELETE", "/v1/agents/{agent_id}"): lambda: admin.delete(f"/v1/agents/{c.them}"),
+            ("POST", "/v1/agents/{agent_id}/offline"): lambda: admin.post(
+                f"/v1/agents/{c.me}/offline"
+            ),
+            ("DELETE", "/v1/endpoints/{endpoint_id}"): lambda: admin.delete(endpoint),
             ("PUT", "/v1/endpoints/{endpoint_id}"): lambda: admin.put(
                 "/v1/endpoints/late:1", json={"host": "late", "port": 1}
             ),

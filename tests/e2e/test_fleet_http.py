@@ -191,7 +191,10 @@ def test_a_fleet_works_end_to_end_over_http(store_url, server_factory):
         "trivial": 2,
     }
     metrics = admin.get("/metrics").text
-    assert 'tierlog_fallback_timers_total{outcome="fired",reason=""} 1.0' in metrics
+    fired = (
+        'tierlog_fallback_timers_total{outcome="fired",reason="no_healthy_ollama_endpoints"} 1.0'
+    )
+    assert fired in metrics
     assert admin.delete(f"/v1/agents/{anyone.id}").status_code == 200
     assert anyone.http.get("/v1/queue").status_code == 401  # a removed agent's token is void
 

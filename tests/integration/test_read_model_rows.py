@@ -78,9 +78,9 @@ def test_the_demos_queue_and_agents_hold_live_rows_and_the_audit_agrees(new_stor
 
 
 def _as_an_older_fold_left_them(store: ReadStore) -> None:
-    """Put back what version 1 of the queue and agents folds kept (a completed task's
-    row, a deregistered agent), and forget the versions, as read models written
-    before ``rm_folds`` existed."""
+    """Put back what version 1 of the queue, agents and telemetry folds kept (a
+    completed task's row, a deregistered agent, timers counted under no reason), and
+    forget the versions, as read models written before ``rm_folds`` existed."""
     with store.transaction() as db:
         db.execute(
             "INSERT INTO rm_queue SELECT task_id, 0, priority, priority_rank, submit_position,"
@@ -91,6 +91,7 @@ def _as_an_older_fold_left_them(store: ReadStore) -> None:
             "INSERT INTO rm_agents VALUES ('gone', 'deregistered', '[]', NULL, NULL, NULL,"
             " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', 1)"
         )
+        db.execute("INSERT INTO rm_tel_counters VALUES ('timers_started', '', 99)")
         db.execute("DELETE FROM rm_folds")
 
 
@@ -103,10 +104,10 @@ def test_read_models_an_older_fold_wrote_are_folded_again_at_start(new_store):
     _as_an_older_fold_left_them(runner.store)
     runner.close()
     head = log.head()
-    again = runner_on(log)  # starts: queue and agents are renewed, the others kept
+    again = runner_on(log)  # starts: queue, agents and telemetry renewed, the others kept
     positions = _positions(again.store)
-    assert positions["queue"] == positions["agents"] == 0
-    assert positions["tasks"] == positions["endpoints"] == positions["telemetry"] == head
+    assert positions["queue"] == positions["agents"] == positions["telemetry"] == 0
+    assert positions["tasks"] == positions["endpoints"] == head
     versions = dict(again.store.query("SELECT name, version FROM rm_folds"))
     assert versions == {p.name: fold_version(p) for p in all_projections()}
     assert again.store.query("SELECT COUNT(*) FROM rm_queue")[0][0] == 0

@@ -166,6 +166,7 @@ def _matrix(f: Fleet) -> list[tuple[str, str, Any, dict[str, int]]]:
             {"cpu_percent": 12.5},
             _expect({"admin": 200}),
         ),
+        ("DELETE", f"/v1/endpoints/{ENDPOINT}", None, _expect({"admin": 200})),
         ("POST", f"/v1/tasks/{f.queued}/retry", None, _expect({"admin": 409})),
         ("POST", f"/v1/tasks/{f.queued}/cancel", None, _expect({"admin": 200})),
         # A write on another agent's task: the domain refuses it (403 not_your_task).
@@ -181,6 +182,7 @@ def _matrix(f: Fleet) -> list[tuple[str, str, Any, dict[str, int]]]:
             {"generation": gen, "result": {"ok": True}},
             _expect({"self": 200}),
         ),
+        ("POST", "/v1/agents/newcomer/offline", None, _expect({"admin": 200})),
         ("DELETE", "/v1/agents/newcomer", None, _expect({"admin": 200})),
         ("DELETE", "/v1/agents/me", None, _expect({"self": 200, "admin": 404})),
     ]
@@ -244,6 +246,8 @@ def test_the_openapi_document_names_the_roles_of_every_operation(fleet):
     assert needs["GET /v1/tasks/{task_id}"] == [{"bearer": ["admin", "viewer", "agent:own-task"]}]
     assert needs["GET /v1/agents/{agent_id}/assignment"] == [{"bearer": ["agent:self"]}]
     assert needs["DELETE /v1/agents/{agent_id}"] == [{"bearer": ["admin", "agent:self"]}]
+    assert needs["POST /v1/agents/{agent_id}/offline"] == [{"bearer": ["admin"]}]
+    assert needs["DELETE /v1/endpoints/{endpoint_id}"] == [{"bearer": ["admin"]}]
     assert all(needs.values())  # every other operation names its roles
 
 

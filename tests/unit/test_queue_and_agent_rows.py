@@ -15,6 +15,7 @@ from tierlog.projections.base import FIRST_VERSION, Fold, Row, fold_version
 from tierlog.projections.queue import RM_QUEUE, QueueProjection
 from tierlog.projections.registry import all_projections
 from tierlog.projections.tasks import RM_TASKS
+from tierlog.projections.telemetry import TelemetryProjection
 
 
 def _fold(h: Any) -> MemoryRows:
@@ -132,5 +133,7 @@ def test_an_agent_registering_again_after_deregistering_gets_a_fresh_row(h):
 
 def test_the_changed_folds_have_a_new_version_and_the_others_the_first():
     assert fold_version(QueueProjection()) == fold_version(AgentsProjection()) == 2
-    others = [p for p in all_projections() if p.name not in ("queue", "agents")]
+    # Telemetry 2: timers counted by reason, the routing histograms, the timer index.
+    assert fold_version(TelemetryProjection()) == 2
+    others = [p for p in all_projections() if p.name not in ("queue", "agents", "telemetry")]
     assert {fold_version(p) for p in others} == {FIRST_VERSION}

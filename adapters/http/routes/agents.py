@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from tierlog.adapters.http.deps import (
     MAX_WAIT_S,
@@ -29,6 +29,7 @@ from tierlog.adapters.http.models import (
     AgentRegistered,
     HealthReport,
     Heartbeat,
+    MarkOffline,
     RegisterAgent,
     RegisterEndpoint,
     ResourcesReport,
@@ -182,6 +183,37 @@ async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAge
 async def deregister_agent(agent_id: AgentId, ctx: Ctx, _auth: OperatorOrSelf) -> Written:
     """Remove an agent (the operator, or the agent itself); its task is reclaimed."""
     _, position = await ctx.writer.write(cmd.DeregisterAgent(agent_id=agent_id))
+    return Written(position=position)
+
+
+@router.post(
+    "/agents/{agent_id}/offline",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 409, *BODY, 503),
+)
+async def mark_agent_offline(
+    agent_id: AgentId,
+    ctx: Ctx,
+    _auth: Operator,
+    body: Annotated[MarkOffline | None, Body()] = None,
+) -> Written:
+    """Mark an agent offline (the operator): it is given no work while offline, and a
+    task it held is reclaimed. 404 for an agent never registered or deregistered, 409
+    for one already offline."""
+    reason = body.reason if body else "operator"
+    _, position = await ctx.writer.write(cmd.MarkAgentOffline(agent_id=agent_id, reason=reason))
+    return Written(position=position)
+
+
+@router.delete(
+    "/endpoints/{endpoint_id}",
+    response_model=Written,
+    responses=error_responses(401, 403, 404, 422, 503),
+)
+async def deregister_endpoint(endpoint_id: EndpointId, ctx: Ctx, _auth: Operator) -> Written:
+    """Remove an endpoint from routing (the operator); ``PUT`` registers it again. 404
+    for an endpoint never registered or already deregistered."""
+    _, position = await ctx.writer.write(cmd.DeregisterEndpoint(endpoint_id=endpoint_id))
     return Written(position=position)
 
 

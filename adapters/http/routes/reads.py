@@ -9,8 +9,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from tierlog.adapters.http.deps import (
+    CANDIDATE_BUCKETS,
     LATENCY_BUCKETS_MS,
     MAX_POSITION,
+    SCORING_BUCKETS_US,
     Ctx,
     MinPosition,
     Reader,
@@ -49,13 +51,22 @@ async def telemetry(ctx: Ctx, _auth: Reader, min_position: MinPosition = None) -
     }
 
 
-def _histogram(name: str, doc: str, data: dict[str, Any]) -> HistogramMetricFamily:
+def _histogram(
+    name: str,
+    doc: str,
+    data: dict[str, Any],
+    bounds: tuple[float, ...] = LATENCY_BUCKETS_MS,
+    sum_key: str = "sum_ms",
+    scale: float = 1000,
+) -> HistogramMetricFamily:
+    """A read-model histogram (non-cumulative buckets) in Prometheus' cumulative form,
+    its bounds and sum divided by ``scale`` (milliseconds to seconds by default)."""
     cumulative, buckets = 0, []
-    for bound in LATENCY_BUCKETS_MS:
+    for bound in bounds:
         cumulative += data["buckets"][f"le_{bound:g}"]
-        buckets.append((f"{bound / 1000:g}", cumulative))
+        buckets.append((f"{bound / scale:g}", cumulative))
     buckets.append(("+Inf", cumulative + data["buckets"]["le_inf"]))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=data["sum_ms"] / 1000)
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=data[sum_key] / scale)
 
 
 class _Snapshot:
@@ -90,10 +101,13 @@ class _Snapshot:
         timers = CounterMetricFamily(
             "tierlog_fallback_timers", "Fallback timers by outcome", labels=["outcome", "reason"]
         )
-        timers.add_metric(["started", ""], data["timers"]["started"])
-        timers.add_metric(["fired", ""], data["timers"]["fired"])
-        for reason, count in data["timers"]["cancelled"].items():
-            timers.add_metric(["cancelled", reason], count)
+        for outcome, key in (
+            ("started", "started_by_reason"),
+            ("fired", "fired_by_reason"),
+            ("cancelled", "cancelled"),
+        ):
+            for reason, count in data["timers"][key].items():
+                timers.add_metric([outcome, reason], count)
         yield timers
         yield _histogram(
             "tierlog_fallback_wait_seconds", "Fallback timer waits", data["fallback_wait_ms"]
@@ -102,6 +116,22 @@ class _Snapshot:
             "tierlog_submit_to_assign_seconds",
             "Submission to assignment",
             data["submit_to_assign_ms"],
+        )
+        yield _histogram(
+            "tierlog_routing_candidates",
+            "Candidates (endpoints) scored per routing decision",
+            data["routing_candidates"],
+            CANDIDATE_BUCKETS,
+            sum_key="sum",
+            scale=1,
+        )
+        yield _histogram(
+            "tierlog_routing_scoring_seconds",
+            "Time one routing decision took to score its candidates",
+            data["routing_scoring_us"],
+            SCORING_BUCKETS_US,
+            sum_key="sum_us",
+            scale=1_000_000,
         )
         lag = GaugeMetricFamily(
             "tierlog_projection_lag_events", "Events behind the log head", labels=["projection"]

@@ -114,16 +114,27 @@ async def list_tasks(
 
 
 @router.get("/tasks/{task_id}/timeline", responses=error_responses(401, 404, 422))
-async def task_timeline(task_id: UUID, ctx: Ctx, _auth: TaskReader) -> dict[str, Any]:
-    """Every event of the task's own stream, in order (for an agent, only of a task it
-    has held)."""
-    events = await ctx.log.events_of(task_id)
-    if not events or not isinstance(events[0], ev.TaskSubmitted):
+async def task_timeline(
+    task_id: UUID, ctx: Ctx, _auth: TaskReader, min_position: MinPosition = None
+) -> dict[str, Any]:
+    """Every event of the task's own stream and the fallback-timer events about it, in
+    log order, each with its position (for an agent, only of a task it has held).
+
+    Timer events belong to the scheduler's stream; the telemetry read model says where
+    a task's are, so they are included as of ``read_position`` (``min_position`` waits
+    for the read models as every read does).
+    """
+    read_position = await ctx.reads.at(min_position)
+    events = await ctx.log.positioned_events_of(task_id)
+    if not events or not isinstance(events[0][1], ev.TaskSubmitted):
         raise no_task(task_id)
+    timers = await ctx.log.events_at(await ctx.reads.models.timer_positions(str(task_id)))
+    merged = sorted([*events, *timers], key=lambda found: found[0])
     return {
         "position": ctx.writer.position,
+        "read_position": read_position,
         "task_id": str(task_id),
-        "events": [event_json(e) for e in events],
+        "events": [event_json(e, position=p) for p, e in merged],
     }
 
 
