@@ -89,9 +89,13 @@ async def poll_assignment(
     who: SelfAgent,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
 ) -> Any:
-    """The agent's current task (200), or 204 when ``wait`` seconds pass without one."""
+    """The agent's current task (200), or 204 when ``wait`` seconds pass without one.
+
+    A poll is how an idle agent shows it is alive (issue #13): it appends nothing,
+    unless the agent was marked offline for silence, which it ends."""
     deadline = time.monotonic() + min(wait, ctx.polls.max_wait_s)
-    with ctx.polls.waiting(agent_id) as waiter:
+    checked_in = False
+    with ctx.polls.waiting(agent_id) as waiter, ctx.writer.present(agent_id):
         while True:
             waiter.clear()
             held = await ctx.writer.read(_held(agent_id))
@@ -103,6 +107,10 @@ async def poll_assignment(
             if ctx.polls.closing:
                 return Response(status_code=204)
             status, task_id, generation = held
+            if status == "offline" and not checked_in:
+                checked_in = True  # one check-in per poll: an operator's offline stays
+                if (await ctx.writer.write(cmd.CheckInAgent(agent_id=agent_id)))[0]:
+                    continue  # back, and maybe handed a task in the same pass
             if status == "busy" and task_id is not None and generation is not None:
                 if ctx.writer.follows:
                     # A follower's view may trail the log: hand the task out only if it
@@ -121,6 +129,7 @@ async def poll_assignment(
 @router.post("/agents/{agent_id}/heartbeat", response_model=Written)
 async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAgent) -> Written:
     """Extend the lease on the agent's current task."""
+    ctx.writer.heard(agent_id)
     lease, position = await ctx.writer.write(
         cmd.HeartbeatTask(agent_id=agent_id, task_id=body.task_id, generation=body.generation)
     )
