@@ -126,6 +126,7 @@ class InvariantChecker(SinkChecker):
             ev.TaskFailed: self._task_event,
             ev.TaskReclaimed: self._reclaimed,
             ev.TaskEscalated: self._task_event,
+            ev.TaskDeescalated: self._task_event,
             ev.TaskRequeued: self._requeued,
             ev.TaskDeadLettered: self._dead_lettered,
             ev.TaskRetried: self._queued,
