@@ -16,7 +16,7 @@ from tierlog.domain import events as ev
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 ADDED_SINCE_CHECKED_IN_LOGS: frozenset[type[ev.DomainEvent]] = frozenset(
-    {ev.SchedulerLeaderElected}
+    {ev.SchedulerLeaderElected, ev.TaskDeescalated, ev.AgentCameBack}
 )
 """Event types added after the releases that wrote ``tests/data``'s logs (0.1.0 and
 495766a): those logs hold every other type, and never these."""
