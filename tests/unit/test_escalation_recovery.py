@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tierlog.domain import events as ev
+from tierlog.domain.config import TierRule
 from tierlog.domain.replay.determinism import DeterminismChecker
 from tierlog.domain.replay.invariants import InvariantChecker
 
@@ -112,3 +113,20 @@ def test_a_task_backing_off_is_sent_back_once_its_wait_is_over(make):
     # Nothing left to send back: a later recovery appends no second de-escalation.
     h.advance(timedelta(seconds=1).total_seconds())
     assert len(h.of(h.log, ev.TaskDeescalated)) == 1
+
+
+def test_only_an_escalation_to_a_tier_that_cannot_route_goes_back(make):
+    # trivial -> ollama, escalating to standard -> sidecar (routes); complex cannot route.
+    ladder = (
+        TierRule(tier="trivial", target="ollama", cost_tier="local"),
+        TierRule(tier="standard", target="sidecar", cost_tier="free"),
+        TierRule(tier="complex", target="claude", cost_tier="api"),
+    )
+    h = make(claude_enabled=False, ladder=ladder)
+    h.run("register_endpoint", host="gpu-a", models=["llama3"])
+    task_id = h.submit("trivial")
+    h.advance(5.0)
+    assert h.task(task_id).effective_tier == "standard"  # escalated where it routes
+    _recover(h)  # its own tier recovers while another tier still cannot route
+    assert h.of(h.log, ev.TaskDeescalated) == []
+    assert h.task(task_id).effective_tier == "standard"
