@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from conftest import stop_server
 from test_fleet_http import Agent, _health, _log, _submit
 
 
@@ -19,6 +18,12 @@ def _events(admin: httpx.Client, kind: str, **match: Any) -> list[dict[str, Any]
         for e in _log(admin)
         if e["type"] == kind and all(e["payload"].get(k) == v for k, v in match.items())
     ]
+
+
+def _stop(server: Any) -> None:
+    # A clean stop (SIGTERM), as an operator restarts a server.
+    server.process.terminate()
+    server.process.wait(timeout=15)
 
 
 def _when(text: str) -> datetime:
@@ -46,7 +51,7 @@ def test_a_retry_waits_for_its_backoff_across_a_restart_and_goes_to_the_other_ag
     assert first.poll(wait=0) is None
 
     # The wait is in the log: a restarted server honours it too.
-    stop_server(server)
+    _stop(server)
     server = server_factory(sqlite_url, **env)
     admin = server.client()
     first.http.base_url = other.http.base_url = httpx.URL(server.url)
