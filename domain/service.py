@@ -191,6 +191,7 @@ class SchedulerService:
     ) -> None:
         agent = agents.live(self.state.agent(command.agent_id), command.agent_id)
         deregistered = agents.deregister(agent, now)
+        self.presence.forget(agent.agent_id)  # it polls no more: nothing to remember
         # Reclaiming its task frees the agent without an agent event: the version holds.
         self._reclaim_from(uow, agent, now)
         uow.emit(deregistered)

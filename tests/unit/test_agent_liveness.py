@@ -169,3 +169,11 @@ def test_the_sweep_reports_when_the_next_agent_may_fall_silent(h):
     silent, due = silent_agents(h.state, presence, 60.0, h.now())
     assert silent == []
     assert due == h.now() - timedelta(seconds=10) + TIMEOUT  # a1's registration
+
+
+def test_a_deregistered_agent_is_forgotten(h):
+    h.agent("a1")
+    h.advance(1.0)
+    assert "a1" in h.svc.presence.heard_at
+    h.run("deregister_agent", agent_id="a1")
+    assert "a1" not in h.svc.presence.heard_at
