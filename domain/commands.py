@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from tierlog.domain.config import MAX_SECONDS
 from tierlog.domain.errors import ValidationError
 from tierlog.domain.limits import (
     CEILINGS,
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_TEXT",
     "Bytes",
     "CancelTask",
+    "CheckInAgent",
     "Command",
     "CommandLimits",
     "CompleteTask",
@@ -190,6 +192,8 @@ JsonObject = Annotated[dict[str, Any], BeforeValidator(_json_object)]
 """A JSON object (string keys) the log can carry."""
 Deadline = Annotated[AwareDatetime, AfterValidator(_within_calendar)]
 """A time with its time zone, before the year 9001 (in UTC)."""
+BackoffSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+"""A retry backoff in seconds, from 0 (retry at once) to ten years."""
 TaskId = Annotated[UUID, BeforeValidator(_uuid_from_text)]
 """A task id: a UUID, or its text."""
 Priority = Literal["urgent", "high", "normal", "low"]
@@ -279,6 +283,9 @@ class SubmitTask(Command):
     complete_by: Deadline | None = None
     submitted_by: ShortText = "unknown"
     idempotency_key: ShortText | None = None
+    # This task's retry backoff, overriding the scheduler's (0: retry at once).
+    retry_backoff_s: BackoffSeconds | None = None
+    retry_backoff_max_s: BackoffSeconds | None = None
 
 
 class CancelTask(Command):
@@ -354,6 +361,14 @@ class MarkAgentOffline(Command):
     verb: ClassVar[str] = "mark_agent_offline"
     agent_id: Name
     reason: ShortText = "operator"
+
+
+class CheckInAgent(Command):
+    """An agent was heard from (it polled) while marked offline for silence: it comes
+    back. The HTTP edge sends it only then; an ordinary poll appends nothing."""
+
+    verb: ClassVar[str] = "check_in_agent"
+    agent_id: Name
 
 
 # --- endpoints -------------------------------------------------------------------------
@@ -433,6 +448,7 @@ COMMANDS: dict[str, type[Command]] = {
         RegisterAgent,
         DeregisterAgent,
         MarkAgentOffline,
+        CheckInAgent,
         RegisterEndpoint,
         ReportHealth,
         ReportResources,

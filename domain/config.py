@@ -29,6 +29,15 @@ def _check_text(value: str, field: str) -> None:
         raise ValidationError(f"{field} must be printable text", field=field)
 
 
+def check_backoff(value: float, field: str) -> None:
+    """Refuse a retry backoff that is not a finite number of seconds from 0 to
+    ``MAX_SECONDS`` (0: no wait)."""
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise ValidationError(
+            f"{field} must be a finite number of seconds from 0 to {MAX_SECONDS:g}", field=field
+        )
+
+
 class TierRule(msgspec.Struct, frozen=True, kw_only=True):
     """One rung of the tier ladder: which target serves a tier, and at what cost."""
 
@@ -55,9 +64,22 @@ class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
     health_failures_to_unhealthy: int = 2
     resource_stale_s: float = 90.0
     ladder: tuple[TierRule, ...] = DEFAULT_LADDER
+    # Retry backoff and agent liveness (issue #13): see ``domain/backoff.py`` and
+    # ``domain/liveness.py``. A backoff of 0 retries at once.
+    retry_backoff_s: float = 5.0
+    retry_backoff_max_s: float = 300.0
+    agent_idle_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("fallback_wait_s", "lease_s", "task_ttl_s", "resource_stale_s"):
+        check_backoff(self.retry_backoff_s, "retry_backoff_s")
+        check_backoff(self.retry_backoff_max_s, "retry_backoff_max_s")
+        for name in (
+            "fallback_wait_s",
+            "lease_s",
+            "task_ttl_s",
+            "resource_stale_s",
+            "agent_idle_timeout_s",
+        ):
             value = getattr(self, name)
             # NaN and infinity would be recorded as null (JSON has neither) and brick
             # every later decode of the log: refuse them before anything is recorded.

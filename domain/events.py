@@ -188,6 +188,10 @@ class TaskSubmitted(DomainEvent, frozen=True, kw_only=True):
     complete_by: datetime | None
     submitted_by: str
     idempotency_key: str | None
+    # Per-task retry backoff (None: the scheduler's ``retry_backoff_s`` and
+    # ``retry_backoff_max_s``).
+    retry_backoff_s: float | None = None
+    retry_backoff_max_s: float | None = None
 
 
 class TaskClassified(DomainEvent, frozen=True, kw_only=True):
@@ -207,6 +211,9 @@ class TaskRouted(DomainEvent, frozen=True, kw_only=True):
 
     generation: int
     decision: RoutingDecision
+    # Why a decision was made outside the usual paths (``tier_recovered``: an escalated
+    # task routed at its own tier again); None for an assignment's or a fallback's.
+    reason: str | None = None
 
 
 class TaskAssigned(DomainEvent, frozen=True, kw_only=True):
@@ -282,6 +289,9 @@ class TaskRequeued(DomainEvent, frozen=True, kw_only=True):
 
     generation: int
     reason: str
+    # After a failure: no assignment before this time (retry backoff, recorded so a
+    # replay or a restart honours it without drawing the jitter again).
+    not_before: datetime | None = None
 
 
 class TaskDeadLettered(DomainEvent, frozen=True, kw_only=True):
@@ -321,6 +331,17 @@ class TaskCancelled(DomainEvent, frozen=True, kw_only=True, omit_defaults=True):
     requested_by: str
     agent_id: str | None = None
     generation: int | None = None
+
+
+class TaskDeescalated(DomainEvent, frozen=True, kw_only=True):
+    """An escalated task whose fallback tier cannot route it goes back to its own tier,
+    which can route it again (issue #13: escalation follows recovery)."""
+
+    stored_name: ClassVar[str] = "TaskDeescalated"
+
+    from_tier: TierName
+    to_tier: TierName
+    reason: str
 
 
 # --- Scheduler aggregate (owns the fallback timers) ----------------------------------
@@ -411,6 +432,17 @@ class AgentWentOffline(DomainEvent, frozen=True, kw_only=True):
 
     agent_id: str
     reason: str
+    # ``idle_timeout``: when the agent was last seen (polled, heartbeated or freed).
+    last_seen_at: datetime | None = None
+
+
+class AgentCameBack(DomainEvent, frozen=True, kw_only=True):
+    """An agent marked offline for silence polled again: it is idle once more."""
+
+    stored_name: ClassVar[str] = "AgentCameBack"
+
+    agent_id: str
+    reason: str
 
 
 class AgentDeregistered(DomainEvent, frozen=True, kw_only=True):
@@ -487,6 +519,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     TaskDeadLettered,
     TaskRetried,
     TaskCancelled,
+    TaskDeescalated,
     FallbackTimerStarted,
     FallbackTimerFired,
     FallbackTimerCancelled,
@@ -495,6 +528,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     AgentRegistered,
     AgentReserved,
     AgentWentOffline,
+    AgentCameBack,
     AgentDeregistered,
     EndpointRegistered,
     EndpointHealthReported,

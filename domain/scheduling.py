@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from uuid import UUID
 
 from msgspec.structs import replace
@@ -19,7 +20,10 @@ from tierlog.domain.aggregates import task as tasks
 from tierlog.domain.aggregates.agent import AgentRecord
 from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.task import TaskRecord, is_overdue
+from tierlog.domain.backoff import is_backing_off
 from tierlog.domain.config import SchedulerConfig, TierName
+from tierlog.domain.liveness import Presence, mark_silent_offline
+from tierlog.domain.recovery import follow_recovery
 from tierlog.domain.routing import decide_route, has_candidate
 from tierlog.domain.state import Deadline, SchedulerState
 from tierlog.domain.unit_of_work import UnitOfWork
@@ -65,6 +69,7 @@ def _handle_deadline(
         cancel_timer(uow, task.task_id, "dead_lettered", now)
     elif kind == "deadline":
         deadline_passed(uow, task, now)
+    # "not_before": a retry's backoff is over; the queue part of this pass assigns it.
 
 
 def deadline_passed(uow: UnitOfWork, task: TaskRecord, now: datetime) -> None:
@@ -119,28 +124,40 @@ def _capable(agent: AgentRecord, needed: tuple[str, ...]) -> bool:
 def pick_agent(
     state: SchedulerState, task: TaskRecord, preferred_host: str | None
 ) -> AgentRecord | None:
-    """The longest-idle agent that can do the task, preferring one beside the endpoint."""
+    """The longest-idle agent that can do the task, preferring one beside the endpoint;
+    the agent that failed the task last goes after every other (issue #13)."""
     needed = task.needed_capabilities
     agents = state.agents
+    avoid = task.last_failed_agent
     if preferred_host is not None:
         for _, agent_id in state.idle_by_host.get(preferred_host, ()):
-            if _capable(agents[agent_id], needed):
+            if agent_id != avoid and _capable(agents[agent_id], needed):
                 return agents[agent_id]
     for _, agent_id in state.idle_order:
-        if _capable(agents[agent_id], needed):
+        if agent_id != avoid and _capable(agents[agent_id], needed):
             return agents[agent_id]
+    if avoid is not None and avoid in state.idle_agents and _capable(agents[avoid], needed):
+        return agents[avoid]
     return None
 
 
 def run_pass(
-    uow: UnitOfWork, config: SchedulerConfig, now: datetime, perf_ns: Callable[[], int]
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    now: datetime,
+    perf_ns: Callable[[], int],
+    presence: Presence | None = None,
 ) -> bool:
-    """One scheduling pass. Returns whether it emitted anything."""
+    """One scheduling pass. Returns whether it emitted anything. ``presence`` is when
+    this process last heard from each agent (none: the log's times alone)."""
     state = uow.state
     before = len(uow.events)
     for entry in state.pop_due(now):
         if state.deadline_is_live(entry):
             _handle_deadline(uow, config, entry, now, perf_ns)
+    if state.idle_agents:
+        # Before the queue: a silent agent gets no work (issue #13).
+        mark_silent_offline(uow, presence or Presence(), config.agent_idle_timeout_s, now)
     if state.queue:
         _assign_queue(uow, config, now, perf_ns)
     return len(uow.events) > before
@@ -154,6 +171,9 @@ def _assign_queue(
     available: dict[TierName, bool] = {
         rule.tier: has_candidate(rule.tier, config, endpoints) for rule in config.ladder
     }
+    if not all(available.values()):
+        route = partial(_route_now, uow, config, now, perf_ns, endpoints)
+        follow_recovery(uow, available, now, route)
     if not state.idle_agents:
         _timers_only(uow, config, available, now)
         return
@@ -164,8 +184,8 @@ def _assign_queue(
     for task in state.queued_tasks():
         if not state.idle_agents and every_tier_available and not state.timers:
             return  # nothing left to assign, and no timer to start or cancel
-        if is_overdue(task, now):
-            continue
+        if is_overdue(task, now) or is_backing_off(task.not_before, now):
+            continue  # not to be assigned now: no timer either
         tier = task.effective_tier
         if not available.get(tier, False):
             _start_timer_if_needed(uow, config, task, now)
@@ -232,6 +252,17 @@ def _route(
     return replace(decision, scoring_duration_us=(perf_ns() - started) // 1000)
 
 
+def _route_now(
+    uow: UnitOfWork,
+    config: SchedulerConfig,
+    now: datetime,
+    perf_ns: Callable[[], int],
+    endpoints: list[EndpointRecord],
+    task: TaskRecord,
+) -> ev.RoutingDecision | None:
+    return _route(uow, config, task, now, perf_ns, endpoints)
+
+
 def _timers_only(
     uow: UnitOfWork, config: SchedulerConfig, available: dict[TierName, bool], now: datetime
 ) -> None:
@@ -241,7 +272,7 @@ def _timers_only(
     for tier, ok in available.items():
         if not ok:
             for task in state.queued_tasks(tier):
-                if not is_overdue(task, now):
+                if not is_overdue(task, now) and not is_backing_off(task.not_before, now):
                     _start_timer_if_needed(uow, config, task, now)
     for task_id in list(state.timers):
         task = state.tasks[task_id]

@@ -28,10 +28,12 @@ from tierlog.domain.aggregates import task as tasks
 from tierlog.domain.aggregates.agent import AgentRecord
 from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.task import TaskRecord
+from tierlog.domain.backoff import RetryBackoff
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import InvalidTransitionError, NotFoundError
 from tierlog.domain.events import DomainEvent, idempotent_task_id
 from tierlog.domain.limits import CommandLimits
+from tierlog.domain.liveness import Presence
 from tierlog.domain.scheduling import cancel_timer, reclaim_task, run_pass
 from tierlog.domain.state import SchedulerState
 from tierlog.domain.submissions import check_same_submission
@@ -77,6 +79,8 @@ class SchedulerService:
         self.state = state if state is not None else SchedulerState(config.task_ttl_s)
         self.new_task_id = new_task_id
         self.perf_ns = perf_ns
+        self.presence = Presence()
+        """When this process last heard from each agent (polls): liveness reads it."""
         self._handlers: dict[type[cmd.Command], Handler] = {
             cmd.SubmitTask: self._submit_task,
             cmd.CancelTask: self._cancel_task,
@@ -87,6 +91,7 @@ class SchedulerService:
             cmd.RegisterAgent: self._register_agent,
             cmd.DeregisterAgent: self._deregister_agent,
             cmd.MarkAgentOffline: self._mark_agent_offline,
+            cmd.CheckInAgent: self._check_in_agent,
             cmd.RegisterEndpoint: self._register_endpoint,
             cmd.ReportHealth: self._report_health,
             cmd.ReportResources: self._report_resources,
@@ -132,7 +137,7 @@ class SchedulerService:
         """Run scheduling passes until one decides nothing; returns the events emitted."""
         before = len(uow.events)
         for _ in range(MAX_PASSES):
-            if not run_pass(uow, self.config, now, self.perf_ns):
+            if not run_pass(uow, self.config, now, self.perf_ns, self.presence):
                 break
         return len(uow.events) - before
 
@@ -173,7 +178,7 @@ class SchedulerService:
 
     def _fail_task(self, command: cmd.FailTask, uow: UnitOfWork, now: datetime) -> str:
         task = self._held_task(command.agent_id, command.task_id, command.generation)
-        uow.emit(*tasks.fail(task, command.error, now))
+        uow.emit(*tasks.fail(task, command.error, now, self._retry_backoff()))
         failed = self.state.task(task.task_id)
         assert failed is not None
         return failed.state
@@ -188,6 +193,7 @@ class SchedulerService:
     ) -> None:
         agent = agents.live(self.state.agent(command.agent_id), command.agent_id)
         deregistered = agents.deregister(agent, now)
+        self.presence.forget(agent.agent_id)  # it polls no more: nothing to remember
         # Reclaiming its task frees the agent without an agent event: the version holds.
         self._reclaim_from(uow, agent, now)
         uow.emit(deregistered)
@@ -199,6 +205,20 @@ class SchedulerService:
         offline = agents.mark_offline(agent, command.reason, now)
         self._reclaim_from(uow, agent, now)
         uow.emit(offline)
+
+    def _check_in_agent(self, command: cmd.CheckInAgent, uow: UnitOfWork, now: datetime) -> bool:
+        """The agent was heard from: back from a silence offline (True), else nothing."""
+        agent = agents.live(self.state.agent(command.agent_id), command.agent_id)
+        self.presence.heard(agent.agent_id, now)
+        back = agents.check_in(agent, now)
+        if back is None:
+            return False
+        uow.emit(back)
+        return True
+
+    def _retry_backoff(self) -> RetryBackoff:
+        config = self.config
+        return RetryBackoff(base_s=config.retry_backoff_s, max_s=config.retry_backoff_max_s)
 
     def _reclaim_from(self, uow: UnitOfWork, agent: AgentRecord, now: datetime) -> None:
         if agent.status == "busy" and agent.task_id is not None:

@@ -3,7 +3,8 @@ decoding typed records is several times faster than unpickling them.
 
 ``FOLD_VERSION`` names how the state is folded. A checkpoint written under an earlier
 fold lacks what the fold now keeps (since 2: the deadlines of queued tasks, the digest
-of a keyed submission, the agent a running task was cancelled from), so it is refused
+of a keyed submission, the agent a running task was cancelled from; since 3: a retry's
+``not_before`` and its last failed agent, when an agent became idle), so it is refused
 (``OlderFoldError``) and the state is folded from the log instead.
 """
 
@@ -55,7 +56,7 @@ class StateSnapshot(msgspec.Struct, kw_only=True, gc=False):
     fold_version: int = 1
 
 
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 """How ``SchedulerState`` is folded now; raise it when the fold keeps something new."""
 
 

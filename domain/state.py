@@ -98,6 +98,9 @@ class SchedulerState(WorkingSet):
         self._deadline_counter = 0
         # The open unit of work's undo log (None when no unit of work is open).
         self.undo: UndoLog | None = None
+        # The earliest time an idle agent may have fallen silent (None: look now). A
+        # cache of the last liveness sweep (``domain/liveness.py``), not folded state.
+        self.liveness_due: datetime | None = None
         self._handlers: dict[type[ev.DomainEvent], Callable[[Any, int], None]] = {
             ev.TaskSubmitted: self._task_submitted,
             ev.TaskClassified: self._task_classified,
@@ -120,6 +123,8 @@ class SchedulerState(WorkingSet):
             ev.AgentRegistered: self._agent_registered,
             ev.AgentReserved: self._agent_not_idle,
             ev.AgentWentOffline: self._agent_not_idle,
+            ev.AgentCameBack: self._agent_came_back,
+            ev.TaskDeescalated: self._task_deescalated,
             ev.AgentDeregistered: self._agent_not_idle,
             ev.EndpointRegistered: self._endpoint_evolved,
             ev.EndpointHealthReported: self._endpoint_evolved,
@@ -164,6 +169,10 @@ class SchedulerState(WorkingSet):
         self._deadline_counter += 1
         entry = (when.timestamp(), self._deadline_counter, kind, task_id, generation)
         heapq.heappush(self.deadlines, entry)
+
+    def set_liveness_due(self, when: datetime) -> None:
+        """When the next liveness sweep is needed (undone with its unit of work)."""
+        self._set_scalar("liveness_due", when)
 
     # --- reading --------------------------------------------------------------------
 
@@ -219,6 +228,12 @@ class SchedulerState(WorkingSet):
                 and task.lease_expires_at is not None
                 and task.lease_expires_at.timestamp() == when
             )
+        if kind == "not_before":
+            return (
+                task.state == "queued"
+                and task.not_before is not None
+                and task.not_before.timestamp() == when
+            )
         if kind == "ttl":
             return (
                 task.state == "queued"
@@ -273,7 +288,11 @@ class SchedulerState(WorkingSet):
         return old, new
 
     def _release_agent(
-        self, task: TaskRecord, position: int, cancelled: tuple[UUID, int] | None = None
+        self,
+        task: TaskRecord,
+        position: int,
+        at: datetime | None = None,
+        cancelled: tuple[UUID, int] | None = None,
     ) -> None:
         if task.assigned_to is None:
             return
@@ -281,7 +300,7 @@ class SchedulerState(WorkingSet):
         if agent is None or agent.task_id != task.task_id:
             return
         free = agent.status == "busy"
-        self._set(self.agents, agent.agent_id, agent_aggregate.released(agent, cancelled))
+        self._set(self.agents, agent.agent_id, agent_aggregate.released(agent, at, cancelled))
         if free:
             self._idle_add(agent, position)
 
@@ -361,7 +380,7 @@ class SchedulerState(WorkingSet):
     def _task_left_agent(self, e: ev.DomainEvent, position: int) -> None:
         """Failed, reclaimed (and completed): the agent that held it is free again."""
         old, _ = self._evolve_task(e, position)
-        self._release_agent(old, position)
+        self._release_agent(old, position, e.timestamp)
 
     def _task_completed(self, e: ev.TaskCompleted, position: int) -> None:
         self._task_left_agent(e, position)
@@ -373,14 +392,21 @@ class SchedulerState(WorkingSet):
     def _task_escalated(self, e: ev.TaskEscalated, position: int) -> None:
         self._move_queued(*self._evolve_task(e, position))
 
+    def _task_deescalated(self, e: ev.TaskDeescalated, position: int) -> None:
+        self._move_queued(*self._evolve_task(e, position))
+
     def _task_back_in_queue(self, e: ev.DomainEvent, position: int) -> None:
-        """Requeued or retried."""
-        self._enqueue(self._evolve_task(e, position)[1])
+        """Requeued or retried (after a failure, not before its backoff: a deadline
+        wakes the scheduler then)."""
+        task = self._evolve_task(e, position)[1]
+        self._enqueue(task)
+        if task.not_before is not None:
+            self._push_deadline(task.not_before, "not_before", task.task_id, task.generation)
 
     def _task_dead_lettered(self, e: ev.TaskDeadLettered, position: int) -> None:
         old, _ = self._evolve_task(e, position)
         self._queue_remove(old)
-        self._release_agent(old, position)
+        self._release_agent(old, position, e.timestamp)
         self._settle(e.timestamp, "task", e.originator_id, e.originator_version)
 
     def _task_cancelled(self, e: ev.TaskCancelled, position: int) -> None:
@@ -388,7 +414,7 @@ class SchedulerState(WorkingSet):
         self._queue_remove(old)
         if e.agent_id is not None and e.generation is not None:
             # A running task was cancelled: its agent is free, and remembers why.
-            self._release_agent(old, position, (e.originator_id, e.generation))
+            self._release_agent(old, position, e.timestamp, (e.originator_id, e.generation))
         if not self.keep_finished:
             self._drop_finished(e.originator_id)
         else:
@@ -442,6 +468,13 @@ class SchedulerState(WorkingSet):
         self._idle_remove(old)
         if new.status == "deregistered":
             self._settle(e.timestamp, "agent", e.agent_id, new.version)
+
+    def _agent_came_back(self, e: ev.AgentCameBack, position: int) -> None:
+        """Offline for silence, heard from again: idle, at the back of the line."""
+        old = self.agents.get(e.agent_id) or self.recalled[("agent", e.agent_id)]
+        agent = agent_aggregate.evolve(old, e)
+        self._set(self.agents, e.agent_id, agent)
+        self._idle_add(agent, position)
 
     # --- Endpoint events: the record, and the position of the endpoint state -----------
 

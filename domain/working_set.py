@@ -113,6 +113,7 @@ _REFS: dict[type[cmd.Command], Callable[[Any], tuple[Ref, ...]]] = {
     cmd.RegisterAgent: _agent_refs,
     cmd.DeregisterAgent: _agent_refs,
     cmd.MarkAgentOffline: _agent_refs,
+    cmd.CheckInAgent: _agent_refs,
     cmd.RegisterEndpoint: _new_endpoint_refs,
     cmd.ReportHealth: _endpoint_refs,
     cmd.ReportResources: _endpoint_refs,

@@ -96,6 +96,14 @@ def _went_offline(rows: Rows, position: int, event: ev.AgentWentOffline) -> None
     )
 
 
+def _came_back(rows: Rows, position: int, event: ev.AgentCameBack) -> None:
+    rows.update(
+        RM_AGENTS,
+        (event.agent_id,),
+        {"status": "idle", "updated_at": iso(event.timestamp), "position": position},
+    )
+
+
 def _deregistered(rows: Rows, position: int, event: ev.AgentDeregistered) -> None:
     rows.delete(RM_AGENTS, (event.agent_id,))
 
@@ -108,6 +116,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskReclaimed: _released,
     ev.TaskCancelled: _released,
     ev.AgentWentOffline: _went_offline,
+    ev.AgentCameBack: _came_back,
     ev.AgentDeregistered: _deregistered,
 }
 

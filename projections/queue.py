@@ -128,6 +128,15 @@ def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
     )
 
 
+def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
+    _set(
+        rows,
+        event.originator_id,
+        position,
+        {"effective_tier": event.to_tier, "escalation_reason": None},
+    )
+
+
 def _left_queue(rows: Rows, position: int, event: ev.DomainEvent) -> None:
     _set(rows, event.originator_id, position, {"queued": 0})
 
@@ -187,6 +196,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskSubmitted: _submitted,
     ev.TaskClassified: _classified,
     ev.TaskEscalated: _escalated,
+    ev.TaskDeescalated: _deescalated,
     ev.TaskAssigned: _left_queue,
     ev.TaskDeadLettered: _left_queue,
     ev.TaskCompleted: _finished,

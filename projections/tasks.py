@@ -164,6 +164,10 @@ def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
     _update(rows, event, position, {"effective_tier": event.to_tier})
 
 
+def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
+    _update(rows, event, position, {"effective_tier": event.to_tier})
+
+
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
     _update(rows, event, position, {"state": "queued", "generation": event.generation})
 
@@ -211,6 +215,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskFailed: _failed,
     ev.TaskReclaimed: _reclaimed,
     ev.TaskEscalated: _escalated,
+    ev.TaskDeescalated: _deescalated,
     ev.TaskRequeued: _requeued,
     ev.TaskRetried: _retried,
     ev.TaskDeadLettered: _dead_lettered,

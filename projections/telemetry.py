@@ -122,6 +122,10 @@ def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
     _set_task(rows, event.originator_id, tier=event.to_tier)
 
 
+def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
+    _set_task(rows, event.originator_id, tier=event.to_tier)
+
+
 def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
     d = event.decision
     _inc(rows, "routing_decisions", f"{d.effective_tier}->{d.target_type}")
@@ -199,6 +203,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskSubmitted: _submitted,
     ev.TaskClassified: _classified,
     ev.TaskEscalated: _escalated,
+    ev.TaskDeescalated: _deescalated,
     ev.TaskRouted: _routed,
     ev.TaskAssigned: _assigned,
     ev.TaskCompleted: _completed,

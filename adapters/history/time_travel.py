@@ -99,6 +99,7 @@ _TASK_EVENTS = (
     ev.TaskDeadLettered,
     ev.TaskRetried,
     ev.TaskCancelled,
+    ev.TaskDeescalated,
 )
 
 
@@ -245,6 +246,8 @@ def explain(log: EventLog, task_id: UUID) -> list[dict[str, Any]]:
             case ev.TaskRequeued() | ev.TaskRetried():
                 queued_since = event.timestamp
                 line["detail"] = f"back in the queue as generation {event.generation}"
+                if isinstance(event, ev.TaskRequeued) and event.not_before is not None:
+                    line["detail"] += f", not before {event.not_before.isoformat()}"
             case _:
                 payload = msgspec.to_builtins(event)
                 for key in ("originator_id", "originator_version", "timestamp"):

@@ -107,6 +107,20 @@ class Writer:
             raise command_error(result)
         return result, self.position
 
+    @contextmanager
+    def present(self, agent_id: str) -> Iterator[None]:
+        """The agent is polling: present for agent liveness while it waits (a poll
+        appends nothing; issue #13)."""
+        self.runtime.heard(agent_id, polling=True)
+        try:
+            yield
+        finally:
+            self.runtime.heard(agent_id, polling=False)
+
+    def heard(self, agent_id: str) -> None:
+        """The agent was heard from (a heartbeat, a report): it is alive now."""
+        self.runtime.heard(agent_id)
+
     async def read(self, query: Callable[[SchedulerState], T]) -> T:
         """Read the scheduler's state off the event loop (its lock may be held)."""
         return await anyio.to_thread.run_sync(self.runtime.read, query)

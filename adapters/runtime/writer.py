@@ -136,6 +136,8 @@ class SchedulerRuntime:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._listeners: list[Listener] = []
+        # On a follower: when each agent's presence was last relayed to the leader.
+        self._relayed: dict[str, datetime] = {}
 
     def start(self) -> None:
         """Bring the state up to date, in the caller's thread; once (later calls return).
@@ -150,6 +152,8 @@ class SchedulerRuntime:
             self._started = True
             try:
                 self.load()
+                # Who polled the last process is not in the log: count from now.
+                self.service.presence.restart(self.clock.now())
                 if self.node is not None:
                     # One node of several: it leads if the lease is free, else follows.
                     epoch = self.node.try_lead()
@@ -258,6 +262,8 @@ class SchedulerRuntime:
         a pass (overdue timers fire, once). False, still a follower, if it was refused."""
         assert self.node is not None
         self.catch_up()
+        # Polls went to the old leader (or any node): every agent counts as heard now.
+        self.service.presence.restart(self.clock.now())
         self.log.fence = (self.node.node_id, epoch)
         self.node.led(epoch, took_over=not at_start)
         election = cmd.RecordLeaderElection(node_id=self.node.node_id, epoch=epoch)
@@ -334,6 +340,41 @@ class SchedulerRuntime:
                 listener(applied)
             except Exception:  # a listener's bug must not stop the scheduler
                 log.exception("runtime listener failed")
+
+    def heard(self, agent_id: str, *, polling: bool | None = None) -> None:
+        """An agent polled or heartbeated here now (in memory: a poll appends nothing;
+        the liveness sweep of the next passes reads it); ``polling`` True or False when
+        a long-poll begins or ends. On a follower, the leader is told too (a
+        ``CheckInAgent``, at most every third of the idle timeout per agent)."""
+        now = self.clock.now()
+        presence = self.service.presence
+        if polling is None:
+            presence.heard(agent_id, now)
+        elif polling:
+            presence.poll_started(agent_id, now)
+        else:
+            presence.poll_ended(agent_id, now)
+        if self.node is not None and not self.is_leader:
+            self._relay_presence(agent_id, now)
+
+    def _relay_presence(self, agent_id: str, now: datetime) -> None:
+        last = self._relayed.get(agent_id)
+        every = self.config.agent_idle_timeout_s / 3
+        if last is not None and (now - last).total_seconds() < every:
+            return
+        self._relayed[agent_id] = now
+        assert self.node is not None
+        # Fire and forget: a lost relay only makes the leader hear of the agent later.
+        self.node.forward(cmd.CheckInAgent(agent_id=agent_id))
+
+    def _next_wake(self) -> float | None:
+        """The earliest deadline or liveness sweep due (a POSIX timestamp), if any."""
+        deadline = self.state.next_deadline()
+        due = self.state.liveness_due
+        if due is None or not self.state.idle_agents:
+            return deadline
+        sweep = due.timestamp()
+        return sweep if deadline is None else min(deadline, sweep)
 
     def read(self, query: Callable[[SchedulerState], T]) -> T:
         """Run a read-only ``query`` against the state, safely against the writer thread."""
@@ -415,7 +456,7 @@ class SchedulerRuntime:
             caught_up = self.catch_up()
             if not self.is_leader:
                 return 0
-            deadline = self.state.next_deadline()
+            deadline = self._next_wake()
             due = deadline is not None and deadline <= self.clock.now().timestamp()
             return self.tick() if caught_up or due else 0
 
@@ -600,7 +641,7 @@ class SchedulerRuntime:
         if not self.is_leader:
             return poll_interval  # a follower fires no deadline
         with self._lock:
-            deadline = self.state.next_deadline()
+            deadline = self._next_wake()
         if deadline is None:
             return poll_interval
         return max(0.0, min(poll_interval, deadline - self.clock.now().timestamp()))

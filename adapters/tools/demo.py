@@ -192,6 +192,8 @@ class FleetSimulator:
         state = self.runtime.state
         commands: list[cmd.Command] = []
         for agent in list(state.agents.values()):
+            if agent.status == "idle":
+                self.runtime.heard(agent.agent_id)  # an idle agent polls (it is alive)
             if agent.status != "busy" or agent.task_id is None or agent.generation is None:
                 continue
             key = (agent.task_id, agent.generation)

@@ -41,6 +41,10 @@ class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # The task (and generation) cancelled while this agent held it, until the agent
     # takes another task or registers again: its poll says so (409 ``cancelled``).
     cancelled: tuple[UUID, int] | None = None
+    # Liveness (issue #13): why it went offline, and when it last became idle (its
+    # registration, the end of its last task, or its return).
+    offline_reason: str | None = None
+    idle_since: datetime | None = None
 
 
 # --- evolve ----------------------------------------------------------------------------
@@ -54,6 +58,7 @@ def _registered(_: AgentRecord | None, e: ev.AgentRegistered) -> AgentRecord:
         ollama_host=e.ollama_host,
         status="idle",
         token_sha256=e.token_sha256,
+        idle_since=e.timestamp,
     )
 
 
@@ -69,7 +74,13 @@ def _reserved(a: AgentRecord, e: ev.AgentReserved) -> AgentRecord:
 
 
 def _went_offline(a: AgentRecord, e: ev.AgentWentOffline) -> AgentRecord:
-    return replace(a, version=e.originator_version, status="offline")
+    return replace(a, version=e.originator_version, status="offline", offline_reason=e.reason)
+
+
+def _came_back(a: AgentRecord, e: ev.AgentCameBack) -> AgentRecord:
+    return replace(
+        a, version=e.originator_version, status="idle", offline_reason=None, idle_since=e.timestamp
+    )
 
 
 def _deregistered(a: AgentRecord, e: ev.AgentDeregistered) -> AgentRecord:
@@ -80,6 +91,7 @@ EVOLVERS: dict[type[ev.DomainEvent], Callable[[Any, Any], AgentRecord]] = {
     ev.AgentRegistered: _registered,
     ev.AgentReserved: _reserved,
     ev.AgentWentOffline: _went_offline,
+    ev.AgentCameBack: _came_back,
     ev.AgentDeregistered: _deregistered,
 }
 """Each Agent event type's evolve function."""
@@ -90,15 +102,27 @@ def evolve(agent: AgentRecord | None, event: ev.DomainEvent) -> AgentRecord:
     return EVOLVERS[type(event)](agent, event)
 
 
-def released(agent: AgentRecord, cancelled: tuple[UUID, int] | None = None) -> AgentRecord:
-    """The agent once the task it held has left it (completed, failed, reclaimed…).
+def released(
+    agent: AgentRecord, at: datetime | None = None, cancelled: tuple[UUID, int] | None = None
+) -> AgentRecord:
+    """The agent once the task it held has left it (completed, failed, reclaimed…) at
+    ``at``.
 
     Not an agent event: the task's event is the fact, and the agent is free again
-    (idle if it was busy; an offline agent stays offline). ``cancelled`` is the task
-    and generation when the task left because it was cancelled.
+    (idle if it was busy, since ``at``; an offline agent stays offline). ``cancelled`` is
+    the task and generation when the task left because it was cancelled.
     """
-    status: AgentStatus = "idle" if agent.status == "busy" else agent.status
-    return replace(agent, status=status, task_id=None, generation=None, cancelled=cancelled)
+    if agent.status != "busy":
+        return replace(agent, task_id=None, generation=None, cancelled=cancelled)
+    idle_since = at if at is not None else agent.idle_since
+    return replace(
+        agent,
+        status="idle",
+        task_id=None,
+        generation=None,
+        idle_since=idle_since,
+        cancelled=cancelled,
+    )
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -154,6 +178,29 @@ def mark_offline(agent: AgentRecord, reason: str, now: datetime) -> ev.AgentWent
     if agent.status == "offline":
         raise InvalidTransitionError(f"agent {agent.agent_id} is already offline", field="agent_id")
     return go_offline(agent, reason, now)
+
+
+IDLE_TIMEOUT = "idle_timeout"
+"""The reason an idle agent that went silent is marked offline (its poll undoes it)."""
+
+
+def go_silent(agent: AgentRecord, last_seen: datetime, now: datetime) -> ev.AgentWentOffline:
+    """An idle agent was not heard from since ``last_seen``: it is offline for now."""
+    return ev.AgentWentOffline(
+        **_event_fields(agent.agent_id, agent.version + 1, now),
+        reason=IDLE_TIMEOUT,
+        last_seen_at=last_seen,
+    )
+
+
+def check_in(agent: AgentRecord, now: datetime) -> ev.AgentCameBack | None:
+    """The agent was heard from: back if it was offline for silence, else no change
+    (an operator's or an expired lease's offline needs a new registration)."""
+    if agent.status != "offline" or agent.offline_reason != IDLE_TIMEOUT:
+        return None
+    return ev.AgentCameBack(
+        **_event_fields(agent.agent_id, agent.version + 1, now), reason="polled"
+    )
 
 
 def reserve(agent: AgentRecord, task_id: UUID, generation: int, now: datetime) -> ev.AgentReserved:

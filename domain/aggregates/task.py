@@ -19,6 +19,7 @@ from msgspec.structs import replace
 
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
+from tierlog.domain.backoff import RetryBackoff, not_before
 from tierlog.domain.classification import classification_reason, classify, route_tier
 from tierlog.domain.config import TierName
 from tierlog.domain.errors import (
@@ -63,6 +64,13 @@ class TaskRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # The digest of the submission's body, for a task submitted under an
     # Idempotency-Key (``tierlog.domain.idempotency``); None without a key.
     submission_digest: str | None = None
+    # Retry backoff (issue #13): the task's own policy, if it set one at submission; the
+    # earliest time of its next assignment while requeued after a failure; the agent
+    # that failed it last (preferred last for the next attempt).
+    retry_backoff_s: float | None = None
+    retry_backoff_max_s: float | None = None
+    not_before: datetime | None = None
+    last_failed_agent: str | None = None
 
     @property
     def queue_key(self) -> tuple[int, int]:
@@ -97,6 +105,8 @@ def _submitted(_: TaskRecord | None, e: ev.TaskSubmitted, position: int) -> Task
         queued_at=e.timestamp,
         complete_by=e.complete_by,
         submission_digest=None if e.idempotency_key is None else submission_digest(e),
+        retry_backoff_s=e.retry_backoff_s,
+        retry_backoff_max_s=e.retry_backoff_max_s,
     )
 
 
@@ -121,6 +131,7 @@ def _assigned(t: TaskRecord, e: ev.TaskAssigned, _: int) -> TaskRecord:
         assigned_to=e.agent_id,
         lease_expires_at=e.lease_expires_at,
         routing_decision=e.decision,
+        not_before=None,
     )
 
 
@@ -141,6 +152,7 @@ def _failed(t: TaskRecord, e: ev.TaskFailed, _: int) -> TaskRecord:
         retry_count=e.retry_count,
         assigned_to=None,
         lease_expires_at=None,
+        last_failed_agent=e.agent_id,
     )
 
 
@@ -161,6 +173,7 @@ def _requeued(t: TaskRecord, e: ev.TaskRequeued, _: int) -> TaskRecord:
         state="queued",
         generation=e.generation,
         queued_at=e.timestamp,
+        not_before=e.not_before,
     )
 
 
@@ -187,7 +200,12 @@ def _retried(t: TaskRecord, e: ev.TaskRetried, _: int) -> TaskRecord:
         escalated_to=None,
         fallback_reason=None,
         dead_letter_reason=None,
+        not_before=None,
     )
+
+
+def _deescalated(t: TaskRecord, e: ev.TaskDeescalated, _: int) -> TaskRecord:
+    return replace(t, version=e.originator_version, escalated_to=None, fallback_reason=None)
 
 
 def _cancelled(t: TaskRecord, e: ev.TaskCancelled, _: int) -> TaskRecord:
@@ -216,6 +234,7 @@ EVOLVERS: dict[type[ev.DomainEvent], Evolver] = {
     ev.TaskDeadLettered: _dead_lettered,
     ev.TaskRetried: _retried,
     ev.TaskCancelled: _cancelled,
+    ev.TaskDeescalated: _deescalated,
 }
 """Each Task event type's evolve function."""
 
@@ -250,6 +269,8 @@ def submitted_event(
         complete_by=complete_by,
         submitted_by=command.submitted_by,
         idempotency_key=command.idempotency_key,
+        retry_backoff_s=command.retry_backoff_s,
+        retry_backoff_max_s=command.retry_backoff_max_s,
     )
 
 
@@ -377,8 +398,11 @@ def complete(task: TaskRecord, result: Any, now: datetime) -> ev.TaskCompleted:
     )
 
 
-def fail(task: TaskRecord, error: str, now: datetime) -> list[ev.DomainEvent]:
-    """The held task failed: requeued while retries remain, else dead-lettered."""
+def fail(
+    task: TaskRecord, error: str, now: datetime, backoff: RetryBackoff | None = None
+) -> list[ev.DomainEvent]:
+    """The held task failed: requeued while retries remain (not before its backoff has
+    passed: the task's own policy, else ``backoff``), else dead-lettered."""
     assert task.assigned_to is not None
     failures = task.retry_count + 1
     failed = ev.TaskFailed(
@@ -394,18 +418,38 @@ def fail(task: TaskRecord, error: str, now: datetime) -> list[ev.DomainEvent]:
     if failures >= task.max_retries:
         then = dead_letter(task, "max_retries_exhausted", now, version=task.version + 2)
     else:
-        then = requeue(task, "failed", now, version=task.version + 2)
+        wait = not_before(task.task_id, failures, task_backoff(task, backoff), now)
+        then = requeue(task, "failed", now, version=task.version + 2, not_before=wait)
     return [failed, then]
 
 
-def requeue(task: TaskRecord, reason: str, now: datetime, *, version: int) -> ev.TaskRequeued:
-    """Back to the queue at the next generation."""
+def task_backoff(task: TaskRecord, default: RetryBackoff | None) -> RetryBackoff:
+    """The task's retry backoff: each value it was submitted with, else ``default``'s
+    (no default: no wait, unless the task set one)."""
+    fallback = default or RetryBackoff(base_s=0.0, max_s=task.retry_backoff_s or 0.0)
+    own_base, own_max = task.retry_backoff_s, task.retry_backoff_max_s
+    return RetryBackoff(
+        base_s=fallback.base_s if own_base is None else own_base,
+        max_s=fallback.max_s if own_max is None else own_max,
+    )
+
+
+def requeue(
+    task: TaskRecord,
+    reason: str,
+    now: datetime,
+    *,
+    version: int,
+    not_before: datetime | None = None,
+) -> ev.TaskRequeued:
+    """Back to the queue at the next generation (after a failure: ``not_before``)."""
     return ev.TaskRequeued(
         originator_id=task.task_id,
         originator_version=version,
         timestamp=now,
         generation=task.generation + 1,
         reason=reason,
+        not_before=not_before,
     )
 
 
@@ -458,7 +502,9 @@ def escalate(
     )
 
 
-def route(task: TaskRecord, decision: ev.RoutingDecision, now: datetime) -> ev.TaskRouted:
+def route(
+    task: TaskRecord, decision: ev.RoutingDecision, now: datetime, reason: str | None = None
+) -> ev.TaskRouted:
     """A routing decision for the task's next generation (SPEC §1.3)."""
     return ev.TaskRouted(
         originator_id=task.task_id,
@@ -466,6 +512,20 @@ def route(task: TaskRecord, decision: ev.RoutingDecision, now: datetime) -> ev.T
         timestamp=now,
         generation=task.generation + 1,
         decision=decision,
+        reason=reason,
+    )
+
+
+def deescalate(task: TaskRecord, reason: str, now: datetime) -> ev.TaskDeescalated:
+    """The task's fallback tier cannot route it but its own tier can again: back to it."""
+    assert task.escalated_to is not None
+    return ev.TaskDeescalated(
+        originator_id=task.task_id,
+        originator_version=task.version + 1,
+        timestamp=now,
+        from_tier=task.escalated_to,
+        to_tier=task.route_tier,
+        reason=reason,
     )
 
 

@@ -75,6 +75,7 @@ class DeterminismChecker(SinkChecker):
             ev.TaskRouted: self._routed,
             ev.TaskEscalated: self._escalated,
             ev.TaskRetried: self._retried,
+            ev.TaskDeescalated: self._retried,  # back at its own tier, like a retry
             ev.TaskCompleted: self._finished,
             ev.TaskCancelled: self._finished,
             ev.SchedulerConfigured: self._configured,
@@ -107,7 +108,7 @@ class DeterminismChecker(SinkChecker):
             task.escalated_to = e.to_tier
             task.fallback_reason = e.reason
 
-    def _retried(self, _: int, key: str, e: ev.TaskRetried) -> None:
+    def _retried(self, _: int, key: str, e: ev.TaskRetried | ev.TaskDeescalated) -> None:
         task = self.tasks.get(key)
         if task is not None:
             task.escalated_to = None

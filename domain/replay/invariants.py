@@ -70,6 +70,7 @@ class TaskFacts(msgspec.Struct, gc=False):
     lease: datetime | None = None
     agent: str | None = None  # the agent of the last assignment
     complete_by: datetime | None = None  # the deadline in force (submitted or retried)
+    not_before: datetime | None = None  # a failed task's retry backoff (issue #13)
 
 
 class SinkChecker(ABC):
@@ -128,7 +129,8 @@ class InvariantChecker(SinkChecker):
             ev.TaskFailed: self._task_event,
             ev.TaskReclaimed: self._reclaimed,
             ev.TaskEscalated: self._task_event,
-            ev.TaskRequeued: self._queued,
+            ev.TaskDeescalated: self._task_event,
+            ev.TaskRequeued: self._requeued,
             ev.TaskDeadLettered: self._dead_lettered,
             ev.TaskRetried: self._submitted,
             ev.TaskCancelled: self._cancelled,
@@ -227,7 +229,25 @@ class InvariantChecker(SinkChecker):
     def _queued(
         self, position: int, key: str, e: ev.TaskSubmitted | ev.TaskRequeued | ev.TaskRetried
     ) -> None:
-        self._facts(position, key, e).state = "queued"
+        facts = self._facts(position, key, e)
+        facts.state = "queued"
+        facts.not_before = None
+
+    def _requeued(self, position: int, key: str, e: ev.TaskRequeued) -> None:
+        facts = self._facts(position, key, e)
+        facts.state = "queued"
+        facts.not_before = e.not_before
+
+    def _check_backoff(self, position: int, facts: TaskFacts, e: ev.TaskAssigned) -> None:
+        """No assignment before the ``not_before`` its requeue recorded."""
+        if facts.not_before is not None and e.timestamp < facts.not_before:
+            self._bad(
+                position,
+                e.originator_id,
+                "assigned_after_backoff",
+                f"assigned at {e.timestamp.isoformat()}, not before {facts.not_before.isoformat()}",
+            )
+        facts.not_before = None
 
     def _routed(self, position: int, key: str, e: ev.TaskRouted) -> None:
         self._facts(position, key, e).routed_generation = e.generation
@@ -253,6 +273,7 @@ class InvariantChecker(SinkChecker):
             self._bad(
                 position, e.originator_id, "assigned_from_queue", f"assigned while {facts.state}"
             )
+        self._check_backoff(position, facts, e)
         facts.assigned_generation = generation
         facts.state = "assigned"
         facts.lease = e.lease_expires_at

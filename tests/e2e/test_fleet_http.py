@@ -79,7 +79,12 @@ def _log(admin: httpx.Client) -> list[dict[str, Any]]:
 
 def test_a_fleet_works_end_to_end_over_http(store_url, server_factory):
     server = server_factory(
-        store_url, TIERLOG_FALLBACK_WAIT_S=str(FALLBACK_WAIT_S), TIERLOG_DEFAULT_MODEL="llama3"
+        store_url,
+        TIERLOG_FALLBACK_WAIT_S=str(FALLBACK_WAIT_S),
+        TIERLOG_DEFAULT_MODEL="llama3",
+        # A failure's retry waits its backoff (issue #13): short here, so the polls
+        # below see the retry (test_retry_liveness_http.py tests the wait itself).
+        TIERLOG_RETRY_BACKOFF_S="0.5",
     )
     admin = server.client()
     endpoint = "gpu-a:11434"

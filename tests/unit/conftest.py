@@ -30,6 +30,9 @@ class Harness:
         self.svc = SchedulerService(self.config)
         self.clock = VirtualClock()
         self.log: list[ev.DomainEvent] = []  # every event emitted so far
+        # Agents poll all the time, as live ones do: each step hears from every agent
+        # but those a test has silenced (agent liveness, issue #13).
+        self.silent: set[str] = set()
 
     @property
     def state(self) -> Any:
@@ -41,6 +44,9 @@ class Harness:
     def run(self, cmd: str | None = None, **kw: Any) -> tuple[Any, list[ev.DomainEvent]]:
         """One command (named by its verb, built from ``kw``), or none, then the
         scheduling pass, in one committed unit of work."""
+        for agent_id in self.state.agents:
+            if agent_id not in self.silent:
+                self.svc.presence.heard(agent_id, self.now())
         with UnitOfWork(self.state) as uow:
             result = self.svc.handle(COMMANDS[cmd](**kw), uow, self.now()) if cmd else None
             self.svc.schedule(uow, self.now())
@@ -58,6 +64,16 @@ class Harness:
             assert uow.events == []
             assert self.state.snapshot() == before
         return info.value
+
+    def silence(self, agent_id: str) -> None:
+        """The agent stops polling (it is alive in the log, but heard from no more)."""
+        self.silent.add(agent_id)
+
+    def poll(self, agent_id: str) -> tuple[Any, list[ev.DomainEvent]]:
+        """The agent polls, as the HTTP edge handles it: heard from, and brought back by
+        ``check_in_agent`` if it was offline for silence."""
+        self.silent.discard(agent_id)
+        return self.run("check_in_agent", agent_id=agent_id)
 
     def advance(self, seconds: float) -> list[ev.DomainEvent]:
         self.clock.advance(seconds)

@@ -37,7 +37,8 @@ def test_generation_goes_up_on_every_assignment_and_every_return_to_the_queue(h)
     seen.append(h.task(task_id).generation)  # reclaimed -> queued: 2
     h.agent("a2")
     seen.append(h.task(task_id).generation)  # assigned: 3
-    _fail(h, task_id, "a2")  # requeued (4) and re-assigned to a2 at once (5)
+    _fail(h, task_id, "a2")  # requeued (4), and re-assigned to a2 once its backoff ends (5)
+    h.at(h.task(task_id).not_before)
     seen.append(h.task(task_id).generation)
     assert seen == [0, 1, 2, 3, 5]
     requeued = h.of(h.log, ev.TaskRequeued)
@@ -60,7 +61,7 @@ def test_stale_generation_is_rejected_and_appends_nothing(h, command, offset):
 
 def test_old_generation_after_requeue_is_stale(h):
     task_id = _assigned_task(h)
-    _fail(h, task_id)  # generation 1 -> 2 (requeued) -> 3 (re-assigned)
+    _fail(h, task_id)  # generation 1 -> 2 (requeued; re-assigned as 3 after its backoff)
     err = h.reject("complete_task", agent_id="a1", task_id=task_id, generation=1)
     assert isinstance(err, StaleGenerationError)
 
@@ -88,6 +89,8 @@ def test_failures_requeue_until_retries_are_exhausted(h, max_retries, failures_t
         assert h.of(events, ev.TaskFailed)[0].retry_count == attempt
         assert h.of(events, ev.TaskRequeued)[0].reason == "failed"
         assert h.task(task_id).retry_count == attempt
+        assert h.task(task_id).state == "queued"  # waiting for its retry backoff
+        h.at(h.task(task_id).not_before)
         assert h.task(task_id).state == "assigned"  # the idle agent takes it again
     state, events = _fail(h, task_id)
     assert state == "dead_lettered"
@@ -265,6 +268,7 @@ def test_ttl_counts_from_the_last_return_to_the_queue(h):
 def test_retry_of_dead_lettered_task_resets_retries_and_queues_it(h):
     task_id = _assigned_task(h, max_retries=2)
     _fail(h, task_id)
+    h.at(h.task(task_id).not_before)  # the retry backoff ends: a1 takes it again
     _fail(h, task_id)
     assert h.task(task_id).state == "dead_lettered"
     gen = h.task(task_id).generation

@@ -131,9 +131,12 @@ async def poll_assignment(
 
     An agent whose task was cancelled while it held it, and that holds none since,
     hears it once: 409 with error ``cancelled`` naming the task and generation.
-    """
+
+    A poll is how an idle agent shows it is alive (issue #13): it appends nothing,
+    unless the agent was marked offline for silence, which it ends."""
     deadline = time.monotonic() + min(wait, ctx.polls.max_wait_s)
-    with ctx.polls.waiting(agent_id) as waiter:
+    checked_in = False
+    with ctx.polls.waiting(agent_id) as waiter, ctx.writer.present(agent_id):
         while True:
             waiter.clear()
             held = await ctx.writer.read(_held(agent_id))
@@ -147,6 +150,10 @@ async def poll_assignment(
             status, task_id, generation = held
             if status != "busy":
                 await _tell_cancelled(ctx, agent_id)
+            if status == "offline" and not checked_in:
+                checked_in = True  # one check-in per poll: an operator's offline stays
+                if (await ctx.writer.write(cmd.CheckInAgent(agent_id=agent_id)))[0]:
+                    continue  # back, and maybe handed a task in the same pass
             if status == "busy" and task_id is not None and generation is not None:
                 if ctx.writer.follows:
                     # A follower's view may trail the log: hand the task out only if it
@@ -169,6 +176,7 @@ async def poll_assignment(
 )
 async def heartbeat(agent_id: AgentId, body: Heartbeat, ctx: Ctx, _auth: SelfAgent) -> Written:
     """Extend the lease on the agent's current task."""
+    ctx.writer.heard(agent_id)
     lease, position = await ctx.writer.write(
         cmd.HeartbeatTask(agent_id=agent_id, task_id=body.task_id, generation=body.generation)
     )
