@@ -29,7 +29,11 @@ from tierlog.adapters.store.lineage import (
     kept_file,
     kept_schema,
 )
-from tierlog.adapters.store.probe import postgres_read_only, sqlite_read_only
+from tierlog.adapters.store.probe import (
+    holds_sqlite_pages,
+    postgres_read_only,
+    sqlite_read_only,
+)
 from tierlog.domain.snapshot import OlderFoldError, dump_state, load_state
 from tierlog.domain.state import SchedulerState
 
@@ -188,8 +192,9 @@ class CheckpointStore:
 
 
 def _sqlite_rows(path: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    """A query on a checkpoints file, read-only; none when there is no file or table."""
-    if not path.exists():
+    """A query on a checkpoints file, read-only; none when there is no file (or one a
+    process killed at its creation left empty) or no table."""
+    if not holds_sqlite_pages(path):
         return []
     with sqlite_read_only(path) as conn:
         try:

@@ -24,14 +24,18 @@ from tierlog.adapters.store.lineage import (
     kept_file,
     kept_schema,
 )
-from tierlog.adapters.store.probe import postgres_read_only, sqlite_read_only
+from tierlog.adapters.store.probe import (
+    holds_sqlite_pages,
+    postgres_read_only,
+    sqlite_read_only,
+)
 from tierlog.projections.registry import all_projections
 
 WHAT = "read models"
 
 
 def _stored_sqlite(path: Path) -> dict[str, int]:
-    if not path.exists():
+    if not holds_sqlite_pages(path):  # none, or left empty by a kill at its creation
         return {}
     with sqlite_read_only(path) as conn:
         try:

@@ -75,6 +75,14 @@ def sqlite_read_only(path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
+def holds_sqlite_pages(path: Path) -> bool:
+    """Whether the file at ``path`` exists and holds anything. SQLite creates a file when
+    it opens it but writes its first page only at the first commit, so a process killed
+    in between leaves a 0-byte file: for a derived file (read models, checkpoints) that
+    means nothing was ever kept there, not a damaged store."""
+    return path.is_file() and path.stat().st_size > 0
+
+
 def sqlite_tables(path: Path) -> set[str]:
     """The table names of an existing SQLite file, read without changing it."""
     with sqlite_read_only(path) as conn:

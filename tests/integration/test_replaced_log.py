@@ -124,6 +124,24 @@ def test_read_models_behind_their_own_log_start(tmp_path):
     assert bootstrap.preflight(Settings(store=url)) == []
 
 
+def test_derived_files_a_kill_left_empty_count_as_none(tmp_path):
+    # SQLite writes a new file's first page only at its first commit: a serve killed
+    # in between leaves 0-byte read models or checkpoints, which must not brick the start.
+    url = f"sqlite:///{tmp_path / 'tierlog.db'}"
+    _fill(url, "task", 30)
+    for name in ("tierlog.read.db", "tierlog.checkpoints.db"):
+        (tmp_path / name).write_bytes(b"")
+    assert bootstrap.preflight(Settings(store=url)) == []
+    system = bootstrap.build_system(Settings(store=url))
+    try:
+        system.start()
+        assert system.runner.log.head() == system.log.head() > 0
+        assert all(lag == 0 for lag in system.runner.lag().values())
+    finally:
+        system.close()
+    assert bootstrap.preflight(Settings(store=url)) == []
+
+
 def test_project_refuses_then_keeps_aside_on_request(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'tierlog.db'}"
     _fill(url, "old", 40)
