@@ -532,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tierlog.adapters.tools.bench_cluster import add_command as add_bench_cluster
 
     add_bench_cluster(sub)
+    from tierlog.adapters.tools.client_cli import add_commands as add_client_commands
+
+    add_client_commands(sub)  # agent, submit, tasks, show, cancel, ... against a server
     return parser
 
 
