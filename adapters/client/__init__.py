@@ -27,6 +27,7 @@ from tierlog.adapters.client.errors import (
     ServerUnreachable,
     StaleGeneration,
     TaskCancelled,
+    TaskFailure,
     Unauthorized,
     ValidationFailed,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Submitted",
     "Task",
     "TaskCancelled",
+    "TaskFailure",
     "Unauthorized",
     "ValidationFailed",
 ]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import random
-import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from tierlog.adapters.client.errors import ServerUnreachable, error_for
+from tierlog.adapters.client.errors import ServerUnreachable, TaskFailure, error_for
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_ERROR_CHARS = 8000  # a failure's text sent to the server: the tail, well under limits
@@ -113,8 +112,11 @@ def leave(agent_id: str) -> Call:
 
 
 def exception_text(exc: BaseException) -> str:
-    """The text a failed task is reported with: the exception's type and message."""
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    """The text a failed task is reported with: a ``TaskFailure``'s own text, else the
+    exception's type and message."""
+    if isinstance(exc, TaskFailure):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
 
 
 def json_result(value: Any) -> tuple[bool, str]:

@@ -11,6 +11,11 @@ class ClientError(Exception):
     """The base of everything ``tierlog.client`` raises."""
 
 
+class TaskFailure(Exception):
+    """Raised by a handler to fail its task with exactly this text (any other exception
+    fails it with its type and message)."""
+
+
 class ServerUnreachable(ClientError):
     """No answer: the connection was refused, reset or timed out. Transient."""
 

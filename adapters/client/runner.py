@@ -21,13 +21,13 @@ from typing import Any
 
 from tierlog.adapters.client.agent import Agent
 from tierlog.adapters.client.agent_base import AgentStats, log, stop_on_signals
-from tierlog.adapters.client.errors import ClientError
+from tierlog.adapters.client.errors import ClientError, TaskFailure
 from tierlog.adapters.client.task import Task
 
 STDERR_TAIL_CHARS = 4000
 
 
-class CommandFailed(Exception):
+class CommandFailed(TaskFailure):
     """The command exited with a non-zero status; the text is the tail of its stderr."""
 
 
