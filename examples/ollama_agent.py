@@ -13,6 +13,7 @@ from tierlog.client import Agent, Task
 
 
 def handle(task: Task) -> dict[str, object]:
+    """Answer one task: through Ollama at the standard tier, by itself otherwise."""
     if task.tier != "standard" or not task.endpoint:  # trivial: the sidecar does it itself
         return {"answer": f"done: {task.description}"}
     body = {"model": task.model, "prompt": task.description, "stream": False}
