@@ -107,6 +107,8 @@ class Agent(AgentBase):
             if self.token is None:
                 self._register()
             while not self.stopping and (max_tasks is None or self.stats.settled < max_tasks):
+                if self.must_register:
+                    self._register()
                 data = self._poll()
                 if data is not None:
                     self._work(Task.from_assignment(data), handler)
@@ -152,6 +154,7 @@ class Agent(AgentBase):
             self._retrying(self._with_operator(api.leave(self.agent_id)), "leave")
             answer = self._retrying(self._registration(), "register")
         self._registered(answer)
+        self.must_register = False
 
     def _with_operator(self, call: api.Call) -> api.Call:
         return api.Call(call.method, call.path, headers=api.auth_headers(self.operator_token))
@@ -193,7 +196,6 @@ class Agent(AgentBase):
         dropped (void) or kept for the stop to hand back."""
         outcome = _Outcome()
         wake = self._wake
-        wake.clear()
 
         def target() -> None:
             try:
@@ -211,8 +213,8 @@ class Agent(AgentBase):
         interval = beat_interval(task.lease_expires_at)
         next_beat, misses = time.monotonic() + interval, 0
         while True:
-            wake.wait(max(0.0, next_beat - time.monotonic()))
-            wake.clear()
+            # Checked before each wait, and the wake cleared after it: a finish or a
+            # stop that comes at any moment is seen at once, never after a whole beat.
             if outcome.done:
                 return outcome
             if self.stopping:
@@ -220,6 +222,8 @@ class Agent(AgentBase):
                 self.handing_back = task
                 return None
             if time.monotonic() < next_beat:
+                wake.wait(max(0.0, next_beat - time.monotonic()))
+                wake.clear()
                 continue
             try:
                 answer = self._send(api.heartbeat(self.agent_id, task.task_id, task.generation))
@@ -242,6 +246,7 @@ class Agent(AgentBase):
         self._log_void(task, exc)
         task.stop(exc.code)
         self.stats.abandoned += 1
+        self.after_void(exc)
 
     def _report(self, task: Task, call: api.Call) -> None:
         """Send a completion or failure until it is acknowledged (same generation)."""

@@ -23,6 +23,7 @@ from tierlog.adapters.client.errors import (
     InvalidTransition,
     NotFound,
     PayloadTooLarge,
+    StaleGeneration,
     Unauthorized,
     ValidationFailed,
     transient,
@@ -138,6 +139,7 @@ class AgentBase:
         self.stats = AgentStats()
         self.current: Task | None = None
         self.handing_back: Task | None = None  # the task a stop interrupted
+        self.must_register = False  # set when the server marked this agent offline
 
     def _registration(self) -> api.Call:
         call = api.register(self.agent_id, self.capabilities, self.ollama_host)
@@ -154,6 +156,20 @@ class AgentBase:
         log.info("agent %s registered", self.agent_id)
         if self.on_token is not None:
             self.on_token(self.token)
+
+    def after_void(self, exc: ApiError) -> None:
+        """After a task was taken from this agent: a stale generation means its lease
+        ran out, and the server marks such an agent offline until it registers again,
+        which it does at once when it holds the operator token."""
+        if isinstance(exc, StaleGeneration):
+            if self.operator_token is not None:
+                self.must_register = True
+            else:
+                log.warning(
+                    "agent %s: its lease ran out; the server may hold it offline until it "
+                    "is registered again",
+                    self.agent_id,
+                )
 
     def _request_timeout(self, call: api.Call) -> float:
         # A long poll's answer may take its whole wait: give it that on top.

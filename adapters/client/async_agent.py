@@ -87,6 +87,8 @@ class AsyncAgent(AgentBase):
                     while not self.stopping and (
                         max_tasks is None or self.stats.settled < max_tasks
                     ):
+                        if self.must_register:
+                            await self._register()
                         data = await self._poll()
                         if data is not None:
                             await self._work(Task.from_assignment(data), handler)
@@ -172,6 +174,7 @@ class AsyncAgent(AgentBase):
             await self._retrying(api.Call(leave.method, leave.path, headers=headers), "leave")
             answer = await self._retrying(self._registration(), "register")
         self._registered(answer)
+        self.must_register = False
 
     async def _poll(self) -> dict[str, Any] | None:
         try:
@@ -249,6 +252,7 @@ class AsyncAgent(AgentBase):
         self._log_void(task, exc)
         task.stop(exc.code)
         self.stats.abandoned += 1
+        self.after_void(exc)
 
     async def _report(self, task: Task, call: api.Call) -> None:
         """Send a completion or failure until acknowledged (same generation)."""

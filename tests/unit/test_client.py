@@ -224,6 +224,32 @@ def test_a_task_cancelled_under_the_handler_stops_its_work_and_the_agent_moves_o
     _wait_for(lambda: stopped == ["cancelled"])
 
 
+def test_an_agent_whose_lease_ran_out_registers_again_before_it_polls() -> None:
+    server = FakeServer(
+        {
+            "assignment": [
+                httpx.Response(200, json=_assignment(lease_s=0.3)),
+                httpx.Response(200, json=_assignment(generation=4)),
+            ],
+            "heartbeat": [_error(409, "stale_generation", "generation 2 is stale")],
+            "agents": [httpx.Response(201, json={"agent_id": "a1", "token": "t2", "position": 9})],
+            "complete": [httpx.Response(200, json={})],
+        }
+    )
+    calls = iter([True, False])
+
+    def handler(task: Task) -> str:
+        if next(calls):
+            task.stopped.wait(10)
+        return "ok"
+
+    stats = _agent(server, operator_token="op").run(handler, max_tasks=2)
+    assert (stats.abandoned, stats.completed) == (1, 1)
+    order = [key for _, key, _, _ in server.requests]
+    assert order == ["assignment", "heartbeat", "agents", "assignment", "complete"]
+    assert server.sent("complete") == [{"generation": 4, "result": "ok"}]
+
+
 def test_heartbeats_come_at_a_third_of_the_lease_and_ride_out_an_outage() -> None:
     lease = datetime.now(UTC) + timedelta(seconds=0.6)
     beat = httpx.Response(200, json={"detail": {"lease_expires_at": lease.isoformat()}})
