@@ -196,6 +196,9 @@ class Agent(AgentBase):
         dropped (void) or kept for the stop to hand back."""
         outcome = _Outcome()
         wake = self._wake
+        if self.stopping:  # assigned just as the stop came: hand it back untouched
+            self.keep_for_stop(task)
+            return None
 
         def target() -> None:
             try:
@@ -218,8 +221,7 @@ class Agent(AgentBase):
             if outcome.done:
                 return outcome
             if self.stopping:
-                task.stop("the agent is stopping")
-                self.handing_back = task
+                self.keep_for_stop(task)
                 return None
             if time.monotonic() < next_beat:
                 wake.wait(max(0.0, next_beat - time.monotonic()))

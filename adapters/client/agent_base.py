@@ -157,6 +157,12 @@ class AgentBase:
         if self.on_token is not None:
             self.on_token(self.token)
 
+    def keep_for_stop(self, task: Task) -> None:
+        """The agent is stopping with ``task`` in hand: void the handler's work and keep
+        the task for the goodbye to hand back."""
+        task.stop("the agent is stopping")
+        self.handing_back = task
+
     def after_void(self, exc: ApiError) -> None:
         """After a task was taken from this agent: a stale generation means its lease
         ran out, and the server marks such an agent offline until it registers again,

@@ -226,8 +226,7 @@ class AsyncAgent(AgentBase):
                 if job in done:
                     return True
                 if stopper in done:
-                    task.stop("the agent is stopping")
-                    self.handing_back = task
+                    self.keep_for_stop(task)
                     return False
                 try:
                     answer = await self._send(
