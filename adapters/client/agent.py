@@ -290,6 +290,8 @@ class Agent(AgentBase):
     def _goodbye(self) -> None:
         """Hand back what the agent holds: leave the fleet (the server requeues the task
         at once), or fail the task in hand."""
+        if self.token is None:  # stopped before it ever registered: nothing to hand back
+            return
         held = self._held_at_stop()
         try:
             if self.leave_on_stop:

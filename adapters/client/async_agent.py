@@ -287,6 +287,8 @@ class AsyncAgent(AgentBase):
 
     async def _goodbye(self) -> None:
         held = self.handing_back
+        if self.token is None:  # stopped before it ever registered: nothing to hand back
+            return
         try:
             if self.leave_on_stop:
                 await self._send_soon(api.leave(self.agent_id), "leave")

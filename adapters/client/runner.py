@@ -43,6 +43,15 @@ def task_environment(task: Task) -> dict[str, str]:
     return {key: value for key, value in given.items() if value}
 
 
+SECRETS = ("TIERLOG_TOKEN", "TIERLOG_ADMIN_TOKEN", "TIERLOG_VIEWER_TOKEN")
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment less the tokens: the command runs a task, it does not
+    get to act as the operator."""
+    return {k: v for k, v in os.environ.items() if k not in SECRETS}
+
+
 def parse_output(stdout: str) -> Any:
     """A command's result: its stdout as JSON, else the text itself (None if empty)."""
     text = stdout.strip()
@@ -63,7 +72,7 @@ def command_handler(command: Sequence[str]) -> Callable[[Task], Any]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **task_environment(task)},
+            env={**inherited_environment(), **task_environment(task)},
             text=True,
             start_new_session=True,  # its own process group: a kill reaches its children
         )

@@ -27,7 +27,8 @@ if "explode" in task["description"]:
     sys.exit(3)
 print(json.dumps({"echo": task["description"], "task_id": os.environ["TIERLOG_TASK_ID"],
                   "tier": os.environ["TIERLOG_TIER"], "model": os.environ.get("TIERLOG_MODEL"),
-                  "endpoint": os.environ.get("TIERLOG_ENDPOINT")}))
+                  "endpoint": os.environ.get("TIERLOG_ENDPOINT"),
+                  "tokens": [k for k in os.environ if k.endswith("TOKEN")]}))
 """
 
 
@@ -91,6 +92,7 @@ def test_the_agent_runner_completes_with_json_output_and_fails_with_stderr(
             "tier": "standard",
             "model": "llama3",
             "endpoint": "gpu1:11434",
+            "tokens": [],  # the operator's token stays with the runner
         }
         failed = _wait("the bad task", lambda: (t := op.get(bad))["state"] == "dead_lettered" and t)
         assert failed["last_error"] == "line one\nthe parser exploded"

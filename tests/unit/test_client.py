@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -395,6 +396,11 @@ def test_the_runner_reads_output_and_keeps_tokens(tmp_path: Path) -> None:
         "TIERLOG_MODEL": "llama3",
         "TIERLOG_ENDPOINT": "gpu1:11434",
     }
+    os.environ["TIERLOG_TOKEN"] = "secret"
+    try:
+        assert "TIERLOG_TOKEN" not in runner.inherited_environment()
+    finally:
+        del os.environ["TIERLOG_TOKEN"]
     assert runner.agent_ids("w", 1) == ["w"] and runner.agent_ids("w", 2) == ["w-1", "w-2"]
     bare = tmp_path / "bare"
     bare.write_text("tok\n")
