@@ -3,10 +3,16 @@
 Reads, and submissions that carry an idempotency key, are retried with backoff when the
 server does not answer (or answers 503): sending them again cannot do anything twice.
 Other writes are sent once; their errors are the typed exceptions of ``errors``.
+
+Reads see this client's own writes: every write answers with its log position, and
+each read of a read model asks for at least the highest one (``min_position``), so a
+task just submitted is there to ``get``. ``catch_up()`` does the same for the log's
+head (what anyone wrote so far).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -49,6 +55,8 @@ class Operator:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.position = 0  # the highest log position a write of this client answered
+        self._position_lock = threading.Lock()
         self.retries = retries
         self.backoff = backoff or api.Backoff()
         self._http = httpx.Client(
@@ -91,7 +99,27 @@ class Operator:
         return api.decode(response)
 
     def _read(self, path: str, **params: Any) -> Any:
+        """A read of a read model, as of this client's latest write at least."""
+        return self._read_log(path, min_position=self.position or None, **params)
+
+    def _read_log(self, path: str, **params: Any) -> Any:
+        """A read of the log or of the server itself (no ``min_position``)."""
         return self.send(api.get(path, **params), retry=True)
+
+    def _wrote(self, answer: Any) -> Any:
+        """Note a write's log position, for the reads after it; the answer."""
+        position = answer.get("position") if isinstance(answer, dict) else None
+        if isinstance(position, int):
+            with self._position_lock:
+                self.position = max(self.position, position)
+        return answer
+
+    def catch_up(self) -> int:
+        """Make the following reads reflect the whole log as it is now; its head."""
+        head = self.head()
+        with self._position_lock:
+            self.position = max(self.position, head)
+        return head
 
     # --- tasks --------------------------------------------------------------------------
 
@@ -105,7 +133,7 @@ class Operator:
         body = dict(body)
         key = body.pop("idempotency_key", None)
         headers = {"Idempotency-Key": str(key)} if key is not None else None
-        answer = self.send(api.post("/v1/tasks", body, headers), retry=key is not None)
+        answer = self._wrote(self.send(api.post("/v1/tasks", body, headers), retry=key is not None))
         return Submitted(
             str(answer["task_id"]), answer["state"], bool(answer["created"]), answer["position"]
         )
@@ -188,17 +216,18 @@ class Operator:
 
     def timeline(self, task_id: str) -> list[dict[str, Any]]:
         """Every event of the task's stream, in order."""
-        events: list[dict[str, Any]] = self._read(f"/v1/tasks/{task_id}/timeline")["events"]
+        events: list[dict[str, Any]] = self._read_log(f"/v1/tasks/{task_id}/timeline")["events"]
         return events
 
     def cancel(self, task_id: str, reason: str | None = None) -> int:
         """Cancel a task; the log position of the cancellation."""
         body = {"reason": reason} if reason else None
-        return int(self.send(api.post(f"/v1/tasks/{task_id}/cancel", body))["position"])
+        call = api.post(f"/v1/tasks/{task_id}/cancel", body)
+        return int(self._wrote(self.send(call))["position"])
 
     def retry(self, task_id: str) -> int:
         """Put a dead-lettered task back in the queue; the log position."""
-        return int(self.send(api.post(f"/v1/tasks/{task_id}/retry"))["position"])
+        return int(self._wrote(self.send(api.post(f"/v1/tasks/{task_id}/retry")))["position"])
 
     # --- the fleet ----------------------------------------------------------------------
 
@@ -216,12 +245,12 @@ class Operator:
         self, agent_id: str, capabilities: Iterable[str] = (), ollama_host: str | None = None
     ) -> str:
         """Register an agent; its bearer token (shown only this once)."""
-        answer = self.send(api.register(agent_id, tuple(capabilities), ollama_host))
+        answer = self._wrote(self.send(api.register(agent_id, tuple(capabilities), ollama_host)))
         return str(answer["token"])
 
     def deregister_agent(self, agent_id: str) -> int:
         """Remove an agent (its task goes back to the queue); the log position."""
-        return int(self.send(api.leave(agent_id))["position"])
+        return int(self._wrote(self.send(api.leave(agent_id)))["position"])
 
     def endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint with its status, models and latest resources."""
@@ -232,21 +261,20 @@ class Operator:
         """Register (or update) an Ollama endpoint ``host:port``; the log position."""
         body = {"host": host, "port": port, "models": list(models)}
         call = api.Call("PUT", f"/v1/endpoints/{host}:{port}", body=body, has_body=True)
-        return int(self.send(call)["position"])
+        return int(self._wrote(self.send(call))["position"])
 
     def report_health(self, endpoint_id: str, ok: bool, models: Iterable[str] | None = None) -> str:
         """A health check's result for ``host:port``; the endpoint's status after it."""
         body: dict[str, Any] = {"ok": ok}
         if models is not None:
             body["models"] = list(models)
-        answer = self.send(api.post(f"/v1/endpoints/{endpoint_id}/health", body))
+        answer = self._wrote(self.send(api.post(f"/v1/endpoints/{endpoint_id}/health", body)))
         return str(answer["detail"]["status"])
 
     def report_resources(self, endpoint_id: str, **resources: Any) -> int:
         """An endpoint's resources (``cpu_percent``, ``ram_total_bytes``, ...)."""
-        return int(
-            self.send(api.post(f"/v1/endpoints/{endpoint_id}/resources", resources))["position"]
-        )
+        call = api.post(f"/v1/endpoints/{endpoint_id}/resources", resources)
+        return int(self._wrote(self.send(call))["position"])
 
     def telemetry(self) -> dict[str, Any]:
         """The telemetry counters and histograms, and each read model's lag."""
@@ -255,14 +283,14 @@ class Operator:
 
     def health(self) -> dict[str, Any]:
         """``/healthz``: status, log head, read models' lag, node and scheduler."""
-        answer: dict[str, Any] = self._read("/healthz")
+        answer: dict[str, Any] = self._read_log("/healthz")
         return answer
 
     # --- the log ------------------------------------------------------------------------
 
     def log(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """One page of the raw log: events after position ``after``, and ``next_after``."""
-        page: dict[str, Any] = self._read("/v1/log", after=after, limit=limit)
+        page: dict[str, Any] = self._read_log("/v1/log", after=after, limit=limit)
         return page
 
     def head(self) -> int:

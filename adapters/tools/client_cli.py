@@ -62,8 +62,17 @@ def operator_token(args: argparse.Namespace, required: bool = True) -> str | Non
     return None
 
 
-def _operator(args: argparse.Namespace) -> Operator:
-    return Operator(server_url(args), operator_token(args))
+def _operator(args: argparse.Namespace, fresh: bool = True) -> Operator:
+    """The client; with ``fresh`` its reads reflect the log as it is now (a command run
+    right after another's write sees it, even if the read models were a moment behind)."""
+    op = Operator(server_url(args), operator_token(args))
+    if fresh:
+        try:
+            op.catch_up()
+        except BaseException:
+            op.close()
+            raise
+    return op
 
 
 def _client_command(fn: Command) -> Command:
@@ -112,7 +121,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             fields["metadata"] = json.loads(args.metadata)
         except ValueError as exc:
             raise ClientError(f"--metadata is not JSON: {exc}") from None
-    with _operator(args) as op:
+    with _operator(args, fresh=False) as op:
         done = op.submit(args.description, **{k: v for k, v in fields.items() if v is not None})
     new = "submitted" if done.created else "already submitted (same idempotency key)"
     return _emit(args, done.__dict__, f"{new}: {done.task_id} ({done.state})")
@@ -190,7 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 @_client_command
 def cmd_tail(args: argparse.Namespace) -> int:
     """The last events of the log; with ``--follow`` every one appended after them."""
-    with _operator(args) as op:
+    with _operator(args, fresh=False) as op:
         head = op.head()
         after = args.after if args.after is not None else max(0, head - args.lines)
         events = op.follow(after) if args.follow else _until(op, after, head)

@@ -25,6 +25,7 @@ from tierlog.client import (
     AsyncAgent,
     Backoff,
     BadRequest,
+    Operator,
     ServerUnavailable,
     Task,
     TaskCancelled,
@@ -379,6 +380,40 @@ def test_the_async_agent_runs_a_plain_function_in_a_thread_and_stops_at_once() -
 
     asyncio.run(scenario())
     assert [key for _, key, _, _ in server.requests][-1] == "leave"
+
+
+# --- the operator -----------------------------------------------------------------------
+
+
+def test_the_operator_reads_its_own_writes_and_retries_only_what_is_safe() -> None:
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    answers = {
+        ("POST", "/v1/tasks"): [
+            httpx.Response(503, json={"error": "storage_unavailable", "message": "full"}),
+            httpx.Response(
+                201, json={"task_id": TASK_ID, "state": "queued", "created": True, "position": 17}
+            ),
+        ],
+        ("GET", f"/v1/tasks/{TASK_ID}"): [httpx.Response(200, json={"task": {"task_id": TASK_ID}})],
+        ("POST", f"/v1/tasks/{TASK_ID}/cancel"): [httpx.Response(503, json={})],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, dict(request.url.params)))
+        queue = answers[(request.method, request.url.path)]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    op = Operator("http://tierlog.test", "op", transport=httpx.MockTransport(answer), backoff=FAST)
+    with pytest.raises(ServerUnavailable):
+        op.submit("fix typo")  # no idempotency key: a 503 is not sent again
+    done = op.submit("fix typo", idempotency_key="k1")
+    assert done.task_id == TASK_ID and op.position == 17
+    assert op.get(TASK_ID) == {"task_id": TASK_ID}
+    assert seen[-1] == ("GET", f"/v1/tasks/{TASK_ID}", {"min_position": "17"})
+    with pytest.raises(ServerUnavailable):
+        op.cancel(TASK_ID)
+    assert [s[:2] for s in seen].count(("POST", f"/v1/tasks/{TASK_ID}/cancel")) == 1
+    op.close()
 
 
 # --- the runner and the views --------------------------------------------------------------
