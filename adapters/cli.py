@@ -117,6 +117,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         figures_audit = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
         print(json.dumps(figures_audit, indent=2))
         return 0
+    if args.clients:
+        from tierlog.adapters.tools.bench_clients import run_clients_bench
+
+        figures_clients = run_clients_bench(
+            tasks=args.client_tasks,
+            agents=args.agents,
+            repeats=args.repeats or 1,
+            progress=progress,
+        )
+        print(json.dumps(figures_clients, indent=2))
+        return 0
     if args.http:
         from tierlog.adapters.tools.bench_http import run_http_bench
 
@@ -522,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--submissions", type=positive, default=5000, help="HTTP submissions")
     bench.add_argument(
+        "--clients",
+        action="store_true",
+        help="tasks/s end to end with the client library's Agents beside bare httpx calls",
+    )
+    bench.add_argument("--agents", type=positive, default=100, help="agents for --clients")
+    bench.add_argument("--client-tasks", type=positive, default=3000, help="tasks for --clients")
+    bench.add_argument(
         "--audit",
         action="store_true",
         help="audit throughput and memory, and `at` latency, on a large log",
@@ -556,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tierlog.adapters.tools.bench_cluster import add_command as add_bench_cluster
 
     add_bench_cluster(sub)
+    from tierlog.adapters.tools.client_cli import add_commands as add_client_commands
+
+    add_client_commands(sub)  # agent, submit, tasks, show, cancel, ... against a server
     return parser
 
 

@@ -1,6 +1,6 @@
 """Type-check the installed layout: ``mypy --strict`` over ``tierlog.*``.
 
-The source folders (``domain/``, ``projections/``, ``adapters/``) install as
+The source folders (``domain/``, ``projections/``, ``adapters/``, ``client/``) install as
 ``tierlog.domain`` and so on through setuptools' ``package-dir`` mapping, which mypy
 cannot follow (an editable install maps names with an import hook). This script lays
 the same mapping out as symbolic links in a temporary folder and points mypy at it.
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("domain", "projections", "adapters")
+FOLDERS = ("domain", "projections", "adapters", "client")
 
 
 def main() -> int:

@@ -21,6 +21,8 @@ SOURCES = {
     "domain": "tierlog.domain",
     "projections": "tierlog.projections",
     "adapters": "tierlog.adapters",
+    # The client's documented short import: a face over tierlog.adapters.client.
+    "client": "tierlog.client",
 }
 
 # Modules under a prefix may import, of tierlog, only modules under these prefixes.
@@ -37,6 +39,10 @@ MAY_IMPORT_ONLY: dict[str, tuple[str, ...]] = {
         "tierlog.adapters.http.models",
         "tierlog.domain",
     ),
+    # The short import re-exports the client library, and nothing else.
+    "tierlog.client": ("tierlog.adapters.client",),
+    # The client library speaks HTTP only: none of the server's code comes with it.
+    "tierlog.adapters.client": ("tierlog.adapters.client",),
 }
 
 # Modules under a prefix may be imported only by these modules (and by themselves).

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_FOLDERS = ("domain", "projections", "adapters")
+SOURCE_FOLDERS = ("domain", "projections", "adapters", "client")
 
 
 @pytest.mark.slow
@@ -45,7 +45,8 @@ def test_the_wheel_holds_only_the_tierlog_package_and_every_module(tmp_path: Pat
 def test_tierlog_imports_from_its_root_and_the_bare_folders_do_not() -> None:
     code = (
         "import importlib.util, tierlog.domain, tierlog.projections, tierlog.adapters\n"
-        "print([n for n in ('domain', 'projections', 'adapters')"
+        "import tierlog.client\n"
+        "print([n for n in ('domain', 'projections', 'adapters', 'client')"
         " if importlib.util.find_spec(n) is not None])"
     )
     # Run outside the checkout, so the working directory cannot supply the folders.
