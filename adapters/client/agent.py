@@ -96,7 +96,8 @@ class Agent(AgentBase):
             try:
                 with stop_on_signals(self.stop) if handle_signals else nullcontext():
                     self._loop(handler, max_tasks)
-                    if self.stopping:
+                    # A task assigned after the last one settled is handed back at once.
+                    if self.stopping or self.stats.reached(max_tasks):
                         self._goodbye()
             finally:
                 self._http = None
@@ -106,7 +107,7 @@ class Agent(AgentBase):
         try:
             if self.token is None:
                 self._register()
-            while not self.stopping and (max_tasks is None or self.stats.settled < max_tasks):
+            while not self.stopping and not self.stats.reached(max_tasks):
                 if self.must_register:
                     self._register()
                 data = self._poll()

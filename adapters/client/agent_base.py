@@ -52,6 +52,10 @@ class AgentStats:
         """Tasks this agent is done with, whichever way."""
         return self.completed + self.failed + self.abandoned + self.handed_back
 
+    def reached(self, max_tasks: int | None) -> bool:
+        """Whether ``max_tasks`` tasks are settled (never, for None)."""
+        return max_tasks is not None and self.settled >= max_tasks
+
 
 class Settle(Enum):
     """What an error answer to ``complete`` or ``fail`` means for the agent."""

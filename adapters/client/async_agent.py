@@ -84,9 +84,7 @@ class AsyncAgent(AgentBase):
                 try:
                     if self.token is None:
                         await self._register()
-                    while not self.stopping and (
-                        max_tasks is None or self.stats.settled < max_tasks
-                    ):
+                    while not self.stopping and not self.stats.reached(max_tasks):
                         if self.must_register:
                             await self._register()
                         data = await self._poll()
@@ -94,7 +92,8 @@ class AsyncAgent(AgentBase):
                             await self._work(Task.from_assignment(data), handler)
                 except _Stopped:
                     pass
-                if self.stopping:
+                # A task assigned after the last one settled is handed back at once.
+                if self.stopping or self.stats.reached(max_tasks):
                     await self._goodbye()
             self._http = None
         return self.stats

@@ -252,10 +252,24 @@ class Operator:
         """Remove an agent (its task goes back to the queue); the log position."""
         return int(self._wrote(self.send(api.leave(agent_id)))["position"])
 
+    def mark_agent_offline(self, agent_id: str, reason: str | None = None) -> int:
+        """Mark an agent offline: it gets no work, and a task it held goes back to the
+        queue; the log position. Its next poll does not bring it back (only a silence
+        is undone by a poll): it registers again."""
+        body = {"reason": reason} if reason else None
+        call = api.post(f"/v1/agents/{agent_id}/offline", body)
+        return int(self._wrote(self.send(call))["position"])
+
     def endpoints(self) -> list[dict[str, Any]]:
         """Every endpoint with its status, models and latest resources."""
         rows: list[dict[str, Any]] = self._read("/v1/endpoints")["endpoints"]
         return rows
+
+    def deregister_endpoint(self, endpoint_id: str) -> int:
+        """Take an endpoint (``host:port``) out of routing; the log position. Registering
+        it again brings it back."""
+        call = api.Call("DELETE", f"/v1/endpoints/{endpoint_id}")
+        return int(self._wrote(self.send(call))["position"])
 
     def register_endpoint(self, host: str, port: int = 11434, models: Iterable[str] = ()) -> int:
         """Register (or update) an Ollama endpoint ``host:port``; the log position."""

@@ -149,9 +149,11 @@ def run_agents(
     token_file: Path | None = None,
     capabilities: Sequence[str] = (),
     ollama_host: str | None = None,
+    max_tasks: int | None = None,
 ) -> list[AgentStats]:
     """Run ``concurrency`` agents (threads of this process) over ``command`` until
-    SIGTERM or SIGINT; each agent's counters."""
+    SIGTERM or SIGINT, or until each has settled ``max_tasks`` tasks; each agent's
+    counters."""
     tokens = TokenFile(token_file)
     handler = command_handler(command)
     agents = []
@@ -182,7 +184,7 @@ def run_agents(
 
     def work(agent: Agent) -> None:
         try:
-            stats.append(agent.run(handler, handle_signals=False))
+            stats.append(agent.run(handler, handle_signals=False, max_tasks=max_tasks))
         except ClientError as exc:  # e.g. a token the server does not know: all stop
             errors.append(exc)
             stop_all()

@@ -155,6 +155,24 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 @_client_command
+def cmd_offline(args: argparse.Namespace) -> int:
+    """Mark an agent offline (its task, if any, goes back to the queue)."""
+    with _operator(args) as op:
+        position = op.mark_agent_offline(args.agent_id, args.reason)
+    data = {"agent_id": args.agent_id, "position": position}
+    return _emit(args, data, f"agent {args.agent_id} is offline (log position {position})")
+
+
+@_client_command
+def cmd_remove_endpoint(args: argparse.Namespace) -> int:
+    """Take an endpoint out of routing."""
+    with _operator(args) as op:
+        position = op.deregister_endpoint(args.endpoint_id)
+    data = {"endpoint_id": args.endpoint_id, "position": position}
+    return _emit(args, data, f"endpoint {args.endpoint_id} removed (log position {position})")
+
+
+@_client_command
 def cmd_retry(args: argparse.Namespace) -> int:
     """Put a dead-lettered task back in the queue."""
     with _operator(args) as op:
@@ -230,7 +248,7 @@ def _until(op: Operator, after: int, head: int) -> Any:
 
 @_client_command
 def cmd_agent(args: argparse.Namespace) -> int:
-    """Run a program as one or more agents until SIGTERM/SIGINT."""
+    """Run a program as one or more agents until SIGTERM/SIGINT (or ``--max-tasks``)."""
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -249,6 +267,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             token_file=token_path,
             capabilities=args.capability or (),
             ollama_host=args.ollama_host,
+            max_tasks=args.max_tasks,
         )
     except ValueError as exc:
         raise ClientError(str(exc)) from None
@@ -310,6 +329,11 @@ def add_commands(sub: Any) -> None:
     retry = sub.add_parser("retry", help="requeue a dead-lettered task")
     for parser in (show, cancel, retry):
         _task_id(parser)
+    offline = sub.add_parser("offline", help="mark an agent offline (its task is requeued)")
+    offline.add_argument("agent_id")
+    offline.add_argument("--reason", help="why (default: operator)")
+    remove_endpoint = sub.add_parser("remove-endpoint", help="take an endpoint out of routing")
+    remove_endpoint.add_argument("endpoint_id", help="host:port")
     tail = sub.add_parser("tail", help="the log's last events, one line each")
     tail.add_argument("--follow", "-f", action="store_true", help="then every new one")
     tail.add_argument("--lines", "-n", type=positive, default=20, help="how many (default 20)")
@@ -320,6 +344,8 @@ def add_commands(sub: Any) -> None:
         (show, cmd_show),
         (cancel, cmd_cancel),
         (retry, cmd_retry),
+        (offline, cmd_offline),
+        (remove_endpoint, cmd_remove_endpoint),
         (tail, cmd_tail),
     ):
         _common(parser)
@@ -345,6 +371,9 @@ def _add_agent(sub: Any) -> None:
     agent.add_argument("--concurrency", type=positive, default=1, help="agents in this process")
     agent.add_argument("--capability", action="append", help="a capability (repeatable)")
     agent.add_argument("--ollama-host", help="the Ollama host this agent sits beside")
+    agent.add_argument(
+        "--max-tasks", type=positive, help="each agent stops after this many tasks (default: never)"
+    )
     _common(agent)
     agent.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     agent.set_defaults(func=cmd_agent)

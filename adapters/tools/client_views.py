@@ -4,6 +4,7 @@ summary built from the server's reads."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -49,8 +50,18 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for column in columns:
         shown.add_column(column, overflow="fold")
     for row in rows:
-        shown.add_row(*("" if v is None else str(v) for v in row))
+        shown.add_row(*(cell_text(v) for v in row))
     return shown
+
+
+def cell_text(value: Any) -> str:
+    """A value as a table shows it: JSON for objects and lists (never a Python repr),
+    nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def tasks_table(rows: list[dict[str, Any]], title: str = "tasks") -> Table:

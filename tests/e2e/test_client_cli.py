@@ -220,3 +220,49 @@ def test_tail_follow_shows_new_events_in_order_none_twice(
     assert positions == sorted(set(positions))  # in order, none twice
     assert positions == expected[: len(positions)] and positions[0] == head
     assert positions[-1] >= last
+
+
+def test_offline_and_remove_endpoint_against_a_real_server(
+    store_url: str, server_factory: Any
+) -> None:
+    server = server_factory(store_url)
+    with Operator(server.url, server.admin_token) as op:
+        op.register_agent("worker", ["python"])
+        op.register_endpoint("gpu1", 11434, ["llama3"])
+    offline = _run(server, "offline", "worker", "--reason", "maintenance", "--json")
+    assert offline["agent_id"] == "worker" and offline["position"] > 0
+    assert [a["status"] for a in _run(server, "agents", "--json")] == ["offline"]
+    again = _run(server, "offline", "worker", code=2)
+    assert again.stderr.startswith("tierlog: 409 invalid_transition")
+    removed = _run(server, "remove-endpoint", "gpu1:11434", "--json")
+    assert removed["position"] > offline["position"]
+    assert all(e["status"] == "deregistered" for e in _run(server, "endpoints", "--json"))
+    missing = _run(server, "remove-endpoint", "gpu1:11434", code=2)
+    assert missing.stderr.startswith("tierlog: 404 not_found")
+    with Operator(server.url, server.admin_token) as op:
+        events = [e["type"] for e in op.log(after=offline["position"] - 1)["events"]]
+    assert events == ["AgentWentOffline", "EndpointDeregistered"]
+
+
+def test_the_agent_runner_stops_by_itself_after_max_tasks(
+    store_url: str, server_factory: Any
+) -> None:
+    server = server_factory(store_url)
+    with Operator(server.url, server.admin_token) as op:
+        first = op.submit("fix typo in README", complexity_tier="trivial").task_id
+        second = op.submit("fix typo in setup.py", complexity_tier="trivial").task_id
+    runner = [EXE, "agent", "--id", "once", "--max-tasks", "1", "--json", "--"]
+    done = subprocess.run(
+        [*runner, sys.executable, "-c", PROGRAM],
+        capture_output=True,
+        text=True,
+        env=_env(server),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.splitlines()[-1])["completed"] == 1
+    with Operator(server.url, server.admin_token) as op:
+        op.catch_up()
+        states = {t: op.get(t)["state"] for t in (first, second)}
+    # The task assigned as the first completed went back to the queue as the agent left.
+    assert sorted(states.values()) == ["completed", "queued"]

@@ -184,7 +184,8 @@ def test_a_lost_answer_to_complete_is_acknowledged_by_the_409_that_follows() -> 
 def test_an_exception_fails_the_task_with_its_text_and_a_refused_result_fails_it_too() -> None:
     server = FakeServer(
         {
-            "assignment": [httpx.Response(200, json=_assignment())],
+            # Each run polls twice: its task, then (at max_tasks) for one assigned since.
+            "assignment": [httpx.Response(200, json=_assignment()), httpx.Response(204)] * 3,
             "complete": [_error(422, "validation_error", "result: too deep", "result")],
             "fail": [httpx.Response(200, json={})],
         }
@@ -208,7 +209,11 @@ def test_an_exception_fails_the_task_with_its_text_and_a_refused_result_fails_it
 def test_a_task_cancelled_under_the_handler_stops_its_work_and_the_agent_moves_on() -> None:
     server = FakeServer(
         {
-            "assignment": [httpx.Response(200, json=_assignment(lease_s=0.3))],
+            # The task, then nothing more (the poll at max_tasks finds no task to hand back).
+            "assignment": [
+                httpx.Response(200, json=_assignment(lease_s=0.3)),
+                httpx.Response(204),
+            ],
             "heartbeat": [_error(409, "cancelled", f"task {TASK_ID} was cancelled")],
         }
     )
@@ -248,7 +253,8 @@ def test_an_agent_whose_lease_ran_out_registers_again_before_it_polls() -> None:
     stats = _agent(server, operator_token="op").run(handler, max_tasks=2)
     assert (stats.abandoned, stats.completed) == (1, 1)
     order = [key for _, key, _, _ in server.requests]
-    assert order == ["assignment", "heartbeat", "agents", "assignment", "complete"]
+    # At max_tasks an agent that can register again leaves (a task assigned since goes back).
+    assert order == ["assignment", "heartbeat", "agents", "assignment", "complete", "leave"]
     assert server.sent("complete") == [{"generation": 4, "result": "ok"}]
 
 
@@ -288,7 +294,8 @@ def test_an_unknown_token_registers_again_with_the_operator_token() -> None:
     agent.run(lambda task: 1, max_tasks=1)
     assert kept == ["new"] and agent.token == "new"
     auth = [(key, who) for _, key, _, who in server.requests]
-    assert ("agents", "Bearer op") in auth and auth[-1] == ("complete", "Bearer new")
+    assert ("agents", "Bearer op") in auth
+    assert auth[-2:] == [("complete", "Bearer new"), ("leave", "Bearer new")]
 
 
 def test_a_stop_hands_the_task_back_by_leaving_the_fleet() -> None:
