@@ -1,4 +1,5 @@
-"""What the HTTP routes depend on: the context, who is calling, errors, the reads' wait.
+"""What the HTTP routes depend on: the context, who is calling (``callers``, re-exported
+here), errors, the reads' wait.
 
 A leaf of the HTTP package (as ``deps.py`` in FastAPI's full-stack template): it
 imports nothing of the app or of the routes, and the routes reach everything else
@@ -23,27 +24,64 @@ from uuid import UUID
 
 import anyio
 import msgspec
-from fastapi import Depends, Query, Request, Security
-from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
-from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
+from fastapi import Depends, Query, Request
 
 from tierlog.adapters.history.time_travel import explain as explain_task
 from tierlog.adapters.http.auth import (
     ADMIN,
     AGENT,
-    AGENT_OWN_TASK,
-    AGENT_SELF,
     VIEWER,
     Caller,
     digest,
-    forbidden_needs,
     new_token,
     redacted,
     same_token,
 )
+from tierlog.adapters.http.callers import (
+    DOCS_ASSETS as DOCS_ASSETS,
+)
+from tierlog.adapters.http.callers import (
+    OPERATOR_ONLY_DOC as OPERATOR_ONLY_DOC,
+)
+from tierlog.adapters.http.callers import (
+    PUBLIC_PATHS as PUBLIC_PATHS,
+)
+from tierlog.adapters.http.callers import (
+    UI_ASSETS_PREFIX as UI_ASSETS_PREFIX,
+)
+from tierlog.adapters.http.callers import (
+    UI_PATHS as UI_PATHS,
+)
+from tierlog.adapters.http.callers import (
+    AnyAgent as AnyAgent,
+)
+from tierlog.adapters.http.callers import (
+    BearerAuth as BearerAuth,
+)
+from tierlog.adapters.http.callers import (
+    Operator as Operator,
+)
+from tierlog.adapters.http.callers import (
+    OperatorOrSelf as OperatorOrSelf,
+)
+from tierlog.adapters.http.callers import (
+    Reader as Reader,
+)
+from tierlog.adapters.http.callers import (
+    SelfAgent as SelfAgent,
+)
+from tierlog.adapters.http.callers import (
+    TaskReader as TaskReader,
+)
+from tierlog.adapters.http.callers import (
+    caller_of,
+    forbidden,
+)
+from tierlog.adapters.http.callers import (
+    no_task as no_task,
+)
 from tierlog.adapters.http.errors import ApiError as ApiError
-from tierlog.adapters.http.errors import command_error, error_response
+from tierlog.adapters.http.errors import command_error
 from tierlog.adapters.http.notices import CancelNotices
 from tierlog.adapters.readside import dashboard as dashboard_reads
 from tierlog.adapters.readside.event_lines import event_line as event_line
@@ -370,6 +408,14 @@ class Tokens:
                 "the viewer token must differ from the operator token", field="viewer_token"
             )
 
+    def refresh(self) -> bool:
+        """Catch up with the log when other nodes append (they may have registered an
+        agent since); whether it did."""
+        if self.runtime.node is None:
+            return False
+        self.runtime.catch_up()
+        return True
+
     def identify(self, authorization: str) -> Caller:
         """Who holds the bearer token in an ``Authorization`` header; 401 if nobody known."""
         scheme, _, token = authorization.partition(" ")
@@ -450,148 +496,10 @@ async def context(request: Request) -> ApiContext:
 Ctx = Annotated[ApiContext, Depends(context)]
 
 
-# --- who is calling ----------------------------------------------------------------------
-
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-# The dashboard's page and its static files: the page signs in, then every call it
-# makes carries the token (routes/dashboard.py).
-UI_PATHS, UI_ASSETS_PREFIX = frozenset({"/", "/ui"}), "/ui/"
-DOCS_ASSETS = "/docs/assets"
-"""Where the API docs' scripts and styles are served (public, like the docs)."""
-
-
-class BearerAuth:
-    """ASGI middleware: every route but the public ones needs a known bearer token.
-
-    It runs before FastAPI reads the body, so a request without a valid token gets
-    401 whatever else is wrong with it, and nothing of it is parsed or appended.
-    """
-
-    def __init__(self, app: Any, tokens: Tokens) -> None:
-        self.app, self.tokens = app, tokens
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Check the token, then pass the request on (or answer 401)."""
-        if scope["type"] != "http" or _is_public(scope.get("path", "")):
-            await self.app(scope, receive, send)
-            return
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        try:
-            who = await self._identify(header.decode("latin-1"))
-        except ApiError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        scope.setdefault("state", {})["caller"] = who
-        await self.app(scope, receive, send)
-
-    async def _identify(self, authorization: str) -> Caller:
-        try:
-            return self.tokens.identify(authorization)
-        except ApiError:
-            runtime = self.tokens.runtime
-            if runtime.node is None:
-                raise
-            # An agent registered on another node a moment ago: this node may not have
-            # folded its registration yet. Catch up once, then decide.
-            await anyio.to_thread.run_sync(runtime.catch_up)
-            return self.tokens.identify(authorization)
-
-
-def _is_public(path: str) -> bool:
-    return (
-        path in PUBLIC_PATHS
-        or path in UI_PATHS
-        or path.startswith(UI_ASSETS_PREFIX)
-        or path.startswith(DOCS_ASSETS + "/")
-    )
-
-
-def _identify(request: Request) -> Caller:
-    who: Caller = request.state.caller
-    return who
-
-
-def _forbidden(roles: Sequence[str]) -> ApiError:
-    return ApiError(403, "forbidden", forbidden_needs(roles))
-
-
-def no_task(task_id: UUID) -> ApiError:
-    """The 404 for a task that does not exist, or that the caller may not read (the
-    same answer, so an agent learns nothing of other agents' tasks)."""
-    return ApiError(404, "not_found", f"no task {task_id}", "task_id")
-
-
-class _Bearer(SecurityBase):
-    """The bearer-token scheme, as a FastAPI security dependency: the OpenAPI document
-    lists it, with the roles (``Security(..., scopes=...)``) each operation accepts.
-
-    The token was checked by ``BearerAuth`` before the route ran; each subclass's
-    ``__call__`` checks that the caller holds one of the roles in ``scopes``.
-    """
-
-    def __init__(self) -> None:
-        self.model = HTTPBearerModel(
-            description="admin: the operator token; viewer: TIERLOG_VIEWER_TOKEN (reads "
-            "only); agent: the token an agent got when it registered. Each operation's "
-            "security lists the roles it accepts."
-        )
-        self.scheme_name = "bearer"
-
-
-class _Role(_Bearer):
-    """Any caller holding one of the roles."""
-
-    async def __call__(self, request: Request, scopes: SecurityScopes) -> Caller:
-        who = _identify(request)
-        if who.role not in scopes.scopes:
-            raise _forbidden(scopes.scopes)
-        return who
-
-
-class _AgentSelf(_Bearer):
-    """The agent named in the path with its own token (``agent:self``), or a role."""
-
-    async def __call__(self, agent_id: str, request: Request, scopes: SecurityScopes) -> Caller:
-        who = _identify(request)
-        if who.role in scopes.scopes or (AGENT_SELF in scopes.scopes and who.agent_id == agent_id):
-            return who
-        raise _forbidden(scopes.scopes)
-
-
-class _TaskReader(_Bearer):
-    """A role that reads every task, or an agent that has held this task at some
-    generation (``agent:own-task``); for any other agent the task does not exist (404)."""
-
-    async def __call__(self, task_id: UUID, request: Request, scopes: SecurityScopes) -> Caller:
-        who = _identify(request)
-        if who.role in scopes.scopes:
-            return who
-        if who.agent_id is not None and AGENT_OWN_TASK in scopes.scopes:
-            ctx: ApiContext = request.app.state.ctx
-            if await ctx.log.has_held(task_id, who.agent_id):
-                return who
-            raise no_task(task_id)
-        raise _forbidden(scopes.scopes)
-
-
-_role, _agent_self, _task_reader = _Role(), _AgentSelf(), _TaskReader()
-
-# The callers a route may require, as parameter types.
-Operator = Annotated[Caller, Security(_role, scopes=[ADMIN])]
-Reader = Annotated[Caller, Security(_role, scopes=[ADMIN, VIEWER])]
-AnyAgent = Annotated[Caller, Security(_role, scopes=[AGENT])]
-SelfAgent = Annotated[Caller, Security(_agent_self, scopes=[AGENT_SELF])]
-OperatorOrSelf = Annotated[Caller, Security(_agent_self, scopes=[ADMIN, AGENT_SELF])]
-TaskReader = Annotated[Caller, Security(_task_reader, scopes=[ADMIN, VIEWER, AGENT_OWN_TASK])]
-OPERATOR_ONLY_DOC: dict[str, Any] = {"security": [{"bearer": [ADMIN]}]}
-"""The OpenAPI ``security`` of a route that checks ``require_admin`` in its body (the
-hottest route, which skips FastAPI's dependencies)."""
-
-
 def require_admin(request: Request) -> ApiContext:
     """The context, once the caller is known to hold the operator token."""
-    if not _identify(request).is_admin:
-        raise _forbidden([ADMIN])
+    if not caller_of(request).is_admin:
+        raise forbidden([ADMIN])
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

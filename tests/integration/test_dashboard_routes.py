@@ -154,6 +154,7 @@ def _standard_waits_on_a_timer(api: Api) -> str:
         )
     api.admin("POST", "/v1/endpoints/gpu-1:11434/health", {"ok": True})
     api.admin("POST", "/v1/endpoints/gpu-1:11434/resources", {"cpu_percent": 20.0})
+    api.caught_up()  # the rows come from the read models, which follow the log
     scored = api.get("/v1/ui/endpoints").json()
     assert scored["standard_target"] == "ollama"
     scores = {e["endpoint_id"]: e["score"] for e in scored["endpoints"]}

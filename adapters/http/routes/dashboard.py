@@ -9,7 +9,6 @@ are served with a content security policy that lets the page talk to this server
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -81,8 +80,9 @@ async def whoami(who: Reader) -> dict[str, Any]:
     return {"role": who.role}
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _now(ctx: Ctx) -> str:
+    # The scheduler's clock (the injected one), which timers and leases are set by.
+    return ctx.writer.now().isoformat()
 
 
 @router.get("/v1/ui/overview", responses=error_responses(401, 403))
@@ -93,7 +93,7 @@ async def overview(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     positions = await ctx.reads.models.projection_positions()
     telemetry = await ctx.reads.models.telemetry()
     return {
-        "now": _now(),
+        "now": _now(ctx),
         "position": ctx.reads.runner.committed_position,
         "log_head": head,
         "projection_lag": {name: max(0, head - pos) for name, pos in positions.items()},
@@ -111,7 +111,7 @@ async def queue(
 ) -> dict[str, Any]:
     """One page of the queue, in queue order: priority, tier, why each task waits and
     its pending fallback timer (``timer_fires_at``)."""
-    now = _now()
+    now = _now(ctx)
     page = await Dashboard.queue_page(ctx.reads.models, offset, limit, now)
     return {"now": now, "position": ctx.reads.runner.committed_position, **page}
 
@@ -119,7 +119,7 @@ async def queue(
 @router.get("/v1/ui/agents", responses=error_responses(401, 403))
 async def agents(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """Every registered agent: status, current task, its lease expiry, last seen."""
-    return {"now": _now(), "agents": await Dashboard.agents(ctx.reads.models)}
+    return {"now": _now(ctx), "agents": await Dashboard.agents(ctx.reads.models)}
 
 
 @router.get("/v1/ui/endpoints", responses=error_responses(401, 403))
@@ -127,7 +127,7 @@ async def endpoints(ctx: Ctx, _auth: Reader) -> dict[str, Any]:
     """Every endpoint: health, models, resources, and the score a standard task would
     give it now (null where it is no candidate)."""
     rows = await ctx.reads.models.endpoints()
-    now = datetime.now(UTC)
+    now = ctx.writer.now()
     scored = await ctx.writer.read(lambda state: Dashboard.endpoint_scores(state, now))
     for row in rows:
         row["score"] = scored["scores"].get(row["endpoint_id"])
