@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_for
+
 from tierlog.client import Agent, AsyncAgent, Operator, Task
 
 TASKS = 2000
@@ -35,13 +37,7 @@ Agent(url, "victim", operator_token=token, poll_wait_s=0.5).run(handler)
 
 
 def _wait(what: str, check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(what, check, timeout)
 
 
 def _whole_log(op: Operator) -> list[dict[str, Any]]:

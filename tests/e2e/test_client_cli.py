@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_for
 
 from tierlog.client import Operator
 
@@ -46,13 +47,7 @@ def _run(server: Any, *args: str, code: int = 0, lines: bool = False) -> Any:
 
 
 def _wait(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(what, check, timeout)
 
 
 def test_the_agent_runner_completes_with_json_output_and_fails_with_stderr(
