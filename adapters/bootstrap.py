@@ -296,6 +296,9 @@ def build_system(
     if log.is_postgres:
         # Every serve node on PostgreSQL takes part in the election: one decides.
         runtime.attach(build_node(settings, log))
+    if settings.projection_handover_events:
+        # The runner folds what the writer commits as it is handed over, in memory.
+        runtime.hand_off_to(runner.accept_handover(settings.projection_handover_events).offer)
     prober = build_prober(settings, runtime) if settings.probe else None
     return System(settings, log, runtime, runner, prober)
 

@@ -5,6 +5,12 @@ position, so after a crash each event has been applied exactly once: either the
 whole batch was committed with its positions, or none of it was. Within a batch the
 projections fold into a ``RowCache``; the rows they changed are written once, at the
 end of the batch.
+
+In ``serve`` the writer hands the runner the events it just committed
+(``readside/handover.py``): a batch that directly follows the position the read models
+reached is folded from memory, with no read of the store and no decoding; the store is
+read whenever the hand-over does not have that (behind, another process or node, a
+restart). Either way the batch's positions commit with its rows.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from tierlog.adapters.readside.handover import HandOver
 from tierlog.adapters.readside.lineage import kept_as, mismatch_of
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
 from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
@@ -62,6 +69,19 @@ class ProjectionRunner:
         # The position every read model has reached, as this runner last committed it
         # or (another node's runner folding in turn with it) last found it committed.
         self.committed_position = 0
+        self.handover: HandOver | None = None
+        """What the writer hands over (``accept_handover``); None: the store only."""
+        self.folded_from_handover = 0
+        """Events folded as the writer handed them over."""
+        self.folded_from_store = 0
+        """Events folded as read from the store."""
+
+    def accept_handover(self, capacity: int) -> HandOver:
+        """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)
+        whenever it follows the read models' position: a hand-over of at most
+        ``capacity`` events that wakes this runner on each offer."""
+        self.handover = HandOver(capacity, on_offer=self.wake)
+        return self.handover
 
     def start(self) -> None:
         """Make the read store ready; once (later calls return).
@@ -184,7 +204,7 @@ class ProjectionRunner:
         # Another node's runner may have folded what this one was about to: reads that
         # wait for a position (``min_position``) must see it without a batch of ours.
         self.committed_position = start
-        events = self.log.read(start, self.batch, stop)
+        events = self._next_events(start, stop)
         if not events:
             return 0
         last = events[-1][0]
@@ -201,10 +221,26 @@ class ProjectionRunner:
                     (projection.name,),
                 )
                 windows.append((projection, int(row[0]) if row else 0, None))
-            if any(done < last for _, done, _ in windows):  # else another runner folded them
+            # Folded only if they still follow on: a read model put back to 0 meanwhile
+            # (another process renewed it) is folded from there by the next batch.
+            follows = min(done for _, done, _ in windows) >= start
+            if follows and any(done < last for _, done, _ in windows):  # else folded already
                 self._fold(db, windows, events, fingerprint)
         self.committed_position = min(self.positions().values(), default=0)
         return len(events)
+
+    def _next_events(self, start: int, stop: int | None) -> list[tuple[int, DomainEvent]]:
+        """The next batch after ``start``: handed over if the hand-over has the events
+        that follow it directly, else read from the store. A batch from the hand-over
+        is only used if ``start`` is still where every read model stands once the
+        transaction holds the lock (``run_once`` checks that before folding it)."""
+        handed = None if self.handover is None else self.handover.take(start, self.batch, stop)
+        if handed is not None:
+            self.folded_from_handover += len(handed)
+            return handed
+        events = self.log.read(start, self.batch, stop)
+        self.folded_from_store += len(events)
+        return events
 
     def _fold(
         self,

@@ -22,6 +22,7 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench_runner import bench_runner_vs_writer
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
@@ -249,9 +250,18 @@ def run_bench(
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
         say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
         writer = bench_submit_via_writer(path, tasks, repeats)
+        say(f"read side: the runner on the writer's events, {tasks} tasks, {repeats} runs")
+        runner = bench_runner_vs_writer(
+            path, tasks, batch, repeats, fleet=lambda p, n: _fleet(p, agents=n), specs=_SPECS
+        )
     return {
         "append": append,
         "submit_to_assigned": submit,
         "submit_to_assigned_via_writer": writer,
+        "runner": runner,
+        "writer_events_per_s": runner["writer_events_per_s_median"],
+        "runner_handover_events_per_s": runner["runner_handover_events_per_s_median"],
+        "runner_store_events_per_s": runner["runner_store_events_per_s_median"],
+        "runner_to_writer_ratio": runner["runner_to_writer_ratio"],
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
