@@ -75,6 +75,7 @@ class ProjectionRunner:
         """Events folded as the writer handed them over."""
         self.folded_from_store = 0
         """Events folded as read from the store."""
+        self._handed = False  # whether the last batch was the hand-over's
 
     def accept_handover(self, capacity: int) -> HandOver:
         """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)
@@ -195,16 +196,17 @@ class ProjectionRunner:
         head = self.log.head()
         return {name: head - pos for name, pos in self.positions().items()}
 
-    def run_once(self, stop: int | None = None) -> int:
+    def run_once(self, stop: int | None = None, *, handed_only: bool = False) -> int:
         """Apply the next batch of events (up to position ``stop`` if given) to every
-        projection; returns events applied."""
+        projection; returns events applied. ``handed_only``: only a batch the
+        hand-over has (none: 0), the store is not read."""
         self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
         # Another node's runner may have folded what this one was about to: reads that
         # wait for a position (``min_position``) must see it without a batch of ours.
         self.committed_position = start
-        events = self._next_events(start, stop)
+        events = self._next_events(start, stop, handed_only)
         if not events:
             return 0
         last = events[-1][0]
@@ -229,15 +231,20 @@ class ProjectionRunner:
         self.committed_position = min(self.positions().values(), default=0)
         return len(events)
 
-    def _next_events(self, start: int, stop: int | None) -> list[tuple[int, DomainEvent]]:
+    def _next_events(
+        self, start: int, stop: int | None, handed_only: bool = False
+    ) -> list[tuple[int, DomainEvent]]:
         """The next batch after ``start``: handed over if the hand-over has the events
         that follow it directly, else read from the store. A batch from the hand-over
         is only used if ``start`` is still where every read model stands once the
         transaction holds the lock (``run_once`` checks that before folding it)."""
         handed = None if self.handover is None else self.handover.take(start, self.batch, stop)
+        self._handed = handed is not None
         if handed is not None:
             self.folded_from_handover += len(handed)
             return handed
+        if handed_only:
+            return []
         events = self.log.read(start, self.batch, stop)
         self.folded_from_store += len(events)
         return events
@@ -333,12 +340,18 @@ class ProjectionRunner:
 
     def _run(self, poll_interval: float) -> None:
         failing = False  # a storage fault is said once per outage, not once a second
+        handed_only = False
         while not self._stop.is_set():
             try:
-                if self.run_once():
+                if self.run_once(handed_only=handed_only):
                     failing = False
+                    # Right after a handed-over batch the store would mostly show the
+                    # writer's next commit before its hand-over: wait for that instead
+                    # (a wake-up, or the poll, which reads the store again).
+                    handed_only = self._handed
                     continue
                 failing = False
+                handed_only = False
                 # Woken at once by an in-process commit; polls for other writers.
                 self._wake.wait(poll_interval)
                 self._wake.clear()
