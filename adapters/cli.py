@@ -115,6 +115,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tierlog.adapters.tools.bench_audit import run_audit_bench
 
         figures_audit = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
+        # serve's first start on a log of the same size and mix, without read models.
+        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
+
+        figures_audit.update(run_first_start_bench(events=args.log_events))
         print(json.dumps(figures_audit, indent=2))
         return 0
     if args.http:

@@ -128,6 +128,10 @@ def test_bench_audit_reports_throughput_memory_and_at_on_a_small_log(tmp_path):
     assert figures["read_chain_decode_events_per_s"] > figures["audit_events_per_s_median"]
     assert figures["audit_peak_rss_mb"] > 0
     assert figures["at_middle_seconds_median"] >= 0
+    # serve's first start on such a log without read models, until /healthz says lag 0.
+    assert figures["first_start_events"] >= 5000
+    assert 0 < figures["first_start_s"] < 120
+    assert figures["first_start_target_s"] == 20.0
 
 
 def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):
