@@ -45,6 +45,11 @@ PROJECTION_BATCH = 10_000
 """Events the projection runner folds per read-model transaction."""
 PROJECTION_POLL_S = 0.02
 """How often the projection runner looks for other processes' appends."""
+START_FOLD_BATCH = 50_000
+"""Events per read-model transaction while ``serve`` starts (folding in step with the
+runtime, a long stretch of the log): fewer, fuller transactions."""
+PROJECTION_KEEP_ROWS = 4096
+"""Rows of each read-model table the projection runner keeps from one batch to the next."""
 PROJECTION_HANDOVER_EVENTS = 10_000
 """Events the writer's hand-over to the projection runner holds at most (``serve``)."""
 MAX_BODY_BYTES = 1024 * 1024

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Protocol
 
 from tierlog.projections.base import Key, Row, Table
@@ -68,20 +69,35 @@ class _TableRows:
 
     __slots__ = ("deleted", "dirty", "rows", "table")
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, rows: dict[Key, Row | None] | None = None) -> None:
         self.table = table
-        self.rows: dict[Key, Row | None] = {}
+        self.rows: dict[Key, Row | None] = {} if rows is None else rows
         self.dirty: dict[Key, Row] = {}
         self.deleted: set[Key] = set()
 
 
-class RowCache:
-    """``Rows`` over a read store: loads on first use, writes changed rows on ``flush``."""
+KeptRows = dict[str, dict[Key, Row | None]]
+"""Rows as the read store holds them, by table name, kept from one batch to the next."""
 
-    def __init__(self, tables: Iterable[Table], db: ReadModelWriter) -> None:
+
+class RowCache:
+    """``Rows`` over a read store: loads on first use, writes changed rows on ``flush``.
+
+    Given ``kept`` rows (each exactly as the store holds it, or None for a key it has
+    no row for) it starts from them and leaves every row it loads or changes there: the
+    caller keeps them for its next batch only once this one committed, and drops them
+    all if it did not, or if another writer may have changed the store since.
+    """
+
+    def __init__(
+        self, tables: Iterable[Table], db: ReadModelWriter, kept: KeptRows | None = None
+    ) -> None:
         self._db = db
         # By table name: a name hashes at once, a ``Table`` (a dataclass) field by field.
-        self._tables: dict[str, _TableRows] = {table.name: _TableRows(table) for table in tables}
+        self._tables: dict[str, _TableRows] = {}
+        for table in tables:
+            rows = None if kept is None else kept.setdefault(table.name, {})
+            self._tables[table.name] = _TableRows(table, rows)
 
     def get(self, table: Table, key: Key) -> Row | None:
         """The row with ``key`` (from memory, else from the store), or None."""
@@ -148,3 +164,13 @@ class RowCache:
 def row_values(table: Table, row: Row) -> tuple[Any, ...]:
     """``row``'s values in ``table``'s column order (what an upsert binds)."""
     return tuple(map(row.__getitem__, table.column_names))
+
+
+def trim(kept: KeptRows, most: int) -> None:
+    """Forget the rows of each table in ``kept`` beyond the ``most`` first looked up
+    last (in the order they came: a row forgotten is only read from the store again)."""
+    for rows in kept.values():
+        excess = len(rows) - most
+        if excess > 0:
+            for key in list(islice(rows, excess)):
+                del rows[key]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
-from tierlog.adapters.readside.handover import HandOver
+from tierlog.adapters.readside.handover import Events, HandOver
 from tierlog.adapters.readside.lineage import kept_as, mismatch_of
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
-from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
-from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
+from tierlog.adapters.readside.row_cache import KeptRows, ReadModelWriter, RowCache, trim
+from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_KEEP_ROWS, PROJECTION_POLL_S
 from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
@@ -76,6 +77,12 @@ class ProjectionRunner:
         self.folded_from_store = 0
         """Events folded as read from the store."""
         self._handed = False  # whether the last batch was the hand-over's
+        # Rows as this runner last committed them, for the next batch (most of a batch's
+        # rows were touched by the one before): valid while the positions are the ones
+        # it committed with them (``_kept_at``), i.e. no other writer came in between.
+        self._kept: KeptRows = {}
+        self._kept_at: dict[str, int] | None = None
+        self.keep_rows = PROJECTION_KEEP_ROWS
 
     def accept_handover(self, capacity: int) -> HandOver:
         """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)
@@ -83,6 +90,40 @@ class ProjectionRunner:
         ``capacity`` events that wakes this runner on each offer."""
         self.handover = HandOver(capacity, on_offer=self.wake)
         return self.handover
+
+    @contextmanager
+    def in_step(self, batch: int) -> Iterator[Callable[[int, Events], bool]]:
+        """While in this block, the returned hand-off (``fold_in_step``) folds what it
+        is given in the caller's thread, in batches of at least ``batch`` events (a start
+        folds a long stretch of the log: fewer, fuller transactions write each row
+        fewer times). ``System.start`` hands it to the runtime as it folds the log, so
+        that both fold the same decoded events."""
+        if self.handover is None:
+            raise RuntimeError("no hand-over: call accept_handover() first")
+        handover, kept = self.handover, (self.batch, self.handover.capacity)
+        self.batch = max(self.batch, batch)
+        handover.capacity = max(handover.capacity, self.batch)
+        try:
+            yield self.fold_in_step
+        finally:
+            self.batch, handover.capacity = kept
+
+    def fold_in_step(self, after: int, events: Events) -> bool:
+        """Take ``events`` (the log's, right after position ``after``) and fold them
+        now, in the caller's thread, once a full batch is held. Read models behind
+        ``after`` (the runtime started from a checkpoint) first fold up to it from the
+        store. True: the events were taken."""
+        handover = self.handover
+        if handover is None:
+            return False
+        if not handover and self.committed_position < after:
+            self.run_until_caught_up(after)
+        taken = handover.offer(after, events)
+        if not taken or len(handover) >= self.batch:
+            while self.run_once(handed_only=True):
+                pass
+            taken = taken or handover.offer(after, events)
+        return taken
 
     def start(self) -> None:
         """Make the read store ready; once (later calls return).
@@ -130,6 +171,7 @@ class ProjectionRunner:
         if all(stored.get(p.name) == fold_version(p) for p in self.projections):
             return
         renewed: list[str] = []
+        self._forget_rows()
         with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             kept: list[int] = []  # the positions of the read models left as they are
             for projection in self.projections:
@@ -211,6 +253,24 @@ class ProjectionRunner:
             return 0
         last = events[-1][0]
         fingerprint = self._fingerprint(last)
+        try:
+            self._fold_batch(events, start, fingerprint)
+        except BaseException:
+            self._forget_rows()  # they may hold changes the store rolled back
+            raise
+        self.committed_position = min(self.positions().values(), default=0)
+        return len(events)
+
+    def _forget_rows(self) -> None:
+        self._kept = {}
+        self._kept_at = None
+
+    def _fold_batch(
+        self, events: list[tuple[int, DomainEvent]], start: int, fingerprint: int
+    ) -> None:
+        """One read-store transaction: the positions, read again under its lock, then
+        ``events`` folded past them and the new positions, with the rows."""
+        last = events[-1][0]
         with self.store.transaction() as db:
             # Under the projections lock (PostgreSQL) or the write lock (SQLite) no other
             # runner (another node, tierlog project) writes until this one commits; the
@@ -223,13 +283,18 @@ class ProjectionRunner:
                     (projection.name,),
                 )
                 windows.append((projection, int(row[0]) if row else 0, None))
+            at = {projection.name: done for projection, done, _ in windows}
+            if at != self._kept_at:  # another writer came in between: rows may differ
+                self._forget_rows()
             # Folded only if they still follow on: a read model put back to 0 meanwhile
             # (another process renewed it) is folded from there by the next batch.
             follows = min(done for _, done, _ in windows) >= start
             if follows and any(done < last for _, done, _ in windows):  # else folded already
                 self._fold(db, windows, events, fingerprint)
-        self.committed_position = min(self.positions().values(), default=0)
-        return len(events)
+                at = {name: max(done, last) for name, done in at.items()}
+        # Committed: the rows kept are the store's, at these positions.
+        self._kept_at = at
+        trim(self._kept, self.keep_rows)
 
     def _next_events(
         self, start: int, stop: int | None, handed_only: bool = False
@@ -259,7 +324,7 @@ class ProjectionRunner:
         """Fold ``events`` into each projection past its window's start, and record the
         new positions and the log's fingerprint where the slowest one now stands."""
         last = events[-1][0]
-        rows = RowCache((t for p in self.projections for t in p.tables), db)
+        rows = RowCache((t for p in self.projections for t in p.tables), db, self._kept)
         for projection, done, _ in windows:
             if last > done:
                 db.execute(
@@ -291,6 +356,7 @@ class ProjectionRunner:
     def rebuild(self, stop: int | None = None) -> int:
         """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
         self._require_started()
+        self._forget_rows()
         with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             for projection in self.projections:
                 self._drop_and_create(db, projection)
