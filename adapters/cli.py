@@ -132,6 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batch=args.batch,
         tasks=args.tasks,
         repeats=args.repeats or 5,
+        mix_events=args.mix_events,
         progress=progress,
     )
     if args.json:
@@ -151,6 +152,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(
         f"submit->assigned through the background writer: {w['tasks_per_s_median']:,} tasks/s "
         f"({w['clients']} client threads, {w['mean_commands_per_commit']} commands per commit)"
+    )
+    r, m = figures["runner"], figures["runner_mix"]
+    print(
+        f"read side: writer {r['writer_events_per_s_median']:,} events/s, runner "
+        f"{r['runner_handover_events_per_s_median']:,} handed over, "
+        f"{r['runner_store_events_per_s_median']:,} from the store; on the audit mix "
+        f"{m['writer_events_per_s_median']:,} / {m['runner_handover_events_per_s_median']:,}"
+        f" / {m['runner_store_events_per_s_median']:,}; runner/writer "
+        f"{figures['runner_to_writer_ratio']} (the lower of the two)"
     )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
     return 0
@@ -525,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the HTTP part: long-poll wake, queue reads, submissions (loopback)",
     )
     bench.add_argument("--submissions", type=positive, default=5000, help="HTTP submissions")
+    bench.add_argument(
+        "--mix-events",
+        type=positive,
+        default=100_000,
+        help="size of the audit-mix log the read side is also measured on (default 100,000)",
+    )
     bench.add_argument(
         "--audit",
         action="store_true",

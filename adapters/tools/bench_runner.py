@@ -134,3 +134,42 @@ def bench_runner_vs_writer(
             statistics.median(s / w for s, w in zip(stored, writer, strict=True)), 3
         ),
     }
+
+
+def bench_runner_on_mix(workdir: Path, events: int, repeats: int) -> dict[str, Any]:
+    """The same comparison on ``bench --audit``'s mix (every tier, outages that start
+    and fire timers, failures and requeues; ``bench_audit.make_log``): the writer's
+    events/s generating it, and the runner's on those events, handed over (decoded
+    from the store beforehand, untimed: what the writer would have handed) and read
+    from the store."""
+    from tierlog.adapters.tools.bench_audit import make_log
+
+    writer: list[float] = []
+    handed: list[float] = []
+    stored: list[float] = []
+    head = 0
+    for r in range(repeats):
+        path = workdir / f"mix-{r}.db"
+        started = time.perf_counter()
+        head = make_log(f"sqlite:///{path}", events)
+        writer.append(head / (time.perf_counter() - started))
+        settings = Settings(store=f"sqlite:///{path}")
+        log = bootstrap.open_log(settings)
+        runs: list[Run] = [(0, log.read(0, head))]
+        for rates, handover in ((handed, runs), (stored, [])):
+            name = "handed" if handover else "stored"
+            runner = _runner(settings, log, workdir / f"mix-{r}.{name}.db", 0)
+            rates.append(_fold_rate(runner, handover, head))
+            runner.store.close()
+        runs.clear()
+        log.close()
+    return {
+        "events": head,
+        "repeats": repeats,
+        "writer_events_per_s_median": round(statistics.median(writer)),
+        "runner_handover_events_per_s_median": round(statistics.median(handed)),
+        "runner_store_events_per_s_median": round(statistics.median(stored)),
+        "runner_to_writer_ratio": round(
+            statistics.median(h / w for h, w in zip(handed, writer, strict=True)), 3
+        ),
+    }
