@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 
 import pytest
 from command_strategies import BATCHES, CONFIG, run_batches
@@ -17,10 +18,13 @@ from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
-from tierlog.adapters.tools.demo import POLICY, FleetSimulator, _task_spec
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.demo import POLICY, FleetSimulator, _task_spec, run_demo
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
+from tierlog.projections.base import Handler, Rows
 from tierlog.projections.registry import all_projections
+from tierlog.projections.telemetry import VERSION, TelemetryProjection
 
 
 def _dump(store: ReadStore) -> dict[str, list[tuple[object, ...]]]:
@@ -169,3 +173,75 @@ def _wait_caught_up(runner: ProjectionRunner, timeout: float = 20.0) -> None:
     while runner.position() < runner.log.head():
         assert time.monotonic() < deadline, "the runner did not catch up"
         time.sleep(0.02)
+
+
+def test_runners_taking_turns_in_small_batches_fold_what_a_rebuild_does(new_store):
+    # Each keeps the rows it committed for its next batch: they must be forgotten
+    # whenever the other one wrote in between.
+    url = new_store()
+    run_demo(url, tasks=120, seed=4)
+    first, second = runner_on(url, projection_batch=7), runner_on(url, projection_batch=11)
+    first.rebuild(stop=0)
+    turn = 0
+    while first.run_once() + second.run_once():
+        turn += 1
+    assert turn > 10 and first.position() == first.log.head()
+    _rebuilt_equals_live(first)
+    for runner in (first, second):
+        runner.close()
+
+
+class _FailsOnce:
+    """The telemetry read model, failing once when it reaches ``position``."""
+
+    def __init__(self, position: int) -> None:
+        self.inner = TelemetryProjection()
+        self.name, self.tables, self.version = self.inner.name, self.inner.tables, VERSION
+        self.position = position
+
+    def handlers_for(self, event_type: type) -> Sequence[Handler]:
+        return (*self.inner.handlers_for(event_type), self._maybe_fail)
+
+    def _maybe_fail(self, rows: Rows, position: int, event: object) -> None:
+        if position == self.position:
+            self.position = -1
+            raise RuntimeError("a fault in the middle of a batch")
+
+
+def test_a_batch_that_failed_leaves_no_kept_row_behind(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    run_demo(url, tasks=60, seed=2)
+    failing = _FailsOnce(position=150)
+    store = ReadStore(EventLog(url), sqlite_path=tmp_path / "failing.read.db")
+    runner = runner_on(url, store=store, projection_batch=100, start=False)
+    runner.projections = [failing]
+    runner.start()
+    runner.run_once()  # 1..100: its rows are kept
+    with pytest.raises(RuntimeError, match="a fault"):
+        runner.run_once()  # 101..200 changed kept rows (counters), then rolled back
+    runner.run_until_caught_up()
+    reference = runner_on(url)  # the demo's read models, folded without a fault
+    counters = "SELECT name, label, value FROM rm_tel_counters ORDER BY name, label"
+    assert runner.store.query(counters) == reference.store.query(counters)
+    for one in (runner, reference):
+        one.close()
+
+
+def test_a_first_start_beside_checkpoints_reads_the_store_up_to_them(tmp_path):
+    settings = Settings(store=f"sqlite:///{tmp_path / 'log.db'}")
+    system = bootstrap.build_system(settings)
+    system.start()
+    for i in range(30):
+        system.runtime.execute(cmd.SubmitTask(description=f"task {i}"))
+    system.close()  # a checkpoint at the head is written as it stops
+    for leftover in tmp_path.glob("log.read.db*"):
+        leftover.unlink()  # the read models are gone: a first start for them
+    system = bootstrap.build_system(settings)
+    system.start()
+    try:
+        runner = system.runner
+        assert runner.position() == system.log.head()
+        assert runner.folded_from_store >= 60  # up to the checkpoint the runtime took
+        _rebuilt_equals_live(runner)
+    finally:
+        system.close()
