@@ -45,7 +45,7 @@ PROJECTION_BATCH = 10_000
 """Events the projection runner folds per read-model transaction."""
 PROJECTION_POLL_S = 0.02
 """How often the projection runner looks for other processes' appends."""
-START_FOLD_BATCH = 50_000
+START_FOLD_BATCH = 20_000
 """Events per read-model transaction while ``serve`` starts (folding in step with the
 runtime, a long stretch of the log): fewer, fuller transactions."""
 PROJECTION_KEEP_ROWS = 4096
