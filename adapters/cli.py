@@ -115,6 +115,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tierlog.adapters.tools.bench_audit import run_audit_bench
 
         figures_audit = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
+        # serve's first start on a log of the same size and mix, without read models.
+        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
+
+        figures_audit.update(run_first_start_bench(events=args.log_events))
         print(json.dumps(figures_audit, indent=2))
         return 0
     if args.clients:
@@ -139,6 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batch=args.batch,
         tasks=args.tasks,
         repeats=args.repeats or 5,
+        mix_events=args.mix_events,
         progress=progress,
     )
     if args.json:
@@ -158,6 +163,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(
         f"submit->assigned through the background writer: {w['tasks_per_s_median']:,} tasks/s "
         f"({w['clients']} client threads, {w['mean_commands_per_commit']} commands per commit)"
+    )
+    r, m = figures["runner"], figures["runner_mix"]
+    print(
+        f"read side: writer {r['writer_events_per_s_median']:,} events/s, runner "
+        f"{r['runner_handover_events_per_s_median']:,} handed over, "
+        f"{r['runner_store_events_per_s_median']:,} from the store; on the audit mix "
+        f"{m['writer_events_per_s_median']:,} / {m['runner_handover_events_per_s_median']:,}"
+        f" / {m['runner_store_events_per_s_median']:,}; runner/writer "
+        f"{figures['runner_to_writer_ratio']} (the lower of the two)"
     )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
     return 0
@@ -539,6 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--agents", type=positive, default=100, help="agents for --clients")
     bench.add_argument("--client-tasks", type=positive, default=3000, help="tasks for --clients")
+    bench.add_argument(
+        "--mix-events",
+        type=positive,
+        default=100_000,
+        help="size of the audit-mix log the read side is also measured on (default 100,000)",
+    )
     bench.add_argument(
         "--audit",
         action="store_true",

@@ -45,6 +45,13 @@ PROJECTION_BATCH = 10_000
 """Events the projection runner folds per read-model transaction."""
 PROJECTION_POLL_S = 0.02
 """How often the projection runner looks for other processes' appends."""
+START_FOLD_BATCH = 20_000
+"""Events per read-model transaction while ``serve`` starts (folding in step with the
+runtime, a long stretch of the log): fewer, fuller transactions."""
+PROJECTION_KEEP_ROWS = 4096
+"""Rows of each read-model table the projection runner keeps from one batch to the next."""
+PROJECTION_HANDOVER_EVENTS = 10_000
+"""Events the writer's hand-over to the projection runner holds at most (``serve``)."""
 MAX_BODY_BYTES = 1024 * 1024
 """The largest request body the HTTP API reads (a larger one is answered 413)."""
 MAX_BODY_CEILING = 256 * 1024 * 1024
@@ -166,6 +173,11 @@ class Settings(BaseSettings):
     """Events the projection runner folds per read-model transaction."""
     projection_poll_s: Seconds = PROJECTION_POLL_S
     """How often the projection runner looks for other processes' appends."""
+    projection_handover_events: Annotated[int, Field(ge=0, le=10_000_000)] = (
+        PROJECTION_HANDOVER_EVENTS
+    )
+    """Events ``serve``'s writer hands its projection runner in memory at most (when
+    full, the runner reads the store instead; 0: the runner always reads the store)."""
     long_poll_max_s: Annotated[Seconds, Field(le=LONG_POLL_MAX_S)] = LONG_POLL_MAX_S
     """The longest an agent's assignment poll waits (a longer ``wait`` is cut to it; the
     API refuses more than ``LONG_POLL_MAX_S``)."""

@@ -29,9 +29,11 @@ def to_json(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
-# One-entry caches keyed by identity: the runner hands one event to every projection in
-# turn, and each formats the same timestamp and id. A tuple is swapped in whole, so
-# threads sharing these never see a value paired with another's text.
+# One-entry caches: the runner hands one event to every projection in turn, and each
+# formats the same timestamp and id; the events of one commit share their time, and a
+# task's events often follow one another. A value equal to the last one (a time in the
+# same zone object, so the same local time and offset) has the same text. A tuple is
+# swapped in whole, so threads sharing these never see a value paired with another's text.
 _last_time: tuple[Any, str] = (None, "")
 _last_id: tuple[Any, str] = (None, "")
 
@@ -42,7 +44,8 @@ def iso(value: Any) -> str | None:
     if value is None:
         return None
     last = _last_time
-    if last[0] is value:
+    seen = last[0]
+    if seen is value or (seen is not None and seen.tzinfo is value.tzinfo and seen == value):
         return last[1]
     text = str(value.isoformat())
     _last_time = (value, text)
@@ -53,7 +56,8 @@ def text_id(value: UUID) -> str:
     """The text form of an id column (``str(uuid)``, cached for the event at hand)."""
     global _last_id
     last = _last_id
-    if last[0] is value:
+    seen = last[0]
+    if seen is value or (seen is not None and seen.int == value.int):
         return last[1]
     text = str(value)
     _last_id = (value, text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Protocol
 
 from tierlog.projections.base import Key, Row, Table
@@ -62,75 +63,114 @@ def upsert_sql(table: Table) -> str:
     )
 
 
-class RowCache:
-    """``Rows`` over a read store: loads on first use, writes changed rows on ``flush``."""
+class _TableRows:
+    """One table's rows in the cache: every row looked up (None: none with that key),
+    the changed ones, the removed keys."""
 
-    def __init__(self, tables: Iterable[Table], db: ReadModelWriter) -> None:
+    __slots__ = ("deleted", "dirty", "rows", "table")
+
+    def __init__(self, table: Table, rows: dict[Key, Row | None] | None = None) -> None:
+        self.table = table
+        self.rows: dict[Key, Row | None] = {} if rows is None else rows
+        self.dirty: dict[Key, Row] = {}
+        self.deleted: set[Key] = set()
+
+
+KeptRows = dict[str, dict[Key, Row | None]]
+"""Rows as the read store holds them, by table name, kept from one batch to the next."""
+
+
+class RowCache:
+    """``Rows`` over a read store: loads on first use, writes changed rows on ``flush``.
+
+    Given ``kept`` rows (each exactly as the store holds it, or None for a key it has
+    no row for) it starts from them and leaves every row it loads or changes there: the
+    caller keeps them for its next batch only once this one committed, and drops them
+    all if it did not, or if another writer may have changed the store since.
+    """
+
+    def __init__(
+        self, tables: Iterable[Table], db: ReadModelWriter, kept: KeptRows | None = None
+    ) -> None:
         self._db = db
-        self._rows: dict[str, dict[Key, Row | None]] = {}
-        self._dirty: dict[str, dict[Key, Row]] = {}
-        self._deleted: dict[str, set[Key]] = {}
-        self._tables: dict[str, Table] = {}
+        # By table name: a name hashes at once, a ``Table`` (a dataclass) field by field.
+        self._tables: dict[str, _TableRows] = {}
         for table in tables:
-            self._rows[table.name] = {}
-            self._dirty[table.name] = {}
-            self._deleted[table.name] = set()
-            self._tables[table.name] = table
+            rows = None if kept is None else kept.setdefault(table.name, {})
+            self._tables[table.name] = _TableRows(table, rows)
 
     def get(self, table: Table, key: Key) -> Row | None:
         """The row with ``key`` (from memory, else from the store), or None."""
-        row = self._rows[table.name].get(key, _UNSEEN)
-        return self._load(table, key) if row is _UNSEEN else row
+        cached = self._tables[table.name]
+        row = cached.rows.get(key, _UNSEEN)
+        return self._load(cached, key) if row is _UNSEEN else row
 
-    def _load(self, table: Table, key: Key) -> Row | None:
+    def _load(self, cached: _TableRows, key: Key) -> Row | None:
+        table = cached.table
         found = self._db.fetchone(_select_sql(table), key)
         row = None if found is None else dict(zip(table.column_names, found, strict=True))
-        self._rows[table.name][key] = row
+        cached.rows[key] = row
         return row
 
     def put(self, table: Table, row: Row) -> None:
         """Insert ``row`` or replace the row with its key."""
+        cached = self._tables[table.name]
         key = table.key_of(row)
-        self._rows[table.name][key] = row
-        self._dirty[table.name][key] = row
-        self._deleted[table.name].discard(key)
+        cached.rows[key] = row
+        cached.dirty[key] = row
+        if cached.deleted:
+            cached.deleted.discard(key)
 
     def update(self, table: Table, key: Key, changes: Row) -> Row | None:
         """Change columns of the row with ``key``; nothing when there is none."""
-        name = table.name
-        row = self._rows[name].get(key, _UNSEEN)
+        cached = self._tables[table.name]
+        row = cached.rows.get(key, _UNSEEN)
         if row is _UNSEEN:
-            row = self._load(table, key)
+            row = self._load(cached, key)
         if row is not None:
             row.update(changes)
-            self._dirty[name][key] = row
+            cached.dirty[key] = row
         return row
 
     def delete(self, table: Table, key: Key) -> None:
         """Remove the row with ``key`` (from the store at ``flush``)."""
-        name = table.name
-        self._rows[name][key] = None
-        self._dirty[name].pop(key, None)
-        self._deleted[name].add(key)
+        cached = self._tables[table.name]
+        cached.rows[key] = None
+        cached.dirty.pop(key, None)
+        cached.deleted.add(key)
 
     def flush(self) -> int:
         """Write every changed row back (one upsert per table) and delete the removed
         ones (one delete per table); returns rows written or deleted."""
         written = 0
-        for name, deleted in self._deleted.items():
+        for cached in self._tables.values():
+            deleted = cached.deleted
             if not deleted:
                 continue
-            self._db.executemany(_delete_sql(self._tables[name]), list(deleted))
+            self._db.executemany(_delete_sql(cached.table), list(deleted))
             written += len(deleted)
             deleted.clear()
-        for name, dirty in self._dirty.items():
+        for cached in self._tables.values():
+            dirty = cached.dirty
             if not dirty:
                 continue
-            table = self._tables[name]
-            columns = table.column_names
-            self._db.executemany(
-                upsert_sql(table), [tuple(row[c] for c in columns) for row in dirty.values()]
-            )
+            table = cached.table
+            self._db.executemany(upsert_sql(table), [row_values(table, r) for r in dirty.values()])
             written += len(dirty)
             dirty.clear()
         return written
+
+
+def row_values(table: Table, row: Row) -> tuple[Any, ...]:
+    """``row``'s values in ``table``'s column order (what an upsert binds)."""
+    return tuple(map(row.__getitem__, table.column_names))
+
+
+def trim(kept: KeptRows, most: int) -> None:
+    """Forget the rows of each table in ``kept`` beyond the ``most`` first looked up
+    last (in the order they came: a row forgotten is only read from the store again)."""
+    for rows in kept.values():
+        excess = len(rows) - most
+        if excess > 0:
+            for key in list(islice(rows, excess)):
+                del rows[key]

@@ -5,18 +5,26 @@ position, so after a crash each event has been applied exactly once: either the
 whole batch was committed with its positions, or none of it was. Within a batch the
 projections fold into a ``RowCache``; the rows they changed are written once, at the
 end of the batch.
+
+In ``serve`` the writer hands the runner the events it just committed
+(``readside/handover.py``): a batch that directly follows the position the read models
+reached is folded from memory, with no read of the store and no decoding; the store is
+read whenever the hand-over does not have that (behind, another process or node, a
+restart). Either way the batch's positions commit with its rows.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+from tierlog.adapters.readside.handover import Events, HandOver
 from tierlog.adapters.readside.lineage import kept_as, mismatch_of
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, ReadStore
-from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache
-from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_POLL_S
+from tierlog.adapters.readside.row_cache import KeptRows, ReadModelWriter, RowCache, trim
+from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_KEEP_ROWS, PROJECTION_POLL_S
 from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
@@ -62,6 +70,60 @@ class ProjectionRunner:
         # The position every read model has reached, as this runner last committed it
         # or (another node's runner folding in turn with it) last found it committed.
         self.committed_position = 0
+        self.handover: HandOver | None = None
+        """What the writer hands over (``accept_handover``); None: the store only."""
+        self.folded_from_handover = 0
+        """Events folded as the writer handed them over."""
+        self.folded_from_store = 0
+        """Events folded as read from the store."""
+        self._handed = False  # whether the last batch was the hand-over's
+        # Rows as this runner last committed them, for the next batch (most of a batch's
+        # rows were touched by the one before): valid while the positions are the ones
+        # it committed with them (``_kept_at``), i.e. no other writer came in between.
+        self._kept: KeptRows = {}
+        self._kept_at: dict[str, int] | None = None
+        self.keep_rows = PROJECTION_KEEP_ROWS
+
+    def accept_handover(self, capacity: int) -> HandOver:
+        """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)
+        whenever it follows the read models' position: a hand-over of at most
+        ``capacity`` events that wakes this runner on each offer."""
+        self.handover = HandOver(capacity, on_offer=self.wake)
+        return self.handover
+
+    @contextmanager
+    def in_step(self, batch: int) -> Iterator[Callable[[int, Events], bool]]:
+        """While in this block, the returned hand-off (``fold_in_step``) folds what it
+        is given in the caller's thread, in batches of at least ``batch`` events (a start
+        folds a long stretch of the log: fewer, fuller transactions write each row
+        fewer times). ``System.start`` hands it to the runtime as it folds the log, so
+        that both fold the same decoded events."""
+        if self.handover is None:
+            raise RuntimeError("no hand-over: call accept_handover() first")
+        handover, kept = self.handover, (self.batch, self.handover.capacity)
+        self.batch = max(self.batch, batch)
+        handover.capacity = max(handover.capacity, self.batch)
+        try:
+            yield self.fold_in_step
+        finally:
+            self.batch, handover.capacity = kept
+
+    def fold_in_step(self, after: int, events: Events) -> bool:
+        """Take ``events`` (the log's, right after position ``after``) and fold them
+        now, in the caller's thread, once a full batch is held. Read models behind
+        ``after`` (the runtime started from a checkpoint) first fold up to it from the
+        store. True: the events were taken."""
+        handover = self.handover
+        if handover is None:
+            return False
+        if not handover and self.committed_position < after:
+            self.run_until_caught_up(after)
+        taken = handover.offer(after, events)
+        if not taken or len(handover) >= self.batch:
+            while self.run_once(handed_only=True):
+                pass
+            taken = taken or handover.offer(after, events)
+        return taken
 
     def start(self) -> None:
         """Make the read store ready; once (later calls return).
@@ -109,6 +171,7 @@ class ProjectionRunner:
         if all(stored.get(p.name) == fold_version(p) for p in self.projections):
             return
         renewed: list[str] = []
+        self._forget_rows()
         with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             kept: list[int] = []  # the positions of the read models left as they are
             for projection in self.projections:
@@ -175,20 +238,39 @@ class ProjectionRunner:
         head = self.log.head()
         return {name: head - pos for name, pos in self.positions().items()}
 
-    def run_once(self, stop: int | None = None) -> int:
+    def run_once(self, stop: int | None = None, *, handed_only: bool = False) -> int:
         """Apply the next batch of events (up to position ``stop`` if given) to every
-        projection; returns events applied."""
+        projection; returns events applied. ``handed_only``: only a batch the
+        hand-over has (none: 0), the store is not read."""
         self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
         # Another node's runner may have folded what this one was about to: reads that
         # wait for a position (``min_position``) must see it without a batch of ours.
         self.committed_position = start
-        events = self.log.read(start, self.batch, stop)
+        events = self._next_events(start, stop, handed_only)
         if not events:
             return 0
         last = events[-1][0]
         fingerprint = self._fingerprint(last)
+        try:
+            self._fold_batch(events, start, fingerprint)
+        except BaseException:
+            self._forget_rows()  # they may hold changes the store rolled back
+            raise
+        self.committed_position = min(self.positions().values(), default=0)
+        return len(events)
+
+    def _forget_rows(self) -> None:
+        self._kept = {}
+        self._kept_at = None
+
+    def _fold_batch(
+        self, events: list[tuple[int, DomainEvent]], start: int, fingerprint: int
+    ) -> None:
+        """One read-store transaction: the positions, read again under its lock, then
+        ``events`` folded past them and the new positions, with the rows."""
+        last = events[-1][0]
         with self.store.transaction() as db:
             # Under the projections lock (PostgreSQL) or the write lock (SQLite) no other
             # runner (another node, tierlog project) writes until this one commits; the
@@ -201,10 +283,36 @@ class ProjectionRunner:
                     (projection.name,),
                 )
                 windows.append((projection, int(row[0]) if row else 0, None))
-            if any(done < last for _, done, _ in windows):  # else another runner folded them
+            at = {projection.name: done for projection, done, _ in windows}
+            if at != self._kept_at:  # another writer came in between: rows may differ
+                self._forget_rows()
+            # Folded only if they still follow on: a read model put back to 0 meanwhile
+            # (another process renewed it) is folded from there by the next batch.
+            follows = min(done for _, done, _ in windows) >= start
+            if follows and any(done < last for _, done, _ in windows):  # else folded already
                 self._fold(db, windows, events, fingerprint)
-        self.committed_position = min(self.positions().values(), default=0)
-        return len(events)
+                at = {name: max(done, last) for name, done in at.items()}
+        # Committed: the rows kept are the store's, at these positions.
+        self._kept_at = at
+        trim(self._kept, self.keep_rows)
+
+    def _next_events(
+        self, start: int, stop: int | None, handed_only: bool = False
+    ) -> list[tuple[int, DomainEvent]]:
+        """The next batch after ``start``: handed over if the hand-over has the events
+        that follow it directly, else read from the store. A batch from the hand-over
+        is only used if ``start`` is still where every read model stands once the
+        transaction holds the lock (``run_once`` checks that before folding it)."""
+        handed = None if self.handover is None else self.handover.take(start, self.batch, stop)
+        self._handed = handed is not None
+        if handed is not None:
+            self.folded_from_handover += len(handed)
+            return handed
+        if handed_only:
+            return []
+        events = self.log.read(start, self.batch, stop)
+        self.folded_from_store += len(events)
+        return events
 
     def _fold(
         self,
@@ -216,7 +324,7 @@ class ProjectionRunner:
         """Fold ``events`` into each projection past its window's start, and record the
         new positions and the log's fingerprint where the slowest one now stands."""
         last = events[-1][0]
-        rows = RowCache((t for p in self.projections for t in p.tables), db)
+        rows = RowCache((t for p in self.projections for t in p.tables), db, self._kept)
         for projection, done, _ in windows:
             if last > done:
                 db.execute(
@@ -248,6 +356,7 @@ class ProjectionRunner:
     def rebuild(self, stop: int | None = None) -> int:
         """Drop every read model and fold the log again from position 0 (up to ``stop``)."""
         self._require_started()
+        self._forget_rows()
         with self.store.transaction(locks=(pg_locks.DDL, pg_locks.PROJECTIONS)) as db:
             for projection in self.projections:
                 self._drop_and_create(db, projection)
@@ -297,12 +406,18 @@ class ProjectionRunner:
 
     def _run(self, poll_interval: float) -> None:
         failing = False  # a storage fault is said once per outage, not once a second
+        handed_only = False
         while not self._stop.is_set():
             try:
-                if self.run_once():
+                if self.run_once(handed_only=handed_only):
                     failing = False
+                    # Right after a handed-over batch the store would mostly show the
+                    # writer's next commit before its hand-over: wait for that instead
+                    # (a wake-up, or the poll, which reads the store again).
+                    handed_only = self._handed
                     continue
                 failing = False
+                handed_only = False
                 # Woken at once by an in-process commit; polls for other writers.
                 self._wake.wait(poll_interval)
                 self._wake.clear()

@@ -58,6 +58,8 @@ _ENDPOINT_EVENTS = (
     ev.EndpointDeregistered,
 )
 Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
+# Takes a committed run of events and the position just before it; False: not taken.
+HandOff = Callable[[int, Sequence[tuple[int, ev.DomainEvent]]], bool]
 MAX_ATTEMPTS = 50
 # A command for the writer: its future, and its inbox id if another node forwarded it.
 Item = tuple[cmd.Command, Future[Any], int | None]
@@ -136,6 +138,7 @@ class SchedulerRuntime:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self._listeners: list[Listener] = []
+        self._hand_off: HandOff | None = None
         # On a follower: when each agent's presence was last relayed to the leader.
         self._relayed: dict[str, datetime] = {}
 
@@ -313,13 +316,14 @@ class SchedulerRuntime:
                 # Records handed back (or evicted) are for the decision or fold at hand:
                 # dropped each round, so a long fold holds no more than a chunk's.
                 state.recalled.clear()
-                chunk = self.log.read(state.position, self.read_batch)
+                after = state.position
+                chunk = self.log.read(after, self.read_batch)
                 for position, event in chunk:
                     if recall is not None:
                         recall(state, event, position)
                     state.apply(event, position)
                 applied += len(chunk)
-                self._notify(chunk)
+                self._notify(chunk, after)
                 if len(chunk) < self.read_batch:
                     return applied
                 self._compact_deadlines()
@@ -332,9 +336,21 @@ class SchedulerRuntime:
         """
         self._listeners.append(listener)
 
-    def _notify(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
+    def hand_off_to(self, hand_off: HandOff) -> None:
+        """Give every run of events the state folds in (committed by this writer, or
+        read from the log) to ``hand_off`` as well, with the position the state stood
+        at just before it: the log holds nothing in between. Called on the writer's
+        thread; it must never block (``HandOver.offer``: the projection runner's)."""
+        self._hand_off = hand_off
+
+    def _notify(self, applied: Sequence[tuple[int, ev.DomainEvent]], after: int) -> None:
         if not applied:
             return
+        if self._hand_off is not None:
+            try:
+                self._hand_off(after, applied)
+            except Exception:  # the runner reads the store instead
+                log.exception("handing events over to the projection runner failed")
         for listener in self._listeners:
             try:
                 listener(applied)
@@ -521,7 +537,7 @@ class SchedulerRuntime:
         if positions == expected:
             applied = list(zip(positions, uow.events, strict=True))
             uow.commit()
-            self._notify(applied)
+            self._notify(applied, uow.first_position - 1)
         else:
             # Someone appended in between: our events are in the log, but the state
             # must fold them in log order, so undo and read them back.

@@ -22,6 +22,7 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench_runner import bench_runner_on_mix, bench_runner_vs_writer
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
@@ -236,6 +237,7 @@ def run_bench(
     batch: int = 500,
     tasks: int = 20_000,
     repeats: int = 3,
+    mix_events: int = 100_000,
     workdir: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -249,9 +251,24 @@ def run_bench(
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
         say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
         writer = bench_submit_via_writer(path, tasks, repeats)
+        say(f"read side: the runner on the writer's events, {tasks} tasks, {repeats} runs")
+        runner = bench_runner_vs_writer(
+            path, tasks, batch, repeats, fleet=lambda p, n: _fleet(p, agents=n), specs=_SPECS
+        )
+        say(f"read side on the audit bench's mix: {mix_events} events, {repeats} runs")
+        mix = bench_runner_on_mix(path, mix_events, repeats)
     return {
         "append": append,
         "submit_to_assigned": submit,
         "submit_to_assigned_via_writer": writer,
+        "runner": runner,
+        "runner_mix": mix,
+        "writer_events_per_s": runner["writer_events_per_s_median"],
+        "runner_handover_events_per_s": runner["runner_handover_events_per_s_median"],
+        "runner_store_events_per_s": runner["runner_store_events_per_s_median"],
+        # The lower of the two workloads' same-run ratios (medians).
+        "runner_to_writer_ratio": min(
+            runner["runner_to_writer_ratio"], mix["runner_to_writer_ratio"]
+        ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }

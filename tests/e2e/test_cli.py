@@ -108,13 +108,26 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, args, message):
 
 def test_bench_json_reports_ratios(tmp_path):
     done = _tierlog(
-        "bench", "--json", "--events", "2000", "--tasks", "500", "--repeats", "1", cwd=tmp_path
+        "bench",
+        "--json",
+        *("--events", "2000", "--tasks", "500", "--repeats", "1", "--mix-events", "3000"),
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["append"]["ratio_median"] > 0
     assert figures["submit_to_assigned"]["tasks_per_s_median"] > 0
     assert figures["peak_rss_mb"] > 0
+    # The read side beside the writer, on the same events, in the same run.
+    for part in ("runner", "runner_mix"):
+        runner = figures[part]
+        assert runner["events"] > 500
+        for rate in ("writer", "runner_handover", "runner_store"):
+            assert runner[f"{rate}_events_per_s_median"] > 0
+    assert figures["runner_to_writer_ratio"] == min(
+        figures["runner"]["runner_to_writer_ratio"], figures["runner_mix"]["runner_to_writer_ratio"]
+    )
+    assert figures["writer_events_per_s"] == figures["runner"]["writer_events_per_s_median"]
 
 
 def test_bench_audit_reports_throughput_memory_and_at_on_a_small_log(tmp_path):
@@ -128,6 +141,10 @@ def test_bench_audit_reports_throughput_memory_and_at_on_a_small_log(tmp_path):
     assert figures["read_chain_decode_events_per_s"] > figures["audit_events_per_s_median"]
     assert figures["audit_peak_rss_mb"] > 0
     assert figures["at_middle_seconds_median"] >= 0
+    # serve's first start on such a log without read models, until /healthz says lag 0.
+    assert figures["first_start_events"] >= 5000
+    assert 0 < figures["first_start_s"] < 120
+    assert figures["first_start_target_s"] == 20.0
 
 
 def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):
