@@ -1,0 +1,131 @@
+"""The audit's seal: what a clean audit leaves beside the log so the next one checks
+only what was appended since (issue #16).
+
+A seal is one row in the checkpoints file or schema (``CheckpointStore(audit=True)``,
+beside time travel's checkpoints, moved aside with them when a log is replaced): the
+position the audit reached, the log's chain hash there, and the folded state of every
+check at that position (both replay checkers, and each read model's in-memory fold at
+the live position it was compared at), with a SHA-256 digest of that state.
+
+Using a seal, the next audit still verifies the whole hash chain, record by record:
+that is what proves the sealed prefix unchanged (an edited, inserted or deleted record
+breaks the chain; a prefix rewritten with a consistent new chain has another chain
+hash at the seal's position). A seal that does not fit the log is a finding, and the
+audit then checks from position 0:
+
+- ``seal_matches_log``: the seal's position is beyond the log's head, or the log's
+  chain hash there is not the one the seal holds (the prefix was rewritten, or the seal
+  is another log's);
+- ``seal_intact``: the seal's bytes do not decode, or its folded state does not match
+  its digest.
+
+The seal is as trustworthy as the folder or schema it is kept in: someone who can write
+there can forge one that fits. ``tierlog audit --full`` ignores seals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+
+from tierlog.adapters.audit.digest import ProjectionSeal
+from tierlog.adapters.history.checkpoints import CheckpointStore
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.domain.replay.invariants import Violation
+
+SEAL_FORMAT = 1
+"""The layout of a seal's bytes; a seal of another layout is ignored (not a finding)."""
+
+# Where a seal finding is filed (the ``aggregate_id`` of its violation).
+SEAL = "audit seal"
+logger = logging.getLogger("tierlog.audit")
+
+
+class SealBody(msgspec.Struct, kw_only=True, gc=False):
+    """The folded state a seal keeps."""
+
+    checkers: bytes  # ``domain.replay.resume.dump_checkers``
+    projections: dict[str, ProjectionSeal]
+
+
+class SealRecord(msgspec.Struct, kw_only=True, gc=False):
+    """A seal's stored bytes: the layout, the digest of the body, the body."""
+
+    format: int
+    digest: bytes  # SHA-256 of ``body``
+    body: bytes  # a ``SealBody``
+
+
+_encoder = msgspec.msgpack.Encoder()
+_record = msgspec.msgpack.Decoder(SealRecord)
+_body = msgspec.msgpack.Decoder(SealBody)
+
+
+@dataclass
+class Seal:
+    """A seal that fits the log: the position, and the state folded up to it."""
+
+    position: int
+    chain_hash: bytes
+    checkers: bytes
+    projections: dict[str, ProjectionSeal] = field(default_factory=dict)
+
+
+def load_seal(log: EventLog) -> tuple[Seal | None, list[Violation]]:
+    """The newest seal beside ``log`` if it fits the log; else None, and the findings
+    that say why (none when there is no seal, or one of another layout)."""
+    store = CheckpointStore(log, write=False, audit=True)
+    try:
+        found = store.newest((1 << 63) - 1, 1)
+    finally:
+        store.close()
+    if not found:
+        return None, []
+    position, chain, data = found[0]
+
+    def finding(rule: str, detail: str) -> tuple[None, list[Violation]]:
+        return None, [Violation(position, SEAL, rule, detail)]
+
+    try:
+        record = _record.decode(data)
+    except msgspec.DecodeError:
+        return finding("seal_intact", "the seal's bytes do not decode")
+    if record.format != SEAL_FORMAT:
+        return None, []  # another release's seal: checked from 0, replaced if clean
+    if hashlib.sha256(record.body).digest() != record.digest:
+        return finding("seal_intact", "the seal's folded state does not match its digest")
+    head = log.head()
+    if position > head:
+        return finding("seal_matches_log", f"the seal is at {position}, beyond the head {head}")
+    actual = log.chain_hash_at(position)
+    if actual != chain:
+        return finding(
+            "seal_matches_log",
+            f"the log's chain hash at {position} is {actual.hex()[:16] if actual else 'none'}"
+            f"..., the seal holds {chain.hex()[:16]}... (the sealed prefix was rewritten)",
+        )
+    try:
+        body = _body.decode(record.body)
+    except msgspec.DecodeError:
+        return finding("seal_intact", "the seal's folded state does not decode")
+    return Seal(position, chain, body.checkers, body.projections), []
+
+
+def write_seal(
+    log: EventLog, position: int, checkers: bytes, projections: dict[str, ProjectionSeal]
+) -> bool:
+    """Keep a seal at ``position`` (replacing any other); False when none could be
+    kept (no chain row ends there, or the store cannot be written: logged)."""
+    chain = log.chain_hash_at(position)
+    if chain is None:
+        return False
+    body = _encoder.encode(SealBody(checkers=checkers, projections=projections))
+    record = SealRecord(format=SEAL_FORMAT, digest=hashlib.sha256(body).digest(), body=body)
+    store = CheckpointStore(log, write=True, audit=True)
+    try:
+        return store.replace_all(position, chain, _encoder.encode(record))
+    finally:
+        store.close()
