@@ -18,14 +18,14 @@ from test_tamper import RawStore
 from wiring import runner_on, runtime_on
 
 from tierlog.adapters.audit.run import AuditReport, audit
-from tierlog.adapters.audit.seal import SealRecord, load_seal
+from tierlog.adapters.audit.seal import SealRecord, load_seal, write_seal
 from tierlog.adapters.cli import main
 from tierlog.adapters.history.checkpoints import CheckpointStore
 from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
 from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
-from tierlog.domain.replay.resume import dump_checkers
+from tierlog.domain.replay.resume import dump_checkers, load_checkers
 
 
 def _catch_up(log: EventLog) -> None:
@@ -50,11 +50,7 @@ def _append_work(log: EventLog, tasks: int = 12) -> None:
             finish = cmd.FailTask if n % 4 == 0 else cmd.CompleteTask
             extra: dict[str, Any] = {"error": "boom"} if finish is cmd.FailTask else {}
             runtime.execute_batch(
-                [
-                    finish(
-                        agent_id=agent, task_id=held.task_id, generation=held.generation, **extra
-                    )
-                ]
+                [finish(agent_id=agent, task_id=held.task_id, generation=held.generation, **extra)]
             )
     finally:
         runtime.stop()
@@ -224,12 +220,9 @@ def test_a_forged_seal_state_is_found(sealed):
 
 def test_a_seal_with_checkers_of_another_position_is_found(sealed):
     log = sealed
-    position, chain, data = _seal_row(log)
+    position = _seal_row(log)[0]
     found = load_seal(log)[0]
     assert found is not None
-    from tierlog.adapters.audit.seal import write_seal
-    from tierlog.domain.replay.resume import load_checkers
-
     _, invariants, determinism = load_checkers(found.checkers, [])
     assert write_seal(log, position, dump_checkers(position - 1, invariants, determinism), {})
     assert _rules(audit(log)) == [(position, "seal_intact")]
