@@ -51,6 +51,11 @@ class TableSeal(msgspec.Struct, gc=False):
     rows: list[list[Any]]
 
 
+# Each projection's sealed fold, encoded (``ProjectionSeal``): they pass from a worker to
+# the seal, and from the seal to a worker, without being decoded on the way.
+SealedFolds = dict[str, msgspec.Raw]
+
+
 class ProjectionSeal(msgspec.Struct, gc=False):
     """One projection's in-memory fold after ``position`` (its live position when the
     audit that sealed it compared it clean), under fold ``version``: an incremental
@@ -220,7 +225,7 @@ class DigestFold:
         projections: Sequence[Projection],
         positions: dict[str, int],
         batch: int,
-        resume: dict[str, ProjectionSeal] | None = None,
+        resume: SealedFolds | None = None,
     ) -> None:
         self.projections = list(projections)
         self.positions = {p.name: positions[p.name] for p in projections}
@@ -234,7 +239,7 @@ class DigestFold:
         self._finished: list[tuple[int, str]] = []
         windows: list[tuple[Projection, int, int | None]] = []
         for p in projections:
-            sealed = (resume or {}).get(p.name)
+            sealed = _sealed_fold((resume or {}).get(p.name))
             usable = (
                 sealed is not None
                 and sealed.version == fold_version(p)
@@ -273,20 +278,34 @@ class DigestFold:
         """Every table's digest and row count."""
         return self.rows.digests()
 
-    def seal(self) -> dict[str, ProjectionSeal]:
-        """Each projection's fold as data, at its position (once every event up to it
+    def seal(self) -> SealedFolds:
+        """Each projection's fold, encoded, at its position (once every event up to it
         has been fed)."""
         pending = self._ending + self._finished
-        sealed: dict[str, ProjectionSeal] = {}
+        sealed: SealedFolds = {}
         for p in self.projections:
             at = self.positions[p.name]
-            sealed[p.name] = ProjectionSeal(
+            fold = ProjectionSeal(
                 position=at,
                 version=fold_version(p),
                 tables={t.name: self.rows.table_state(t) for t in p.tables},
                 finishing=[(f, task) for f, task in pending if f <= at],
             )
+            sealed[p.name] = msgspec.Raw(_pack(fold))
         return sealed
+
+
+_projection_seal = msgspec.msgpack.Decoder(ProjectionSeal)
+
+
+def _sealed_fold(raw: msgspec.Raw | None) -> ProjectionSeal | None:
+    """A sealed fold, or None (none, or one that does not decode: folded from 0)."""
+    if raw is None:
+        return None
+    try:
+        return _projection_seal.decode(raw)
+    except msgspec.MsgspecError:
+        return None
 
 
 def feed_from_log(log: EventLog, fold: DigestFold) -> None:

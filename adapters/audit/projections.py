@@ -27,7 +27,7 @@ from tierlog.adapters.audit.digest import (
     MISSING,
     DigestFold,
     Digests,
-    ProjectionSeal,
+    SealedFolds,
     feed_from_log,
     live_digests,
 )
@@ -52,7 +52,7 @@ class ProjectionCheck:
     rows_compared: int = 0
     seconds: float = 0.0
     # A clean check's folds, each at its live position (for the audit's seal).
-    sealed: dict[str, ProjectionSeal] = field(default_factory=dict)
+    sealed: SealedFolds = field(default_factory=dict)
     # Each projection resumed from a seal, and the sealed position it folded on from.
     resumed: dict[str, int] = field(default_factory=dict)
 
@@ -288,7 +288,7 @@ def begin_check(
     *,
     names: Sequence[str] | None = None,
     batch: int = 10_000,
-    resume: dict[str, ProjectionSeal] | None = None,
+    resume: SealedFolds | None = None,
 ) -> PendingCheck | ProjectionCheck:
     """Digest the live read models (those ``names``, or all) in one snapshot and set up
     the fold (from the sealed folds in ``resume`` where they can be used); a finished
@@ -369,7 +369,7 @@ def check_projections(
     *,
     names: Sequence[str] | None = None,
     batch: int = 10_000,
-    resume: dict[str, ProjectionSeal] | None = None,
+    resume: SealedFolds | None = None,
 ) -> ProjectionCheck:
     """Rebuild the live read models (those ``names``, or all) from the log (or from
     the sealed folds in ``resume``) and compare them with the live ones: by digest,
@@ -416,9 +416,7 @@ if __name__ == "__main__":
 
     import msgspec
 
-    _resume = msgspec.msgpack.decode(
-        sys.stdin.buffer.read() or b"\x80", type=dict[str, ProjectionSeal]
-    )
+    _resume = msgspec.msgpack.decode(sys.stdin.buffer.read() or b"\x80", type=SealedFolds)
     _log = EventLog(sys.argv[1], read_only=True)  # the audit never writes the log
     try:
         _names = sys.argv[2:] or None

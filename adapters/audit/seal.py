@@ -26,12 +26,11 @@ there can forge one that fits. ``tierlog audit --full`` ignores seals.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
 
 import msgspec
 
-from tierlog.adapters.audit.digest import ProjectionSeal
+from tierlog.adapters.audit.digest import SealedFolds
 from tierlog.adapters.history.checkpoints import CheckpointStore
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain.replay.invariants import Violation
@@ -41,26 +40,20 @@ SEAL_FORMAT = 1
 
 # Where a seal finding is filed (the ``aggregate_id`` of its violation).
 SEAL = "audit seal"
-logger = logging.getLogger("tierlog.audit")
+# A seal's stored bytes: the layout (one byte), the SHA-256 digest of the body, the body
+# (a ``SealBody``), in one buffer so a large state is not copied again to be framed.
+_HEAD = 1 + 32
 
 
 class SealBody(msgspec.Struct, kw_only=True, gc=False):
-    """The folded state a seal keeps."""
+    """The folded state a seal keeps (each part still encoded: a worker's read-model
+    folds pass through without being decoded)."""
 
-    checkers: bytes  # ``domain.replay.resume.dump_checkers``
-    projections: dict[str, ProjectionSeal]
-
-
-class SealRecord(msgspec.Struct, kw_only=True, gc=False):
-    """A seal's stored bytes: the layout, the digest of the body, the body."""
-
-    format: int
-    digest: bytes  # SHA-256 of ``body``
-    body: bytes  # a ``SealBody``
+    checkers: msgspec.Raw  # ``domain.replay.resume.dump_checkers``
+    projections: SealedFolds
 
 
 _encoder = msgspec.msgpack.Encoder()
-_record = msgspec.msgpack.Decoder(SealRecord)
 _body = msgspec.msgpack.Decoder(SealBody)
 
 
@@ -71,7 +64,7 @@ class Seal:
     position: int
     chain_hash: bytes
     checkers: bytes
-    projections: dict[str, ProjectionSeal] = field(default_factory=dict)
+    projections: SealedFolds = field(default_factory=dict)
 
 
 def load_seal(log: EventLog) -> tuple[Seal | None, list[Violation]]:
@@ -89,13 +82,10 @@ def load_seal(log: EventLog) -> tuple[Seal | None, list[Violation]]:
     def finding(rule: str, detail: str) -> tuple[None, list[Violation]]:
         return None, [Violation(position, SEAL, rule, detail)]
 
-    try:
-        record = _record.decode(data)
-    except msgspec.DecodeError:
-        return finding("seal_intact", "the seal's bytes do not decode")
-    if record.format != SEAL_FORMAT:
+    if len(data) > _HEAD and data[0] != SEAL_FORMAT:
         return None, []  # another release's seal: checked from 0, replaced if clean
-    if hashlib.sha256(record.body).digest() != record.digest:
+    body = memoryview(data)[_HEAD:]
+    if len(data) <= _HEAD or hashlib.sha256(body).digest() != data[1:_HEAD]:
         return finding("seal_intact", "the seal's folded state does not match its digest")
     head = log.head()
     if position > head:
@@ -108,24 +98,26 @@ def load_seal(log: EventLog) -> tuple[Seal | None, list[Violation]]:
             f"..., the seal holds {chain.hex()[:16]}... (the sealed prefix was rewritten)",
         )
     try:
-        body = _body.decode(record.body)
-    except msgspec.DecodeError:
+        sealed = _body.decode(body)
+    except msgspec.MsgspecError:
         return finding("seal_intact", "the seal's folded state does not decode")
-    return Seal(position, chain, body.checkers, body.projections), []
+    return Seal(position, chain, bytes(sealed.checkers), sealed.projections), []
 
 
-def write_seal(
-    log: EventLog, position: int, checkers: bytes, projections: dict[str, ProjectionSeal]
-) -> bool:
+def write_seal(log: EventLog, position: int, checkers: bytes, projections: SealedFolds) -> bool:
     """Keep a seal at ``position`` (replacing any other); False when none could be
     kept (no chain row ends there, or the store cannot be written: logged)."""
     chain = log.chain_hash_at(position)
     if chain is None:
         return False
-    body = _encoder.encode(SealBody(checkers=checkers, projections=projections))
-    record = SealRecord(format=SEAL_FORMAT, digest=hashlib.sha256(body).digest(), body=body)
+    data = bytearray(_HEAD)
+    _encoder.encode_into(
+        SealBody(checkers=msgspec.Raw(checkers), projections=projections), data, _HEAD
+    )
+    data[0] = SEAL_FORMAT
+    data[1:_HEAD] = hashlib.sha256(memoryview(data)[_HEAD:]).digest()
     store = CheckpointStore(log, write=True, audit=True)
     try:
-        return store.replace_all(position, chain, _encoder.encode(record))
+        return store.replace_all(position, chain, data)
     finally:
         store.close()

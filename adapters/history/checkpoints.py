@@ -93,7 +93,7 @@ class CheckpointStore:
             return
         self.insert(state.position, chain, dump_state(state))
 
-    def insert(self, position: int, chain: bytes, data: bytes) -> bool:
+    def insert(self, position: int, chain: bytes, data: bytes | bytearray) -> bool:
         """Keep ``data`` (a dumped state at ``position``, whose chain hash is ``chain``);
         False if this store cannot write (said once in the log)."""
         if not self._write:
@@ -110,7 +110,7 @@ class CheckpointStore:
             return False
         return True
 
-    def replace_all(self, position: int, chain: bytes, data: bytes) -> bool:
+    def replace_all(self, position: int, chain: bytes, data: bytes | bytearray) -> bool:
         """Keep ``data`` at ``position`` as the only row (the audit's one seal); False
         if this store cannot write (said once in the log)."""
         if not self._write:
