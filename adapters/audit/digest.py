@@ -17,6 +17,7 @@ import gc
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,15 @@ def row_digest(values: tuple[Any, ...]) -> int:
     return int.from_bytes(blake2b(_pack(values), digest_size=16).digest(), "big")
 
 
+def _values_of(table: Table) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's values in column order, as a tuple (``itemgetter``: no Python loop)."""
+    columns = table.column_names
+    if len(columns) == 1:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
+
+
 class DigestRows:
     """An in-memory scratch store (``projections.base.Rows``) that digests what it drops."""
 
@@ -125,11 +135,11 @@ class DigestRows:
     def release_from(self, table: Table, task_ids: Iterable[str]) -> None:
         """Add the rows of ``task_ids`` in ``table`` to its digest and drop them."""
         rows, digest = self._rows[table.name], self._digests[table.name]
-        columns = table.column_names
+        values = _values_of(table)
         for task_id in task_ids:
             row = rows.pop((task_id,), None)
             if row is not None:
-                digest[0] += row_digest(tuple(row[c] for c in columns))
+                digest[0] += row_digest(values(row))
                 digest[1] += 1
 
     def table_state(self, table: Table) -> TableSeal:
@@ -153,9 +163,9 @@ class DigestRows:
         result: Digests = {}
         for name, table in self._tables.items():
             total, count = self._digests[name]
-            columns = table.column_names
+            values = _values_of(table)
             for row in self._rows[name].values():
-                total += row_digest(tuple(row[c] for c in columns))
+                total += row_digest(values(row))
                 count += 1
             result[name] = (total % _MODULUS, count)
         return result
