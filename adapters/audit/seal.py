@@ -110,7 +110,10 @@ def write_seal(log: EventLog, position: int, checkers: bytes, projections: Seale
     chain = log.chain_hash_at(position)
     if chain is None:
         return False
-    data = bytearray(_HEAD)
+    # Sized up front (the parts plus room for their framing): grown piece by piece, the
+    # buffer would be copied several times over.
+    size = _HEAD + len(checkers) + sum(len(memoryview(f)) for f in projections.values())
+    data = bytearray(size + 64 * (len(projections) + 4))
     _encoder.encode_into(
         SealBody(checkers=msgspec.Raw(checkers), projections=projections), data, _HEAD
     )

@@ -116,12 +116,27 @@ class CheckpointStore:
         if not self._write:
             return False
         try:
-            self._writable().execute(f"DELETE FROM {self._table}")
+            conn = self._writable()
+            conn.execute(f"DELETE FROM {self._table}")
+            if self._path is None:
+                return self.insert(position, chain, data)
+            # SQLite: written into a zeroblob through blob I/O, a page at a time, so the
+            # library does not copy the whole state twice on the way in.
+            with conn:
+                conn.execute("BEGIN")
+                row = conn.execute(
+                    f"INSERT INTO {self._table} VALUES (?, ?, zeroblob(?))",
+                    (position, chain, len(data)),
+                ).lastrowid
+                with conn.blobopen(self._table, "state", row) as blob:
+                    view = memoryview(data)
+                    for at in range(0, len(view), 1 << 20):
+                        blob.write(view[at : at + (1 << 20)])
         except Exception as exc:  # sqlite3 or psycopg: as ``insert``
             logger.warning("nothing kept at %s: %s", position, exc)
             self._write = False
             return False
-        return self.insert(position, chain, data)
+        return True
 
     def keep_newest(self, count: int) -> None:
         """Delete every checkpoint but the newest ``count`` (after an ``insert``)."""
