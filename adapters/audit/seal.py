@@ -73,6 +73,9 @@ def load_seal(log: EventLog) -> tuple[Seal | None, list[Violation]]:
     store = CheckpointStore(log, write=False, audit=True)
     try:
         found = store.newest((1 << 63) - 1, 1)
+    except Exception as exc:  # sqlite3 or psycopg: a file that is not a checkpoints file
+        detail = f"the seal cannot be read: {exc}"
+        return None, [Violation(0, SEAL, "seal_intact", detail)]
     finally:
         store.close()
     if not found:

@@ -19,7 +19,7 @@ from wiring import runner_on, runtime_on
 from tierlog.adapters.audit.run import AuditReport, audit
 from tierlog.adapters.audit.seal import load_seal, write_seal
 from tierlog.adapters.cli import main
-from tierlog.adapters.history.checkpoints import CheckpointStore
+from tierlog.adapters.history.checkpoints import CheckpointStore, checkpoints_path
 from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
 from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
@@ -237,3 +237,19 @@ def test_the_cli_says_where_it_went_on_from_and_full_ignores_the_seal(sealed, ca
     code = main(["audit", "--full", "--json", "--store", log.url])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["resumed_from_seal"] is None and out["clean"]
+
+
+def test_a_checkpoints_file_that_is_not_one_is_a_finding_not_a_crash(sqlite_url):
+    run_demo(sqlite_url, tasks=20, seed=2)
+    log = EventLog(sqlite_url)
+    try:
+        path = checkpoints_path(str(log.sqlite_path))
+        path.write_bytes(b"not a database at all\n" * 100)
+        report = audit(log, parallel=False)
+        assert _rules(report) == [(0, "seal_intact")]
+        assert report.resumed_from is None and report.events == log.head()
+        # --full does not read it; clean, its seal cannot be kept there either.
+        full = audit(log, parallel=False, full=True)
+        assert full.clean and full.sealed_at is None
+    finally:
+        log.close()
