@@ -276,13 +276,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.json or not sys.stderr.isatty():
-            report = audit(log)
+            report = audit(log, full=args.full)
         else:
             from rich.progress import Progress
 
             with Progress(transient=True) as bar:
                 job = bar.add_task("auditing", total=head)
-                report = audit(log, progress=lambda done, _: bar.update(job, completed=done))
+                report = audit(
+                    log, progress=lambda done, _: bar.update(job, completed=done), full=args.full
+                )
     except Exception as exc:  # the store went away or broke mid-read: no verdict
         print(
             f"tierlog: cannot read the store {redact_url(store)}: {one_line(exc)}", file=sys.stderr
@@ -530,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit_cmd = sub.add_parser("audit", help="verify the chain, invariants and projections")
     _add_common(audit_cmd)
+    audit_cmd.add_argument(
+        "--full",
+        action="store_true",
+        help="check everything from position 0, ignoring the seal a clean audit left",
+    )
     audit_cmd.set_defaults(func=cmd_audit)
 
     bench = sub.add_parser("bench", help="measure throughput against raw sqlite3")

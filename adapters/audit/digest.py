@@ -17,6 +17,7 @@ import gc
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from tierlog.adapters.readside.read_store import IDENTITY_KEY, read_model_path
 from tierlog.adapters.store.event_log import EventLog, RawRow, postgres_connect_args
 from tierlog.domain import events as ev
 from tierlog.domain.events import DomainEvent
-from tierlog.projections.base import Fold, Key, Projection, Row, Table
+from tierlog.projections.base import Fold, Key, Projection, Row, Table, fold_version
 
 _MODULUS = 1 << 128
 # Task tables are keyed by the task id alone; their rows can be released when it ends.
@@ -42,6 +43,32 @@ MISSING = (0, -1)
 _pack = msgspec.msgpack.Encoder().encode
 
 
+class TableSeal(msgspec.Struct, gc=False):
+    """One table of an in-memory fold, as data: the digest and row count of the rows
+    released so far, and the rows still held (values in column order)."""
+
+    digest: bytes  # 16 bytes, big-endian
+    count: int
+    rows: list[list[Any]]
+
+
+# Each projection's sealed fold, encoded (``ProjectionSeal``): they pass from a worker to
+# the seal, and from the seal to a worker, without being decoded on the way.
+SealedFolds = dict[str, msgspec.Raw]
+
+
+class ProjectionSeal(msgspec.Struct, gc=False):
+    """One projection's in-memory fold after ``position`` (its live position when the
+    audit that sealed it compared it clean), under fold ``version``: an incremental
+    audit folds on from there. ``finishing``: tasks that finished at these positions
+    whose rows are not released yet."""
+
+    position: int
+    version: int
+    tables: dict[str, TableSeal]
+    finishing: list[tuple[int, str]]
+
+
 def row_digest(values: tuple[Any, ...]) -> int:
     """The 128-bit hash of one row's values (column order), as an integer.
 
@@ -50,14 +77,25 @@ def row_digest(values: tuple[Any, ...]) -> int:
     return int.from_bytes(blake2b(_pack(values), digest_size=16).digest(), "big")
 
 
+def _values_of(table: Table) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's values in column order, as a tuple (``itemgetter``: no Python loop)."""
+    columns = table.column_names
+    if len(columns) == 1:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
+
+
 class DigestRows:
     """An in-memory scratch store (``projections.base.Rows``) that digests what it drops."""
 
-    def __init__(self, tables: Iterable[Table]) -> None:
+    def __init__(self, tables: Iterable[Table], limits: dict[str, int] | None = None) -> None:
         self._tables = {t.name: t for t in tables}
         self._rows: dict[str, dict[Key, Row]] = {name: {} for name in self._tables}
         self._digests: dict[str, list[int]] = {name: [0, 0] for name in self._tables}
         self._task_tables = [t for t in self._tables.values() if t.key == _TASK_KEY]
+        # Per table: the last position its projection folds (``release_finished``).
+        self._limits = limits or {}
 
     def get(self, table: Table, key: Key) -> Row | None:
         """The row with ``key``, or None."""
@@ -80,23 +118,54 @@ class DigestRows:
 
     def release(self, task_ids: Iterable[str]) -> None:
         """Add the rows of finished tasks to the digests and drop them."""
+        task_ids = list(task_ids)
         for table in self._task_tables:
-            rows, digest = self._rows[table.name], self._digests[table.name]
-            columns = table.column_names
-            for task_id in task_ids:
-                row = rows.pop((task_id,), None)
-                if row is not None:
-                    digest[0] += row_digest(tuple(row[c] for c in columns))
-                    digest[1] += 1
+            self.release_from(table, task_ids)
+
+    def release_finished(self, finished: Sequence[tuple[int, str]]) -> None:
+        """Release the rows of tasks that finished at the given positions, each only
+        from the tables whose projection folds that far: a row of a task that finished
+        beyond its projection's window is not final there, and a seal keeps it."""
+        for table in self._task_tables:
+            limit = self._limits.get(table.name)
+            ids = [t for at, t in finished if limit is None or at <= limit]
+            if ids:
+                self.release_from(table, ids)
+
+    def release_from(self, table: Table, task_ids: Iterable[str]) -> None:
+        """Add the rows of ``task_ids`` in ``table`` to its digest and drop them."""
+        rows, digest = self._rows[table.name], self._digests[table.name]
+        values = _values_of(table)
+        for task_id in task_ids:
+            row = rows.pop((task_id,), None)
+            if row is not None:
+                digest[0] += row_digest(values(row))
+                digest[1] += 1
+
+    def table_state(self, table: Table) -> TableSeal:
+        """One table's folded rows and digest, as data (for a seal)."""
+        total, count = self._digests[table.name]
+        columns = table.column_names
+        rows = [[row[c] for c in columns] for row in self._rows[table.name].values()]
+        return TableSeal(digest=(total % _MODULUS).to_bytes(16, "big"), count=count, rows=rows)
+
+    def restore_table(self, table: Table, state: TableSeal) -> None:
+        """Put back what ``table_state`` gave."""
+        columns = table.column_names
+        held = self._rows[table.name]
+        for values in state.rows:
+            row = dict(zip(columns, values, strict=True))
+            held[table.key_of(row)] = row
+        self._digests[table.name] = [int.from_bytes(state.digest, "big"), state.count]
 
     def digests(self) -> Digests:
         """Every table's digest and row count, the rows still held included."""
         result: Digests = {}
         for name, table in self._tables.items():
             total, count = self._digests[name]
-            columns = table.column_names
+            values = _values_of(table)
             for row in self._rows[name].values():
-                total += row_digest(tuple(row[c] for c in columns))
+                total += row_digest(values(row))
                 count += 1
             result[name] = (total % _MODULUS, count)
         return result
@@ -111,9 +180,9 @@ def _skip(data: bytes) -> DomainEvent:
 
 
 def _events(
-    log: EventLog, stop: int, wanted: Callable[[type], bool]
+    log: EventLog, stop: int, wanted: Callable[[type], bool], after: int = 0
 ) -> Iterator[list[tuple[int, DomainEvent]]]:
-    """The log's events up to ``stop`` whose type is ``wanted``, a chunk at a time. A
+    """The log's events in ``(after, stop]`` whose type is ``wanted``, a chunk at a time. A
     payload that does not decode is left out: the replay half of the audit reports it
     (``event_decodes``)."""
     codec = log.codec
@@ -126,7 +195,7 @@ def _events(
         )
         return found
 
-    for rows in log.iter_raw(0, stop, _CHUNK):
+    for rows in log.iter_raw(after, stop, _CHUNK):
         try:
             yield [
                 (p, decode(s))
@@ -151,24 +220,51 @@ def _decodable(
 
 
 class DigestFold:
-    """Folds projections in memory from position 0, chunk by chunk, each up to its own
-    position; ``digests`` gives what the live tables at those positions must digest to.
+    """Folds projections in memory, chunk by chunk, each up to its own position;
+    ``digests`` gives what the live tables at those positions must digest to.
 
-    Fed by ``feed_from_log``, or by the audit's replay pass, which decodes
-    every event anyway.
+    Each projection starts from position 0, or (``resume``) from the fold a seal kept
+    of it, when that was folded by the same fold version and no further than the live
+    position: ``start`` is then the last position before the events it needs.
+    Fed by ``feed_from_log``, or by the audit's replay pass, which decodes every event
+    anyway.
     """
 
     def __init__(
-        self, projections: Sequence[Projection], positions: dict[str, int], batch: int
+        self,
+        projections: Sequence[Projection],
+        positions: dict[str, int],
+        batch: int,
+        resume: SealedFolds | None = None,
     ) -> None:
-        self.rows = DigestRows(t for p in projections for t in p.tables)
-        self.stop = max((positions[p.name] for p in projections), default=0)
-        self._fold = Fold([(p, 0, positions[p.name]) for p in projections])
-        self._batch = batch
+        self.projections = list(projections)
+        self.positions = {p.name: positions[p.name] for p in projections}
+        limits = {t.name: positions[p.name] for p in projections for t in p.tables}
+        self.rows = DigestRows((t for p in projections for t in p.tables), limits)
+        self.stop = max(self.positions.values(), default=0)
+        self.resumed: dict[str, int] = {}  # projection -> the sealed position it went on from
         # Finished tasks are released a batch late: a command's trailing events (a timer
         # cancelled after its task was) still find the rows.
-        self._ending: list[str] = []
-        self._finished: list[str] = []
+        self._ending: list[tuple[int, str]] = []
+        self._finished: list[tuple[int, str]] = []
+        windows: list[tuple[Projection, int, int | None]] = []
+        for p in projections:
+            sealed = _sealed_fold((resume or {}).get(p.name))
+            usable = (
+                sealed is not None
+                and sealed.version == fold_version(p)
+                and sealed.position <= positions[p.name]
+                and {t.name for t in p.tables} <= set(sealed.tables)
+            )
+            if sealed is not None and usable:
+                for table in p.tables:
+                    self.rows.restore_table(table, sealed.tables[table.name])
+                self._ending.extend(sealed.finishing)
+                self.resumed[p.name] = sealed.position
+            windows.append((p, self.resumed.get(p.name, 0), positions[p.name]))
+        self.start = min((after for _, after, _ in windows), default=0)
+        self._fold = Fold(windows)
+        self._batch = batch
         self._since_release = 0
 
     def handles(self, event_type: type) -> bool:
@@ -179,16 +275,47 @@ class DigestFold:
         """Fold the next events, in log order."""
         self._fold.apply(self.rows, chunk)
         self._finished.extend(
-            str(event.originator_id) for _, event in chunk if isinstance(event, _FINISHED)
+            (position, str(event.originator_id))
+            for position, event in chunk
+            if isinstance(event, _FINISHED)
         )
         self._since_release += len(chunk)
         if self._since_release >= self._batch:
-            self.rows.release(self._ending)
+            self.rows.release_finished(self._ending)
             self._ending, self._finished, self._since_release = self._finished, [], 0
 
     def digests(self) -> Digests:
         """Every table's digest and row count."""
         return self.rows.digests()
+
+    def seal(self) -> SealedFolds:
+        """Each projection's fold, encoded, at its position (once every event up to it
+        has been fed)."""
+        pending = self._ending + self._finished
+        sealed: SealedFolds = {}
+        for p in self.projections:
+            at = self.positions[p.name]
+            fold = ProjectionSeal(
+                position=at,
+                version=fold_version(p),
+                tables={t.name: self.rows.table_state(t) for t in p.tables},
+                finishing=[(f, task) for f, task in pending if f <= at],
+            )
+            sealed[p.name] = msgspec.Raw(_pack(fold))
+        return sealed
+
+
+_projection_seal = msgspec.msgpack.Decoder(ProjectionSeal)
+
+
+def _sealed_fold(raw: msgspec.Raw | None) -> ProjectionSeal | None:
+    """A sealed fold, or None (none, or one that does not decode: folded from 0)."""
+    if raw is None:
+        return None
+    try:
+        return _projection_seal.decode(raw)
+    except msgspec.MsgspecError:
+        return None
 
 
 def feed_from_log(log: EventLog, fold: DigestFold) -> None:
@@ -198,7 +325,7 @@ def feed_from_log(log: EventLog, fold: DigestFold) -> None:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for chunk in _events(log, fold.stop, fold.handles):
+        for chunk in _events(log, fold.stop, fold.handles, fold.start):
             fold.feed(chunk)
     finally:
         if was_enabled:

@@ -27,6 +27,7 @@ from tierlog.adapters.audit.digest import (
     MISSING,
     DigestFold,
     Digests,
+    SealedFolds,
     feed_from_log,
     live_digests,
 )
@@ -50,6 +51,10 @@ class ProjectionCheck:
     checked: str = ""
     rows_compared: int = 0
     seconds: float = 0.0
+    # A clean check's folds, each at its live position (for the audit's seal).
+    sealed: SealedFolds = field(default_factory=dict)
+    # Each projection resumed from a seal, and the sealed position it folded on from.
+    resumed: dict[str, int] = field(default_factory=dict)
 
 
 class _Comparer(Protocol):
@@ -279,10 +284,15 @@ class PendingCheck:
 
 
 def begin_check(
-    log: EventLog, *, names: Sequence[str] | None = None, batch: int = 10_000
+    log: EventLog,
+    *,
+    names: Sequence[str] | None = None,
+    batch: int = 10_000,
+    resume: SealedFolds | None = None,
 ) -> PendingCheck | ProjectionCheck:
     """Digest the live read models (those ``names``, or all) in one snapshot and set up
-    the fold; a finished ``ProjectionCheck`` when there is nothing to compare."""
+    the fold (from the sealed folds in ``resume`` where they can be used); a finished
+    ``ProjectionCheck`` when there is nothing to compare."""
     started = time.perf_counter()
     projections = [p for p in all_projections() if names is None or p.name in names]
     live = live_digests(log, [t for p in projections for t in p.tables])
@@ -290,7 +300,7 @@ def begin_check(
         return ProjectionCheck(checked="projections: skipped (the log has no live read models)")
     positions, live_tables = live
     projections = [p for p in projections if p.name in positions]
-    fold = DigestFold(projections, positions, batch)
+    fold = DigestFold(projections, positions, batch, resume)
     at = {t.name: positions[p.name] for p in projections for t in p.tables}
     return PendingCheck(projections, live_tables, fold, batch, started, at)
 
@@ -302,13 +312,14 @@ def finish_check(log: EventLog, pending: PendingCheck) -> ProjectionCheck:
     is missing, and a difference whose rows could not be named (the live models kept
     moving) are violations too.
     """
-    result = ProjectionCheck()
+    result = ProjectionCheck(resumed=dict(pending.fold.resumed))
     folded = pending.fold.digests()
     differing = [t for t in folded if folded[t] != pending.live[t]]
     listed = ", ".join(p.name for p in pending.projections)
     result.checked = f"projections: {listed} rebuilt in memory and compared by digest"
     if not differing:
         result.rows_compared = sum(rows for _digest, rows in pending.live.values())
+        result.sealed = pending.fold.seal()
     else:
         plain = _report_plain_causes(log, pending, differing, result)
         exact = [
@@ -354,11 +365,16 @@ def _report_plain_causes(
 
 
 def check_projections(
-    log: EventLog, *, names: Sequence[str] | None = None, batch: int = 10_000
+    log: EventLog,
+    *,
+    names: Sequence[str] | None = None,
+    batch: int = 10_000,
+    resume: SealedFolds | None = None,
 ) -> ProjectionCheck:
-    """Rebuild the live read models (those ``names``, or all) from the log and compare
-    them with the live ones: by digest, then row by row if a digest differs."""
-    begun = begin_check(log, names=names, batch=batch)
+    """Rebuild the live read models (those ``names``, or all) from the log (or from
+    the sealed folds in ``resume``) and compare them with the live ones: by digest,
+    then row by row if a digest differs."""
+    begun = begin_check(log, names=names, batch=batch, resume=resume)
     if isinstance(begun, ProjectionCheck):
         return begun
     feed_from_log(log, begun.fold)
@@ -394,14 +410,17 @@ def _exact(
 
 
 if __name__ == "__main__":
-    # The audit's worker process: check one log's projections, print the result as JSON.
+    # The audit's worker process: check one log's projections (from the sealed folds
+    # read from stdin, MessagePack), write the result to stdout (MessagePack).
     import sys
 
     import msgspec
 
+    _resume = msgspec.msgpack.decode(sys.stdin.buffer.read() or b"\x80", type=SealedFolds)
     _log = EventLog(sys.argv[1], read_only=True)  # the audit never writes the log
     try:
         _names = sys.argv[2:] or None
-        sys.stdout.buffer.write(msgspec.json.encode(check_projections(_log, names=_names)))
+        _found = check_projections(_log, names=_names, resume=_resume)
+        sys.stdout.buffer.write(msgspec.msgpack.encode(_found))
     finally:
         _log.close()

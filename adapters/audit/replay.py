@@ -45,6 +45,10 @@ class ReplayResult:
     violations: list[Violation] = field(default_factory=list)
     omitted: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # The checkers ran on the events after this position (0: all of them).
+    checked_after: int = 0
+    # Both checkers after ``head``, for a seal (``resume.dump_checkers``).
+    checkers: tuple[InvariantChecker, DeterminismChecker] | None = None
 
     @property
     def clean(self) -> bool:
@@ -103,6 +107,8 @@ def replay_check(
     batch: int = 1000,
     stop: int | None = None,
     consumers: Sequence[EventConsumer] = (),
+    resume: tuple[int, InvariantChecker, DeterminismChecker] | None = None,
+    consumers_after: int = 0,
 ) -> ReplayResult:
     """Verify the hash chain, the invariants and the routing decisions of the log up to
     ``stop`` (default: ``audit_stop``, the head when the pass starts), reading and
@@ -116,9 +122,17 @@ def replay_check(
     the pass (for the whole process).
     ``consumers`` get every decoded chunk as ``(position, event)`` pairs, in log order
     (the audit folds read models on them, so the log is decoded once).
+
+    ``resume`` (a sealed position and both checkers as they were after it, from
+    ``resume.load_checkers``) goes on from there: the chain is still verified over the
+    whole log, but only the events after that position are checked, and only those
+    after it or after ``consumers_after``, whichever is first, are decoded (the
+    consumers get those).
     """
     head = audit_stop(log) if stop is None else stop
     replay = _Replay(log, head, consumers)
+    if resume is not None:
+        replay.resume(*resume, consumers_after=consumers_after)
     # Nothing this pass keeps can form a reference cycle, and the checkers' records are
     # untracked; collections would only walk the chunk in flight, thousands of times.
     gc_was_enabled = gc.isenabled()
@@ -144,60 +158,76 @@ class _Replay:
         self.invariants = InvariantChecker(self.sink)
         self.determinism = DeterminismChecker(self.sink)
         self.spent = dict.fromkeys(PARTS, 0.0)
+        self.checked_after = 0  # the checkers take the events after it
+        self.decode_after = 0  # the events after it are decoded
+
+    def resume(
+        self,
+        position: int,
+        invariants: InvariantChecker,
+        determinism: DeterminismChecker,
+        *,
+        consumers_after: int,
+    ) -> None:
+        """Start from checkers as they were after ``position`` (see ``replay_check``)."""
+        invariants.violations = determinism.violations = self.sink
+        self.invariants, self.determinism = invariants, determinism
+        self.checked_after = position
+        self.decode_after = min(position, consumers_after) if self.consumers else position
 
     def run(self, batch: int, progress: Callable[[int, int], None] | None) -> None:
-        """Read, verify, decode and check every chunk."""
+        """Read and verify every chunk; decode and check those past the seal."""
         clock, head, sink = time.perf_counter, self.head, self.sink
         chain_feed, decode = self.chain.feed, self.decoder.batch
         inv_handler = self.invariants.handlers.get
         inv_feed: Any = self.invariants.feed  # for a type without a handler (none, today)
         det_handler = self.determinism.handlers.get
         consumers = self.consumers
-        read = chain_s = decode_s = inv_s = det_s = consumers_s = 0.0
+        decode_after, checked_after = self.decode_after, self.checked_after
+        spent = self.spent
         done = reported = 0
         started = clock()
         for rows in self.log.iter_raw(0, head, min(batch, CHUNK)):
             t1 = clock()
             chain_feed(rows)
             t2 = clock()
-            kept, events = decode(rows, sink)
-            t3 = clock()
-            for (position, key, _, _, _), event in zip(kept, events, strict=True):
-                (inv_handler(type(event)) or inv_feed)(position, key, event)
-            t4 = clock()
-            for (position, key, _, _, _), event in zip(kept, events, strict=True):
-                handler = det_handler(type(event))
-                if handler is not None:
-                    handler(position, key, event)
-            t5 = clock()
-            if consumers:
-                pairs = [(row[0], event) for row, event in zip(kept, events, strict=True)]
-                for consume in consumers:
-                    consume(pairs)
-            t6 = clock()
-            read += t1 - started
-            chain_s += t2 - t1
-            decode_s += t3 - t2
-            inv_s += t4 - t3
-            det_s += t5 - t4
-            consumers_s += t6 - t5
+            spent["read"] += t1 - started
+            spent["chain"] += t2 - t1
             done += len(rows)
+            if rows[-1][0] > decode_after:
+                if rows[0][0] <= decode_after:  # the chunk the seal falls in
+                    rows = [row for row in rows if row[0] > decode_after]
+                kept, events = decode(rows, sink)
+                t3 = clock()
+                spent["decode"] += t3 - t2
+                pairs = list(zip(kept, events, strict=True))
+                if kept and kept[0][0] <= checked_after:
+                    checked = [(r, e) for r, e in pairs if r[0] > checked_after]
+                else:
+                    checked = pairs
+                for (position, key, _, _, _), event in checked:
+                    (inv_handler(type(event)) or inv_feed)(position, key, event)
+                t4 = clock()
+                for (position, key, _, _, _), event in checked:
+                    handler = det_handler(type(event))
+                    if handler is not None:
+                        handler(position, key, event)
+                t5 = clock()
+                if consumers:
+                    positioned = [(row[0], event) for row, event in pairs]
+                    for consume in consumers:
+                        consume(positioned)
+                spent["invariants"] += t4 - t3
+                spent["determinism"] += t5 - t4
+                spent["consumers"] += clock() - t5
             if progress is not None and done - reported >= batch:
                 progress(done, head)
                 reported = done
             started = clock()
-        read += clock() - started
+        spent["read"] += clock() - started
         if progress is not None and done != reported:
             progress(done, head)
         self.events = done
-        self.spent.update(
-            read=read,
-            chain=chain_s,
-            decode=decode_s,
-            invariants=inv_s,
-            determinism=det_s,
-            consumers=consumers_s,
-        )
 
     def result(self) -> ReplayResult:
         """The verdict, once the last batch is in."""
@@ -216,4 +246,6 @@ class _Replay:
             violations=violations,
             omitted=self.chain.omitted,
             timings={part: round(seconds, 3) for part, seconds in self.spent.items()},
+            checked_after=self.checked_after,
+            checkers=(self.invariants, self.determinism),
         )

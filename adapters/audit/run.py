@@ -8,9 +8,11 @@ as long as the slower half, and each process's memory stays its own and bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +27,11 @@ from tierlog.adapters.audit.projections import (
     finish_check,
 )
 from tierlog.adapters.audit.replay import replay_check
+from tierlog.adapters.audit.seal import SEAL, Seal, load_seal, write_seal
 from tierlog.adapters.store.event_log import EventLog
-from tierlog.domain.replay.invariants import Violation
+from tierlog.domain.replay.determinism import DeterminismChecker
+from tierlog.domain.replay.invariants import InvariantChecker, Violation
+from tierlog.domain.replay.resume import StaleCheckersError, dump_checkers, load_checkers
 from tierlog.projections.registry import all_projections
 
 
@@ -41,6 +46,10 @@ class AuditReport:
     checked: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workers: int = 0  # processes the projection check ran in beside this one
+    # The seal the checks went on from (its position; None: checked from 0), and the
+    # position of the seal this audit left (None: not clean, or none could be kept).
+    resumed_from: int | None = None
+    sealed_at: int | None = None
 
     @property
     def clean(self) -> bool:
@@ -60,6 +69,8 @@ class AuditReport:
             "checked": self.checked,
             "violations": [asdict(v) for v in self.violations],
             "omitted_violations": self.omitted,
+            "resumed_from_seal": self.resumed_from,
+            "sealed_at": self.sealed_at,
         }
 
 
@@ -83,22 +94,46 @@ def worker_groups() -> list[list[str]]:
     return [g for g in groups if g]
 
 
-def _start_projection_worker(url: str, names: list[str]) -> subprocess.Popen[bytes]:
+def _start_projection_worker(
+    url: str, names: list[str], seal: Seal | None
+) -> tuple[subprocess.Popen[bytes], threading.Thread]:
     """The projection check in a worker process (``python -m
     tierlog.adapters.audit.projections``): a plain subprocess of the installed package,
-    so no caller needs a ``__main__`` guard as multiprocessing's spawn would."""
-    return subprocess.Popen(
+    so no caller needs a ``__main__`` guard as multiprocessing's spawn would. The
+    sealed folds of its projections are handed over on stdin by a thread, at once (a
+    pipe holds far less than they may need, and the worker must not wait for this
+    process's pass)."""
+    worker = subprocess.Popen(
         [sys.executable, "-m", "tierlog.adapters.audit.projections", url, *names],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    sealed = {n: f for n, f in seal.projections.items() if n in names} if seal else {}
+    given = msgspec.msgpack.encode(sealed)
+
+    def hand_over() -> None:
+        pipe = worker.stdin
+        assert pipe is not None
+        with contextlib.suppress(BrokenPipeError):  # it died: ``communicate`` says why
+            pipe.write(given)
+        with contextlib.suppress(BrokenPipeError):
+            pipe.close()
+        worker.stdin = None  # closed: nothing left for ``communicate`` to send
+
+    feeder = threading.Thread(target=hand_over, name="audit-worker-stdin", daemon=True)
+    feeder.start()
+    return worker, feeder
 
 
-def _finish_projection_worker(worker: subprocess.Popen[bytes]) -> ProjectionCheck:
+def _finish_projection_worker(
+    worker: subprocess.Popen[bytes], feeder: threading.Thread
+) -> ProjectionCheck:
+    feeder.join()
     out, err = worker.communicate()
     if worker.returncode != 0:
         raise RuntimeError(f"the projection check failed: {err.decode(errors='replace').strip()}")
-    return msgspec.json.decode(out, type=ProjectionCheck)
+    return msgspec.msgpack.decode(out, type=ProjectionCheck)
 
 
 def _cores() -> int:
@@ -110,12 +145,15 @@ def _cores() -> int:
 
 def _merge(parts: list[ProjectionCheck]) -> ProjectionCheck:
     """One result from the workers' results."""
+    parts = [part for part in parts if part.checked] or parts  # none left here: no part
     return ProjectionCheck(
         violations=[v for part in parts for v in part.violations],
         checked="projections: "
         + "; ".join(part.checked.removeprefix("projections: ") for part in parts),
         rows_compared=sum(part.rows_compared for part in parts),
         seconds=max(part.seconds for part in parts),
+        sealed={name: fold for part in parts for name, fold in part.sealed.items()},
+        resumed={name: at for part in parts for name, at in part.resumed.items()},
     )
 
 
@@ -125,33 +163,105 @@ def audit(
     progress: Callable[[int, int], None] | None = None,
     batch: int = 5000,
     parallel: bool | None = None,
+    full: bool = False,
+    seal: bool = True,
 ) -> AuditReport:
     """Verify the chain, check invariants and decisions while replaying, and compare
     the read models with a rebuild. With ``parallel`` (by default: when this machine
     has more than one core) part of the projection check runs in worker processes
-    (``WORKER_GROUPS``); the rest is folded here on the replay's decoded events."""
+    (``WORKER_GROUPS``); the rest is folded here on the replay's decoded events.
+
+    Unless ``full``, the checks go on from the seal a clean audit left beside the log
+    (``adapters.audit.seal``), if it fits: the whole chain is verified, the rest only
+    from the seal. A seal that does not fit is a finding, and everything is checked
+    from 0. With ``seal``, a clean audit leaves a seal at the position it reached."""
     report = AuditReport()
+    started = time.perf_counter()
+    found: Seal | None = None
+    checkers: Resumed | None = None
+    if not full:
+        found, seal_findings = load_seal(log)
+        report.violations.extend(seal_findings)
+        checkers = _checkers(found, report) if found else None
+        if checkers is None:
+            found = None
+    _run(log, report, found, checkers, progress, batch, parallel, seal)
+    report.timings["total"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+Resumed = tuple[int, InvariantChecker, DeterminismChecker]
+
+
+def _checkers(found: Seal, report: AuditReport) -> Resumed | None:
+    """The sealed checkers, or None (another release's: ignored; broken: a finding)."""
+    try:
+        resumed = load_checkers(found.checkers, [])
+    except StaleCheckersError:
+        return None
+    except (msgspec.MsgspecError, ValueError) as exc:  # OlderFoldError is a ValueError
+        detail = f"the seal's checkers do not load: {exc}"
+        report.violations.append(Violation(found.position, SEAL, "seal_intact", detail))
+        return None
+    if resumed[0] != found.position:
+        detail = f"the seal at {found.position} holds checkers folded to {resumed[0]}"
+        report.violations.append(Violation(found.position, SEAL, "seal_intact", detail))
+        return None
+    return resumed
+
+
+def _run(
+    log: EventLog,
+    report: AuditReport,
+    found: Seal | None,
+    checkers: Resumed | None,
+    progress: Callable[[int, int], None] | None,
+    batch: int,
+    parallel: bool | None,
+    seal: bool,
+) -> None:
+    """One audit pass (from ``found``, or from 0), its findings added to ``report``."""
     started = time.perf_counter()
     if parallel is None:
         parallel = _cores() > 1
-    groups = worker_groups() if parallel else [[p.name for p in all_projections()]]
-    workers = [_start_projection_worker(log.url, names) for names in groups[:-1]]
+    everything = [p.name for p in all_projections()]
+    if not parallel:
+        groups = [everything]
+    elif checkers is not None:
+        # From a seal, this process verifies the whole chain, which is most of the
+        # work; the read models' few new events and the digests of their live tables
+        # (every row) go to one worker.
+        groups = [everything, []]
+    else:
+        groups = worker_groups()
+    workers = [_start_projection_worker(log.url, names, found) for names in groups[:-1]]
     report.workers = len(workers)
     try:
-        here = begin_check(log, names=groups[-1])
+        resume = found.projections if found else None
+        here: PendingCheck | ProjectionCheck = ProjectionCheck()
+        if groups[-1]:
+            here = begin_check(log, names=groups[-1], resume=resume)
         consumers = [here.fold.feed] if isinstance(here, PendingCheck) else []
-        replay = replay_check(log, progress=progress, batch=batch, consumers=consumers)
+        after = here.fold.start if isinstance(here, PendingCheck) else 0
+        replay = replay_check(
+            log,
+            progress=progress,
+            batch=batch,
+            consumers=consumers,
+            resume=checkers,
+            consumers_after=after,
+        )
         replay_done = time.perf_counter() - started
         local = finish_check(log, here) if isinstance(here, PendingCheck) else here
     except BaseException:
-        for worker in workers:
+        for worker, _ in workers:
             worker.kill()
             worker.wait()
         raise
     try:
-        projections = _merge([local, *(_finish_projection_worker(w) for w in workers)])
+        projections = _merge([local, *(_finish_projection_worker(*w) for w in workers)])
     finally:
-        for worker in workers:  # those a failing one left running
+        for worker, _ in workers:  # those a failing one left running
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
@@ -161,10 +271,19 @@ def audit(
     report.checked += ["hash chain", "invariants", "routing decisions recomputed"]
     report.violations.extend(projections.violations)
     report.checked.append(projections.checked)
+    if found is not None:
+        report.resumed_from = found.position
+        report.checked.append(f"the rest from the seal at {found.position}")
+    sealed_s = 0.0
+    if seal and report.clean and replay.checkers is not None and replay.head > 0:
+        sealing = time.perf_counter()
+        state = dump_checkers(replay.head, *replay.checkers)
+        if write_seal(log, replay.head, state, projections.sealed):
+            report.sealed_at = replay.head
+        sealed_s = time.perf_counter() - sealing
     report.timings = {
         **{f"replay_{part}": round(s, 2) for part, s in replay.timings.items()},
         "replay": round(replay_done, 2),
         "projections": round(projections.seconds, 2),
-        "total": round(time.perf_counter() - started, 2),
+        "seal": round(sealed_s, 2),
     }
-    return report

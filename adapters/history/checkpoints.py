@@ -44,6 +44,10 @@ PG_TABLE = "tierlog_checkpoints_lean"  # in the log's PostgreSQL schema
 # the same file or schema: they move aside with these when a log is replaced.
 SCHEDULER_TABLE = "scheduler_checkpoints"
 PG_SCHEDULER_TABLE = "tierlog_scheduler_checkpoints"
+# The audit's seals (``tierlog.adapters.audit.seal``): the newest clean audit's position,
+# chain hash and folded state, in the same file or schema (moved aside with them).
+AUDIT_TABLE = "audit_seals"
+PG_AUDIT_TABLE = "tierlog_audit_seals"
 WHAT = "checkpoints"
 logger = logging.getLogger("tierlog.checkpoints")
 _COLUMNS = "position BIGINT PRIMARY KEY, chain_hash {0} NOT NULL, state {0} NOT NULL"
@@ -65,13 +69,16 @@ class CheckpointStore:
     slower, so the failure is logged and saving stops.
     """
 
-    def __init__(self, log: EventLog, *, write: bool = True, scheduler: bool = False) -> None:
-        """Time travel's checkpoints, or (``scheduler``) the running scheduler's."""
+    def __init__(
+        self, log: EventLog, *, write: bool = True, scheduler: bool = False, audit: bool = False
+    ) -> None:
+        """Time travel's checkpoints, or (``scheduler``) the running scheduler's, or
+        (``audit``) the audit's seals."""
         self.log = log
         self._write = write
         self._writer: Any = None
-        self._name = SCHEDULER_TABLE if scheduler else TABLE
-        self._pg_name = PG_SCHEDULER_TABLE if scheduler else PG_TABLE
+        self._name = SCHEDULER_TABLE if scheduler else AUDIT_TABLE if audit else TABLE
+        self._pg_name = PG_SCHEDULER_TABLE if scheduler else PG_AUDIT_TABLE if audit else PG_TABLE
         if log.sqlite_path is not None:
             self._path: Path | None = checkpoints_path(log.sqlite_path)
             self._ph = "?"
@@ -90,7 +97,7 @@ class CheckpointStore:
             return
         self.insert(state.position, chain, dump_state(state))
 
-    def insert(self, position: int, chain: bytes, data: bytes) -> bool:
+    def insert(self, position: int, chain: bytes, data: bytes | bytearray) -> bool:
         """Keep ``data`` (a dumped state at ``position``, whose chain hash is ``chain``);
         False if this store cannot write (said once in the log)."""
         if not self._write:
@@ -103,6 +110,34 @@ class CheckpointStore:
             )
         except Exception as exc:  # sqlite3 or psycopg: no checkpoint, same answer
             logger.warning("no checkpoint kept at %s: %s", position, exc)
+            self._write = False
+            return False
+        return True
+
+    def replace_all(self, position: int, chain: bytes, data: bytes | bytearray) -> bool:
+        """Keep ``data`` at ``position`` as the only row (the audit's one seal); False
+        if this store cannot write (said once in the log)."""
+        if not self._write:
+            return False
+        try:
+            conn = self._writable()
+            conn.execute(f"DELETE FROM {self._table}")
+            if self._path is None:
+                return self.insert(position, chain, data)
+            # SQLite: written into a zeroblob through blob I/O, a page at a time, so the
+            # library does not copy the whole state twice on the way in.
+            with conn:
+                conn.execute("BEGIN")
+                row = conn.execute(
+                    f"INSERT INTO {self._table} VALUES (?, ?, zeroblob(?))",
+                    (position, chain, len(data)),
+                ).lastrowid
+                with conn.blobopen(self._table, "state", row) as blob:
+                    view = memoryview(data)
+                    for at in range(0, len(view), 1 << 20):
+                        blob.write(view[at : at + (1 << 20)])
+        except Exception as exc:  # sqlite3 or psycopg: as ``insert``
+            logger.warning("nothing kept at %s: %s", position, exc)
             self._write = False
             return False
         return True
@@ -254,7 +289,7 @@ def keep_aside(url: str, when: str) -> str:
 
     env = store_env(url, create=False)
     with psycopg.connect(**postgres_connect_args(env), autocommit=True) as conn:
-        tables = [PG_TABLE, PG_SCHEDULER_TABLE]
+        tables = [PG_TABLE, PG_SCHEDULER_TABLE, PG_AUDIT_TABLE]
         return f"schema {keep_tables_aside(conn, env['POSTGRES_SCHEMA'], tables, when)!r}"
 
 

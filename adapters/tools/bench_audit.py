@@ -33,11 +33,12 @@ def vm_hwm_mb():
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-log = EventLog(sys.argv[1])
+log = EventLog(sys.argv[1], read_only=True)
 started = time.perf_counter()
-report = audit(log)
+report = audit(log, full=sys.argv[2] == "full")
 elapsed = time.perf_counter() - started
 print(json.dumps({"events": report.events, "seconds": elapsed, "clean": report.clean,
+                  "resumed_from": report.resumed_from, "sealed_at": report.sealed_at,
                   "timings": report.timings, "workers": report.workers,
                   "peak_rss_mb": vm_hwm_mb(),
                   "worker_peak_rss_mb":
@@ -45,9 +46,10 @@ print(json.dumps({"events": report.events, "seconds": elapsed, "clean": report.c
 """
 
 
-def _audit_once(url: str) -> dict[str, Any]:
+def _audit_once(url: str, mode: str = "full") -> dict[str, Any]:
+    """One audit (``mode``: "full", or "incremental" from the seal) in a fresh process."""
     done = subprocess.run(
-        [sys.executable, "-c", _AUDIT_CHILD, url], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _AUDIT_CHILD, url, mode], capture_output=True, text=True, check=True
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -80,88 +82,134 @@ def _health(ok: bool) -> list[cmd.Command]:
     return [cmd.ReportHealth(endpoint_id=f"ollama-{e}:11434", ok=ok) for e in range(_ENDPOINTS)]
 
 
-def make_log(url: str, events: int, agents: int = 1000) -> int:
-    """Fill a fresh log with about ``events`` events of a realistic mix, on a virtual
-    clock: every tier, ollama routing with scored candidates, endpoint outages that
-    start fallback timers (which fire or are cancelled), failures and requeues."""
-    settings = Settings(store=url)
-    log = bootstrap.open_log(settings)
-    clock = VirtualClock()
-    runtime = bootstrap.build_runtime(settings, log, clock=clock)
-    runtime.start()
-    wait = runtime.config.fallback_wait_s
+class LogFiller:
+    """Appends a realistic mix to a fresh log, on a virtual clock: every tier, ollama
+    routing with scored candidates, endpoint outages that start fallback timers (which
+    fire or are cancelled), failures and requeues; ``fill`` may be called again to
+    append more (the re-audit's new events)."""
 
-    runtime.execute_batch(
-        [
-            *(
-                cmd.RegisterEndpoint(host=f"ollama-{e}", models=("llama3:8b",))
-                for e in range(_ENDPOINTS)
-            ),
-            *(cmd.RegisterAgent(agent_id=f"agent-{n}") for n in range(agents)),
-        ]
-    )
-    runtime.execute_batch(_health(True))
-    submitted = finished = rounds = 0
-    while log.head() < events:
-        rounds += 1
-        outage = rounds % _OUTAGE_EVERY == 0
-        if outage:
-            for _ in range(runtime.config.health_failures_to_unhealthy):
-                runtime.execute_batch(_health(False))
-        runtime.execute_batch([_submitter(i) for i in range(submitted, submitted + agents)])
-        submitted += agents
-        # Every other outage ends inside the wait (timers cancelled), the rest after it.
-        long_outage = rounds % (2 * _OUTAGE_EVERY) == 0
-        clock.advance((wait + 1 if long_outage else wait / 2) if outage else 1.0)
-        if outage:
-            runtime.execute_batch(_health(True))
-        held = [
-            (a.agent_id, a.task_id, a.generation)
-            for a in runtime.state.agents.values()
-            if a.status == "busy"
-        ]
-        runtime.execute_batch([_finisher(finished + k, *h) for k, h in enumerate(held)])
-        finished += len(held)
-    head = log.head()
-    log.close()
-    return head
+    def __init__(self, url: str, agents: int = 1000) -> None:
+        settings = Settings(store=url)
+        self.log = bootstrap.open_log(settings)
+        self.clock = VirtualClock()
+        self.runtime = bootstrap.build_runtime(settings, self.log, clock=self.clock)
+        self.runtime.start()
+        self.agents = agents
+        self.submitted = self.finished = self.rounds = 0
+        self.runtime.execute_batch(
+            [
+                *(
+                    cmd.RegisterEndpoint(host=f"ollama-{e}", models=("llama3:8b",))
+                    for e in range(_ENDPOINTS)
+                ),
+                *(cmd.RegisterAgent(agent_id=f"agent-{n}") for n in range(agents)),
+            ]
+        )
+        self.runtime.execute_batch(_health(True))
+
+    def fill(self, events: int) -> int:
+        """Append rounds until the log holds at least ``events``; the head."""
+        runtime, clock, agents = self.runtime, self.clock, self.agents
+        wait = runtime.config.fallback_wait_s
+        while self.log.head() < events:
+            self.rounds += 1
+            outage = self.rounds % _OUTAGE_EVERY == 0
+            if outage:
+                for _ in range(runtime.config.health_failures_to_unhealthy):
+                    runtime.execute_batch(_health(False))
+            start = self.submitted
+            runtime.execute_batch([_submitter(i) for i in range(start, start + agents)])
+            self.submitted += agents
+            # Every other outage ends inside the wait (timers cancelled), the rest after it.
+            long_outage = self.rounds % (2 * _OUTAGE_EVERY) == 0
+            clock.advance((wait + 1 if long_outage else wait / 2) if outage else 1.0)
+            if outage:
+                runtime.execute_batch(_health(True))
+            held = [
+                (a.agent_id, a.task_id, a.generation)
+                for a in runtime.state.agents.values()
+                if a.status == "busy"
+            ]
+            runtime.execute_batch([_finisher(self.finished + k, *h) for k, h in enumerate(held)])
+            self.finished += len(held)
+        return self.log.head()
+
+    def close(self) -> None:
+        """Stop the runtime and close the log."""
+        self.runtime.stop()
+        self.log.close()
+
+
+def make_log(url: str, events: int, agents: int = 1000) -> int:
+    """Fill a fresh log with about ``events`` events (see ``LogFiller``); the head."""
+    filler = LogFiller(url, agents)
+    try:
+        return filler.fill(events)
+    finally:
+        filler.close()
+
+
+# New events before each re-audit, and how many re-audits the median is of.
+REAUDIT_EVENTS = 10_000
+REAUDITS = 3
 
 
 def run_audit_bench(
     events: int = 1_000_000, workdir: str | None = None, repeats: int = 3
 ) -> dict[str, Any]:
-    """Generate the log, audit it ``repeats`` times (each in a fresh process, for its own
-    peak memory), and time ``at`` at the middle of the log."""
+    """Generate the log, audit it in full ``repeats`` times (each in a fresh process, for
+    its own peak memory), time ``at`` at the middle of the log, then append
+    ``REAUDIT_EVENTS`` events (a tenth of a smaller log) and audit again from the seal,
+    ``REAUDITS`` times."""
     from tierlog.adapters.history.checkpoints import state_at
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         url = f"sqlite:///{Path(tmp) / 'big.db'}"
         started = time.perf_counter()
-        head = make_log(url, events)
-        generated = time.perf_counter() - started
-        settings = Settings(store=url)
-        log = bootstrap.open_log(settings)
-        runner = bootstrap.build_runner(settings, log)
-        runner.start()
-        started = time.perf_counter()
-        runner.run_until_caught_up()  # live read models, which the audit compares
-        projected = time.perf_counter() - started
-        runner.close()
-        log.close()
-        audits = [_audit_once(url) for _ in range(repeats)]
-        log = bootstrap.open_log(settings)
-        state_at(log, head)  # the first long fold leaves checkpoints behind
-        timings = []
-        for _ in range(5):
+        filler = LogFiller(url)
+        try:
+            head = filler.fill(events)
+            generated = time.perf_counter() - started
+            settings = Settings(store=url)
+            runner = bootstrap.build_runner(settings, filler.log)
+            runner.start()
             started = time.perf_counter()
-            state_at(log, head // 2 + 7)
-            timings.append(time.perf_counter() - started)
-        log.close()
+            runner.run_until_caught_up()  # live read models, which the audit compares
+            projected = time.perf_counter() - started
+            audits = [_audit_once(url) for _ in range(repeats)]
+            state_at(filler.log, head)  # the first long fold leaves checkpoints behind
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                state_at(filler.log, head // 2 + 7)
+                timings.append(time.perf_counter() - started)
+            reaudits = []
+            for _ in range(REAUDITS):
+                filler.fill(filler.log.head() + min(REAUDIT_EVENTS, head // 10))
+                runner.run_until_caught_up()
+                reaudits.append(_audit_once(url, "incremental"))
+            runner.close()
+        finally:
+            filler.close()
+    figures = _figures(head, generated, projected, audits, timings, reaudits)
+    figures["reaudit_new_events"] = min(REAUDIT_EVENTS, head // 10)
+    return figures
+
+
+def _figures(
+    head: int,
+    generated: float,
+    projected: float,
+    audits: list[dict[str, Any]],
+    timings: list[float],
+    reaudits: list[dict[str, Any]],
+) -> dict[str, Any]:
     timings.sort()
     rates = sorted(a["events"] / a["seconds"] for a in audits)
     median = audits[[a["events"] / a["seconds"] for a in audits].index(rates[len(rates) // 2])]
     main_peak = max(a["peak_rss_mb"] for a in audits)
     worker_peak = max(a["worker_peak_rss_mb"] for a in audits)
+    again = sorted(a["seconds"] for a in reaudits)
     return {
         "events": head,
         "generate_seconds": round(generated, 1),
@@ -184,5 +232,15 @@ def run_audit_bench(
             main_peak + median["workers"] * worker_peak, 1
         ),
         "at_middle_seconds_median": round(timings[len(timings) // 2], 3),
+        # An audit from the seal the previous one left, after ``reaudit_new_events``
+        # (the whole chain verified, the rest checked from the seal); median, and runs.
+        "reaudit_s": round(again[len(again) // 2], 2),
+        "reaudit_s_runs": [round(a, 2) for a in again],
+        "reaudit_clean_and_resumed": all(
+            a["clean"] and a["resumed_from"] is not None for a in reaudits
+        ),
+        "reaudit_parts_seconds_of_median_run": reaudits[
+            [a["seconds"] for a in reaudits].index(again[len(again) // 2])
+        ]["timings"],
         "bench_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -145,6 +145,9 @@ def test_bench_audit_reports_throughput_memory_and_at_on_a_small_log(tmp_path):
     assert figures["first_start_events"] >= 5000
     assert 0 < figures["first_start_s"] < 120
     assert figures["first_start_target_s"] == 20.0
+    # Audits from the seal after new events (issue #16): every one went on from a seal.
+    assert figures["reaudit_clean_and_resumed"] is True
+    assert len(figures["reaudit_s_runs"]) == 3 and figures["reaudit_s"] > 0
 
 
 def test_project_rebuild_reports_positions_and_zero_lag(tmp_path):

@@ -294,3 +294,48 @@ def test_findings_past_the_limit_are_counted_not_listed(sqlite_url, capsys):
     text = capsys.readouterr().out
     assert f"{head - MAX_FINDINGS} more hash chain violation(s), not listed" in text
     log.close()
+
+
+# --- with a seal beside the log (issue #16): the chain is still verified whole --------
+
+
+def _forge_row(raw: RawStore, log: EventLog) -> None:
+    oid, _, topic, state = raw.row(log.head())
+    raw.run(
+        "INSERT INTO {t} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+        (oid, 999_999, topic, state),
+    )
+
+
+def _edit_chain_row(raw: RawStore, _log: EventLog) -> None:
+    raw.drop_chain_triggers()
+    first = raw.chain_rows()[5][0]
+    raw.run(
+        f"UPDATE {raw.chain} SET chain_hash = ? WHERE first_position = ?", (b"\x01" * 32, first)
+    )
+
+
+_TAMPERING: dict[str, Callable[[RawStore, EventLog], None]] = {
+    "changed byte": lambda raw, log: raw.change(log.head() // 2),
+    "padded payload": lambda raw, log: raw.pad(log.head() // 5),
+    "deleted row": lambda raw, log: raw.run("DELETE FROM {t} WHERE {k} = ?", (log.head() // 3,)),
+    "forged row": _forge_row,
+    "edited chain row": _edit_chain_row,
+}
+
+
+@pytest.mark.parametrize("kind", list(_TAMPERING))
+def test_tampering_inside_the_sealed_prefix_is_found_with_a_seal_present(tampered, kind):
+    from tierlog.adapters.audit.run import audit
+
+    log, raw = tampered()
+    sealed = audit(log, parallel=False)
+    assert sealed.clean and sealed.sealed_at == log.head()
+    _TAMPERING[kind](raw, log)
+    expected = _findings(log)  # the chain check from 0, alone and in the full replay
+    assert expected
+    report = audit(log, parallel=False)  # from the seal
+    assert report.resumed_from == sealed.sealed_at
+    chain = [(v.position, v.rule) for v in report.violations if v.aggregate_id == "log"]
+    assert chain == expected
+    assert report.sealed_at is None
