@@ -339,3 +339,18 @@ def test_tampering_inside_the_sealed_prefix_is_found_with_a_seal_present(tampere
     chain = [(v.position, v.rule) for v in report.violations if v.aggregate_id == "log"]
     assert chain == expected
     assert report.sealed_at is None
+
+
+def test_an_event_that_no_longer_decodes_beside_read_models_is_a_finding_not_a_crash(
+    tampered, capsys
+):
+    # With live read models, the audit's rebuild reads every event: one that no longer
+    # decodes must still give the chain's finding and exit 1, not "cannot read the store".
+    log, raw = tampered()
+    assert main(["project", "--store", log.url]) == 0
+    changed = log.head() // 2
+    raw.change(changed)  # the payload is no longer valid JSON
+    capsys.readouterr()
+    code, report = _audit_cli(log, capsys)
+    assert code == 1 and not report["clean"]
+    assert (changed, "record_changed") in _chain_findings(report)
