@@ -66,14 +66,15 @@ class HandOver:
             return True
         with self._lock:
             self.stats.offered += len(events)
-            if self._held + len(events) > self.capacity:
+            taken = self._held + len(events) <= self.capacity
+            if taken:
+                self._runs.append((after, events))
+                self._held += len(events)
+            else:
                 self.stats.refused += len(events)
-                return False
-            self._runs.append((after, events))
-            self._held += len(events)
         if self._on_offer is not None:
-            self._on_offer()
-        return True
+            self._on_offer()  # refused too: the runner then knows to read the store
+        return taken
 
     def take(
         self, after: int, limit: int, stop: int | None = None

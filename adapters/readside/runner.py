@@ -77,6 +77,8 @@ class ProjectionRunner:
         self.folded_from_store = 0
         """Events folded as read from the store."""
         self._handed = False  # whether the last batch was the hand-over's
+        self._store_news = False  # another process appended (PostgreSQL's NOTIFY)
+        self._refused_seen = 0  # the hand-over's refused offers, as last looked at
         # Rows as this runner last committed them, for the next batch (most of a batch's
         # rows were touched by the one before): valid while the positions are the ones
         # it committed with them (``_kept_at``), i.e. no other writer came in between.
@@ -240,8 +242,9 @@ class ProjectionRunner:
 
     def run_once(self, stop: int | None = None, *, handed_only: bool = False) -> int:
         """Apply the next batch of events (up to position ``stop`` if given) to every
-        projection; returns events applied. ``handed_only``: only a batch the
-        hand-over has (none: 0), the store is not read."""
+        projection; returns events applied. ``handed_only``: while the hand-over is
+        empty the store is not read (0), since what the store shows beyond it is the
+        writer's next commit, about to be handed over."""
         self._require_started()
         positions = self.positions()
         start = min(positions.values(), default=0)
@@ -308,8 +311,12 @@ class ProjectionRunner:
         if handed is not None:
             self.folded_from_handover += len(handed)
             return handed
-        if handed_only:
-            return []
+        if self.handover is not None:
+            refused, self._refused_seen = self._refused_seen, self.handover.stats.refused
+            # Only the store has what an offer refused (the hand-over was full); a gap
+            # (it holds runs that do not follow) says the same.
+            if handed_only and not self.handover and refused == self._refused_seen:
+                return []
         events = self.log.read(start, self.batch, stop)
         self.folded_from_store += len(events)
         return events
@@ -384,6 +391,7 @@ class ProjectionRunner:
         while not self._stop.is_set():
             try:
                 if self.log.wait_for_append(1.0):
+                    self._store_news = True  # not handed over: only the store has it
                     self._wake.set()
             except Exception:
                 log.exception("LISTEN failed; reconnecting")
@@ -409,18 +417,23 @@ class ProjectionRunner:
         handed_only = False
         while not self._stop.is_set():
             try:
+                # Cleared before the batch, not after the wait: a wake-up left over from
+                # an offer this batch already took would otherwise send the next one to
+                # the store, which may show the writer's next commit before its hand-over.
+                self._wake.clear()
+                if self._store_news:
+                    self._store_news, handed_only = False, False
                 if self.run_once(handed_only=handed_only):
                     failing = False
-                    # Right after a handed-over batch the store would mostly show the
-                    # writer's next commit before its hand-over: wait for that instead
-                    # (a wake-up, or the poll, which reads the store again).
+                    # While the writer hands its commits over, the store would mostly
+                    # show its next commit before the hand-over does: wait for that
+                    # (a wake-up) instead; only the poll reads the store again.
                     handed_only = self._handed
                     continue
                 failing = False
-                handed_only = False
                 # Woken at once by an in-process commit; polls for other writers.
-                self._wake.wait(poll_interval)
-                self._wake.clear()
+                woken = not self._stop.is_set() and self._wake.wait(poll_interval)
+                handed_only = handed_only and woken
             except StoreUnavailableError as exc:
                 if not failing:
                     log.warning("projection batch failed, retrying every second: %s", exc)
