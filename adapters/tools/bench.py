@@ -136,9 +136,14 @@ def _on(path: Path) -> Settings:
 
 
 def _fleet(path: Path, agents: int) -> SchedulerRuntime:
-    """A started runtime on a fresh log with three healthy endpoints and ``agents`` idle
-    agents, built as ``tierlog serve`` builds it."""
-    settings = _on(path)
+    """A started runtime on a fresh SQLite log with three healthy endpoints and ``agents``
+    idle agents, built as ``tierlog serve`` builds it."""
+    return fleet_on(_on(path), agents)
+
+
+def fleet_on(settings: Settings, agents: int) -> SchedulerRuntime:
+    """A started runtime on the fresh log of ``settings`` with three healthy endpoints
+    and ``agents`` idle agents, built as ``tierlog serve`` builds it."""
     runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
     runtime.start()
     runtime.execute_batch(_ENDPOINT_SETUP)
@@ -147,32 +152,41 @@ def _fleet(path: Path, agents: int) -> SchedulerRuntime:
     return runtime
 
 
+def time_submissions(runtime: SchedulerRuntime, tasks: int, batch: int) -> tuple[float, int]:
+    """Submit ``tasks`` tasks in group commits of ``batch`` (each assigned in its own
+    commit's pass); the seconds it took and the events appended. Raises if a task was
+    left unassigned: the figure would not be submit->assigned."""
+    head = runtime.log.head()
+    specs = [_SPECS[i % len(_SPECS)] for i in range(tasks)]
+    started = time.perf_counter()
+    for i in range(0, tasks, batch):
+        # Commands are built (and validated) inside the timing, as at the HTTP edge.
+        runtime.execute_batch([_submit(spec) for spec in specs[i : i + batch]])
+    elapsed = time.perf_counter() - started
+    assigned = sum(1 for t in runtime.state.tasks.values() if t.state == "assigned")
+    if assigned != tasks:
+        raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
+    return elapsed, runtime.log.head() - head
+
+
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
-    """Tasks/s from submission to assignment, in process, with group commits of ``batch``."""
+    """Tasks/s from submission to assignment, in process, with group commits of ``batch``,
+    beside raw ``sqlite3`` writing as many rows per task (400-byte payloads) at the same
+    batch, measured in the same run; ``ratio_median`` is the median of the runs' ratios."""
     rates: list[float] = []
     events_per_task: list[float] = []
     raw: list[float] = []
     for r in range(repeats):
         runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
-        log = runtime.log
-        head = log.head()
-        specs = [_SPECS[i % len(_SPECS)] for i in range(tasks)]
-        started = time.perf_counter()
-        for i in range(0, tasks, batch):
-            # Commands are built (and validated) inside the timing, as at the HTTP edge.
-            runtime.execute_batch([_submit(spec) for spec in specs[i : i + batch]])
-        elapsed = time.perf_counter() - started
-        assigned = sum(1 for t in runtime.state.tasks.values() if t.state == "assigned")
-        if assigned != tasks:
-            raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
+        elapsed, appended = time_submissions(runtime, tasks, batch)
+        runtime.log.close()
         rates.append(tasks / elapsed)
-        appended = log.head() - head
         events_per_task.append(appended / tasks)
         rows = [(str(p), 1, "t", b"x" * 400) for p in range(appended)]
         raw.append(
             _raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (appended / tasks)
         )
-        log.close()
+    ratios = [o / b for o, b in zip(rates, raw, strict=True)]
     return {
         "tasks": tasks,
         "batch": batch,
@@ -180,6 +194,8 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         "events_per_task": round(statistics.median(events_per_task), 2),
         "tasks_per_s_median": round(statistics.median(rates)),
         "raw_sqlite_equivalent_tasks_per_s_median": round(statistics.median(raw)),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
     }
 
 
@@ -240,15 +256,27 @@ def run_bench(
     mix_events: int = 100_000,
     workdir: str | None = None,
     progress: Callable[[str], None] | None = None,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
-    """Run every core benchmark and return the figures."""
+    """Run every core benchmark and return the figures; with ``postgres`` (a DSN), also
+    submit->assigned on that server beside raw psycopg (in scratch schemas)."""
     say = progress or (lambda _: None)
+    if postgres is not None:
+        from tierlog.adapters.tools.bench_postgres import with_schema
+
+        with_schema(postgres, "check")  # a bad DSN stops the bench before it starts
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp)
         say(f"append: {events} events in batches of {batch}, {repeats} runs")
         append = bench_append(path, events, batch, repeats)
         say(f"submit->assigned: {tasks} tasks in batches of {batch}, {repeats} runs")
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
+        submit_pg = None
+        if postgres is not None:
+            from tierlog.adapters.tools.bench_postgres import bench_submit_to_assigned_postgres
+
+            say(f"submit->assigned on PostgreSQL: {tasks} tasks in batches of {batch}")
+            submit_pg = bench_submit_to_assigned_postgres(postgres, tasks, batch, repeats)
         say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
         writer = bench_submit_via_writer(path, tasks, repeats)
         say(f"read side: the runner on the writer's events, {tasks} tasks, {repeats} runs")
@@ -271,4 +299,4 @@ def run_bench(
             runner["runner_to_writer_ratio"], mix["runner_to_writer_ratio"]
         ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+    } | ({} if submit_pg is None else {"submit_to_assigned_postgresql": submit_pg})
