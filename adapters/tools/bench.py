@@ -22,8 +22,10 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench_fleet import SPECS as _SPECS
+from tierlog.adapters.tools.bench_fleet import fleet_on, submit_command, time_submissions
+from tierlog.adapters.tools.bench_postgres import bench_submit_to_assigned_postgres, with_schema
 from tierlog.adapters.tools.bench_runner import bench_runner_on_mix, bench_runner_vs_writer
-from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
 _RAW_TABLE = (
@@ -104,32 +106,6 @@ def bench_append(workdir: Path, events: int, batch: int, repeats: int) -> dict[s
     }
 
 
-def _submit(spec: dict[str, Any]) -> cmd.SubmitTask:
-    return cmd.SubmitTask(**spec)
-
-
-def _register(agent_id: str) -> cmd.RegisterAgent:
-    return cmd.RegisterAgent(agent_id=agent_id, capabilities=("python",))
-
-
-_HOSTS = ("gpu-a", "gpu-b", "gpu-c")
-_ENDPOINT_SETUP: list[cmd.Command] = [
-    *(cmd.RegisterEndpoint(host=host, models=("llama3:8b",)) for host in _HOSTS),
-    *(cmd.ReportHealth(endpoint_id=f"{host}:11434", ok=True) for host in _HOSTS),
-]
-
-
-_SPECS = (
-    {"description": "fix typo in README", "priority": "low"},
-    {
-        "description": "add pagination to the list endpoint and document the cursor",
-        "file_hints": ["api.py"],
-        "needed_capabilities": ["python"],
-    },
-    {"description": "refactor the storage layer", "priority": "high"},
-)
-
-
 def _on(path: Path) -> Settings:
     """The settings of a bench run on a fresh SQLite log at ``path``."""
     return Settings(store=f"sqlite:///{path}")
@@ -139,34 +115,6 @@ def _fleet(path: Path, agents: int) -> SchedulerRuntime:
     """A started runtime on a fresh SQLite log with three healthy endpoints and ``agents``
     idle agents, built as ``tierlog serve`` builds it."""
     return fleet_on(_on(path), agents)
-
-
-def fleet_on(settings: Settings, agents: int) -> SchedulerRuntime:
-    """A started runtime on the fresh log of ``settings`` with three healthy endpoints
-    and ``agents`` idle agents, built as ``tierlog serve`` builds it."""
-    runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
-    runtime.start()
-    runtime.execute_batch(_ENDPOINT_SETUP)
-    for i in range(0, agents, 1000):
-        runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
-    return runtime
-
-
-def time_submissions(runtime: SchedulerRuntime, tasks: int, batch: int) -> tuple[float, int]:
-    """Submit ``tasks`` tasks in group commits of ``batch`` (each assigned in its own
-    commit's pass); the seconds it took and the events appended. Raises if a task was
-    left unassigned: the figure would not be submit->assigned."""
-    head = runtime.log.head()
-    specs = [_SPECS[i % len(_SPECS)] for i in range(tasks)]
-    started = time.perf_counter()
-    for i in range(0, tasks, batch):
-        # Commands are built (and validated) inside the timing, as at the HTTP edge.
-        runtime.execute_batch([_submit(spec) for spec in specs[i : i + batch]])
-    elapsed = time.perf_counter() - started
-    assigned = sum(1 for t in runtime.state.tasks.values() if t.state == "assigned")
-    if assigned != tasks:
-        raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
-    return elapsed, runtime.log.head() - head
 
 
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
@@ -215,7 +163,9 @@ def bench_submit_via_writer(
         per_client = tasks // clients
 
         def client(n: int, runtime: SchedulerRuntime = runtime, count: int = per_client) -> None:
-            futures = [runtime.submit(_submit(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)]
+            futures = [
+                runtime.submit(submit_command(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)
+            ]
             for future in futures:
                 future.result()
 
@@ -262,8 +212,6 @@ def run_bench(
     submit->assigned on that server beside raw psycopg (in scratch schemas)."""
     say = progress or (lambda _: None)
     if postgres is not None:
-        from tierlog.adapters.tools.bench_postgres import with_schema
-
         with_schema(postgres, "check")  # a bad DSN stops the bench before it starts
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp)
@@ -273,8 +221,6 @@ def run_bench(
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
         submit_pg = None
         if postgres is not None:
-            from tierlog.adapters.tools.bench_postgres import bench_submit_to_assigned_postgres
-
             say(f"submit->assigned on PostgreSQL: {tasks} tasks in batches of {batch}")
             submit_pg = bench_submit_to_assigned_postgres(postgres, tasks, batch, repeats)
         say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")

@@ -23,7 +23,7 @@ import psycopg
 
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import postgres_connect_args, store_env
-from tierlog.adapters.tools.bench import fleet_on, time_submissions
+from tierlog.adapters.tools.bench_fleet import fleet_on, time_submissions
 from tierlog.domain.errors import ValidationError
 
 ROWS_PER_TASK = 5
