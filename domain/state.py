@@ -273,7 +273,10 @@ class SchedulerState(WorkingSet):
     def apply(self, event: ev.DomainEvent, position: int) -> None:
         """Fold one event, recorded at global ``position``, into the state."""
         self._handlers[type(event)](event, position)
-        self._set_scalar("position", position)
+        # Not in the undo log: a unit of work's events take consecutive positions from
+        # its first, so it puts the position back itself (one step per batch, not one
+        # per event).
+        self.position = position
         if self.settled:
             self._let_settled_go(event.timestamp.timestamp())
 
