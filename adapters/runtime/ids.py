@@ -25,6 +25,7 @@ from uuid import UUID
 _SEQUENCE_BITS = 74  # 12 bits of rand_a and 62 of rand_b
 _SEQUENCE_MASK = (1 << _SEQUENCE_BITS) - 1
 _MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
 _VERSION_7 = 0x7 << 76
 _VARIANT = 0b10 << 62
 
@@ -35,7 +36,7 @@ def compose(ms: int, sequence: int) -> UUID:
         raise ValueError(f"a version 7 UUID holds 48 bits of milliseconds, not {ms}")
     if not 0 <= sequence <= _SEQUENCE_MASK:
         raise ValueError(f"a version 7 UUID holds 74 bits beside its time, not {sequence}")
-    rand_a, rand_b = sequence >> 62, sequence & ((1 << 62) - 1)
+    rand_a, rand_b = sequence >> 62, sequence & _RAND_B_MASK
     return UUID(int=(ms << 80) | _VERSION_7 | (rand_a << 64) | _VARIANT | rand_b)
 
 
@@ -69,7 +70,9 @@ class TimeOrderedIds:
                 if sequence > _SEQUENCE_MASK:
                     ms, sequence = ms + 1, 0
             self._last = (ms, sequence)
-        return compose(ms, sequence)
+        # ``compose`` without its checks: both parts are in range by construction.
+        rand_a, rand_b = sequence >> 62, sequence & _RAND_B_MASK
+        return UUID(int=(ms << 80) | _VERSION_7 | (rand_a << 64) | _VARIANT | rand_b)
 
 
 time_ordered_id = TimeOrderedIds()
