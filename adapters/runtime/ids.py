@@ -40,27 +40,49 @@ def compose(ms: int, sequence: int) -> UUID:
     return UUID(int=(ms << 80) | _VERSION_7 | (rand_a << 64) | _VARIANT | rand_b)
 
 
+class UrandomBits:
+    """74-bit numbers from ``os.urandom``, read 256 at a time: one system call per
+    256 ids instead of one each (not thread-safe: ``TimeOrderedIds`` holds its lock)."""
+
+    _BYTES = 10  # 80 bits, of which the top 74 are used
+
+    def __init__(self, per_read: int = 256) -> None:
+        self._per_read = per_read
+        self._pool: list[int] = []
+
+    def __call__(self) -> int:
+        """The next random 74-bit number."""
+        if not self._pool:
+            data = os.urandom(self._BYTES * self._per_read)
+            size = self._BYTES
+            self._pool = [
+                int.from_bytes(data[i : i + size], "big") >> 6 for i in range(0, len(data), size)
+            ]
+        return self._pool.pop()
+
+
 class TimeOrderedIds:
     """A generator of strictly increasing version 7 UUIDs (thread-safe).
 
     ``now_ms`` and ``random_bits`` are the clock and the randomness, injected for
-    tests; the defaults are the wall clock and ``os.urandom``.
+    tests; the defaults are the wall clock and ``os.urandom`` (``UrandomBits``).
     """
 
     def __init__(
         self,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        random_bits: Callable[[], int] = lambda: int.from_bytes(os.urandom(10), "big") >> 6,
+        random_bits: Callable[[], int] | None = None,
     ) -> None:
         self._now_ms = now_ms
-        self._random_bits = random_bits
+        self._random_bits = random_bits or UrandomBits()
         self._lock = threading.Lock()
         self._last = (-1, 0)
 
     def __call__(self) -> UUID:
         """The next id: later than every id this generator made before."""
-        ms, sequence = int(self._now_ms()), int(self._random_bits()) & _SEQUENCE_MASK
+        ms = int(self._now_ms())
         with self._lock:
+            sequence = int(self._random_bits()) & _SEQUENCE_MASK
             last_ms, last_sequence = self._last
             if ms <= last_ms:
                 # The same millisecond (or a clock that stepped back): step on from the

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tierlog.adapters.runtime.ids import TimeOrderedIds, compose, time_ordered_id
+from tierlog.adapters.runtime.ids import TimeOrderedIds, UrandomBits, compose, time_ordered_id
 
 
 def _clock(*values: int) -> Iterator[int]:
@@ -70,3 +71,18 @@ def test_the_default_generator_is_ordered_and_unique_across_threads() -> None:
     assert len(set(every)) == 8000
     for part in made:  # each thread sees its own ids in order
         assert part == sorted(part)  # type: ignore[type-var]
+
+
+def test_the_random_bits_are_74_bits_and_read_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = os.urandom
+
+    def counting(size: int) -> bytes:
+        reads.append(size)
+        return real(size)
+
+    monkeypatch.setattr(os, "urandom", counting)
+    bits = UrandomBits(per_read=4)
+    drawn = [bits() for _ in range(9)]
+    assert reads == [40, 40, 40]  # 10 bytes a number, 4 numbers a read
+    assert all(0 <= n < 1 << 74 for n in drawn) and len(set(drawn)) == 9
