@@ -34,11 +34,21 @@ _RAW_TABLE = (
 )
 
 
-def _raw_sqlite_rate(path: Path, rows: list[tuple[str, int, str, bytes]], batch: int) -> float:
-    """Rows/s for plain ``executemany`` + commit per batch, on a fresh WAL file."""
+def _raw_sqlite_rate(
+    path: Path,
+    rows: list[tuple[str, int, str, bytes]],
+    batch: int,
+    before: list[tuple[str, int, str, bytes]] | None = None,
+) -> float:
+    """Rows/s for plain ``executemany`` + commit per batch, on a fresh WAL file (after
+    inserting ``before``, untimed)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(_RAW_TABLE)
+    if before:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", before)
+        conn.execute("COMMIT")
     started = time.perf_counter()
     for i in range(0, len(rows), batch):
         conn.execute("BEGIN")
@@ -47,6 +57,19 @@ def _raw_sqlite_rate(path: Path, rows: list[tuple[str, int, str, bytes]], batch:
     elapsed = time.perf_counter() - started
     conn.close()
     return len(rows) / elapsed
+
+
+def _log_rows(path: Path, head: int) -> tuple[list[Any], list[Any]]:
+    """The rows of the SQLite log at ``path``: those up to ``head`` and those after."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events "
+            "ORDER BY rowid"
+        ).fetchall()
+    finally:
+        conn.close()
+    return rows[:head], rows[head:]
 
 
 def _sample_events(count: int) -> list[ev.DomainEvent]:
@@ -120,20 +143,29 @@ def _fleet(path: Path, agents: int) -> SchedulerRuntime:
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
     """Tasks/s from submission to assignment, in process, with group commits of ``batch``,
     beside raw ``sqlite3`` writing as many rows per task (400-byte payloads) at the same
-    batch, measured in the same run; ``ratio_median`` is the median of the runs' ratios."""
+    batch, measured in the same run; ``ratio_median`` is the median of the runs' ratios.
+    ``raw_sqlite_same_rows_...`` is raw ``sqlite3`` inserting the very rows the run
+    appended (its ids, topics and payloads): how much of the gap the rows themselves
+    cost."""
     rates: list[float] = []
     events_per_task: list[float] = []
     raw: list[float] = []
+    same_rows: list[float] = []
     for r in range(repeats):
         runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
+        head = runtime.log.head()
         elapsed, appended = time_submissions(runtime, tasks, batch)
         runtime.log.close()
         rates.append(tasks / elapsed)
-        events_per_task.append(appended / tasks)
+        per_task = appended / tasks
+        events_per_task.append(per_task)
         rows = [(str(p), 1, "t", b"x" * 400) for p in range(appended)]
-        raw.append(
-            _raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (appended / tasks)
-        )
+        raw.append(_raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / per_task)
+        # A diagnostic beside the baseline: the log's own rows (its ids, topics and
+        # payloads), inserted raw at the same batch after its fleet's rows, untimed.
+        setup, timed = _log_rows(workdir / f"submit-{r}.db", head)
+        same = _raw_sqlite_rate(workdir / f"raw-same-{r}.db", timed, batch * 5, before=setup)
+        same_rows.append(same / per_task)
     ratios = [o / b for o, b in zip(rates, raw, strict=True)]
     return {
         "tasks": tasks,
@@ -144,6 +176,10 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         "raw_sqlite_equivalent_tasks_per_s_median": round(statistics.median(raw)),
         "ratio_median": round(statistics.median(ratios), 3),
         "ratios": [round(x, 3) for x in ratios],
+        "raw_sqlite_same_rows_tasks_per_s_median": round(statistics.median(same_rows)),
+        "ratio_to_same_rows_median": round(
+            statistics.median(o / b for o, b in zip(rates, same_rows, strict=True)), 3
+        ),
     }
 
 

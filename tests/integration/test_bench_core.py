@@ -36,6 +36,9 @@ def _check_ratios(figures: dict[str, object], raw_key: str) -> None:
 def test_sqlite_figure_has_its_same_run_ratio(tmp_path: Path) -> None:
     figures = bench_submit_to_assigned(tmp_path, tasks=90, batch=30, repeats=3)
     _check_ratios(figures, "raw_sqlite_equivalent_tasks_per_s_median")
+    # The diagnostic: the run's own rows inserted raw.
+    assert figures["raw_sqlite_same_rows_tasks_per_s_median"] > 0
+    assert figures["ratio_to_same_rows_median"] > 0
 
 
 def test_with_schema_sets_the_schema_and_refuses_other_stores() -> None:
