@@ -27,7 +27,7 @@ from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.cluster import ClusterNode
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
-from tierlog.adapters.runtime.process_memory import cyclic_gc_paused
+from tierlog.adapters.runtime.process_memory import cyclic_gc_paused, tune_collector
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import START_FOLD_BATCH, Settings
 from tierlog.adapters.store.codec import why_undecodable
@@ -130,8 +130,10 @@ def build_runtime(
     ``clock`` defaults to the wall clock; the demo and tests pass a virtual one. A
     ``long_running`` runtime (``serve``'s) keeps only live work in memory
     (``settings.retention()``) and, with ``settings.checkpoints``, starts from and
-    keeps checkpoints of its state.
+    keeps checkpoints of its state. It raises the garbage collector's thresholds for the
+    process (``tune_collector``).
     """
+    tune_collector()  # a scheduler allocates fast; reference counting frees its garbage
     checkpoints = None
     if long_running and settings.checkpoints:
         checkpoints = SchedulerCheckpoints(

@@ -151,6 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats or 5,
         mix_events=args.mix_events,
         progress=progress,
+        postgres=args.postgres,
     )
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -163,8 +164,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     print(
         f"submit->assigned: {s['tasks_per_s_median']:,} tasks/s in process "
-        f"({s['events_per_task']} events per task, group commits of {s['batch']})"
+        f"({s['events_per_task']} events per task, group commits of {s['batch']}), raw "
+        f"sqlite3 {s['raw_sqlite_equivalent_tasks_per_s_median']:,}: ratio {s['ratio_median']}"
     )
+    pg = figures.get("submit_to_assigned_postgresql")
+    if pg is not None:
+        print(
+            f"submit->assigned on PostgreSQL: {pg['tasks_per_s_median']:,} tasks/s, raw psycopg "
+            f"{pg['raw_psycopg_equivalent_tasks_per_s_median']:,}: ratio {pg['ratio_median']}"
+        )
     w = figures["submit_to_assigned_via_writer"]
     print(
         f"submit->assigned through the background writer: {w['tasks_per_s_median']:,} tasks/s "
@@ -566,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--agents", type=positive, default=100, help="agents for --clients")
     bench.add_argument("--client-tasks", type=positive, default=3000, help="tasks for --clients")
+    bench.add_argument(
+        "--postgres",
+        default=None,
+        metavar="DSN",
+        help="also measure submit->assigned on this PostgreSQL (in schemas made and dropped)",
+    )
     bench.add_argument(
         "--mix-events",
         type=positive,

@@ -125,7 +125,11 @@ class Classification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     heuristic_confidence: float
 
     def __post_init__(self) -> None:
-        require_finite(self, "confidence", "heuristic_confidence")
+        # A finite number times zero is zero; NaN or infinity makes the sum NaN. One
+        # expression on this hot path (every submission, every decode), and the
+        # per-field check only to name the culprit.
+        if self.confidence * 0.0 + self.heuristic_confidence * 0.0 != 0.0:
+            require_finite(self, "confidence", "heuristic_confidence")
 
 
 class CandidateScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -141,7 +145,17 @@ class CandidateScore(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     affinity: float
 
     def __post_init__(self) -> None:
-        require_finite(self, "score", "load", "capacity", "vram", "warm", "affinity")
+        # As in ``Classification``: zero unless a factor is NaN or infinite.
+        zero = (
+            self.score * 0.0
+            + self.load * 0.0
+            + self.capacity * 0.0
+            + self.vram * 0.0
+            + self.warm * 0.0
+            + self.affinity * 0.0
+        )
+        if zero != 0.0:
+            require_finite(self, "score", "load", "capacity", "vram", "warm", "affinity")
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):

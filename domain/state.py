@@ -35,7 +35,7 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
-from tierlog.domain.undo import UndoLog
+from tierlog.domain.undo import MISSING, UndoLog
 from tierlog.domain.working_set import Ref, Retention, Settled, WorkingSet
 
 # (due timestamp, tie-break counter, kind, task id, generation)
@@ -273,7 +273,10 @@ class SchedulerState(WorkingSet):
     def apply(self, event: ev.DomainEvent, position: int) -> None:
         """Fold one event, recorded at global ``position``, into the state."""
         self._handlers[type(event)](event, position)
-        self._set_scalar("position", position)
+        # Not in the undo log: a unit of work's events take consecutive positions from
+        # its first, so it puts the position back itself (one step per batch, not one
+        # per event).
+        self.position = position
         if self.settled:
             self._let_settled_go(event.timestamp.timestamp())
 
@@ -282,9 +285,13 @@ class SchedulerState(WorkingSet):
 
     def _evolve_task(self, e: ev.DomainEvent, position: int) -> tuple[TaskRecord, TaskRecord]:
         """The task before and after ``e``; the new record is stored."""
-        old = self.tasks.get(e.originator_id) or self.recalled[("task", e.originator_id)]
+        tasks = self.tasks
+        held = tasks.get(e.originator_id)
+        old = held or self.recalled[("task", e.originator_id)]
         new = _TASK[type(e)](old, e, position)
-        self._set(self.tasks, new.task_id, new)
+        if self.undo is not None:  # ``_set`` with the old value already in hand
+            self.undo.steps += (tasks, new.task_id, MISSING if held is None else held)
+        tasks[new.task_id] = new
         return old, new
 
     def _release_agent(

@@ -68,6 +68,7 @@ class UnitOfWork:
         """Undo every change of this unit of work and close it."""
         if self._undo is not None:
             self._undo.rollback()
+            self.state.position = self.first_position - 1
         self.events.clear()
         self.commit()
 
@@ -98,6 +99,9 @@ class UnitOfWork:
         if self._undo is not None:
             self._undo.rollback(mark)
         del self.events[emitted:]
+        # The state's position is not in the undo log (``SchedulerState.apply``): the
+        # events kept end where the position goes back to.
+        self.state.position = self.first_position - 1 + emitted
 
     def emit(self, *events: ev.DomainEvent) -> None:
         """Apply each event at the position it is expected to get, and keep it."""

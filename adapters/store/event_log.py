@@ -280,18 +280,24 @@ class EventLog(ChainReads, StreamReads):
             return []
         if self.read_only:
             raise StoreError(f"the log at {self.url} was opened read-only")
+        insert: Callable[[], Any]
         try:
             topic, encoded = self.codec.topic, self._encoded
-            rows = [(e.originator_id, e.originator_version, topic(e), encoded(e)) for e in events]
+            if isinstance(self.recorder, TierlogSQLiteRecorder):
+                # SQLite's rows name the aggregate by its hex: made once, here.
+                rows = [
+                    (e.originator_id.hex, e.originator_version, topic(e), encoded(e))
+                    for e in events
+                ]
+                insert = partial(self.recorder.insert_rows, rows)
+            else:
+                stored = [
+                    StoredEvent(e.originator_id, e.originator_version, topic(e), encoded(e))
+                    for e in events
+                ]
+                insert = partial(self.recorder.insert_events, stored, fence=self.fence, inbox=inbox)
         finally:
             self._checked.clear()
-        insert: Callable[[], Any]
-        if isinstance(self.recorder, TierlogSQLiteRecorder):
-            sqlite_rows = [(i.hex, version, topic, state) for i, version, topic, state in rows]
-            insert = partial(self.recorder.insert_rows, sqlite_rows)
-        else:
-            stored = [StoredEvent(*row) for row in rows]
-            insert = partial(self.recorder.insert_events, stored, fence=self.fence, inbox=inbox)
         with self._write_errors():
             try:
                 ids = insert()

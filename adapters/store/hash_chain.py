@@ -84,9 +84,18 @@ def chain_row(
 ) -> ChainRow:
     """The chain row for one append: its records (id bytes, version, topic, payload) at
     ``positions`` (consecutive; the row before may end anywhere before the first)."""
-    hashes = b"".join(
-        record_hash(p, oid, version, topic, state)
-        for p, (oid, version, topic, state) in zip(positions, records, strict=True)
-    )
+    if len(positions) != len(records):
+        raise ValueError(f"{len(records)} records at {len(positions)} positions")
+    # ``record_hash`` inlined: one struct for the fixed part, each topic encoded once
+    # (an append repeats a handful of topics), since this runs once per appended event.
+    sha256, pack = hashlib.sha256, RECORD_HEAD.pack
+    tails: dict[str, bytes] = {}
+    hashes = []
+    for p, (oid, version, topic, state) in zip(positions, records, strict=True):
+        tail = tails.get(topic)
+        if tail is None:
+            tail = tails[topic] = topic_tail(topic)
+        hashes.append(sha256(pack(p, oid, version) + tail + state).digest())
+    joined = b"".join(hashes)
     first, last = positions[0], positions[-1]
-    return ChainRow(first, last, hashes, link(previous, first, last, hashes))
+    return ChainRow(first, last, joined, link(previous, first, last, joined))

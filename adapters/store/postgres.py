@@ -48,6 +48,15 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
         self._insert_chain = SQL("INSERT INTO {schema}.{chain} VALUES (%s, %s, %s, %s)").format(
             schema=schema, chain=chain
         )
+        self._insert_columns = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema=schema,
+            table=Identifier(self.events_table_name),
+            id_type=Identifier(self.datastore.originator_id_type),
+        )
         # The tables several nodes coordinate through (the lease, the inbox).
         for makes, statement in create_statements(self.datastore.schema):
             self._makes[len(self.sql_create_statements)] = makes
@@ -90,6 +99,34 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
                     function=function,
                 )
             )
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The events, as eventsourcing inserts them (the table locked, the channel
+        notified, ``RETURNING notification_id`` in insertion order), but with one array
+        per column sent in binary (``%b``): eventsourcing's one array of a composite type is
+        sent as text, escaped field by field in Python, which took a third of a
+        PostgreSQL append (issue #17). Replaces the private hook eventsourcing 9.5
+        calls here, as ``_insert_events`` and ``_fetch_ids_after_insert_events`` do."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        as_uuid = self.datastore.originator_id_type == "uuid"
+        ids = [
+            (e.originator_id if isinstance(e.originator_id, UUID) else UUID(e.originator_id))
+            if as_uuid
+            else str(e.originator_id)
+            for e in stored_events
+        ]
+        curs.execute(
+            self._insert_columns,
+            (
+                ids,
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+        )
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -22,8 +22,10 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench_fleet import SPECS as _SPECS
+from tierlog.adapters.tools.bench_fleet import fleet_on, submit_command, time_submissions
+from tierlog.adapters.tools.bench_postgres import bench_submit_to_assigned_postgres, with_schema
 from tierlog.adapters.tools.bench_runner import bench_runner_on_mix, bench_runner_vs_writer
-from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
 _RAW_TABLE = (
@@ -32,11 +34,21 @@ _RAW_TABLE = (
 )
 
 
-def _raw_sqlite_rate(path: Path, rows: list[tuple[str, int, str, bytes]], batch: int) -> float:
-    """Rows/s for plain ``executemany`` + commit per batch, on a fresh WAL file."""
+def _raw_sqlite_rate(
+    path: Path,
+    rows: list[tuple[str, int, str, bytes]],
+    batch: int,
+    before: list[tuple[str, int, str, bytes]] | None = None,
+) -> float:
+    """Rows/s for plain ``executemany`` + commit per batch, on a fresh WAL file (after
+    inserting ``before``, untimed)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(_RAW_TABLE)
+    if before:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO stored_events VALUES (?,?,?,?)", before)
+        conn.execute("COMMIT")
     started = time.perf_counter()
     for i in range(0, len(rows), batch):
         conn.execute("BEGIN")
@@ -45,6 +57,19 @@ def _raw_sqlite_rate(path: Path, rows: list[tuple[str, int, str, bytes]], batch:
     elapsed = time.perf_counter() - started
     conn.close()
     return len(rows) / elapsed
+
+
+def _log_rows(path: Path, head: int) -> tuple[list[Any], list[Any]]:
+    """The rows of the SQLite log at ``path``: those up to ``head`` and those after."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT originator_id, originator_version, topic, state FROM stored_events "
+            "ORDER BY rowid"
+        ).fetchall()
+    finally:
+        conn.close()
+    return rows[:head], rows[head:]
 
 
 def _sample_events(count: int) -> list[ev.DomainEvent]:
@@ -104,75 +129,44 @@ def bench_append(workdir: Path, events: int, batch: int, repeats: int) -> dict[s
     }
 
 
-def _submit(spec: dict[str, Any]) -> cmd.SubmitTask:
-    return cmd.SubmitTask(**spec)
-
-
-def _register(agent_id: str) -> cmd.RegisterAgent:
-    return cmd.RegisterAgent(agent_id=agent_id, capabilities=("python",))
-
-
-_HOSTS = ("gpu-a", "gpu-b", "gpu-c")
-_ENDPOINT_SETUP: list[cmd.Command] = [
-    *(cmd.RegisterEndpoint(host=host, models=("llama3:8b",)) for host in _HOSTS),
-    *(cmd.ReportHealth(endpoint_id=f"{host}:11434", ok=True) for host in _HOSTS),
-]
-
-
-_SPECS = (
-    {"description": "fix typo in README", "priority": "low"},
-    {
-        "description": "add pagination to the list endpoint and document the cursor",
-        "file_hints": ["api.py"],
-        "needed_capabilities": ["python"],
-    },
-    {"description": "refactor the storage layer", "priority": "high"},
-)
-
-
 def _on(path: Path) -> Settings:
     """The settings of a bench run on a fresh SQLite log at ``path``."""
     return Settings(store=f"sqlite:///{path}")
 
 
 def _fleet(path: Path, agents: int) -> SchedulerRuntime:
-    """A started runtime on a fresh log with three healthy endpoints and ``agents`` idle
-    agents, built as ``tierlog serve`` builds it."""
-    settings = _on(path)
-    runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
-    runtime.start()
-    runtime.execute_batch(_ENDPOINT_SETUP)
-    for i in range(0, agents, 1000):
-        runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
-    return runtime
+    """A started runtime on a fresh SQLite log with three healthy endpoints and ``agents``
+    idle agents, built as ``tierlog serve`` builds it."""
+    return fleet_on(_on(path), agents)
 
 
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
-    """Tasks/s from submission to assignment, in process, with group commits of ``batch``."""
+    """Tasks/s from submission to assignment, in process, with group commits of ``batch``,
+    beside raw ``sqlite3`` writing as many rows per task (400-byte payloads) at the same
+    batch, measured in the same run; ``ratio_median`` is the median of the runs' ratios.
+    ``raw_sqlite_same_rows_...`` is raw ``sqlite3`` inserting the very rows the run
+    appended (its ids, topics and payloads): how much of the gap the rows themselves
+    cost."""
     rates: list[float] = []
     events_per_task: list[float] = []
     raw: list[float] = []
+    same_rows: list[float] = []
     for r in range(repeats):
         runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
-        log = runtime.log
-        head = log.head()
-        specs = [_SPECS[i % len(_SPECS)] for i in range(tasks)]
-        started = time.perf_counter()
-        for i in range(0, tasks, batch):
-            # Commands are built (and validated) inside the timing, as at the HTTP edge.
-            runtime.execute_batch([_submit(spec) for spec in specs[i : i + batch]])
-        elapsed = time.perf_counter() - started
-        assigned = sum(1 for t in runtime.state.tasks.values() if t.state == "assigned")
-        if assigned != tasks:
-            raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
+        head = runtime.log.head()
+        elapsed, appended = time_submissions(runtime, tasks, batch)
+        runtime.log.close()
         rates.append(tasks / elapsed)
-        appended = log.head() - head
-        events_per_task.append(appended / tasks)
+        per_task = appended / tasks
+        events_per_task.append(per_task)
         rows = [(str(p), 1, "t", b"x" * 400) for p in range(appended)]
-        raw.append(
-            _raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / (appended / tasks)
-        )
-        log.close()
+        raw.append(_raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / per_task)
+        # A diagnostic beside the baseline: the log's own rows (its ids, topics and
+        # payloads), inserted raw at the same batch after its fleet's rows, untimed.
+        setup, timed = _log_rows(workdir / f"submit-{r}.db", head)
+        same = _raw_sqlite_rate(workdir / f"raw-same-{r}.db", timed, batch * 5, before=setup)
+        same_rows.append(same / per_task)
+    ratios = [o / b for o, b in zip(rates, raw, strict=True)]
     return {
         "tasks": tasks,
         "batch": batch,
@@ -180,6 +174,12 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         "events_per_task": round(statistics.median(events_per_task), 2),
         "tasks_per_s_median": round(statistics.median(rates)),
         "raw_sqlite_equivalent_tasks_per_s_median": round(statistics.median(raw)),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
+        "raw_sqlite_same_rows_tasks_per_s_median": round(statistics.median(same_rows)),
+        "ratio_to_same_rows_median": round(
+            statistics.median(o / b for o, b in zip(rates, same_rows, strict=True)), 3
+        ),
     }
 
 
@@ -199,7 +199,9 @@ def bench_submit_via_writer(
         per_client = tasks // clients
 
         def client(n: int, runtime: SchedulerRuntime = runtime, count: int = per_client) -> None:
-            futures = [runtime.submit(_submit(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)]
+            futures = [
+                runtime.submit(submit_command(_SPECS[(n + i) % len(_SPECS)])) for i in range(count)
+            ]
             for future in futures:
                 future.result()
 
@@ -240,15 +242,23 @@ def run_bench(
     mix_events: int = 100_000,
     workdir: str | None = None,
     progress: Callable[[str], None] | None = None,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
-    """Run every core benchmark and return the figures."""
+    """Run every core benchmark and return the figures; with ``postgres`` (a DSN), also
+    submit->assigned on that server beside raw psycopg (in scratch schemas)."""
     say = progress or (lambda _: None)
+    if postgres is not None:
+        with_schema(postgres, "check")  # a bad DSN stops the bench before it starts
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp)
         say(f"append: {events} events in batches of {batch}, {repeats} runs")
         append = bench_append(path, events, batch, repeats)
         say(f"submit->assigned: {tasks} tasks in batches of {batch}, {repeats} runs")
         submit = bench_submit_to_assigned(path, tasks, batch, repeats)
+        submit_pg = None
+        if postgres is not None:
+            say(f"submit->assigned on PostgreSQL: {tasks} tasks in batches of {batch}")
+            submit_pg = bench_submit_to_assigned_postgres(postgres, tasks, batch, repeats)
         say(f"submit->assigned through the background writer: {tasks} tasks, {repeats} runs")
         writer = bench_submit_via_writer(path, tasks, repeats)
         say(f"read side: the runner on the writer's events, {tasks} tasks, {repeats} runs")
@@ -271,4 +281,4 @@ def run_bench(
             runner["runner_to_writer_ratio"], mix["runner_to_writer_ratio"]
         ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+    } | ({} if submit_pg is None else {"submit_to_assigned_postgresql": submit_pg})

@@ -264,6 +264,7 @@ def test_a_bad_variable_is_one_line(command, variable, tmp_path, good_config):
         ["bench", "--tasks", "-5"],
         ["bench", "--batch", "many"],
         ["bench", "--store", "sqlite:///x.db"],
+        ["bench", "--postgres", "sqlite:///x.db"],
         ["demo", "--tasks", "0"],
         ["serve", "--port", "70000"],
         ["at", "--position", "1", "--time", "2026-01-01T00:00:00+00:00"],

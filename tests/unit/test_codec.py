@@ -318,3 +318,29 @@ def test_only_events_that_types_cannot_prove_safe_are_decoded_back():
     assert checked[ev.TaskSubmitted].compare == ("metadata",)
     assert checked[ev.TaskCompleted].compare == ("result",)
     assert ev.SchedulerConfigured in checked
+
+
+_SCORE = {"score": 1.0, "load": 0.5, "capacity": 1.5, "vram": 0.9, "warm": 1.15, "affinity": 1.05}
+
+
+@pytest.mark.parametrize("field", sorted(_SCORE))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_of_a_candidate_score_is_checked_and_named(field, bad):
+    with pytest.raises(ValueError, match=f"CandidateScore.{field} must be finite"):
+        ev.CandidateScore(endpoint_id="e:1", **{**_SCORE, field: bad})
+
+
+@pytest.mark.parametrize("field", ["confidence", "heuristic_confidence"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_of_a_classification_is_checked_and_named(field, bad):
+    signals = ev.ClassificationSignals(word_count=1, file_count=0, verification_count=0)
+    fields = {"confidence": 0.5, "heuristic_confidence": 0.5, field: bad}
+    with pytest.raises(ValueError, match=f"Classification.{field} must be finite"):
+        ev.Classification(
+            tier="standard", source="inferred", signals=signals, heuristic_tier="standard", **fields
+        )
+
+
+def test_finite_extremes_and_zeros_are_accepted():
+    extremes = {k: v for k, v in zip(_SCORE, [1e308, -1e308, 0.0, -0.0, 5e-324, 1], strict=True)}
+    assert ev.CandidateScore(endpoint_id="e:1", **extremes).score == 1e308
