@@ -190,6 +190,7 @@ def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
         viewer_token=_secret(system.settings.viewer_token),
         long_poll_max_s=system.settings.long_poll_max_s,
         max_body_bytes=system.settings.max_body_bytes,
+        max_batch_submit=system.settings.max_batch_submit,
         threads=system.settings.http_threads,
     )
     return create_app(ctx), ctx

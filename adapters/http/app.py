@@ -24,6 +24,7 @@ from tierlog.adapters.http.errors import (
     ApiError,
     domain_error,
     error_response,
+    invalid_input,
     not_leader,
     storage_unavailable,
 )
@@ -88,15 +89,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [
-            str(part)
-            for part in first.get("loc", ())
-            if part not in ("body", "query", "path", "header") and not isinstance(part, int)
-        ]
-        return error_response(
-            ApiError(422, "validation_error", str(first.get("msg")), ".".join(loc) or "body")
-        )
+        return error_response(invalid_input(exc.errors()))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
