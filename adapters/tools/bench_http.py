@@ -170,17 +170,27 @@ async def _register(admin: Any, agents: int, concurrency: int = 32) -> dict[str,
     return tokens
 
 
-async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
+POLL_WAIT_S = 5.0
+
+
+async def _long_poll(url: str, agents: int, tasks: int, stagger: bool = True) -> dict[str, Any]:
+    """Wake latency: ``agents`` long-poll (``POLL_WAIT_S`` each), tasks are submitted one
+    at a time, each agent completes what it gets and polls again. With ``stagger`` the
+    agents start spread over one poll period, as a fleet that did not all start in the
+    same instant; without it they re-poll in step."""
     async with session(url, agents + 10) as admin:
         tokens = await _register(admin, agents)
         latencies: list[float] = []
         done = asyncio.Event()
 
-        async def agent(agent_id: str) -> None:
+        async def agent(agent_id: str, offset: float) -> None:
             auth = {"Authorization": f"Bearer {tokens[agent_id]}"}
+            await asyncio.sleep(offset)
             while not done.is_set():
                 async with admin.get(
-                    f"/v1/agents/{agent_id}/assignment", params={"wait": 5}, headers=auth
+                    f"/v1/agents/{agent_id}/assignment",
+                    params={"wait": POLL_WAIT_S},
+                    headers=auth,
                 ) as answer:
                     if answer.status != 200:
                         continue
@@ -197,8 +207,9 @@ async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
                 if len(latencies) >= tasks:
                     done.set()
 
-        pollers = [asyncio.create_task(agent(a)) for a in tokens]
-        await asyncio.sleep(min(10.0, 0.5 + agents / 500))  # every agent is waiting
+        spread = POLL_WAIT_S / agents if stagger else 0.0
+        pollers = [asyncio.create_task(agent(a, n * spread)) for n, a in enumerate(tokens)]
+        await asyncio.sleep(POLL_WAIT_S + min(5.0, 0.5 + agents / 500))  # all are waiting
         for i in range(tasks):
             body = {"description": f"fix typo {i}", "complexity_tier": "trivial"}
             async with admin.post("/v1/tasks", json=body) as answer:
@@ -208,7 +219,7 @@ async def _long_poll(url: str, agents: int, tasks: int) -> dict[str, Any]:
         for poller in pollers:
             poller.cancel()
         await asyncio.gather(*pollers, return_exceptions=True)
-    return {"agents_polling": agents, **summary(latencies)}
+    return {"agents_polling": agents, "staggered": stagger, **summary(latencies)}
 
 
 async def _queue_pollers(
@@ -294,10 +305,14 @@ def run_http_bench(
         }
 
     wakes: list[dict[str, Any]] = []
+    in_step: list[dict[str, Any]] = []
     singles: list[dict[str, Any]] = []
     batches: list[dict[str, Any]] = []
     for n in range(repeats):
         wakes.append(on_fresh_server(lambda url: _long_poll(url, agents, wake_tasks)))
+        in_step.append(
+            on_fresh_server(lambda url: _long_poll(url, agents, wake_tasks, stagger=False))
+        )
         singles.append(on_fresh_server(lambda url: _submissions(url, submissions, 64)))
         batches.append(on_fresh_server(lambda url: _batch_submissions(url, batch_tasks, batch, 4)))
         if progress is not None:
@@ -314,6 +329,11 @@ def run_http_bench(
             "p50_ms_median": _median_of(wakes, "p50_ms"),
             "p99_ms_median": _median_of(wakes, "p99_ms"),
             "runs": wakes,
+            "in_step": {
+                "p50_ms_median": _median_of(in_step, "p50_ms"),
+                "p99_ms_median": _median_of(in_step, "p99_ms"),
+                "runs": in_step,
+            },
         },
         "http_submissions": {
             "concurrency": 64,

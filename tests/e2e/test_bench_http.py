@@ -23,6 +23,7 @@ def test_the_http_bench_reports_every_part_with_medians_of_its_runs():
     assert figures["repeats"] == 2 and len(lines) == 2
     wake = figures["long_poll_wake"]
     assert wake["agents_polling"] == 30 and len(wake["runs"]) == 2
+    assert len(wake["in_step"]["runs"]) == 2 and wake["in_step"]["p99_ms_median"] > 0
     assert all(run["n"] >= 20 for run in wake["runs"])
     assert 0 < wake["p50_ms_median"] <= wake["p99_ms_median"]
     assert figures["http_submissions"]["per_s_median"] > 0
