@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from tierlog.adapters.history.checkpoints import checkpoints_mismatch
 from tierlog.adapters.history.checkpoints import keep_aside as checkpoints_keep_aside
 from tierlog.adapters.http.auth import load_admin_token
+from tierlog.adapters.readside.catch_up_worker import read_models_folded_aside, worth_a_worker
 from tierlog.adapters.readside.lineage import keep_aside as read_models_keep_aside
 from tierlog.adapters.readside.lineage import read_models_mismatch
 from tierlog.adapters.readside.queries import AsyncReadModels
@@ -26,6 +27,7 @@ from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.cluster import ClusterNode
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
+from tierlog.adapters.runtime.process_memory import cyclic_gc_paused
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import START_FOLD_BATCH, Settings
 from tierlog.adapters.store.codec import why_undecodable
@@ -243,15 +245,36 @@ class System:
     runtime: SchedulerRuntime
     runner: ProjectionRunner
     prober: OllamaProber | None = None
+    start_worker_exit: int | None = None
+    """The exit code of the worker process that folded the read models while this
+    system started (``catch_up_worker``); None: there was none."""
 
     def start(self) -> None:
         """Bring everything up to date in this thread: the read models are made ready
         (``ReplacedLogError`` before anything is appended if they were built from
         another log); the runtime catches up, records the configuration and runs its
-        first pass (overdue timers fire); the read models catch up."""
+        first pass (overdue timers fire); the read models catch up. Read models far
+        behind the log fold in a worker process meanwhile, on another core
+        (``catch_up_worker``); else in step with the runtime's fold."""
+        with cyclic_gc_paused():
+            self._start()
+
+    def _start(self) -> None:
         self.runner.start()
         handover = self.runner.handover
-        if handover is None or self.runtime.started:
+        head = self.log.head()
+        if not self.runtime.started and worth_a_worker(
+            self.settings, head - self.runner.position()
+        ):
+            # Both folds of a long stretch of the log at once, on two cores.
+            self.runtime.hand_off_to(None)
+            try:
+                with read_models_folded_aside(self.settings, head) as worker:
+                    self.runtime.start()
+                self.start_worker_exit = worker.returncode
+            finally:
+                self.runtime.hand_off_to(None if handover is None else handover.offer)
+        elif handover is None or self.runtime.started:
             self.runtime.start()
         else:
             # While the runtime folds the log (from its checkpoint), the read models

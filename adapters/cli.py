@@ -111,6 +111,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.restart:
         return _bench_restart(args, progress)
+    if args.first_start:
+        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
+
+        first = run_first_start_bench(events=args.log_events, repeats=args.repeats or 3)
+        print(json.dumps(first, indent=2))
+        return 0
     if args.audit:
         from tierlog.adapters.tools.bench_audit import run_audit_bench
 
@@ -590,7 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-events",
         type=positive,
         default=1_000_000,
-        help="size of the generated log for --audit and --restart (default 1,000,000)",
+        help="size of the generated log for --audit, --first-start and --restart"
+        " (default 1,000,000)",
+    )
+    bench.add_argument(
+        "--first-start",
+        action="store_true",
+        help="serve's first start on a large log without read models, with and without"
+        " the read-model worker (--repeats rounds, default 3)",
     )
     bench.add_argument(
         "--restart",

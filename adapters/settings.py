@@ -48,6 +48,9 @@ PROJECTION_POLL_S = 0.02
 START_FOLD_BATCH = 20_000
 """Events per read-model transaction while ``serve`` starts (folding in step with the
 runtime, a long stretch of the log): fewer, fuller transactions."""
+PROJECTION_WORKER_START_EVENTS = 100_000
+"""How far behind the log the read models must be, when ``serve`` starts, for a worker
+process to fold them while the runtime folds its state."""
 PROJECTION_KEEP_ROWS = 4096
 """Rows of each read-model table the projection runner keeps from one batch to the next."""
 PROJECTION_HANDOVER_EVENTS = 10_000
@@ -182,6 +185,12 @@ class Settings(BaseSettings):
     )
     """Events ``serve``'s writer hands its projection runner in memory at most (when
     full, the runner reads the store instead; 0: the runner always reads the store)."""
+    projection_worker_start_events: Annotated[int, Field(ge=0, le=10**12)] = (
+        PROJECTION_WORKER_START_EVENTS
+    )
+    """Read models at least this many events behind the log when ``serve`` starts are
+    folded by a worker process on another core while the runtime folds its state (0:
+    never; one core: never)."""
     long_poll_max_s: Annotated[Seconds, Field(le=LONG_POLL_MAX_S)] = LONG_POLL_MAX_S
     """The longest an agent's assignment poll waits (a longer ``wait`` is cut to it; the
     API refuses more than ``LONG_POLL_MAX_S``)."""

@@ -13,7 +13,6 @@ exact comparison (a scratch store and a keyed join) to say which rows.
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
@@ -24,6 +23,7 @@ from typing import Any
 import msgspec
 
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, read_model_path
+from tierlog.adapters.runtime.process_memory import cyclic_gc_paused
 from tierlog.adapters.store.event_log import EventLog, RawRow, postgres_connect_args
 from tierlog.domain import events as ev
 from tierlog.domain.events import DomainEvent
@@ -322,14 +322,9 @@ def feed_from_log(log: EventLog, fold: DigestFold) -> None:
     """Feed ``fold`` every event it needs, read and decoded from the log."""
     # Rows are plain dicts that never form cycles; with the collector on, each of its
     # passes would walk every row held.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with cyclic_gc_paused():
         for chunk in _events(log, fold.stop, fold.handles, fold.start):
             fold.feed(chunk)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _digest_rows(rows: Iterable[Sequence[Any]]) -> tuple[int, int]:

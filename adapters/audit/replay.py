@@ -8,7 +8,6 @@ the checkers keep (live tasks; see ``domain.replay.invariants`` and ``domain.rep
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from tierlog.adapters.audit.chain import ChainVerifier, audit_stop
+from tierlog.adapters.runtime.process_memory import cyclic_gc_paused
 from tierlog.adapters.store.codec import why_undecodable
 from tierlog.adapters.store.event_log import EventLog, RawRow
 from tierlog.domain.events import DomainEvent
@@ -135,13 +135,8 @@ def replay_check(
         replay.resume(*resume, consumers_after=consumers_after)
     # Nothing this pass keeps can form a reference cycle, and the checkers' records are
     # untracked; collections would only walk the chunk in flight, thousands of times.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with cyclic_gc_paused():
         replay.run(batch, progress)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return replay.result()
 
 

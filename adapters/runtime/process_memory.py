@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -108,3 +109,20 @@ def trimming_free_memory(every_s: float) -> Iterator[FreeMemoryTrimmer | None]:
         yield trimmer
     finally:
         trimmer.stop()
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Run the block with Python's cyclic garbage collector off, then as it was.
+
+    For long folds whose objects form no reference cycles (events, rows, task states):
+    reference counting frees them all the same, and every collection the allocations
+    would trigger walks the whole heap held so far (measured: 13% of a ``serve`` first
+    start on a 200,000-event log)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

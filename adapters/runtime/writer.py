@@ -336,7 +336,7 @@ class SchedulerRuntime:
         """
         self._listeners.append(listener)
 
-    def hand_off_to(self, hand_off: HandOff) -> None:
+    def hand_off_to(self, hand_off: HandOff | None) -> None:
         """Give every run of events the state folds in (committed by this writer, or
         read from the log) to ``hand_off`` as well, with the position the state stood
         at just before it: the log holds nothing in between. Called on the writer's

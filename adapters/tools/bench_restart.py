@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,12 +207,16 @@ def vm_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def start_serve(store_dir: Path, name: str = "serve") -> Server:
-    """Spawn ``tierlog serve`` on the log in ``store_dir`` (its output to a file there)."""
+def start_serve(
+    store_dir: Path, name: str = "serve", settings: Mapping[str, str] | None = None
+) -> Server:
+    """Spawn ``tierlog serve`` on the log in ``store_dir`` (its output to a file there),
+    with ``settings`` as ``TIERLOG_*`` environment variables (and nothing else's)."""
     port = free_port()
     exe = shutil.which("tierlog") or str(Path(sys.executable).with_name("tierlog"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERLOG_")}
     env["TIERLOG_ADMIN_TOKEN"] = ADMIN
+    env.update(settings or {})
     output = store_dir / f"{name}.out"
     store = f"sqlite:///{store_dir / LOG_NAME}"
     with output.open("ab") as sink:
@@ -269,9 +273,11 @@ def stop_serve(server: Server, timeout_s: float = 60) -> float:
     return time.perf_counter() - started
 
 
-def timed_start(store_dir: Path, timeout_s: float, name: str) -> tuple[float, float]:
+def timed_start(
+    store_dir: Path, timeout_s: float, name: str, settings: Mapping[str, str] | None = None
+) -> tuple[float, float]:
     """Start serve, wait until caught up, read its memory, stop it: (seconds, MB)."""
-    server = start_serve(store_dir, name)
+    server = start_serve(store_dir, name, settings)
     try:
         seconds = wait_caught_up(server, timeout_s)
         return seconds, server.rss_mb()
