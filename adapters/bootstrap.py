@@ -178,9 +178,11 @@ def build_prober(settings: Settings, runtime: SchedulerRuntime) -> OllamaProber:
     return OllamaProber(runtime, interval_s=settings.probe_interval_s, use_background_writer=True)
 
 
-def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
+def build_app(
+    system: System, admin_token: str, *, hot_path: bool = True
+) -> tuple[FastAPI, ApiContext]:
     """The HTTP application over ``system`` (which must have been started), and the
-    context its routes share."""
+    context its routes share (``hot_path``: see ``tierlog.adapters.http.hot_path``)."""
     # Imported here: only serve needs the web stack (about 30 MB and 0.3 s to load),
     # and every other command builds its system through this module too.
     from tierlog.adapters.http.app import create_app
@@ -194,9 +196,10 @@ def build_app(system: System, admin_token: str) -> tuple[FastAPI, ApiContext]:
         viewer_token=_secret(system.settings.viewer_token),
         long_poll_max_s=system.settings.long_poll_max_s,
         max_body_bytes=system.settings.max_body_bytes,
+        max_batch_submit=system.settings.max_batch_submit,
         threads=system.settings.http_threads,
     )
-    return create_app(ctx), ctx
+    return create_app(ctx, hot_path=hot_path), ctx
 
 
 def undecodable_event(log: EventLog) -> UndecodableEventError | None:

@@ -141,7 +141,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.http:
         from tierlog.adapters.tools.bench_http import run_http_bench
 
-        figures_http = run_http_bench(submissions=args.submissions)
+        figures_http = run_http_bench(
+            submissions=args.submissions,
+            agents=args.poll_agents,
+            batch_tasks=args.batch_tasks,
+            repeats=args.repeats or 1,
+            progress=progress,
+        )
         print(json.dumps(figures_http, indent=2))
         return 0
     figures = run_bench(
@@ -567,6 +573,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the HTTP part: long-poll wake, queue reads, submissions (loopback)",
     )
     bench.add_argument("--submissions", type=positive, default=5000, help="HTTP submissions")
+    bench.add_argument(
+        "--poll-agents", type=positive, default=1000, help="long-polling agents for --http"
+    )
+    bench.add_argument(
+        "--batch-tasks",
+        type=positive,
+        default=100_000,
+        help="tasks submitted through POST /v1/tasks/batch for --http (batches of 1000)",
+    )
     bench.add_argument(
         "--clients",
         action="store_true",

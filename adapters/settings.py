@@ -58,6 +58,10 @@ PROJECTION_HANDOVER_EVENTS = 10_000
 MAX_BODY_BYTES = 1024 * 1024
 """The largest request body the HTTP API reads (a larger one is answered 413)."""
 MAX_BODY_CEILING = 256 * 1024 * 1024
+MAX_BATCH_SUBMIT = 1000
+"""The most tasks one ``POST /v1/tasks/batch`` request may submit (a longer list is 422)."""
+MAX_BATCH_SUBMIT_CEILING = 100_000
+"""The highest ``max_batch_submit`` may be set to (the OpenAPI document's ``maxItems``)."""
 STORE_RETRY_S = 1.0
 """While the store fails, how often the writer retries its pass and probes the store."""
 LONG_POLL_MAX_S = 60.0
@@ -192,6 +196,9 @@ class Settings(BaseSettings):
     API refuses more than ``LONG_POLL_MAX_S``)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=MAX_BODY_CEILING)] = MAX_BODY_BYTES
     """The largest HTTP request body read, in bytes (a larger one is answered 413)."""
+    max_batch_submit: Annotated[int, Field(ge=1, le=MAX_BATCH_SUBMIT_CEILING)] = MAX_BATCH_SUBMIT
+    """The most tasks one ``POST /v1/tasks/batch`` submits; all its accepted tasks are
+    appended in one commit (a longer list is refused whole, 422 on ``tasks``)."""
     max_json_depth: Annotated[int, Field(ge=1, le=MAX_JSON_DEPTH)] = _LIMITS.max_json_depth
     """How deep a task's ``metadata`` or an agent's ``result`` may nest."""
     max_string_chars: Annotated[int, Field(ge=1, le=MAX_JSON_BYTES)] = _LIMITS.max_string_chars

@@ -98,6 +98,24 @@ class ServerError(ApiError):
     """500: a fault inside the server while deciding this request (logged there)."""
 
 
+class SubmissionsRefused(ClientError):
+    """``Operator.submit_many``: the server refused some of the submissions (the others
+    were submitted). ``results`` holds, in the given order, each one's ``Submitted`` or
+    the ``ApiError`` it was refused with; ``refused`` maps the refused ones' indexes to
+    their errors."""
+
+    def __init__(self, results: list[Any]) -> None:
+        self.results = results
+        self.refused: dict[int, ApiError] = {
+            index: result for index, result in enumerate(results) if isinstance(result, ApiError)
+        }
+        first = min(self.refused)
+        super().__init__(
+            f"{len(self.refused)} of {len(results)} submissions refused; "
+            f"the first, #{first}: {self.refused[first]}"
+        )
+
+
 _BY_CODE: dict[str, type[ApiError]] = {
     "stale_generation": StaleGeneration,
     "cancelled": TaskCancelled,

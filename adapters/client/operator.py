@@ -23,7 +23,18 @@ from typing import Any
 import httpx
 
 from tierlog.adapters.client import api
-from tierlog.adapters.client.errors import ClientError, NotFound, ValidationFailed, transient
+from tierlog.adapters.client.errors import (
+    ApiError,
+    ClientError,
+    NotFound,
+    SubmissionsRefused,
+    ValidationFailed,
+    error_for,
+    transient,
+)
+
+BATCH_LIMIT_HEADER = "Tierlog-Batch-Limit"
+DEFAULT_BATCH_LIMIT = 1000  # the server's default max_batch_submit, until it says its own
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class Operator:
     ) -> None:
         self.url = url.rstrip("/")
         self.position = 0  # the highest log position a write of this client answered
+        self.batch_limit = DEFAULT_BATCH_LIMIT
+        """The most submissions one batch request carries (the server's, once it said)."""
         self._position_lock = threading.Lock()
         self.retries = retries
         self.backoff = backoff or api.Backoff()
@@ -92,11 +105,13 @@ class Operator:
                 attempt += 1
 
     def _once(self, call: api.Call) -> Any:
+        return api.decode(self._answer(call))
+
+    def _answer(self, call: api.Call) -> httpx.Response:
         try:
-            response = self._http.request(call.method, call.path, **api.request_args(call))
+            return self._http.request(call.method, call.path, **api.request_args(call))
         except httpx.HTTPError as exc:
             raise api.unreachable(exc, self.url) from exc
-        return api.decode(response)
 
     def _read(self, path: str, **params: Any) -> Any:
         """A read of a read model, as of this client's latest write at least."""
@@ -142,20 +157,105 @@ class Operator:
         self,
         bodies: Iterable[Mapping[str, Any]],
         *,
-        concurrency: int = 8,
+        concurrency: int = 4,
         keyed: bool = True,
     ) -> list[Submitted]:
-        """Submit many tasks, ``concurrency`` at a time; the answers in the given order.
+        """Submit many tasks through ``POST /v1/tasks/batch``, in requests of at most the
+        server's limit (``batch_limit``), ``concurrency`` requests at a time; the answers
+        in the given order. Each request's accepted tasks are appended in one commit.
 
         With ``keyed`` each body without an ``idempotency_key`` gets a fresh one, so a
-        submission whose answer was lost is retried without submitting it twice.
+        request whose answer was lost is retried without submitting anything twice.
+        If the server refuses some, the others are submitted and ``SubmissionsRefused``
+        says which (its ``results`` hold every answer). A server without the batch
+        route gets the tasks one request each.
         """
         prepared = [
             {"idempotency_key": str(uuid.uuid4()), **body} if keyed else dict(body)
             for body in bodies
         ]
+        if not prepared:
+            return []
+        first = self._submit_chunk(prepared[: self.batch_limit])
+        if first is None:  # a server from before batches
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                return list(pool.map(self.submit_one, prepared))
+        done = len(first)  # the first request may have learned a smaller limit
+        rest = prepared[done:]
+        step = self.batch_limit
+        chunks = [rest[i : i + step] for i in range(0, len(rest), step)]
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            return list(pool.map(self.submit_one, prepared))
+            answers = list(pool.map(self._submit_all, chunks))
+        results = first + [result for answer in answers for result in answer]
+        if any(isinstance(result, ApiError) for result in results):
+            raise SubmissionsRefused(results)
+        return [result for result in results if isinstance(result, Submitted)]
+
+    def _submit_all(self, bodies: list[dict[str, Any]]) -> list[Submitted | ApiError]:
+        """Every body, in requests of at most ``batch_limit``."""
+        results: list[Submitted | ApiError] = []
+        while len(results) < len(bodies):
+            answer = self._submit_chunk(bodies[len(results) : len(results) + self.batch_limit])
+            if answer is None:
+                raise ClientError("the server stopped taking batch submissions")
+            results += answer
+        return results
+
+    def _submit_chunk(self, bodies: list[dict[str, Any]]) -> list[Submitted | ApiError] | None:
+        """Submit a prefix of ``bodies`` (all of them unless the server says its limit is
+        smaller): one answer per body submitted; None if the server has no batch route."""
+        while True:
+            try:
+                return self.submit_batch(bodies)
+            except ValidationFailed as exc:
+                if exc.field != "tasks" or len(bodies) <= self.batch_limit:
+                    raise
+                bodies = bodies[: self.batch_limit]  # it told its limit: send fewer
+            except ApiError as exc:
+                if exc.status in (404, 405) and exc.code == "http_error":
+                    return None
+                raise
+
+    def submit_batch(self, bodies: Iterable[Mapping[str, Any]]) -> list[Submitted | ApiError]:
+        """Submit tasks in one request (``POST /v1/tasks/batch``, at most the server's
+        ``max_batch_submit``): per body, in order, its ``Submitted`` or the error it was
+        refused with; the accepted ones are appended in one commit. Retried on no
+        answer or 503 when every body has an ``idempotency_key``."""
+        entries = [dict(body) for body in bodies]
+        keyed = all(entry.get("idempotency_key") is not None for entry in entries)
+        call = api.post("/v1/tasks/batch", {"tasks": entries})
+        answer = self._wrote(self.send_batch(call, retry=keyed))
+        results: list[Submitted | ApiError] = []
+        for entry in answer["results"]:
+            if "error" in entry:
+                results.append(error_for(int(entry["status"]), entry["error"]))
+            else:
+                results.append(
+                    Submitted(
+                        str(entry["task_id"]),
+                        entry["state"],
+                        bool(entry["created"]),
+                        answer["position"],
+                    )
+                )
+        return results
+
+    def send_batch(self, call: api.Call, *, retry: bool) -> Any:
+        """``send`` for a batch request: also learns the server's batch limit from the
+        answer's ``Tierlog-Batch-Limit`` header, error or not."""
+        attempt = 0
+        while True:
+            try:
+                response = self._answer(call)
+                limit = response.headers.get(BATCH_LIMIT_HEADER, "")
+                if limit.isdigit() and int(limit) > 0:
+                    self.batch_limit = int(limit)
+                return api.decode(response)
+            except ClientError as exc:
+                if not retry or not transient(exc) or attempt >= self.retries:
+                    raise
+                time.sleep(self.backoff.delay(attempt))
+                attempt += 1
 
     def get(self, task_id: str) -> dict[str, Any]:
         """One task as the tasks read model has it."""

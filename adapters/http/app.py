@@ -7,8 +7,11 @@ they depend on in ``deps``. Only whatever runs the app imports this module.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
 
 import anyio
 from fastapi import FastAPI, Request
@@ -17,16 +20,20 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tierlog.adapters.http.auth import AGENT, Caller
 from tierlog.adapters.http.body_limit import BodyLimit, BodyTooLarge
 from tierlog.adapters.http.content_type import JsonBodies
-from tierlog.adapters.http.deps import DOCS_ASSETS, ApiContext, BearerAuth
+from tierlog.adapters.http.deps import DOCS_ASSETS, MAX_WAIT_S, ApiContext, BearerAuth
 from tierlog.adapters.http.errors import (
     ApiError,
     domain_error,
     error_response,
+    invalid_input,
     not_leader,
     storage_unavailable,
 )
+from tierlog.adapters.http.hot_path import HotPath, HotRoute
+from tierlog.adapters.http.models import Complete, Heartbeat, SubmitTask
 from tierlog.adapters.http.routes import agents, dashboard, reads, tasks
 from tierlog.domain.errors import DomainError, NotLeaderError, StoreUnavailableError
 
@@ -40,8 +47,9 @@ body is JSON, sent with `Content-Type: application/json`. Every error has one bo
 `{"error": code, "field": name or null, "message": text}`."""
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
-    """The FastAPI application over a running runtime and projection runner."""
+def create_app(ctx: ApiContext, *, hot_path: bool = True) -> FastAPI:
+    """The FastAPI application over a running runtime and projection runner (``hot_path``
+    False: every request takes FastAPI's way, as a test compares)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +73,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
         static_url=DOCS_ASSETS,
         swagger_ui_parameters={"validatorUrl": None},
+        # FastAPI's OpenTelemetry hook asks on every request whether a provider was
+        # configured since; tierlog configures none, so it is off from the start.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     # Middleware added first runs last: the token, then the content type, then the route.
@@ -72,6 +83,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(BearerAuth, tokens=ctx.tokens)
     # Added last, so it runs first: an oversized body is refused before anything else.
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    # Before all of them: the fleet's most frequent requests, served without FastAPI's
+    # routing and dependencies (anything unusual still takes the way above).
+    if hot_path:
+        app.add_middleware(HotPath, ctx=ctx, routes=hot_routes(), max_wait_s=MAX_WAIT_S)
     ctx.writer.runtime.add_listener(ctx.on_committed)
     _install_error_handlers(app)
     app.include_router(tasks.router)
@@ -81,6 +96,63 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
+_UUID = "([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+
+
+def _is_admin(who: Caller, _: str) -> bool:
+    return who.is_admin
+
+
+def _is_agent(who: Caller, _: str) -> bool:
+    return who.role == AGENT
+
+
+def _is_that_agent(who: Caller, agent_id: str) -> bool:
+    return who.role == AGENT and who.agent_id == agent_id
+
+
+async def _submit(ctx: ApiContext, _who: Caller, _arg: str, body: Any, _wait: float) -> Any:
+    return await tasks.submit(ctx, body)
+
+
+async def _poll(ctx: ApiContext, who: Caller, agent_id: str, _body: Any, wait: float) -> Any:
+    return await agents.poll_assignment(agent_id, ctx, who, wait)
+
+
+async def _heartbeat(ctx: ApiContext, who: Caller, agent_id: str, body: Any, _w: float) -> Any:
+    return await agents.heartbeat(agent_id, body, ctx, who)
+
+
+async def _complete(ctx: ApiContext, who: Caller, task_id: str, body: Any, _w: float) -> Any:
+    return await tasks.complete_task(UUID(task_id), body, ctx, who)
+
+
+def hot_routes() -> list[HotRoute]:
+    """The requests ``HotPath`` serves, each with the roles its route accepts."""
+    return [
+        HotRoute(
+            "POST",
+            re.compile("^/v1/tasks()$"),
+            _is_admin,
+            SubmitTask,
+            _submit,
+            status=201,
+            refuse_headers=(b"idempotency-key",),
+        ),
+        HotRoute("GET", re.compile("^/v1/agents/([^/]+)/assignment$"), _is_that_agent, None, _poll),
+        HotRoute(
+            "POST",
+            re.compile("^/v1/agents/([^/]+)/heartbeat$"),
+            _is_that_agent,
+            Heartbeat,
+            _heartbeat,
+        ),
+        HotRoute(
+            "POST", re.compile(f"^/v1/tasks/{_UUID}/complete$"), _is_agent, Complete, _complete
+        ),
+    ]
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -88,15 +160,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [
-            str(part)
-            for part in first.get("loc", ())
-            if part not in ("body", "query", "path", "header") and not isinstance(part, int)
-        ]
-        return error_response(
-            ApiError(422, "validation_error", str(first.get("msg")), ".".join(loc) or "body")
-        )
+        return error_response(invalid_input(exc.errors()))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -27,6 +27,7 @@ import msgspec
 from fastapi import Depends, Query, Request
 
 from tierlog.adapters.history.time_travel import explain as explain_task
+from tierlog.adapters.http import batch as batch
 from tierlog.adapters.http.auth import (
     ADMIN,
     AGENT,
@@ -90,7 +91,12 @@ from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.cluster import NodeStatus
 from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
-from tierlog.adapters.settings import HTTP_THREADS, LONG_POLL_MAX_S, MAX_BODY_BYTES
+from tierlog.adapters.settings import (
+    HTTP_THREADS,
+    LONG_POLL_MAX_S,
+    MAX_BATCH_SUBMIT,
+    MAX_BODY_BYTES,
+)
 from tierlog.adapters.store.codec import topic_of
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import commands as cmd
@@ -144,6 +150,22 @@ class Writer:
         if isinstance(result, errors.TierlogError):
             raise command_error(result)
         return result, self.position
+
+    async def write_all(self, commands: Sequence[cmd.Command]) -> tuple[list[Any], int]:
+        """Run commands as one group commit: each one's result or the ``TierlogError``
+        it failed with (the others stand), and the position to read them at.
+
+        On the leader (or the only writer) the batch is decided and appended in one
+        transaction, off the event loop; a storage fault or a lost lease fails it whole
+        (raised: nothing appended). A follower forwards each command to the leader.
+        """
+        runtime = self.runtime
+        if runtime.is_leader:
+            results = await anyio.to_thread.run_sync(runtime.execute_batch, commands)
+        else:
+            pending = [asyncio.wrap_future(runtime.submit(command)) for command in commands]
+            results = list(await asyncio.gather(*pending))
+        return results, self.position
 
     @contextmanager
     def present(self, agent_id: str) -> Iterator[None]:
@@ -455,6 +477,8 @@ class ApiContext:
     max_body_bytes: int = MAX_BODY_BYTES
     threads: int = HTTP_THREADS
     """Worker threads for reads of the state and the log (set when the app starts)."""
+    max_batch_submit: int = MAX_BATCH_SUBMIT
+    """The most tasks one ``POST /v1/tasks/batch`` submits."""
 
     @classmethod
     def build(
@@ -468,6 +492,7 @@ class ApiContext:
         long_poll_max_s: float = LONG_POLL_MAX_S,
         max_body_bytes: int = MAX_BODY_BYTES,
         threads: int = HTTP_THREADS,
+        max_batch_submit: int = MAX_BATCH_SUBMIT,
     ) -> ApiContext:
         """The context over a runtime, its projection runner and the read models."""
         writer, log = Writer(runtime), Log(runtime.log)
@@ -479,6 +504,7 @@ class ApiContext:
             tokens=Tokens(admin_token, runtime, viewer_token),
             max_body_bytes=max_body_bytes,
             threads=threads,
+            max_batch_submit=max_batch_submit,
         )
 
     def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:

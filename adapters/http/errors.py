@@ -3,6 +3,9 @@ status each kind of tierlog error is answered with."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi.responses import JSONResponse
 
 from tierlog.domain import errors
@@ -23,9 +26,38 @@ _STATUS = {
 class ApiError(Exception):
     """An HTTP error with tierlog's JSON body."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+        self.headers = dict(headers or {})
+        """Headers the answer carries beside the error body."""
+
+    def body(self) -> dict[str, Any]:
+        """tierlog's one error body."""
+        return {"error": self.code, "field": self.field, "message": self.message}
+
+
+_WHERE = frozenset({"body", "query", "path", "header"})
+
+
+def invalid_input(problems: Sequence[Mapping[str, Any]], whole: str | None = "body") -> ApiError:
+    """The 422 for pydantic's validation ``problems`` (the first one): ``field`` names
+    the field at fault, dotted for a nested one, without list indexes; ``whole`` when
+    the value as a whole is at fault."""
+    first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+    loc = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in _WHERE and not isinstance(part, int)
+    ]
+    return ApiError(422, "validation_error", str(first.get("msg")), ".".join(loc) or whole)
 
 
 def domain_error(exc: errors.DomainError) -> ApiError:
@@ -66,5 +98,6 @@ def error_response(exc: ApiError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     if exc.status == 503:
         headers = {"Retry-After": str(RETRY_AFTER_S)}
-    body = {"error": exc.code, "field": exc.field, "message": exc.message}
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+    if exc.headers:
+        headers = {**(headers or {}), **exc.headers}
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)

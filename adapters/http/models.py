@@ -8,10 +8,11 @@ task from the path) lists only what the caller sends.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tierlog.adapters.settings import MAX_BATCH_SUBMIT, MAX_BATCH_SUBMIT_CEILING
 from tierlog.domain import commands as cmd
 
 
@@ -38,6 +39,70 @@ class TaskCreated(BaseModel):
     state: str
     created: bool
     position: int
+
+
+class SubmitBatch(_Body):
+    """Many task submissions in one request (``POST /v1/tasks/batch``).
+
+    Each entry is validated on its own, as the body of ``POST /v1/tasks`` would be: an
+    entry at fault is refused alone, in the answer. Only the list itself is checked
+    here (so one bad entry does not refuse the others); its length limit is the
+    server's ``max_batch_submit``.
+    """
+
+    tasks: Annotated[
+        list[Any],
+        Field(
+            description="the submissions, each a `SubmitTask` body (with its own "
+            "`idempotency_key`, if any); at most the server's `max_batch_submit` "
+            f"(default {MAX_BATCH_SUBMIT})",
+            json_schema_extra={
+                "items": {"$ref": "#/components/schemas/SubmitTask"},
+                "minItems": 1,
+                "maxItems": MAX_BATCH_SUBMIT_CEILING,
+            },
+        ),
+    ]
+
+
+class ErrorBody(BaseModel):
+    """tierlog's one error body, for every status from 400 up (``errors.py``)."""
+
+    error: str = Field(
+        description="what went wrong, as a stable code: unauthorized, forbidden, not_found, "
+        "not_your_task, invalid_transition, stale_generation, body_too_large, "
+        "unsupported_media_type, validation_error, storage_unavailable, not_leader, ...",
+        examples=["validation_error"],
+    )
+    field: str | None = Field(
+        description="the field, parameter or header at fault (dotted for a nested field), or null",
+        examples=["description"],
+    )
+    message: str = Field(description="one readable line", examples=["Field required"])
+
+
+class BatchEntry(BaseModel):
+    """What became of one entry of a batch: its task, or the error it was refused with
+    (the status and body ``POST /v1/tasks`` would have answered)."""
+
+    index: int = Field(description="the entry's place in `tasks`, from 0")
+    status: int = Field(
+        description="201 created, 200 submitted before with this key, or an error's"
+    )
+    task_id: str | None = None
+    state: str | None = None
+    created: bool | None = None
+    error: ErrorBody | None = None
+
+
+class BatchSubmitted(BaseModel):
+    """The answer to a batch: one entry per submission, in order. Every accepted one
+    was appended in one commit."""
+
+    position: int
+    accepted: int
+    rejected: int
+    results: list[BatchEntry]
 
 
 class RegisterAgent(_Body):
@@ -122,22 +187,6 @@ class Written(BaseModel):
 
 
 # --- the error body, and the errors each operation declares --------------------------
-
-
-class ErrorBody(BaseModel):
-    """tierlog's one error body, for every status from 400 up (``errors.py``)."""
-
-    error: str = Field(
-        description="what went wrong, as a stable code: unauthorized, forbidden, not_found, "
-        "not_your_task, invalid_transition, stale_generation, body_too_large, "
-        "unsupported_media_type, validation_error, storage_unavailable, not_leader, ...",
-        examples=["validation_error"],
-    )
-    field: str | None = Field(
-        description="the field, parameter or header at fault (dotted for a nested field), or null",
-        examples=["description"],
-    )
-    message: str = Field(description="one readable line", examples=["Field required"])
 
 
 _ERRORS: dict[int, str] = {

@@ -200,6 +200,7 @@ def error_calls(c: Crew) -> dict[Key, Call]:
     # the caller that may make it, or the token check answers first).
     bodies: list[tuple[str, str, str, httpx.Client]] = [
         ("POST", "/v1/tasks", "/v1/tasks", admin),
+        ("POST", "/v1/tasks/batch", "/v1/tasks/batch", admin),
         ("POST", "/v1/tasks/{task_id}/cancel", f"/v1/tasks/{c.queued}/cancel", admin),
         ("POST", "/v1/tasks/{task_id}/retry", f"/v1/tasks/{missing}/retry", admin),
         ("POST", "/v1/tasks/{task_id}/complete", f"/v1/tasks/{held}/complete", mine),
@@ -237,6 +238,9 @@ def error_calls(c: Crew) -> dict[Key, Call]:
     # Operator-only writes: an agent's token is 403.
     add("POST", "/v1/tasks", 403, lambda: mine.post("/v1/tasks", json={"description": "x"}))
     add("POST", "/v1/tasks", 422, lambda: admin.post("/v1/tasks", json={}))
+    batch = "/v1/tasks/batch"
+    add("POST", batch, 403, lambda: mine.post(batch, json={"tasks": [{"description": "x"}]}))
+    add("POST", batch, 422, lambda: admin.post(batch, json={"tasks": []}))
     add("POST", "/v1/agents", 403, lambda: mine.post("/v1/agents", json={"agent_id": "x"}))
     add("POST", "/v1/agents", 409, lambda: admin.post("/v1/agents", json={"agent_id": c.me}))
     add("POST", "/v1/agents", 422, lambda: admin.post("/v1/agents", json={}))

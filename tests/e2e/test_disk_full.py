@@ -212,6 +212,9 @@ def test_every_write_answers_its_declared_503_on_a_full_disk(small_fs, tmp_path,
         assert admin.post(endpoint + "/health", json={"ok": True}).status_code == 200
         calls = {
             ("POST", "/v1/tasks"): lambda: admin.post("/v1/tasks", json={"description": "x"}),
+            ("POST", "/v1/tasks/batch"): lambda: admin.post(
+                "/v1/tasks/batch", json={"tasks": [{"description": "x"}, {"description": "y"}]}
+            ),
             ("POST", "/v1/tasks/{task_id}/cancel"): lambda: admin.post(
                 f"/v1/tasks/{c.queued}/cancel"
             ),

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tierlog.adapters import bootstrap
-from tierlog.adapters.settings import Settings
+from tierlog.adapters.settings import MAX_BATCH_SUBMIT_CEILING, Settings
 
 ADMIN = {"Authorization": "Bearer admin-token-for-the-contract"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -67,6 +67,12 @@ def test_every_operation_declares_its_errors_with_the_one_error_body(http):
             assert {"413", "415", "422"} <= set(errors), name
     assert _operations(doc)["POST /v1/tasks/{task_id}/complete"]["responses"]["409"]
     assert "Retry-After" in _operations(doc)["POST /v1/tasks"]["responses"]["503"]["headers"]
+    # A batch's entries are documented as single submissions, within the ceiling.
+    tasks = doc["components"]["schemas"]["SubmitBatch"]["properties"]["tasks"]
+    assert tasks["items"] == {"$ref": "#/components/schemas/SubmitTask"}
+    assert (tasks["minItems"], tasks["maxItems"]) == (1, MAX_BATCH_SUBMIT_CEILING)
+    assert "SubmitTask" in doc["components"]["schemas"]
+    assert _operations(doc)["POST /v1/tasks/batch"]["security"] == [{"bearer": ["admin"]}]
 
 
 def test_the_api_docs_load_no_external_url_and_need_no_token(http):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
+import anyio
 import msgspec
 from fastapi import APIRouter, Body, Path, Query, Response
 
@@ -65,8 +67,23 @@ async def register_agent(body: RegisterAgent, ctx: Ctx, _auth: Operator) -> Agen
     return AgentRegistered(agent_id=body.agent_id, token=token, position=position)
 
 
+Held = tuple[str, UUID | None, int | None]
+"""What an agent holds: its status, its task and the task's generation."""
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One look at what a polling agent may be told, taken in one trip off the event
+    loop: what it holds, a cancellation it may not have heard of, and, when it holds a
+    task, the task's assignment (built from the state and the task's own stream)."""
+
+    held: Held | None
+    cancelled: tuple[UUID, int] | None = None
+    assignment: dict[str, Any] | None = None
+
+
 def _held(agent_id: str) -> Any:
-    def query(state: SchedulerState) -> tuple[str, UUID | None, int | None] | None:
+    def query(state: SchedulerState) -> Held | None:
         agent = state.agents.get(agent_id)
         if agent is None:
             return None
@@ -75,18 +92,54 @@ def _held(agent_id: str) -> Any:
     return query
 
 
-def _cancelled_notice(agent_id: str) -> Any:
-    def query(state: SchedulerState) -> tuple[UUID, int] | None:
+def _glance(ctx: ApiContext, agent_id: str) -> _Look | None:
+    """On the event loop, without the runtime's lock: an idle agent with no news, or None
+    when only ``_look`` may say (the state may hold a batch being decided, so anything
+    but "idle, nothing to tell" is read again under the lock; an idle agent the batch
+    makes busy is woken when it commits, as any waiting poll is)."""
+    agent = ctx.writer.runtime.state.agents.get(agent_id)
+    if agent is None or agent.status != "idle" or agent.cancelled is not None:
+        return None
+    return _Look((agent.status, agent.task_id, agent.generation))
+
+
+def _look(ctx: ApiContext, agent_id: str) -> _Look:
+    """Runs in a worker thread: the state under the runtime's lock, then (for a task
+    held) the task's submission from the log."""
+
+    def query(state: SchedulerState) -> tuple[Held | None, tuple[UUID, int] | None, Any]:
         agent = state.agents.get(agent_id)
-        return None if agent is None else agent.cancelled
+        if agent is None:
+            return None, None, None
+        held = (agent.status, agent.task_id, agent.generation)
+        if agent.status != "busy" or agent.task_id is None:
+            return held, agent.cancelled, None
+        task = state.tasks[agent.task_id]
+        return held, None, (task.routing_decision, task.lease_expires_at)
 
-    return query
+    held, cancelled, task = ctx.writer.runtime.read(query)
+    if task is None or held is None or held[1] is None or held[2] is None:
+        return _Look(held, cancelled)
+    task_id, generation = held[1], held[2]
+    events = ctx.log.log.events_of(task_id)
+    submitted = next(e for e in events if isinstance(e, ev.TaskSubmitted))
+    fields = msgspec.to_builtins(submitted)
+    for key in ("originator_id", "originator_version", "timestamp"):
+        fields.pop(key, None)
+    routing_decision, lease_expires_at = task
+    assignment = {
+        "task_id": str(task_id),
+        "generation": generation,
+        **fields,
+        "routing_decision": msgspec.to_builtins(routing_decision),
+        "lease_expires_at": lease_expires_at.isoformat() if lease_expires_at else None,
+    }
+    return _Look(held, assignment=assignment)
 
 
-async def _tell_cancelled(ctx: ApiContext, agent_id: str) -> None:
+def _tell_cancelled(ctx: ApiContext, agent_id: str, notice: tuple[UUID, int] | None) -> None:
     """409 ``cancelled`` if the task this agent last held was cancelled while it held
     it and this node has not told it yet (once: then its polls wait for work again)."""
-    notice = await ctx.writer.read(_cancelled_notice(agent_id))
     if notice is not None and ctx.polls.cancelled.first_telling(agent_id, notice):
         task_id, generation = notice
         raise ApiError(
@@ -96,22 +149,6 @@ async def _tell_cancelled(ctx: ApiContext, agent_id: str) -> None:
             f"(generation {generation}): stop the work",
             "task_id",
         )
-
-
-async def _assignment(ctx: ApiContext, task_id: UUID, generation: int) -> dict[str, Any]:
-    events = await ctx.log.events_of(task_id)
-    submitted = next(e for e in events if isinstance(e, ev.TaskSubmitted))
-    task = await ctx.writer.read(lambda s: s.tasks[task_id])
-    fields = msgspec.to_builtins(submitted)
-    for key in ("originator_id", "originator_version", "timestamp"):
-        fields.pop(key, None)
-    return {
-        "task_id": str(task_id),
-        "generation": generation,
-        **fields,
-        "routing_decision": msgspec.to_builtins(task.routing_decision),
-        "lease_expires_at": task.lease_expires_at.isoformat() if task.lease_expires_at else None,
-    }
 
 
 @router.get(
@@ -139,7 +176,10 @@ async def poll_assignment(
     with ctx.polls.waiting(agent_id) as waiter, ctx.writer.present(agent_id):
         while True:
             waiter.clear()
-            held = await ctx.writer.read(_held(agent_id))
+            look = _glance(ctx, agent_id)
+            if look is None:
+                look = await anyio.to_thread.run_sync(_look, ctx, agent_id)
+            held = look.held
             if held is None or held[0] == "deregistered":
                 raise ApiError(404, "not_found", f"no registered agent {agent_id}", "agent_id")
             if ctx.tokens.holder(who.token_sha256) != agent_id:
@@ -147,26 +187,27 @@ async def poll_assignment(
                 raise ApiError(401, "unauthorized", "this token was replaced by a new one")
             if ctx.polls.closing:
                 return Response(status_code=204)
-            status, task_id, generation = held
+            status = held[0]
             if status != "busy":
-                await _tell_cancelled(ctx, agent_id)
+                _tell_cancelled(ctx, agent_id, look.cancelled)
             if status == "offline" and not checked_in:
                 checked_in = True  # one check-in per poll: an operator's offline stays
                 if (await ctx.writer.write(cmd.CheckInAgent(agent_id=agent_id)))[0]:
                     continue  # back, and maybe handed a task in the same pass
-            if status == "busy" and task_id is not None and generation is not None:
+            if look.assignment is not None:
                 if ctx.writer.follows:
                     # A follower's view may trail the log: hand the task out only if it
                     # is still this agent's once the node has caught up to the head.
                     await ctx.writer.confirm()
                     if await ctx.writer.read(_held(agent_id)) != held:
                         continue
-                return await _assignment(ctx, task_id, generation)
+                return look.assignment
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=204)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await waiter.wait()
 
 
 @router.post(

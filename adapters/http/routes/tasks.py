@@ -10,12 +10,14 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from tierlog.adapters.http.deps import (
     OPERATOR_ONLY_DOC,
     AnyAgent,
+    ApiContext,
     ApiError,
     Ctx,
     MinPosition,
     Operator,
     Reader,
     TaskReader,
+    batch,
     event_json,
     no_task,
     require_admin,
@@ -23,9 +25,11 @@ from tierlog.adapters.http.deps import (
 from tierlog.adapters.http.models import (
     BODY,
     READ,
+    BatchSubmitted,
     CancelTask,
     Complete,
     Fail,
+    SubmitBatch,
     SubmitTask,
     TaskCreated,
     Written,
@@ -35,6 +39,7 @@ from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
+JSON = "application/json"
 
 
 @router.post(
@@ -56,7 +61,7 @@ async def submit_task(
     """Submit a task; the same ``Idempotency-Key`` with the same body returns the same
     task (200), with a different body it is 409 ``idempotency_conflict``."""
     # The hottest route: context and auth without FastAPI dependencies (each one
-    # costs measurable time on the event loop).
+    # costs measurable time on the event loop); the app's hot path calls ``submit``.
     ctx = require_admin(request)
     command: cmd.SubmitTask = body
     if idempotency_key is not None:
@@ -68,12 +73,63 @@ async def submit_task(
                 "idempotency_key",
             )
         command = body.model_copy(update={"idempotency_key": idempotency_key})
+    response.status_code, created = await submit(ctx, command)
+    return created
+
+
+async def submit(ctx: ApiContext, command: cmd.SubmitTask) -> tuple[int, TaskCreated]:
+    """Run a submission: 201 and the new task, or 200 and the task its idempotency key
+    named."""
     result, position = await ctx.writer.write(command)
-    if not result.created:
-        response.status_code = 200
-    return TaskCreated(
+    created = TaskCreated(
         task_id=str(result.task_id), state=result.state, created=result.created, position=position
     )
+    return (201 if result.created else 200), created
+
+
+@router.post(
+    "/tasks/batch",
+    response_model=BatchSubmitted,
+    openapi_extra=OPERATOR_ONLY_DOC,
+    responses={
+        200: {
+            "description": "One entry per submission, in order: its task or its error",
+            "headers": {
+                batch.LIMIT_HEADER: {
+                    "description": "the most entries one batch may hold (max_batch_submit)",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **error_responses(401, 403, *BODY, 503),
+    },
+)
+async def submit_batch(body: SubmitBatch, request: Request) -> Response:
+    """Submit many tasks in one request: each entry is checked on its own and answered
+    with its task (201, or 200 when its ``idempotency_key`` named an earlier task with
+    the same body) or its error (the status and body ``POST /v1/tasks`` would answer);
+    every accepted entry is appended in one commit. More entries than the server's
+    ``max_batch_submit`` (the ``Tierlog-Batch-Limit`` header of every answer) is a 422
+    on ``tasks`` and appends nothing."""
+    ctx = require_admin(request)
+    limit = {batch.LIMIT_HEADER: str(ctx.max_batch_submit)}
+    if "idempotency-key" in request.headers:
+        # One key for many tasks could name none of them: each entry carries its own.
+        raise ApiError(
+            422,
+            "validation_error",
+            "a batch takes no Idempotency-Key header: give each entry its idempotency_key",
+            "idempotency_key",
+            limit,
+        )
+    batch.check_size(len(body.tasks), ctx.max_batch_submit)
+    checked = [batch.command_of(entry) for entry in body.tasks]
+    commands = [item for item in checked if not isinstance(item, ApiError)]
+    if commands:
+        results, position = await ctx.writer.write_all(commands)
+    else:
+        results, position = [], ctx.writer.position
+    return Response(batch.answer(checked, results, position), headers=limit, media_type=JSON)
 
 
 @router.get("/tasks/{task_id}", responses=error_responses(401, 404, 422))
