@@ -31,13 +31,13 @@ def stuck_escalations(
     uow: UnitOfWork, available: Mapping[TierName, bool], now: datetime
 ) -> list[TaskRecord]:
     """Queued tasks escalated to a tier with no candidate whose own tier has one (in
-    queue order). Only the queues of tiers that cannot route are looked at."""
+    queue order). Only the escalated tasks of tiers that cannot route are looked at."""
     state = uow.state
     stuck: list[TaskRecord] = []
     for tier, ok in available.items():
         if ok:
             continue
-        for task in state.queued_tasks(tier):
+        for task in state.escalated_tasks(tier):
             if (
                 task.escalated_to == tier
                 and available.get(task.route_tier, False)

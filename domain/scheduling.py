@@ -267,13 +267,17 @@ def _timers_only(
     uow: UnitOfWork, config: SchedulerConfig, available: dict[TierName, bool], now: datetime
 ) -> None:
     """A pass with no idle agent: start timers for tiers with no candidate, and cancel
-    those whose tier has one again. Touches only those tasks, not the whole queue."""
+    those whose tier has one again. Touches only those tasks, not the whole queue: of a
+    tier with no candidate, the queued tasks with no timer that are not escalated (any
+    other would be passed over)."""
     state = uow.state
     for tier, ok in available.items():
         if not ok:
-            for task in state.queued_tasks(tier):
+            for task in state.untimed_tasks(tier):
                 if not is_overdue(task, now) and not is_backing_off(task.not_before, now):
                     _start_timer_if_needed(uow, config, task, now)
+    if not any(state.timed_by_tier.get(tier) for tier, ok in available.items() if ok):
+        return  # no queued task with a timer at a tier that can route: none to cancel
     for task_id in list(state.timers):
         task = state.tasks[task_id]
         recovered = task.state == "queued" and available.get(task.effective_tier, False)

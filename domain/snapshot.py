@@ -120,9 +120,17 @@ def load_state(data: bytes) -> SchedulerState:
     state.position = snap.position
     state.tasks = {t.task_id: t for t in snap.tasks}
     state.queue = SortedList(snap.queue)
+    state.timers = {t.task_id: t for t in snap.timers}
     for key in snap.queue:
-        tier = state.tasks[key[2]].effective_tier
+        task = state.tasks[key[2]]
+        tier = task.effective_tier
         state.queued_by_tier.setdefault(tier, SortedList()).add(key)
+        if task.escalated_to is not None:
+            state.escalated_by_tier.setdefault(tier, SortedList()).add(key)
+        if task.task_id in state.timers:
+            state.timed_by_tier.setdefault(tier, SortedList()).add(key)
+        elif task.escalated_to is None:
+            state.untimed_by_tier.setdefault(tier, SortedList()).add(key)
     state.agents = {a.agent_id: a for a in snap.agents}
     state.idle_agents = dict(snap.idle_agents)
     state.idle_order = SortedList((since, agent) for agent, since in snap.idle_agents.items())
@@ -132,7 +140,6 @@ def load_state(data: bytes) -> SchedulerState:
             state.idle_by_host.setdefault(host, SortedList()).add((since, agent_id))
     state.endpoints = {e.endpoint_id: e for e in snap.endpoints}
     state.endpoint_state_position = snap.endpoint_state_position
-    state.timers = {t.task_id: t for t in snap.timers}
     state.scheduler = SchedulerRecord(
         version=snap.scheduler_version,
         config=snap.config,

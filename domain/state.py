@@ -81,6 +81,14 @@ class SchedulerState(WorkingSet):
         # The same entries by effective tier: a pass with no idle agent visits only
         # the tiers that need a timer started.
         self.queued_by_tier: dict[str, SortedList] = {}
+        # Of those, the ones with no pending timer and not escalated (the only ones a
+        # pass with no candidate for their tier may start a timer for), and the
+        # escalated ones (the only ones recovery may send back): during an outage a
+        # pass looks at these, not at a backlog that may hold 100,000 tasks.
+        self.untimed_by_tier: dict[str, SortedList] = {}
+        self.escalated_by_tier: dict[str, SortedList] = {}
+        # And those with a pending timer: whether a tier that can route again has any.
+        self.timed_by_tier: dict[str, SortedList] = {}
         self.agents: dict[str, AgentRecord] = {}
         # Idle agents, each with the log position at which it became idle: the longest
         # idle goes first, and positions make that order the same live and rebuilt.
@@ -153,16 +161,47 @@ class SchedulerState(WorkingSet):
         key = (*task.queue_key, task.task_id)
         self._sorted_add(self.queue, key)
         tier = task.effective_tier
-        if tier not in self.queued_by_tier:
-            self._set(self.queued_by_tier, tier, SortedList())
-        self._sorted_add(self.queued_by_tier[tier], key)
+        self._tier_add(self.queued_by_tier, tier, key)
+        if task.escalated_to is not None:
+            self._tier_add(self.escalated_by_tier, tier, key)
+        self._timer_index_add(task, tier, key)
 
     def _queue_remove(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
         self._sorted_remove(self.queue, key)
-        by_tier = self.queued_by_tier.get(task.effective_tier)
-        if by_tier is not None:
-            self._sorted_remove(by_tier, key)
+        tier = task.effective_tier
+        self._remove_from(tier, key, self.queued_by_tier, self.escalated_by_tier)
+        self._remove_from(tier, key, self.untimed_by_tier, self.timed_by_tier)
+
+    def _remove_from(self, tier: str, key: Any, *indexes: dict[str, SortedList]) -> None:
+        for by_tier in indexes:
+            entries = by_tier.get(tier)
+            if entries is not None:
+                self._sorted_remove(entries, key)
+
+    def _timer_index_add(self, task: TaskRecord, tier: str, key: Any) -> None:
+        if task.task_id in self.timers:
+            self._tier_add(self.timed_by_tier, tier, key)
+        elif task.escalated_to is None:
+            self._tier_add(self.untimed_by_tier, tier, key)
+
+    def _tier_add(self, by_tier: dict[str, SortedList], tier: str, key: Any) -> None:
+        if tier not in by_tier:
+            self._set(by_tier, tier, SortedList())
+        self._sorted_add(by_tier[tier], key)
+
+    def _timer_changed(self, task_id: UUID) -> None:
+        """Move a queued task between ``untimed_by_tier`` and ``timed_by_tier`` once its
+        timer started or ended."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        key = (*task.queue_key, task_id)
+        tier = task.effective_tier
+        if key not in self.queued_by_tier.get(tier, ()):
+            return
+        self._remove_from(tier, key, self.untimed_by_tier, self.timed_by_tier)
+        self._timer_index_add(task, tier, key)
 
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
@@ -256,6 +295,19 @@ class SchedulerState(WorkingSet):
         tasks = self.tasks
         source = self.queue if tier is None else self.queued_by_tier.get(tier, ())
         for _, _, task_id in list(source):
+            yield tasks[task_id]
+
+    def untimed_tasks(self, tier: str) -> Iterator[TaskRecord]:
+        """Queued tasks of effective tier ``tier`` with no pending timer and not
+        escalated, in queue order. A snapshot, as ``queued_tasks``."""
+        tasks = self.tasks
+        for _, _, task_id in list(self.untimed_by_tier.get(tier, ())):
+            yield tasks[task_id]
+
+    def escalated_tasks(self, tier: str) -> Iterator[TaskRecord]:
+        """Queued tasks escalated to ``tier``, in queue order. A snapshot."""
+        tasks = self.tasks
+        for _, _, task_id in list(self.escalated_by_tier.get(tier, ())):
             yield tasks[task_id]
 
     def version_of_agent(self, agent_id: str) -> int:
@@ -442,6 +494,7 @@ class SchedulerState(WorkingSet):
         timer = scheduler_aggregate.timer_after(e)
         assert timer is not None
         self._set(self.timers, e.task_id, timer)
+        self._timer_changed(e.task_id)
         self._scheduler_evolved(e, position)
         self._push_deadline(e.fires_at, "timer", e.task_id, 0)
 
@@ -449,6 +502,7 @@ class SchedulerState(WorkingSet):
         self, e: ev.FallbackTimerFired | ev.FallbackTimerCancelled, position: int
     ) -> None:
         self._discard(self.timers, e.task_id)
+        self._timer_changed(e.task_id)
         self._scheduler_evolved(e, position)
 
     # --- Agent events: the record, the idle line and the token digests -----------------
@@ -502,6 +556,9 @@ class SchedulerState(WorkingSet):
             "tasks": dict(self.tasks),
             "queue": list(self.queue),
             "queued_by_tier": {t: list(q) for t, q in self.queued_by_tier.items() if q},
+            "untimed_by_tier": {t: list(q) for t, q in self.untimed_by_tier.items() if q},
+            "escalated_by_tier": {t: list(q) for t, q in self.escalated_by_tier.items() if q},
+            "timed_by_tier": {t: list(q) for t, q in self.timed_by_tier.items() if q},
             "agents": dict(self.agents),
             "idle_agents": dict(self.idle_agents),
             "idle_order": list(self.idle_order),
