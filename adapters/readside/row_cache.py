@@ -83,10 +83,13 @@ class _TableRows:
     """One table's rows in the cache: every row looked up (None: none with that key),
     the changed ones, the removed keys, what was added to counters."""
 
-    __slots__ = ("added", "deleted", "dirty", "rows", "table")
+    __slots__ = ("added", "deleted", "dirty", "rows", "select", "table")
 
     def __init__(self, table: Table, rows: dict[Key, Row | None] | None = None) -> None:
         self.table = table
+        # Looked up once: hashing a ``Table`` (every column's declaration) for the
+        # statement cache on each load cost more than the load's own query.
+        self.select = _select_sql(table)
         self.rows: dict[Key, Row | None] = {} if rows is None else rows
         self.dirty: dict[Key, Row] = {}
         self.deleted: set[Key] = set()
@@ -123,8 +126,7 @@ class RowCache:
         return self._load(cached, key) if row is _UNSEEN else row
 
     def _load(self, cached: _TableRows, key: Key) -> Row | None:
-        table = cached.table
-        found = self._db.fetchone(_select_sql(table), key)
+        found = self._db.fetchone(cached.select, key)
         row = None if found is None else list(found)
         cached.rows[key] = row
         return row
