@@ -46,21 +46,21 @@ RM_AGENTS = Table(
     key=("agent_id",),
 )
 _at = RM_AGENTS.index
-STATUS_ = _at("status")
-TASK_ID = _at("task_id")
-GENERATION = _at("generation")
-REGISTERED_AT = _at("registered_at")
-UPDATED_AT = _at("updated_at")
-POSITION = _at("position")
-IDLE, BUSY, OFFLINE = (STATUSES.code[s] for s in ("idle", "busy", "offline"))
+_STATUS = _at("status")
+_TASK_ID = _at("task_id")
+_GENERATION = _at("generation")
+_REGISTERED_AT = _at("registered_at")
+_UPDATED_AT = _at("updated_at")
+_POSITION = _at("position")
+_IDLE, _BUSY, _OFFLINE = (STATUSES.code[s] for s in ("idle", "busy", "offline"))
 
 
 def _changed(rows: Rows, agent_id: str, position: int, event: ev.DomainEvent) -> Row | None:
     """The agent's row, to change, with the event's time and position already set."""
     row = rows.change(RM_AGENTS, (agent_id,))
     if row is not None:
-        row[UPDATED_AT] = micros(event.timestamp)
-        row[POSITION] = position
+        row[_UPDATED_AT] = micros(event.timestamp)
+        row[_POSITION] = position
     return row
 
 
@@ -69,13 +69,13 @@ def _registered(rows: Rows, position: int, event: ev.AgentRegistered) -> None:
     before = rows.get(RM_AGENTS, (event.agent_id,))
     values: list[Any] = [
         event.agent_id,
-        IDLE,
+        _IDLE,
         to_json(event.capabilities),
         event.ollama_host,
         None,
         None,
         # A re-registration keeps the first registration time.
-        when if before is None else before[REGISTERED_AT],
+        when if before is None else before[_REGISTERED_AT],
         when,
         position,
     ]
@@ -85,9 +85,9 @@ def _registered(rows: Rows, position: int, event: ev.AgentRegistered) -> None:
 def _reserved(rows: Rows, position: int, event: ev.AgentReserved) -> None:
     row = _changed(rows, event.agent_id, position, event)
     if row is not None:
-        row[STATUS_] = BUSY
-        row[TASK_ID] = id_bytes(event.task_id)
-        row[GENERATION] = event.generation
+        row[_STATUS] = _BUSY
+        row[_TASK_ID] = id_bytes(event.task_id)
+        row[_GENERATION] = event.generation
 
 
 def _released(
@@ -98,25 +98,25 @@ def _released(
     if event.agent_id is None:  # a cancelled task no agent held
         return
     row = rows.get(RM_AGENTS, (event.agent_id,))
-    if row is None or row[TASK_ID] != id_bytes(event.originator_id):
+    if row is None or row[_TASK_ID] != id_bytes(event.originator_id):
         return
     row = _changed(rows, event.agent_id, position, event)
     if row is not None:
-        if row[STATUS_] == BUSY:
-            row[STATUS_] = IDLE
-        row[TASK_ID] = row[GENERATION] = None
+        if row[_STATUS] == _BUSY:
+            row[_STATUS] = _IDLE
+        row[_TASK_ID] = row[_GENERATION] = None
 
 
 def _went_offline(rows: Rows, position: int, event: ev.AgentWentOffline) -> None:
     row = _changed(rows, event.agent_id, position, event)
     if row is not None:
-        row[STATUS_] = OFFLINE
+        row[_STATUS] = _OFFLINE
 
 
 def _came_back(rows: Rows, position: int, event: ev.AgentCameBack) -> None:
     row = _changed(rows, event.agent_id, position, event)
     if row is not None:
-        row[STATUS_] = IDLE
+        row[_STATUS] = _IDLE
 
 
 def _deregistered(rows: Rows, position: int, event: ev.AgentDeregistered) -> None:

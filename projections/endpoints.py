@@ -41,23 +41,23 @@ RM_ENDPOINTS = Table(
     key=("endpoint_id",),
 )
 _at = RM_ENDPOINTS.index
-HOST = _at("host")
-PORT = _at("port")
-MODELS = _at("models")
-STATUS_ = _at("status")
-CONSECUTIVE_FAILURES = _at("consecutive_failures")
-RESOURCES = _at("resources")
-UPDATED_AT = _at("updated_at")
-POSITION = _at("position")
-UNKNOWN, DEREGISTERED = STATUSES.code["unknown"], STATUSES.code["deregistered"]
+_HOST = _at("host")
+_PORT = _at("port")
+_MODELS = _at("models")
+_STATUS = _at("status")
+_CONSECUTIVE_FAILURES = _at("consecutive_failures")
+_RESOURCES = _at("resources")
+_UPDATED_AT = _at("updated_at")
+_POSITION = _at("position")
+_UNKNOWN, _DEREGISTERED = STATUSES.code["unknown"], STATUSES.code["deregistered"]
 
 
 def _changed(rows: Rows, endpoint_id: str, position: int, event: ev.DomainEvent) -> Row | None:
     """The endpoint's row, to change, with the event's time and position already set."""
     row = rows.change(RM_ENDPOINTS, (endpoint_id,))
     if row is not None:
-        row[UPDATED_AT] = micros(event.timestamp)
-        row[POSITION] = position
+        row[_UPDATED_AT] = micros(event.timestamp)
+        row[_POSITION] = position
     return row
 
 
@@ -68,7 +68,7 @@ def _registered(rows: Rows, position: int, event: ev.EndpointRegistered) -> None
             event.host,
             event.port,
             to_json(event.models),
-            UNKNOWN,
+            _UNKNOWN,
             0,
             None,
             position,
@@ -79,22 +79,22 @@ def _registered(rows: Rows, position: int, event: ev.EndpointRegistered) -> None
         return
     row = _changed(rows, event.endpoint_id, position, event)
     if row is not None:
-        row[HOST] = event.host
-        row[PORT] = event.port
-        row[MODELS] = to_json(event.models)
+        row[_HOST] = event.host
+        row[_PORT] = event.port
+        row[_MODELS] = to_json(event.models)
         # Registering again keeps the health history, except that it brings a
         # deregistered endpoint back as unknown.
-        if row[STATUS_] == DEREGISTERED:
-            row[STATUS_] = UNKNOWN
+        if row[_STATUS] == _DEREGISTERED:
+            row[_STATUS] = _UNKNOWN
 
 
 def _health(rows: Rows, position: int, event: ev.EndpointHealthReported) -> None:
     row = _changed(rows, event.endpoint_id, position, event)
     if row is not None:
-        row[STATUS_] = STATUSES.code[event.status]
-        row[CONSECUTIVE_FAILURES] = event.consecutive_failures
+        row[_STATUS] = STATUSES.code[event.status]
+        row[_CONSECUTIVE_FAILURES] = event.consecutive_failures
         if event.models is not None:
-            row[MODELS] = to_json(event.models)
+            row[_MODELS] = to_json(event.models)
 
 
 def _resources(rows: Rows, position: int, event: ev.EndpointResourcesReported) -> None:
@@ -109,13 +109,13 @@ def _resources(rows: Rows, position: int, event: ev.EndpointResourcesReported) -
     }
     row = _changed(rows, event.endpoint_id, position, event)
     if row is not None:
-        row[RESOURCES] = to_json(resources)
+        row[_RESOURCES] = to_json(resources)
 
 
 def _deregistered(rows: Rows, position: int, event: ev.EndpointDeregistered) -> None:
     row = _changed(rows, event.endpoint_id, position, event)
     if row is not None:
-        row[STATUS_] = DEREGISTERED
+        row[_STATUS] = _DEREGISTERED
 
 
 _HANDLERS: dict[type, Handler] = {

@@ -68,17 +68,17 @@ RM_QUEUE = Table(
     ),
 )
 _at = RM_QUEUE.index
-QUEUED = _at("queued")
-TIER_ = _at("tier")
-EFFECTIVE_TIER = _at("effective_tier")
-ESCALATION_REASON = _at("escalation_reason")
-GENERATION = _at("generation")
-QUEUED_AT = _at("queued_at")
-COMPLETE_BY = _at("complete_by")
-TIMER_FIRES_AT = _at("timer_fires_at")
-TIMER_FALLBACK_TIER = _at("timer_fallback_tier")
-TIMER_REASON = _at("timer_reason")
-POSITION = _at("position")
+_QUEUED = _at("queued")
+_TIER = _at("tier")
+_EFFECTIVE_TIER = _at("effective_tier")
+_ESCALATION_REASON = _at("escalation_reason")
+_GENERATION = _at("generation")
+_QUEUED_AT = _at("queued_at")
+_COMPLETE_BY = _at("complete_by")
+_TIMER_FIRES_AT = _at("timer_fires_at")
+_TIMER_FALLBACK_TIER = _at("timer_fallback_tier")
+_TIMER_REASON = _at("timer_reason")
+_POSITION = _at("position")
 _STANDARD = TIERS.code["standard"]
 
 
@@ -116,7 +116,7 @@ def _changed(rows: Rows, task_id: UUID, position: int) -> Row | None:
     """The task's queue row, to change, with the event's position already set."""
     row = rows.change(RM_QUEUE, (id_bytes(task_id),))
     if row is not None:
-        row[POSITION] = position
+        row[_POSITION] = position
     return row
 
 
@@ -147,27 +147,27 @@ def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
 def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[TIER_] = row[EFFECTIVE_TIER] = TIERS.code[event.route_tier]
+        row[_TIER] = row[_EFFECTIVE_TIER] = TIERS.code[event.route_tier]
 
 
 def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[EFFECTIVE_TIER] = TIERS.code[event.to_tier]
-        row[ESCALATION_REASON] = event.reason
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
+        row[_ESCALATION_REASON] = event.reason
 
 
 def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[EFFECTIVE_TIER] = TIERS.code[event.to_tier]
-        row[ESCALATION_REASON] = None
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
+        row[_ESCALATION_REASON] = None
 
 
 def _left_queue(rows: Rows, position: int, event: ev.DomainEvent) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[QUEUED] = 0
+        row[_QUEUED] = 0
 
 
 def _finished(rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskCancelled) -> None:
@@ -177,28 +177,28 @@ def _finished(rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskCancel
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[QUEUED] = 1
-        row[GENERATION] = event.generation
-        row[QUEUED_AT] = micros(event.timestamp)
+        row[_QUEUED] = 1
+        row[_GENERATION] = event.generation
+        row[_QUEUED_AT] = micros(event.timestamp)
 
 
 def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
     row = _changed(rows, event.originator_id, position)
     if row is not None:
-        row[QUEUED] = 1
-        row[GENERATION] = event.generation
-        row[QUEUED_AT] = micros(event.timestamp)
-        row[EFFECTIVE_TIER] = row[TIER_]
-        row[ESCALATION_REASON] = None
-        row[COMPLETE_BY] = iso(event.complete_by)
+        row[_QUEUED] = 1
+        row[_GENERATION] = event.generation
+        row[_QUEUED_AT] = micros(event.timestamp)
+        row[_EFFECTIVE_TIER] = row[_TIER]
+        row[_ESCALATION_REASON] = None
+        row[_COMPLETE_BY] = iso(event.complete_by)
 
 
 def _timer_started(rows: Rows, position: int, event: ev.FallbackTimerStarted) -> None:
     row = _changed(rows, event.task_id, position)
     if row is not None:
-        row[TIMER_FIRES_AT] = micros(event.fires_at)
-        row[TIMER_FALLBACK_TIER] = TIERS.code[event.fallback_tier]
-        row[TIMER_REASON] = event.reason
+        row[_TIMER_FIRES_AT] = micros(event.fires_at)
+        row[_TIMER_FALLBACK_TIER] = TIERS.code[event.fallback_tier]
+        row[_TIMER_REASON] = event.reason
 
 
 def _timer_ended(
@@ -206,7 +206,7 @@ def _timer_ended(
 ) -> None:
     row = _changed(rows, event.task_id, position)
     if row is not None:
-        row[TIMER_FIRES_AT] = row[TIMER_FALLBACK_TIER] = row[TIMER_REASON] = None
+        row[_TIMER_FIRES_AT] = row[_TIMER_FALLBACK_TIER] = row[_TIMER_REASON] = None
 
 
 _HANDLERS: dict[type, Handler] = {

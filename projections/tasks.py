@@ -70,21 +70,21 @@ RM_TASKS = Table(
     ),
 )
 _at = RM_TASKS.index
-STATE_ = _at("state")
-TIER_ = _at("tier")
-EFFECTIVE_TIER = _at("effective_tier")
-GENERATION = _at("generation")
-RETRY_COUNT = _at("retry_count")
-ASSIGNED_TO = _at("assigned_to")
-LEASE_EXPIRES_AT = _at("lease_expires_at")
-COMPLETE_BY = _at("complete_by")
-CLASSIFICATION = _at("classification")
-ROUTING_DECISION = _at("routing_decision")
-DEAD_LETTER_REASON = _at("dead_letter_reason")
-LAST_ERROR = _at("last_error")
-RESULT = _at("result")
-UPDATED_AT = _at("updated_at")
-POSITION = _at("position")
+_STATE = _at("state")
+_TIER = _at("tier")
+_EFFECTIVE_TIER = _at("effective_tier")
+_GENERATION = _at("generation")
+_RETRY_COUNT = _at("retry_count")
+_ASSIGNED_TO = _at("assigned_to")
+_LEASE_EXPIRES_AT = _at("lease_expires_at")
+_COMPLETE_BY = _at("complete_by")
+_CLASSIFICATION = _at("classification")
+_ROUTING_DECISION = _at("routing_decision")
+_DEAD_LETTER_REASON = _at("dead_letter_reason")
+_LAST_ERROR = _at("last_error")
+_RESULT = _at("result")
+_UPDATED_AT = _at("updated_at")
+_POSITION = _at("position")
 
 _SUBMITTED_FIELDS = (
     "description",
@@ -102,7 +102,7 @@ _SUBMITTED_FIELDS = (
     "submitted_by",
     "idempotency_key",
 )
-QUEUED, ASSIGNED, COMPLETED, DEAD_LETTERED, CANCELLED = (
+_QUEUED, _ASSIGNED, _COMPLETED, _DEAD_LETTERED, _CANCELLED = (
     STATES.code[s] for s in ("queued", "assigned", "completed", "dead_lettered", "cancelled")
 )
 _STANDARD = TIERS.code["standard"]
@@ -112,14 +112,14 @@ def _changed(rows: Rows, event: ev.DomainEvent, position: int) -> Row | None:
     """The task's row, to change, with the event's time and position already set."""
     row = rows.change(RM_TASKS, (id_bytes(event.originator_id),))
     if row is not None:
-        row[UPDATED_AT] = micros(event.timestamp)
-        row[POSITION] = position
+        row[_UPDATED_AT] = micros(event.timestamp)
+        row[_POSITION] = position
     return row
 
 
 def _freed(row: Row) -> None:
-    row[ASSIGNED_TO] = None
-    row[LEASE_EXPIRES_AT] = None
+    row[_ASSIGNED_TO] = None
+    row[_LEASE_EXPIRES_AT] = None
 
 
 def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
@@ -128,7 +128,7 @@ def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
     rank = PRIORITIES.code[event.priority]
     values: list[Any] = [
         id_bytes(event.originator_id),
-        QUEUED,
+        _QUEUED,
         rank,
         rank,
         position,
@@ -157,46 +157,46 @@ def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
 def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[TIER_] = row[EFFECTIVE_TIER] = TIERS.code[event.route_tier]
-        row[CLASSIFICATION] = to_json(event.classification)
+        row[_TIER] = row[_EFFECTIVE_TIER] = TIERS.code[event.route_tier]
+        row[_CLASSIFICATION] = to_json(event.classification)
 
 
 def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[ROUTING_DECISION] = to_json(event.decision)
+        row[_ROUTING_DECISION] = to_json(event.decision)
 
 
 def _assigned(rows: Rows, position: int, event: ev.TaskAssigned) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = ASSIGNED
-        row[GENERATION] = event.generation
-        row[ASSIGNED_TO] = event.agent_id
-        row[LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
-        row[ROUTING_DECISION] = to_json(event.decision)
+        row[_STATE] = _ASSIGNED
+        row[_GENERATION] = event.generation
+        row[_ASSIGNED_TO] = event.agent_id
+        row[_LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
+        row[_ROUTING_DECISION] = to_json(event.decision)
 
 
 def _heartbeated(rows: Rows, position: int, event: ev.TaskHeartbeated) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
+        row[_LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
 
 
 def _completed(rows: Rows, position: int, event: ev.TaskCompleted) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = COMPLETED
+        row[_STATE] = _COMPLETED
         _freed(row)
-        row[RESULT] = to_json(event.result)
+        row[_RESULT] = to_json(event.result)
 
 
 def _failed(rows: Rows, position: int, event: ev.TaskFailed) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[RETRY_COUNT] = event.retry_count
+        row[_RETRY_COUNT] = event.retry_count
         _freed(row)
-        row[LAST_ERROR] = event.error
+        row[_LAST_ERROR] = event.error
 
 
 def _reclaimed(rows: Rows, position: int, event: ev.TaskReclaimed) -> None:
@@ -208,40 +208,40 @@ def _reclaimed(rows: Rows, position: int, event: ev.TaskReclaimed) -> None:
 def _escalated(rows: Rows, position: int, event: ev.TaskEscalated | ev.TaskDeescalated) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[EFFECTIVE_TIER] = TIERS.code[event.to_tier]
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
 
 
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = QUEUED
-        row[GENERATION] = event.generation
+        row[_STATE] = _QUEUED
+        row[_GENERATION] = event.generation
 
 
 def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = QUEUED
-        row[GENERATION] = event.generation
-        row[RETRY_COUNT] = 0
-        row[EFFECTIVE_TIER] = row[TIER_]
-        row[DEAD_LETTER_REASON] = None
-        row[COMPLETE_BY] = iso(event.complete_by)
+        row[_STATE] = _QUEUED
+        row[_GENERATION] = event.generation
+        row[_RETRY_COUNT] = 0
+        row[_EFFECTIVE_TIER] = row[_TIER]
+        row[_DEAD_LETTER_REASON] = None
+        row[_COMPLETE_BY] = iso(event.complete_by)
 
 
 def _dead_lettered(rows: Rows, position: int, event: ev.TaskDeadLettered) -> None:
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = DEAD_LETTERED
+        row[_STATE] = _DEAD_LETTERED
         _freed(row)
-        row[DEAD_LETTER_REASON] = event.reason
+        row[_DEAD_LETTER_REASON] = event.reason
 
 
 def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
     # A running task's agent and lease go with it (a queued one had none).
     row = _changed(rows, event, position)
     if row is not None:
-        row[STATE_] = CANCELLED
+        row[_STATE] = _CANCELLED
         _freed(row)
 
 
