@@ -28,10 +28,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tierlog.adapters import bootstrap
+from tierlog.adapters.readside.read_store import ReadStore
+from tierlog.adapters.readside.row_cache import RowCache
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.tools.demo import POLICY
 from tierlog.domain.clock import VirtualClock
+from tierlog.projections.base import Fold
+from tierlog.projections.registry import all_projections
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
 LOG = FIXTURES / "demo-172s.db"
@@ -172,3 +176,38 @@ def test_the_answers_hold_what_they_are_meant_to_pin() -> None:
     assert {"busy", "offline"} <= {a["status"] for a in agents}
     story = json.loads((ANSWERS / "timeline-escalated.txt").read_bytes())
     assert any(e["type"] == "FallbackTimerFired" for e in story["events"])
+
+
+def _fold_into(store: ReadStore, events: list[tuple[int, Any]]) -> dict[str, list[Any]]:
+    """The demo log's events folded into ``store``'s read models, 500 to a batch, and
+    every table as the answers show it, in key order."""
+    projections = all_projections()
+    tables = [t for p in projections for t in p.tables]
+    store.create([s for t in tables for s in t.ddl])
+    fold = Fold([(p, 0, None) for p in projections])
+    for start in range(0, len(events), 500):
+        with store.transaction() as db:
+            rows = RowCache(tables, db)
+            fold.apply(rows, events[start : start + 500])
+            rows.flush()
+    return {
+        t.name: store.fetch(f"SELECT * FROM {t.name} ORDER BY {', '.join(t.key)}") for t in tables
+    }
+
+
+def test_postgres_reads_the_demo_rows_as_sqlite_does(tmp_path: Path, pg_url: str) -> None:
+    # The answers are recorded on SQLite; PostgreSQL holds the same typed values (bytea
+    # ids, bigint times and counters, integer codes) and reads them back the same.
+    shutil.copyfile(LOG, tmp_path / "demo.db")
+    demo = EventLog(f"sqlite:///{tmp_path / 'demo.db'}")
+    events = demo.read(0, demo.head())
+    pg_log = EventLog(pg_url)
+    stores = [ReadStore(demo, sqlite_path=tmp_path / "read.db"), ReadStore(pg_log)]
+    try:
+        on_sqlite, on_postgres = (_fold_into(store, events) for store in stores)
+    finally:
+        for closing in (*stores, demo, pg_log):
+            closing.close()
+    assert on_sqlite["rm_tasks"] and on_sqlite["rm_tel_counters"]
+    for name, rows in on_sqlite.items():
+        assert on_postgres[name] == rows, name
