@@ -276,7 +276,7 @@ class Fold:
     (``after < position <= upto``): what the live runner and the audit both run.
 
     Events go one at a time to every projection in turn, so they share the event's
-    formatted id and time (``iso``, ``text_id``). The handlers of each event type are
+    converted id and time (``id_bytes``, ``micros``). The handlers of each event type are
     looked up once; a type nothing handles costs one dict lookup per event.
     """
 
