@@ -15,6 +15,7 @@ from wiring import runner_on
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.row_cache import ReadModelWriter, RowCache, add_sql
 from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.tools.bench_runner import fold_from_store
 from tierlog.projections.base import Table
 from tierlog.projections.registry import all_projections
 
@@ -119,3 +120,15 @@ def test_the_read_models_do_not_depend_on_the_batch_size(tmp_path: Path) -> None
     log.close()
     assert found[0] == found[1] == found[2]
     assert found[0]["rm_tel_counters"] and found[0]["rm_queue"]
+
+
+def test_the_fold_bench_folds_the_whole_log_into_new_read_models(tmp_path: Path) -> None:
+    shutil.copyfile(GOLDEN_LOG, tmp_path / "demo.db")
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    folded, wall, cpu = fold_from_store(url, tmp_path / "read.db")
+    log = EventLog(url)
+    assert folded == log.head() and wall > 0 and cpu > 0
+    store = ReadStore(log, sqlite_path=tmp_path / "read.db")
+    assert store.positions() == {p.name: log.head() for p in all_projections()}
+    store.close()
+    log.close()
