@@ -1,16 +1,24 @@
-"""What every read model is: tables, and a pure fold of events into their rows.
+"""What every read model is: typed tables, and a pure fold of events into their rows.
 
-A projection never touches a connection. It reads and writes rows (plain dicts)
-through ``Rows``; the runner backs ``Rows`` with a cache that loads rows from the
-read store on first use and writes the changed ones back in the transaction that
-also records the log position reached, so a crash keeps a whole batch or none of
-it. The audit folds the same code into a scratch store and compares.
+A projection never touches a connection. It reads and writes rows through ``Rows``:
+a row is a list of the table's values in column order, changed in place. The runner
+backs ``Rows`` with a cache that loads rows from the read store on first use and
+writes each changed row once per batch, in the transaction that also records the log
+position reached, so a crash keeps a whole batch or none of it. The audit folds the
+same code into memory and compares.
+
+The contract is cheap to fold (issue #16): times are integer epoch microseconds, task
+ids their 16 bytes, enumerations small integer codes, counters integers added to in
+SQL. Each column declares its ``Kind``, which says how the read side turns the stored
+value into what the HTTP answers show (ISO times, UUID text, names, JSON objects): that
+formatting is paid per row served, not per event folded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -19,9 +27,14 @@ import msgspec
 from tierlog.domain.events import DomainEvent
 
 _encoder = msgspec.json.Encoder()
+_decode_json = msgspec.json.decode
 
-Row = dict[str, Any]
+Row = list[Any]
+"""A row: the table's values in column order (``Table.index`` names the places)."""
 Key = tuple[Any, ...]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def to_json(value: Any) -> str:
@@ -30,16 +43,16 @@ def to_json(value: Any) -> str:
 
 
 # One-entry caches: the runner hands one event to every projection in turn, and each
-# formats the same timestamp and id; the events of one commit share their time, and a
-# task's events often follow one another. A value equal to the last one (a time in the
-# same zone object, so the same local time and offset) has the same text. A tuple is
-# swapped in whole, so threads sharing these never see a value paired with another's text.
+# converts the same timestamp and id; the events of one commit share their time, and a
+# task's events often follow one another. A tuple is swapped in whole, so threads
+# sharing these never see a value paired with another's conversion.
 _last_time: tuple[Any, str] = (None, "")
-_last_id: tuple[Any, str] = (None, "")
+_last_micros: tuple[Any, int] = (None, 0)
+_last_id: tuple[Any, bytes] = (None, b"")
 
 
 def iso(value: Any) -> str | None:
-    """ISO 8601 text for a datetime column, or None."""
+    """ISO 8601 text for a time kept as the event gave it (its zone included), or None."""
     global _last_time
     if value is None:
         return None
@@ -52,63 +65,164 @@ def iso(value: Any) -> str | None:
     return text
 
 
-def text_id(value: UUID) -> str:
-    """The text form of an id column (``str(uuid)``, cached for the event at hand)."""
+def micros(value: datetime) -> int:
+    """A time column's value: microseconds since the epoch (exact; no float on the way)."""
+    global _last_micros
+    last = _last_micros
+    seen = last[0]
+    if seen is value or (seen is not None and seen == value):
+        return last[1]
+    count = (value - EPOCH) // _MICROSECOND
+    _last_micros = (value, count)
+    return count
+
+
+def micros_or_none(value: datetime | None) -> int | None:
+    """``micros`` of a time that may be missing."""
+    return None if value is None else micros(value)
+
+
+def id_bytes(value: UUID) -> bytes:
+    """A task id column's value: the id's 16 bytes (cached for the event at hand)."""
     global _last_id
     last = _last_id
     seen = last[0]
     if seen is value or (seen is not None and seen.int == value.int):
         return last[1]
-    text = str(value)
-    _last_id = (value, text)
-    return text
+    data = value.bytes
+    _last_id = (value, data)
+    return data
+
+
+def time_text(value: int | None) -> str | None:
+    """The ISO 8601 text (UTC) of a time column's value."""
+    return None if value is None else (EPOCH + timedelta(microseconds=value)).isoformat()
+
+
+def id_text(value: bytes | None) -> str | None:
+    """The text of a task id column's value."""
+    return None if value is None else str(UUID(bytes=bytes(value)))
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column's value, decoded."""
+    return _decode_json(value) if isinstance(value, str | bytes) else value
+
+
+@dataclass(frozen=True)
+class Codes:
+    """An enumeration stored as small integers: ``code[name]`` and ``names[code]``."""
+
+    names: tuple[str, ...]
+    code: Mapping[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", {name: i for i, name in enumerate(self.names)})
+
+    def name(self, value: int | None) -> str | None:
+        """The name stored as ``value``."""
+        return None if value is None else self.names[value]
+
+
+STATES = Codes(("queued", "assigned", "completed", "dead_lettered", "cancelled"))
+"""A task's state."""
+TIERS = Codes(("trivial", "standard", "complex"))
+"""A routing tier."""
+PRIORITIES = Codes(("urgent", "high", "normal", "low"))
+"""A task's priority; its code is its rank in the queue."""
+STATUSES = Codes(("idle", "busy", "offline", "unknown", "healthy", "unhealthy", "deregistered"))
+"""An agent's or an endpoint's status (one list for both: a column name has one kind)."""
+OUTCOMES = Codes(("started", "fired", "cancelled"))
+"""What became of a fallback timer."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a column's stored value reads in an answer (``read``: None stays None)."""
+
+    name: str
+    read: Callable[[Any], Any] | None = None
+
+
+PLAIN = Kind("plain")
+ID = Kind("id", id_text)
+TIME = Kind("time", time_text)
+JSON = Kind("json", json_value)
+STATE = Kind("state", STATES.name)
+TIER = Kind("tier", TIERS.name)
+PRIORITY = Kind("priority", PRIORITIES.name)
+STATUS = Kind("status", STATUSES.name)
+OUTCOME = Kind("outcome", OUTCOMES.name)
+
+
+Column = tuple[str, str] | tuple[str, str, Kind]
+"""A column: its name, its SQL type, and its ``Kind`` (``PLAIN`` when left out)."""
 
 
 @dataclass(frozen=True)
 class Table:
-    """A read-model table: its columns (name, SQL type) in order, key and indexes."""
+    """A read-model table: its columns (name, SQL type, kind) in order, key and indexes.
+
+    The key columns come first, so a row's key is its first values."""
 
     name: str
-    columns: tuple[tuple[str, str], ...]
+    columns: tuple[Column, ...]
     key: tuple[str, ...]
     indexes: tuple[str, ...] = ()
     column_names: tuple[str, ...] = field(init=False)
+    kinds: tuple[Kind, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "column_names", tuple(name for name, _ in self.columns))
+        names = tuple(column[0] for column in self.columns)
+        if names[: len(self.key)] != self.key:
+            raise ValueError(f"{self.name}: the key columns must come first")
+        object.__setattr__(self, "column_names", names)
+        object.__setattr__(
+            self, "kinds", tuple(column[2] if len(column) > 2 else PLAIN for column in self.columns)
+        )
 
     @property
     def ddl(self) -> tuple[str, ...]:
         """The statements that create the table and its indexes (idempotent)."""
-        columns = ", ".join(f"{name} {sql_type}" for name, sql_type in self.columns)
+        columns = ", ".join(f"{column[0]} {column[1]}" for column in self.columns)
         create = (
             f"CREATE TABLE IF NOT EXISTS {self.name} ({columns},"
             f" PRIMARY KEY ({', '.join(self.key)}))"
         )
         return (create, *self.indexes)
 
-    def key_of(self, row: Row) -> Key:
+    def index(self, column: str) -> int:
+        """Where ``column`` sits in a row."""
+        return self.column_names.index(column)
+
+    def key_of(self, row: Sequence[Any]) -> Key:
         """The primary key of ``row``."""
-        return tuple(row[name] for name in self.key)
+        return tuple(row[: len(self.key)])
 
 
 class Rows(Protocol):
     """The rows a projection reads and writes (one fold's view of its tables)."""
 
     def get(self, table: Table, key: Key) -> Row | None:
-        """The row with ``key``, or None. Change it only through ``put``/``update``."""
+        """The row with ``key``, or None, to read (change it through ``change``)."""
         ...
 
     def put(self, table: Table, row: Row) -> None:
         """Insert ``row``, replacing any row with its key."""
         ...
 
-    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
-        """Change columns of the row with ``key``; nothing when there is no such row."""
+    def change(self, table: Table, key: Key) -> Row | None:
+        """The row with ``key``, to change in place (it is written back), or None."""
         ...
 
     def delete(self, table: Table, key: Key) -> None:
         """Remove the row with ``key``; nothing when there is no such row."""
+        ...
+
+    def add(self, table: Table, key: Key, by: int) -> None:
+        """Add ``by`` to the last column of the row with ``key`` (a row ``key + [by]``
+        when there is none). Only for counter tables (the key, then one integer), whose
+        rows are only ever added to: the sum does not depend on how events are batched."""
         ...
 
 
@@ -162,7 +276,7 @@ class Fold:
     (``after < position <= upto``): what the live runner and the audit both run.
 
     Events go one at a time to every projection in turn, so they share the event's
-    formatted id and time (``iso``, ``text_id``). The handlers of each event type are
+    converted id and time (``id_bytes``, ``micros``). The handlers of each event type are
     looked up once; a type nothing handles costs one dict lookup per event.
     """
 

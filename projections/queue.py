@@ -13,33 +13,51 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from tierlog.domain import events as ev
-from tierlog.domain.aggregates.task import PRIORITY_RANK
-from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
+from tierlog.projections.base import (
+    ID,
+    JSON,
+    PRIORITIES,
+    PRIORITY,
+    TIER,
+    TIERS,
+    TIME,
+    Handler,
+    Row,
+    Rows,
+    Table,
+    handlers_from,
+    id_bytes,
+    iso,
+    micros,
+    to_json,
+)
 
 NAME = "queue"
 # 2: completed and cancelled tasks' rows are deleted (version 1 kept every task's row).
-VERSION = 2
+# 3: typed columns (issue #16): the id's bytes, integer codes, epoch microseconds.
+VERSION = 3
 RM_QUEUE = Table(
     "rm_queue",
     (
-        ("task_id", "TEXT NOT NULL"),
+        ("task_id", "BYTEA NOT NULL", ID),
         ("queued", "INTEGER NOT NULL"),
-        ("priority", "TEXT NOT NULL"),
+        ("priority", "INTEGER NOT NULL", PRIORITY),
         ("priority_rank", "INTEGER NOT NULL"),
         ("submit_position", "BIGINT NOT NULL"),
-        ("tier", "TEXT NOT NULL"),
-        ("effective_tier", "TEXT NOT NULL"),
+        ("tier", "INTEGER NOT NULL", TIER),
+        ("effective_tier", "INTEGER NOT NULL", TIER),
         ("escalation_reason", "TEXT"),
         ("generation", "INTEGER NOT NULL"),
-        ("queued_at", "TEXT NOT NULL"),
+        ("queued_at", "BIGINT NOT NULL", TIME),
         ("complete_by", "TEXT"),
-        ("needed_capabilities", "TEXT NOT NULL"),
+        ("needed_capabilities", "TEXT NOT NULL", JSON),
         ("description", "TEXT NOT NULL"),
-        ("timer_fires_at", "TEXT"),
-        ("timer_fallback_tier", "TEXT"),
+        ("timer_fires_at", "BIGINT", TIME),
+        ("timer_fallback_tier", "INTEGER", TIER),
         ("timer_reason", "TEXT"),
         ("position", "BIGINT NOT NULL"),
     ),
@@ -49,7 +67,19 @@ RM_QUEUE = Table(
         " submit_position)",
     ),
 )
-_NO_TIMER: Row = {"timer_fires_at": None, "timer_fallback_tier": None, "timer_reason": None}
+_at = RM_QUEUE.index
+_QUEUED = _at("queued")
+_TIER = _at("tier")
+_EFFECTIVE_TIER = _at("effective_tier")
+_ESCALATION_REASON = _at("escalation_reason")
+_GENERATION = _at("generation")
+_QUEUED_AT = _at("queued_at")
+_COMPLETE_BY = _at("complete_by")
+_TIMER_FIRES_AT = _at("timer_fires_at")
+_TIMER_FALLBACK_TIER = _at("timer_fallback_tier")
+_TIMER_REASON = _at("timer_reason")
+_POSITION = _at("position")
+_STANDARD = TIERS.code["standard"]
 
 
 def waiting_reason(row: dict[str, object], now_iso: str) -> str:
@@ -82,114 +112,101 @@ def reason_changes_at(row: dict[str, object], now: datetime) -> float:
     return math.inf
 
 
-def _set(rows: Rows, task_id: UUID, position: int, changes: Row) -> None:
-    changes["position"] = position
-    rows.update(RM_QUEUE, (text_id(task_id),), changes)
+def _changed(rows: Rows, task_id: UUID, position: int) -> Row | None:
+    """The task's queue row, to change, with the event's position already set."""
+    row = rows.change(RM_QUEUE, (id_bytes(task_id),))
+    if row is not None:
+        row[_POSITION] = position
+    return row
 
 
 def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
-    rows.put(
-        RM_QUEUE,
-        {
-            "task_id": text_id(event.originator_id),
-            "queued": 1,
-            "priority": event.priority,
-            "priority_rank": PRIORITY_RANK[event.priority],
-            "submit_position": position,
-            "tier": "standard",
-            "effective_tier": "standard",
-            "escalation_reason": None,
-            "generation": 0,
-            "queued_at": iso(event.timestamp),
-            "complete_by": iso(event.complete_by),
-            "needed_capabilities": to_json(event.needed_capabilities),
-            "description": event.description,
-            **_NO_TIMER,
-            "position": position,
-        },
-    )
+    rank = PRIORITIES.code[event.priority]
+    values: list[Any] = [
+        id_bytes(event.originator_id),
+        1,
+        rank,
+        rank,
+        position,
+        _STANDARD,
+        _STANDARD,
+        None,
+        0,
+        micros(event.timestamp),
+        iso(event.complete_by),
+        to_json(event.needed_capabilities),
+        event.description,
+        None,
+        None,
+        None,
+        position,
+    ]
+    rows.put(RM_QUEUE, values)
 
 
 def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
-    _set(
-        rows,
-        event.originator_id,
-        position,
-        {"tier": event.route_tier, "effective_tier": event.route_tier},
-    )
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_TIER] = row[_EFFECTIVE_TIER] = TIERS.code[event.route_tier]
 
 
 def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
-    _set(
-        rows,
-        event.originator_id,
-        position,
-        {"effective_tier": event.to_tier, "escalation_reason": event.reason},
-    )
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
+        row[_ESCALATION_REASON] = event.reason
 
 
 def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
-    _set(
-        rows,
-        event.originator_id,
-        position,
-        {"effective_tier": event.to_tier, "escalation_reason": None},
-    )
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
+        row[_ESCALATION_REASON] = None
 
 
 def _left_queue(rows: Rows, position: int, event: ev.DomainEvent) -> None:
-    _set(rows, event.originator_id, position, {"queued": 0})
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_QUEUED] = 0
 
 
 def _finished(rows: Rows, position: int, event: ev.TaskCompleted | ev.TaskCancelled) -> None:
-    rows.delete(RM_QUEUE, (text_id(event.originator_id),))
+    rows.delete(RM_QUEUE, (id_bytes(event.originator_id),))
 
 
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
-    _set(
-        rows,
-        event.originator_id,
-        position,
-        {"queued": 1, "generation": event.generation, "queued_at": iso(event.timestamp)},
-    )
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_QUEUED] = 1
+        row[_GENERATION] = event.generation
+        row[_QUEUED_AT] = micros(event.timestamp)
 
 
 def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
-    row = rows.get(RM_QUEUE, (text_id(event.originator_id),))
-    if row is None:
-        return
-    _set(
-        rows,
-        event.originator_id,
-        position,
-        {
-            "queued": 1,
-            "generation": event.generation,
-            "queued_at": iso(event.timestamp),
-            "effective_tier": row["tier"],
-            "escalation_reason": None,
-            "complete_by": iso(event.complete_by),
-        },
-    )
+    row = _changed(rows, event.originator_id, position)
+    if row is not None:
+        row[_QUEUED] = 1
+        row[_GENERATION] = event.generation
+        row[_QUEUED_AT] = micros(event.timestamp)
+        row[_EFFECTIVE_TIER] = row[_TIER]
+        row[_ESCALATION_REASON] = None
+        row[_COMPLETE_BY] = iso(event.complete_by)
 
 
 def _timer_started(rows: Rows, position: int, event: ev.FallbackTimerStarted) -> None:
-    _set(
-        rows,
-        event.task_id,
-        position,
-        {
-            "timer_fires_at": iso(event.fires_at),
-            "timer_fallback_tier": event.fallback_tier,
-            "timer_reason": event.reason,
-        },
-    )
+    row = _changed(rows, event.task_id, position)
+    if row is not None:
+        row[_TIMER_FIRES_AT] = micros(event.fires_at)
+        row[_TIMER_FALLBACK_TIER] = TIERS.code[event.fallback_tier]
+        row[_TIMER_REASON] = event.reason
 
 
 def _timer_ended(
     rows: Rows, position: int, event: ev.FallbackTimerFired | ev.FallbackTimerCancelled
 ) -> None:
-    _set(rows, event.task_id, position, dict(_NO_TIMER))
+    row = _changed(rows, event.task_id, position)
+    if row is not None:
+        row[_TIMER_FIRES_AT] = row[_TIMER_FALLBACK_TIER] = row[_TIMER_REASON] = None
 
 
 _HANDLERS: dict[type, Handler] = {

@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tierlog.domain import events as ev
-from tierlog.domain.aggregates.task import PRIORITY_RANK
-from tierlog.projections.base import Handler, Row, Rows, Table, handlers_from, iso, text_id, to_json
+from tierlog.projections.base import (
+    ID,
+    JSON,
+    PRIORITIES,
+    PRIORITY,
+    STATE,
+    STATES,
+    TIER,
+    TIERS,
+    TIME,
+    Handler,
+    Row,
+    Rows,
+    Table,
+    handlers_from,
+    id_bytes,
+    iso,
+    micros,
+    to_json,
+)
 
 NAME = "tasks"
+# 2: typed columns (issue #16): the id's bytes, integer codes, epoch microseconds.
+VERSION = 2
 RM_TASKS = Table(
     "rm_tasks",
     (
-        ("task_id", "TEXT NOT NULL"),
-        ("state", "TEXT NOT NULL"),
-        ("priority", "TEXT NOT NULL"),
+        ("task_id", "BYTEA NOT NULL", ID),
+        ("state", "INTEGER NOT NULL", STATE),
+        ("priority", "INTEGER NOT NULL", PRIORITY),
         ("priority_rank", "INTEGER NOT NULL"),
         ("submit_position", "BIGINT NOT NULL"),
-        ("tier", "TEXT NOT NULL"),
-        ("effective_tier", "TEXT NOT NULL"),
+        ("tier", "INTEGER NOT NULL", TIER),
+        ("effective_tier", "INTEGER NOT NULL", TIER),
         ("generation", "INTEGER NOT NULL"),
         ("retry_count", "INTEGER NOT NULL"),
         ("max_retries", "INTEGER NOT NULL"),
         ("assigned_to", "TEXT"),
-        ("lease_expires_at", "TEXT"),
+        ("lease_expires_at", "BIGINT", TIME),
+        # A deadline keeps the zone it was given in (it is written once per task).
         ("complete_by", "TEXT"),
         ("description", "TEXT NOT NULL"),
-        ("submission", "TEXT NOT NULL"),
-        ("classification", "TEXT"),
-        ("routing_decision", "TEXT"),
+        ("submission", "TEXT NOT NULL", JSON),
+        ("classification", "TEXT", JSON),
+        ("routing_decision", "TEXT", JSON),
         ("dead_letter_reason", "TEXT"),
         ("last_error", "TEXT"),
-        ("result", "TEXT"),
-        ("submitted_at", "TEXT NOT NULL"),
-        ("updated_at", "TEXT NOT NULL"),
+        ("result", "TEXT", JSON),
+        ("submitted_at", "BIGINT NOT NULL", TIME),
+        ("updated_at", "BIGINT NOT NULL", TIME),
         ("position", "BIGINT NOT NULL"),
     ),
     key=("task_id",),
@@ -47,6 +69,23 @@ RM_TASKS = Table(
         "CREATE INDEX IF NOT EXISTS rm_tasks_agent ON rm_tasks (assigned_to)",
     ),
 )
+_at = RM_TASKS.index
+_STATE = _at("state")
+_TIER = _at("tier")
+_EFFECTIVE_TIER = _at("effective_tier")
+_GENERATION = _at("generation")
+_RETRY_COUNT = _at("retry_count")
+_ASSIGNED_TO = _at("assigned_to")
+_LEASE_EXPIRES_AT = _at("lease_expires_at")
+_COMPLETE_BY = _at("complete_by")
+_CLASSIFICATION = _at("classification")
+_ROUTING_DECISION = _at("routing_decision")
+_DEAD_LETTER_REASON = _at("dead_letter_reason")
+_LAST_ERROR = _at("last_error")
+_RESULT = _at("result")
+_UPDATED_AT = _at("updated_at")
+_POSITION = _at("position")
+
 _SUBMITTED_FIELDS = (
     "description",
     "priority",
@@ -63,146 +102,147 @@ _SUBMITTED_FIELDS = (
     "submitted_by",
     "idempotency_key",
 )
-_FREED: Row = {"assigned_to": None, "lease_expires_at": None}
+_QUEUED, _ASSIGNED, _COMPLETED, _DEAD_LETTERED, _CANCELLED = (
+    STATES.code[s] for s in ("queued", "assigned", "completed", "dead_lettered", "cancelled")
+)
+_STANDARD = TIERS.code["standard"]
 
 
-def _update(rows: Rows, event: ev.DomainEvent, position: int, changes: Row) -> None:
-    changes["updated_at"] = iso(event.timestamp)
-    changes["position"] = position
-    rows.update(RM_TASKS, (text_id(event.originator_id),), changes)
+def _changed(rows: Rows, event: ev.DomainEvent, position: int) -> Row | None:
+    """The task's row, to change, with the event's time and position already set."""
+    row = rows.change(RM_TASKS, (id_bytes(event.originator_id),))
+    if row is not None:
+        row[_UPDATED_AT] = micros(event.timestamp)
+        row[_POSITION] = position
+    return row
+
+
+def _freed(row: Row) -> None:
+    row[_ASSIGNED_TO] = None
+    row[_LEASE_EXPIRES_AT] = None
 
 
 def _submitted(rows: Rows, position: int, event: ev.TaskSubmitted) -> None:
     submission = {f: getattr(event, f) for f in _SUBMITTED_FIELDS}
-    when = iso(event.timestamp)
-    rows.put(
-        RM_TASKS,
-        {
-            "task_id": text_id(event.originator_id),
-            "state": "queued",
-            "priority": event.priority,
-            "priority_rank": PRIORITY_RANK[event.priority],
-            "submit_position": position,
-            "tier": "standard",
-            "effective_tier": "standard",
-            "generation": 0,
-            "retry_count": 0,
-            "max_retries": event.max_retries,
-            "assigned_to": None,
-            "lease_expires_at": None,
-            "complete_by": iso(event.complete_by),
-            "description": event.description,
-            "submission": to_json(submission),
-            "classification": None,
-            "routing_decision": None,
-            "dead_letter_reason": None,
-            "last_error": None,
-            "result": None,
-            "submitted_at": when,
-            "updated_at": when,
-            "position": position,
-        },
-    )
+    when = micros(event.timestamp)
+    rank = PRIORITIES.code[event.priority]
+    values: list[Any] = [
+        id_bytes(event.originator_id),
+        _QUEUED,
+        rank,
+        rank,
+        position,
+        _STANDARD,
+        _STANDARD,
+        0,
+        0,
+        event.max_retries,
+        None,
+        None,
+        iso(event.complete_by),
+        event.description,
+        to_json(submission),
+        None,
+        None,
+        None,
+        None,
+        None,
+        when,
+        when,
+        position,
+    ]
+    rows.put(RM_TASKS, values)
 
 
 def _classified(rows: Rows, position: int, event: ev.TaskClassified) -> None:
-    _update(
-        rows,
-        event,
-        position,
-        {
-            "tier": event.route_tier,
-            "effective_tier": event.route_tier,
-            "classification": to_json(event.classification),
-        },
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_TIER] = row[_EFFECTIVE_TIER] = TIERS.code[event.route_tier]
+        row[_CLASSIFICATION] = to_json(event.classification)
 
 
 def _routed(rows: Rows, position: int, event: ev.TaskRouted) -> None:
-    _update(rows, event, position, {"routing_decision": to_json(event.decision)})
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_ROUTING_DECISION] = to_json(event.decision)
 
 
 def _assigned(rows: Rows, position: int, event: ev.TaskAssigned) -> None:
-    _update(
-        rows,
-        event,
-        position,
-        {
-            "state": "assigned",
-            "generation": event.generation,
-            "assigned_to": event.agent_id,
-            "lease_expires_at": iso(event.lease_expires_at),
-            "routing_decision": to_json(event.decision),
-        },
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _ASSIGNED
+        row[_GENERATION] = event.generation
+        row[_ASSIGNED_TO] = event.agent_id
+        row[_LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
+        row[_ROUTING_DECISION] = to_json(event.decision)
 
 
 def _heartbeated(rows: Rows, position: int, event: ev.TaskHeartbeated) -> None:
-    _update(rows, event, position, {"lease_expires_at": iso(event.lease_expires_at)})
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_LEASE_EXPIRES_AT] = micros(event.lease_expires_at)
 
 
 def _completed(rows: Rows, position: int, event: ev.TaskCompleted) -> None:
-    _update(
-        rows, event, position, {"state": "completed", **_FREED, "result": to_json(event.result)}
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _COMPLETED
+        _freed(row)
+        row[_RESULT] = to_json(event.result)
 
 
 def _failed(rows: Rows, position: int, event: ev.TaskFailed) -> None:
-    _update(
-        rows,
-        event,
-        position,
-        {"retry_count": event.retry_count, **_FREED, "last_error": event.error},
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_RETRY_COUNT] = event.retry_count
+        _freed(row)
+        row[_LAST_ERROR] = event.error
 
 
 def _reclaimed(rows: Rows, position: int, event: ev.TaskReclaimed) -> None:
-    _update(rows, event, position, dict(_FREED))
+    row = _changed(rows, event, position)
+    if row is not None:
+        _freed(row)
 
 
-def _escalated(rows: Rows, position: int, event: ev.TaskEscalated) -> None:
-    _update(rows, event, position, {"effective_tier": event.to_tier})
-
-
-def _deescalated(rows: Rows, position: int, event: ev.TaskDeescalated) -> None:
-    _update(rows, event, position, {"effective_tier": event.to_tier})
+def _escalated(rows: Rows, position: int, event: ev.TaskEscalated | ev.TaskDeescalated) -> None:
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_EFFECTIVE_TIER] = TIERS.code[event.to_tier]
 
 
 def _requeued(rows: Rows, position: int, event: ev.TaskRequeued) -> None:
-    _update(rows, event, position, {"state": "queued", "generation": event.generation})
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _QUEUED
+        row[_GENERATION] = event.generation
 
 
 def _retried(rows: Rows, position: int, event: ev.TaskRetried) -> None:
-    row = rows.get(RM_TASKS, (text_id(event.originator_id),))
-    if row is None:
-        return
-    _update(
-        rows,
-        event,
-        position,
-        {
-            "state": "queued",
-            "generation": event.generation,
-            "retry_count": 0,
-            "effective_tier": row["tier"],
-            "dead_letter_reason": None,
-            "complete_by": iso(event.complete_by),
-        },
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _QUEUED
+        row[_GENERATION] = event.generation
+        row[_RETRY_COUNT] = 0
+        row[_EFFECTIVE_TIER] = row[_TIER]
+        row[_DEAD_LETTER_REASON] = None
+        row[_COMPLETE_BY] = iso(event.complete_by)
 
 
 def _dead_lettered(rows: Rows, position: int, event: ev.TaskDeadLettered) -> None:
-    _update(
-        rows,
-        event,
-        position,
-        {"state": "dead_lettered", **_FREED, "dead_letter_reason": event.reason},
-    )
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _DEAD_LETTERED
+        _freed(row)
+        row[_DEAD_LETTER_REASON] = event.reason
 
 
 def _cancelled(rows: Rows, position: int, event: ev.TaskCancelled) -> None:
     # A running task's agent and lease go with it (a queued one had none).
-    _update(rows, event, position, {"state": "cancelled", **_FREED})
+    row = _changed(rows, event, position)
+    if row is not None:
+        row[_STATE] = _CANCELLED
+        _freed(row)
 
 
 _HANDLERS: dict[type, Handler] = {
@@ -215,7 +255,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.TaskFailed: _failed,
     ev.TaskReclaimed: _reclaimed,
     ev.TaskEscalated: _escalated,
-    ev.TaskDeescalated: _deescalated,
+    ev.TaskDeescalated: _escalated,
     ev.TaskRequeued: _requeued,
     ev.TaskRetried: _retried,
     ev.TaskDeadLettered: _dead_lettered,
@@ -227,6 +267,7 @@ class TasksProjection:
     """Folds task events into ``rm_tasks``."""
 
     name = NAME
+    version = VERSION
     tables: Sequence[Table] = (RM_TASKS,)
 
     def handlers_for(self, event_type: type) -> Sequence[Handler]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from hashlib import blake2b
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ class ProjectionSeal(msgspec.Struct, gc=False):
     position: int
     version: int
     tables: dict[str, TableSeal]
-    finishing: list[tuple[int, str]]
+    finishing: list[tuple[int, bytes]]
 
 
 def row_digest(values: tuple[Any, ...]) -> int:
@@ -75,15 +74,6 @@ def row_digest(values: tuple[Any, ...]) -> int:
     The values are packed with MessagePack, which keeps ``1`` and ``1.0`` apart and
     is several times cheaper than ``repr``."""
     return int.from_bytes(blake2b(_pack(values), digest_size=16).digest(), "big")
-
-
-def _values_of(table: Table) -> Callable[[Row], tuple[Any, ...]]:
-    """A row's values in column order, as a tuple (``itemgetter``: no Python loop)."""
-    columns = table.column_names
-    if len(columns) == 1:
-        only = columns[0]
-        return lambda row: (row[only],)
-    return itemgetter(*columns)
 
 
 class DigestRows:
@@ -105,24 +95,30 @@ class DigestRows:
         """Insert ``row`` or replace the row with its key."""
         self._rows[table.name][table.key_of(row)] = row
 
-    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
-        """Change columns of the row with ``key``; nothing when there is none."""
-        row = self._rows[table.name].get(key)
-        if row is not None:
-            row.update(changes)
-        return row
+    def change(self, table: Table, key: Key) -> Row | None:
+        """The row with ``key``, to change in place, or None."""
+        return self._rows[table.name].get(key)
+
+    def add(self, table: Table, key: Key, by: int) -> None:
+        """Add ``by`` to the counter row with ``key`` (a new row when there is none)."""
+        rows = self._rows[table.name]
+        row = rows.get(key)
+        if row is None:
+            rows[key] = [*key, by]
+        else:
+            row[-1] += by
 
     def delete(self, table: Table, key: Key) -> None:
         """Remove the row with ``key``: a row the fold deleted is in no digest."""
         self._rows[table.name].pop(key, None)
 
-    def release(self, task_ids: Iterable[str]) -> None:
+    def release(self, task_ids: Iterable[bytes]) -> None:
         """Add the rows of finished tasks to the digests and drop them."""
         task_ids = list(task_ids)
         for table in self._task_tables:
             self.release_from(table, task_ids)
 
-    def release_finished(self, finished: Sequence[tuple[int, str]]) -> None:
+    def release_finished(self, finished: Sequence[tuple[int, bytes]]) -> None:
         """Release the rows of tasks that finished at the given positions, each only
         from the tables whose projection folds that far: a row of a task that finished
         beyond its projection's window is not final there, and a seal keeps it."""
@@ -132,40 +128,36 @@ class DigestRows:
             if ids:
                 self.release_from(table, ids)
 
-    def release_from(self, table: Table, task_ids: Iterable[str]) -> None:
+    def release_from(self, table: Table, task_ids: Iterable[bytes]) -> None:
         """Add the rows of ``task_ids`` in ``table`` to its digest and drop them."""
         rows, digest = self._rows[table.name], self._digests[table.name]
-        values = _values_of(table)
         for task_id in task_ids:
             row = rows.pop((task_id,), None)
             if row is not None:
-                digest[0] += row_digest(values(row))
+                digest[0] += row_digest(tuple(row))
                 digest[1] += 1
 
     def table_state(self, table: Table) -> TableSeal:
         """One table's folded rows and digest, as data (for a seal)."""
         total, count = self._digests[table.name]
-        columns = table.column_names
-        rows = [[row[c] for c in columns] for row in self._rows[table.name].values()]
+        rows = [list(row) for row in self._rows[table.name].values()]
         return TableSeal(digest=(total % _MODULUS).to_bytes(16, "big"), count=count, rows=rows)
 
     def restore_table(self, table: Table, state: TableSeal) -> None:
         """Put back what ``table_state`` gave."""
-        columns = table.column_names
         held = self._rows[table.name]
         for values in state.rows:
-            row = dict(zip(columns, values, strict=True))
+            row = list(values)
             held[table.key_of(row)] = row
         self._digests[table.name] = [int.from_bytes(state.digest, "big"), state.count]
 
     def digests(self) -> Digests:
         """Every table's digest and row count, the rows still held included."""
         result: Digests = {}
-        for name, table in self._tables.items():
+        for name in self._tables:
             total, count = self._digests[name]
-            values = _values_of(table)
             for row in self._rows[name].values():
-                total += row_digest(values(row))
+                total += row_digest(tuple(row))
                 count += 1
             result[name] = (total % _MODULUS, count)
         return result
@@ -245,8 +237,8 @@ class DigestFold:
         self.resumed: dict[str, int] = {}  # projection -> the sealed position it went on from
         # Finished tasks are released a batch late: a command's trailing events (a timer
         # cancelled after its task was) still find the rows.
-        self._ending: list[tuple[int, str]] = []
-        self._finished: list[tuple[int, str]] = []
+        self._ending: list[tuple[int, bytes]] = []
+        self._finished: list[tuple[int, bytes]] = []
         windows: list[tuple[Projection, int, int | None]] = []
         for p in projections:
             sealed = _sealed_fold((resume or {}).get(p.name))
@@ -275,7 +267,7 @@ class DigestFold:
         """Fold the next events, in log order."""
         self._fold.apply(self.rows, chunk)
         self._finished.extend(
-            (position, str(event.originator_id))
+            (position, event.originator_id.bytes)
             for position, event in chunk
             if isinstance(event, _FINISHED)
         )

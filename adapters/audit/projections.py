@@ -80,6 +80,13 @@ class _Comparer(Protocol):
         ...
 
 
+def _key_text(value: Any) -> str:
+    """A key as a finding names it: a task id's 16 bytes as its UUID text."""
+    if isinstance(value, bytes | memoryview) and len(value) == 16:
+        return str(uuid.UUID(bytes=bytes(value)))
+    return str(value)
+
+
 def _positions(rows: list[tuple[Any, ...]]) -> dict[str, int]:
     return {str(name): int(pos) for name, pos in rows if name != IDENTITY_KEY}
 
@@ -133,7 +140,7 @@ class _SQLiteComparer:
         return (
             int(run(f"SELECT COUNT(*) FROM ({changed})").fetchone()[0]),
             int(run(f"SELECT COUNT(*) FROM ({extra})").fetchone()[0]),
-            [str(r[0]) for r in run(f"{changed} UNION {extra} ORDER BY 1 LIMIT {_EXAMPLES}")],
+            [_key_text(r[0]) for r in run(f"{changed} UNION {extra} ORDER BY 1 LIMIT {_EXAMPLES}")],
             int(run(f"SELECT COUNT(*) FROM live.{table.name}").fetchone()[0]),
         )
 
@@ -189,7 +196,7 @@ class _PostgresComparer:
             one(f"SELECT COUNT(*) FROM ({changed}) AS d"),
             one(f"SELECT COUNT(*) FROM ({extra}) AS d"),
             [
-                str(r[0])
+                _key_text(r[0])
                 for r in self.conn.execute(
                     f"{changed} UNION {extra} ORDER BY 1 LIMIT {_EXAMPLES}"
                 ).fetchall()

@@ -22,6 +22,7 @@ from tierlog.adapters.store.event_log import EventLog
 from tierlog.domain import events as ev
 from tierlog.domain.routing import score_endpoint
 from tierlog.domain.state import SchedulerState
+from tierlog.projections.base import STATUSES
 from tierlog.projections.queue import waiting_reason
 
 QUEUE_PAGE_MAX = 200
@@ -44,17 +45,23 @@ async def overview(models: AsyncReadModels) -> dict[str, Any]:
     )
     agents = await models.fetch("SELECT status, COUNT(*) AS n FROM rm_agents GROUP BY status")
     endpoints = await models.fetch(
-        "SELECT status, COUNT(*) AS n FROM rm_endpoints WHERE status <> 'deregistered'"
-        " GROUP BY status"
+        "SELECT status, COUNT(*) AS n FROM rm_endpoints WHERE status <> ? GROUP BY status",
+        (STATUSES.code["deregistered"],),
     )
+    # In the order of the names (the columns hold codes, which sort otherwise).
+    queue.sort(key=lambda r: (r["tier"], r["priority"]))
     return {
         "queue": [
             {"tier": r["tier"], "priority": r["priority"], "count": int(r["n"])} for r in queue
         ],
         "timers_pending": sum(int(r["timers"] or 0) for r in queue),
-        "agents": {str(r["status"]): int(r["n"]) for r in agents},
-        "endpoints": {str(r["status"]): int(r["n"]) for r in endpoints},
+        "agents": {str(r["status"]): int(r["n"]) for r in sorted(agents, key=_status)},
+        "endpoints": {str(r["status"]): int(r["n"]) for r in sorted(endpoints, key=_status)},
     }
+
+
+def _status(row: dict[str, Any]) -> str:
+    return str(row["status"])
 
 
 async def queue_page(

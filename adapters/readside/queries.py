@@ -1,5 +1,9 @@
 """Async reads of the read models: aiosqlite on SQLite, psycopg's async driver on
 PostgreSQL. One query per request (bulk fetches), rows returned as dicts.
+
+The tables hold typed values (``projections.base``: task ids as bytes, times as epoch
+microseconds, codes for enumerations, JSON text); ``fetch`` turns each column into what
+the answers show (``formats``), per row served.
 """
 
 from __future__ import annotations
@@ -8,34 +12,14 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import aiosqlite
-import msgspec
 
+from tierlog.adapters.readside.formats import answer_row
 from tierlog.adapters.readside.read_store import IDENTITY_KEY, read_model_path
 from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
-
-_JSON_COLUMNS = frozenset(
-    {
-        "submission",
-        "classification",
-        "routing_decision",
-        "result",
-        "capabilities",
-        "models",
-        "resources",
-        "needed_capabilities",
-    }
-)
-
-
-def _row(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for name, value in zip(columns, values, strict=True):
-        if name in _JSON_COLUMNS and isinstance(value, str):
-            value = msgspec.json.decode(value)
-        row[name] = value
-    return row
+from tierlog.projections.base import STATES, TIERS
 
 
 class AsyncReadModels:
@@ -71,14 +55,22 @@ class AsyncReadModels:
             self._conn = None
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Rows of one query as dicts (JSON columns decoded)."""
+        """Rows of one query as dicts, each column read as its kind says (ids as
+        text, ISO times, names, JSON decoded)."""
+        rows, columns = await self._fetch(sql, params)
+        return [answer_row(columns, r) for r in rows]
+
+    async def raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one query as the tables hold them."""
+        rows, _ = await self._fetch(sql, params)
+        return [tuple(r) for r in rows]
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
         if self._sqlite_path is not None:
             async with self._conn.execute(sql, params) as cursor:
                 rows = await cursor.fetchall()
-                columns = [d[0] for d in cursor.description]
-        else:
-            rows, columns = await self._fetch_postgres(sql, params)
-        return [_row(columns, r) for r in rows]
+                return list(rows), [d[0] for d in cursor.description]
+        return await self._fetch_postgres(sql, params)
 
     async def _fetch_postgres(self, sql: str, params: Sequence[Any]) -> tuple[list[Any], list[str]]:
         import psycopg
@@ -100,8 +92,8 @@ class AsyncReadModels:
     # --- the reads the API serves ---------------------------------------------------
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
-        """One task, or None."""
-        rows = await self.fetch("SELECT * FROM rm_tasks WHERE task_id = ?", (task_id,))
+        """One task (its id as text), or None."""
+        rows = await self.fetch("SELECT * FROM rm_tasks WHERE task_id = ?", (_id(task_id),))
         return rows[0] if rows else None
 
     async def tasks(
@@ -111,10 +103,10 @@ class AsyncReadModels:
         clauses, params = ["submit_position > ?"], [after]
         if state is not None:
             clauses.append("state = ?")
-            params.append(state)  # type: ignore[arg-type]
+            params.append(STATES.code[state])
         if tier is not None:
             clauses.append("effective_tier = ?")
-            params.append(tier)  # type: ignore[arg-type]
+            params.append(TIERS.code[tier])
         params.append(limit)
         return await self.fetch(
             f"SELECT * FROM rm_tasks WHERE {' AND '.join(clauses)}"
@@ -146,20 +138,17 @@ class AsyncReadModels:
         """The telemetry counters, shaped."""
         from tierlog.projections.telemetry import TELEMETRY_QUERIES, summarise
 
-        counters = await self.fetch(TELEMETRY_QUERIES[0])
-        states = await self.fetch(TELEMETRY_QUERIES[1])
-        return summarise(
-            [(r["name"], r["label"], r["value"]) for r in counters],
-            [tuple(r.values()) for r in states],
-        )
+        counters = await self.raw(TELEMETRY_QUERIES[0])
+        states = await self.raw(TELEMETRY_QUERIES[1])
+        return summarise(counters, states)
 
     async def timer_positions(self, task_id: str) -> list[int]:
         """Where the fallback-timer events of one task sit in the log (they are the
         scheduler's stream's, so the task's own stream does not list them)."""
         from tierlog.projections.telemetry import TIMER_POSITIONS_QUERY
 
-        rows = await self.fetch(TIMER_POSITIONS_QUERY, (task_id,))
-        return [int(r["position"]) for r in rows]
+        rows = await self.raw(TIMER_POSITIONS_QUERY, (_id(task_id),))
+        return [int(position) for (position,) in rows]
 
     async def projection_positions(self) -> dict[str, int]:
         """Each read model's position."""
@@ -167,3 +156,8 @@ class AsyncReadModels:
             "SELECT name, position FROM rm_positions WHERE name <> ?", (IDENTITY_KEY,)
         )
         return {r["name"]: int(r["position"]) for r in rows}
+
+
+def _id(task_id: str) -> bytes:
+    """A task id column's value for the id's text."""
+    return UUID(task_id).bytes

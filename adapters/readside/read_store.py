@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tierlog.adapters.readside.formats import answer_row
 from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog, postgres_connect_args
 
@@ -111,8 +112,11 @@ class ReadStore:
             # A scratch copy is read by nobody while it is written, and thrown away
             # after: its journal can stay in memory and nothing needs an fsync.
             conn.execute(f"PRAGMA journal_mode={'MEMORY' if scratch else 'WAL'}")
-            if scratch:
-                conn.execute("PRAGMA synchronous=OFF")
+            # Live read models sync the WAL at checkpoints, not at every commit: a
+            # power cut may lose the last batches, never half of one, and their
+            # positions go with them, so the runner folds those events again (the log
+            # has them). A process that dies loses nothing (the WAL is written).
+            conn.execute(f"PRAGMA synchronous={'OFF' if scratch else 'NORMAL'}")
             self._conn: Any = conn
         else:
             self._env = {**log.env, "POSTGRES_SCHEMA": self.schema}
@@ -203,6 +207,19 @@ class ReadStore:
         with conn.transaction(), conn.cursor() as cursor:
             cursor.execute(_pg(sql), params)
             return list(cursor.fetchall())
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """A read-only query's rows as the answers show them (``formats``): ids as
+        text, ISO times, names, JSON decoded."""
+        if self.sqlite_path is not None:
+            cursor = self._conn.execute(sql, params)
+            columns = [d[0] for d in cursor.description]
+            return [answer_row(columns, r) for r in cursor.fetchall()]
+        conn = self._live_postgres()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.execute(_pg(sql), params)
+            columns = [d.name for d in cursor.description]
+            return [answer_row(columns, r) for r in cursor.fetchall()]
 
     def chunks(self, sql: str, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
         """Rows of a read-only query, ``size`` at a time (bounded memory)."""

@@ -1,10 +1,12 @@
 """Read-model rows held in memory for one transaction.
 
-Projections fold events into plain dict rows (``projections.base.Rows``). During a
-batch the runner backs them with this cache: a row is loaded from the read store the
-first time a projection asks for it, changed in memory as often as the batch says,
-and every changed row is written back once, by ``flush``, with one upsert per table
-(and one delete per table for the rows the batch removed).
+Projections fold events into rows, lists of values in column order
+(``projections.base.Rows``). During a batch the runner backs them with this cache: a
+row is loaded from the read store the first time a projection asks for it, changed in
+place as often as the batch says, and every changed row is written back once, by
+``flush``, with one ``executemany`` upsert per table (and one delete per table for the
+rows the batch removed). Counters are never loaded: what a batch adds to each is summed
+in memory and added in SQL, one statement per table.
 That turns "a few SQL statements per event" into "one row write per touched row per
 batch", on SQLite and PostgreSQL alike.
 """
@@ -36,7 +38,7 @@ class ReadModelWriter(Protocol):
 
 
 # Marks a key this cache has not looked up yet (None means "looked up: no such row").
-_UNSEEN: Row = {}
+_UNSEEN: Row = []
 
 
 @lru_cache(maxsize=64)
@@ -63,17 +65,35 @@ def upsert_sql(table: Table) -> str:
     )
 
 
+@lru_cache(maxsize=64)
+def add_sql(table: Table) -> str:
+    """One statement that adds to a counter row's value, or inserts the row."""
+    value = table.column_names[-1]
+    if table.column_names[:-1] != table.key:
+        raise ValueError(f"{table.name} is not a counter table (its key, then one value)")
+    return (
+        f"INSERT INTO {table.name} ({', '.join(table.column_names)})"
+        f" VALUES ({', '.join('?' for _ in table.column_names)})"
+        f" ON CONFLICT ({', '.join(table.key)})"
+        f" DO UPDATE SET {value} = {table.name}.{value} + excluded.{value}"
+    )
+
+
 class _TableRows:
     """One table's rows in the cache: every row looked up (None: none with that key),
-    the changed ones, the removed keys."""
+    the changed ones, the removed keys, what was added to counters."""
 
-    __slots__ = ("deleted", "dirty", "rows", "table")
+    __slots__ = ("added", "deleted", "dirty", "rows", "select", "table")
 
     def __init__(self, table: Table, rows: dict[Key, Row | None] | None = None) -> None:
         self.table = table
+        # Looked up once: hashing a ``Table`` (every column's declaration) for the
+        # statement cache on each load cost more than the load's own query.
+        self.select = _select_sql(table)
         self.rows: dict[Key, Row | None] = {} if rows is None else rows
         self.dirty: dict[Key, Row] = {}
         self.deleted: set[Key] = set()
+        self.added: dict[Key, int] = {}
 
 
 KeptRows = dict[str, dict[Key, Row | None]]
@@ -106,9 +126,8 @@ class RowCache:
         return self._load(cached, key) if row is _UNSEEN else row
 
     def _load(self, cached: _TableRows, key: Key) -> Row | None:
-        table = cached.table
-        found = self._db.fetchone(_select_sql(table), key)
-        row = None if found is None else dict(zip(table.column_names, found, strict=True))
+        found = self._db.fetchone(cached.select, key)
+        row = None if found is None else list(found)
         cached.rows[key] = row
         return row
 
@@ -121,16 +140,20 @@ class RowCache:
         if cached.deleted:
             cached.deleted.discard(key)
 
-    def update(self, table: Table, key: Key, changes: Row) -> Row | None:
-        """Change columns of the row with ``key``; nothing when there is none."""
+    def change(self, table: Table, key: Key) -> Row | None:
+        """The row with ``key`` to change in place (written at ``flush``), or None."""
         cached = self._tables[table.name]
         row = cached.rows.get(key, _UNSEEN)
         if row is _UNSEEN:
             row = self._load(cached, key)
         if row is not None:
-            row.update(changes)
             cached.dirty[key] = row
         return row
+
+    def add(self, table: Table, key: Key, by: int) -> None:
+        """Add ``by`` to the counter row with ``key`` (at ``flush``, in SQL)."""
+        added = self._tables[table.name].added
+        added[key] = added.get(key, 0) + by
 
     def delete(self, table: Table, key: Key) -> None:
         """Remove the row with ``key`` (from the store at ``flush``)."""
@@ -155,15 +178,17 @@ class RowCache:
             if not dirty:
                 continue
             table = cached.table
-            self._db.executemany(upsert_sql(table), [row_values(table, r) for r in dirty.values()])
+            self._db.executemany(upsert_sql(table), list(dirty.values()))
             written += len(dirty)
             dirty.clear()
+        for cached in self._tables.values():
+            added = cached.added
+            if not added:
+                continue
+            self._db.executemany(add_sql(cached.table), [(*key, by) for key, by in added.items()])
+            written += len(added)
+            added.clear()
         return written
-
-
-def row_values(table: Table, row: Row) -> tuple[Any, ...]:
-    """``row``'s values in ``table``'s column order (what an upsert binds)."""
-    return tuple(map(row.__getitem__, table.column_names))
 
 
 def trim(kept: KeptRows, most: int) -> None:

@@ -173,3 +173,21 @@ def bench_runner_on_mix(workdir: Path, events: int, repeats: int) -> dict[str, A
             statistics.median(h / w for h, w in zip(handed, writer, strict=True)), 3
         ),
     }
+
+
+def fold_from_store(url: str, read_models: Path) -> tuple[int, float, float]:
+    """Fold the whole log at ``url`` from the store into new read models at
+    ``read_models`` (what ``tierlog project`` does on a log without them): events
+    folded, wall seconds and CPU seconds."""
+    log = EventLog(url)
+    try:
+        store = ReadStore(log, sqlite_path=read_models)
+        runner = bootstrap.build_runner(Settings(store=url), log, store=store)
+        runner.start()
+        wall, cpu = time.perf_counter(), time.process_time()
+        folded = runner.run_until_caught_up()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        runner.close()
+    finally:
+        log.close()
+    return folded, wall, cpu

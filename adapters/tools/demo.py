@@ -268,8 +268,13 @@ def fresh_store(store: str) -> str:
     raise ValidationError("no free file name for a fresh demo log", field="store")
 
 
-def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
-    """Run the simulation on a fresh log at (or beside) ``store`` and summarise it."""
+def run_demo(
+    store: str, tasks: int = 240, seed: int = 7, *, stop_at_s: float | None = None
+) -> DemoReport:
+    """Run the simulation on a fresh log at (or beside) ``store`` and summarise it.
+
+    ``stop_at_s`` ends it early, at that many virtual seconds, with work in flight (the
+    golden HTTP test's log: ``tests/fixtures/golden/``)."""
     if tasks < 1:
         raise ValidationError("the demo needs at least one task", field="tasks")
     settings = Settings(store=fresh_store(store), scheduler=POLICY)
@@ -284,7 +289,7 @@ def run_demo(store: str, tasks: int = 240, seed: int = 7) -> DemoReport:
         sim = FleetSimulator(runtime, clock, rng)
         sim.setup()
         submitted = 0
-        while (
+        while (stop_at_s is None or sim.elapsed < stop_at_s) and (
             submitted < tasks
             or sim.elapsed < SCENARIO_END_S
             or (sim.elapsed < 1800 and _busy(runtime))

@@ -25,6 +25,7 @@ from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.replay.resume import dump_checkers, load_checkers
+from tierlog.projections.base import STATES
 
 
 def _catch_up(log: EventLog) -> None:
@@ -170,8 +171,9 @@ def test_a_read_model_row_changed_inside_the_sealed_prefix_is_found(sealed):
         table = f'"{log.env["POSTGRES_SCHEMA"]}".rm_tasks'
     with conn:
         conn.execute(
-            f"UPDATE {table} SET state = 'queued' WHERE task_id = "
-            f"(SELECT MIN(task_id) FROM {table} WHERE state = 'completed')"
+            f"UPDATE {table} SET state = {STATES.code['queued']} WHERE task_id = "
+            f"(SELECT task_id FROM {table} WHERE state = {STATES.code['completed']}"
+            " ORDER BY task_id LIMIT 1)"
         )
     report = audit(log)
     assert report.resumed_from is not None

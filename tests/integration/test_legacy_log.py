@@ -142,7 +142,9 @@ def test_the_mixed_log_audits_clean_and_serves_read_models_like_a_fold(legacy_ur
     log = EventLog(legacy_url)
     runner = runner_on(log)
     assert runner.run_until_caught_up() == log.head()
-    served = dict(runner.store.query("SELECT task_id, state FROM rm_tasks"))
+    served = {
+        r["task_id"]: r["state"] for r in runner.store.fetch("SELECT task_id, state FROM rm_tasks")
+    }
     state = _fold(log, log.head())
     assert served == {str(t.task_id): t.state for t in state.tasks.values()}
     assert {"completed", "cancelled", "dead_lettered", "queued"} <= set(served.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from uuid import UUID
 
 import pytest
 from wiring import runner_on, runtime_on
@@ -19,6 +20,7 @@ from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
+from tierlog.projections.base import STATES, STATUSES
 from tierlog.projections.registry import all_projections
 from tierlog.projections.tasks import RM_TASKS
 
@@ -35,8 +37,9 @@ def projected(store_url: str) -> Iterator[tuple[EventLog, ReadStore]]:
     log.close()
 
 
-def _one_task_id(store: ReadStore) -> str:
-    return str(store.query("SELECT task_id FROM rm_tasks ORDER BY task_id LIMIT 1")[0][0])
+def _one_task_id(store: ReadStore) -> bytes:
+    """A task id as the tables hold it (its 16 bytes)."""
+    return bytes(store.query("SELECT task_id FROM rm_tasks ORDER BY task_id LIMIT 1")[0][0])
 
 
 def _tamper(store: ReadStore, sql: str, params: tuple[object, ...] = ()) -> None:
@@ -95,13 +98,15 @@ def test_a_changed_live_row_is_named_with_its_table_and_key(projected):
     log, store = projected
     task_id = _one_task_id(store)
     _tamper(
-        store, "UPDATE rm_tasks SET state = 'completed', result = '1' WHERE task_id = ?", (task_id,)
+        store,
+        "UPDATE rm_tasks SET state = ?, result = '1' WHERE task_id = ?",
+        (STATES.code["cancelled"], task_id),
     )
     result = check_projections(log)
     assert [(v.aggregate_id, v.rule) for v in result.violations] == [
         ("rm_tasks", "projections_match")
     ]
-    assert task_id in result.violations[0].detail
+    assert str(UUID(bytes=task_id)) in result.violations[0].detail  # named by its text
     assert "1 live rows differ" in result.violations[0].detail
     assert "rebuilt in a scratch store" in result.checked
 
@@ -110,15 +115,16 @@ def test_a_deleted_and_an_inserted_live_row_are_found(projected):
     log, store = projected
     # Every demo task finished, and a finished task has no queue row: queue one more.
     runtime = runtime_on(log, SchedulerConfig(), VirtualClock())
-    task_id = str(runtime.execute(cmd.SubmitTask(description="waits in the queue")).task_id)
+    waiting = runtime.execute(cmd.SubmitTask(description="waits in the queue")).task_id
+    task_id, key = str(waiting), waiting.bytes
     caught_up = runner_on(log)
     caught_up.run_until_caught_up()
     caught_up.close()
-    assert store.query("SELECT COUNT(*) FROM rm_queue WHERE task_id = ?", (task_id,)) == [(1,)]
-    _tamper(store, "DELETE FROM rm_queue WHERE task_id = ?", (task_id,))
+    assert store.query("SELECT COUNT(*) FROM rm_queue WHERE task_id = ?", (key,)) == [(1,)]
+    _tamper(store, "DELETE FROM rm_queue WHERE task_id = ?", (key,))
     _tamper(
         store,
-        "INSERT INTO rm_tel_counters (name, label, value) VALUES ('forged', '', 1.0)",
+        "INSERT INTO rm_tel_counters (name, label, value) VALUES ('forged', '', 1)",
     )
     result = check_projections(log)
     found = {v.aggregate_id: v.detail for v in result.violations}
@@ -162,7 +168,7 @@ def test_a_log_without_live_read_models_is_skipped_with_a_reason(store_url):
 
 def test_the_audit_finds_the_same_in_worker_processes_and_in_process(projected):
     log, store = projected
-    _tamper(store, "UPDATE rm_agents SET status = 'busy'")
+    _tamper(store, "UPDATE rm_agents SET status = ?", (STATUSES.code["busy"],))
     parallel, serial = audit(log, parallel=True), audit(log, parallel=False)
     assert parallel.violations == serial.violations
     assert [v.aggregate_id for v in parallel.violations] == ["rm_agents"]
@@ -177,14 +183,14 @@ def test_every_projection_is_in_exactly_one_worker_group():
 def test_released_rows_count_in_the_digest_as_if_kept():
     kept, released = DigestRows([RM_TASKS]), DigestRows([RM_TASKS])
     rows = [
-        {c: (f"task-{i}" if c == "task_id" else i) for c in RM_TASKS.column_names} for i in range(5)
+        [(b"task-%d" % i) if c == "task_id" else i for c in RM_TASKS.column_names] for i in range(5)
     ]
     for row in rows:
-        kept.put(RM_TASKS, dict(row))
-        released.put(RM_TASKS, dict(row))
-    released.release(["task-1", "task-3", "task-9"])
+        kept.put(RM_TASKS, list(row))
+        released.put(RM_TASKS, list(row))
+    released.release([b"task-1", b"task-3", b"task-9"])
     assert kept.digests() == released.digests()
-    assert released.get(RM_TASKS, ("task-1",)) is None
+    assert released.get(RM_TASKS, (b"task-1",)) is None
     assert kept.digests()["rm_tasks"][1] == 5
 
 

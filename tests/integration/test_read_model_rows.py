@@ -14,7 +14,7 @@ from tierlog.adapters.tools.demo import run_demo
 from tierlog.domain import commands as cmd
 from tierlog.domain.clock import VirtualClock
 from tierlog.domain.config import SchedulerConfig
-from tierlog.projections.base import fold_version
+from tierlog.projections.base import STATES, STATUSES, fold_version, id_text
 from tierlog.projections.registry import all_projections
 
 _LIVE = ("queued", "assigned", "dead_lettered")
@@ -26,7 +26,12 @@ def _dump(store: ReadStore) -> dict[str, list[tuple[object, ...]]]:
 
 
 def _ids(store: ReadStore, sql: str) -> set[str]:
-    return {str(row[0]) for row in store.query(sql)}
+    return {_text(row[0]) for row in store.query(sql)}
+
+
+def _text(value: object) -> str:
+    """A key as the answers show it (a task id's bytes as its text)."""
+    return id_text(value) if isinstance(value, bytes) else str(value)
 
 
 def _positions(store: ReadStore) -> dict[str, int]:
@@ -66,11 +71,14 @@ def test_the_demos_queue_and_agents_hold_live_rows_and_the_audit_agrees(new_stor
     log = EventLog(url)
     runner = runner_on(log)
     store = runner.store
-    states = dict(store.query("SELECT task_id, state FROM rm_tasks"))
+    states = {
+        _text(t): STATES.names[s] for t, s in store.query("SELECT task_id, state FROM rm_tasks")
+    }
     live = {task_id for task_id, state in states.items() if state in _LIVE}
     assert len(live) < len(states)
     assert _ids(store, "SELECT task_id FROM rm_queue") == live
-    assert store.query("SELECT COUNT(*) FROM rm_agents WHERE status = 'deregistered'")[0][0] == 0
+    gone = STATUSES.code["deregistered"]
+    assert store.query("SELECT COUNT(*) FROM rm_agents WHERE status = ?", (gone,))[0][0] == 0
     result = check_projections(log)
     assert result.violations == [] and "compared by digest" in result.checked
     runner.close()
@@ -80,19 +88,20 @@ def test_the_demos_queue_and_agents_hold_live_rows_and_the_audit_agrees(new_stor
 def _as_an_older_fold_left_them(store: ReadStore) -> None:
     """Put back what version 1 of the queue, agents and telemetry folds kept (a
     completed task's row, a deregistered agent, timers counted under no reason), and
-    forget the versions, as read models written before ``rm_folds`` existed."""
+    forget their versions, as read models written before ``rm_folds`` existed."""
     with store.transaction() as db:
         db.execute(
             "INSERT INTO rm_queue SELECT task_id, 0, priority, priority_rank, submit_position,"
             " tier, effective_tier, NULL, generation, submitted_at, complete_by, '[]',"
-            " description, NULL, NULL, NULL, position FROM rm_tasks WHERE state = 'completed'"
+            " description, NULL, NULL, NULL, position FROM rm_tasks WHERE state = ?",
+            (STATES.code["completed"],),
         )
         db.execute(
-            "INSERT INTO rm_agents VALUES ('gone', 'deregistered', '[]', NULL, NULL, NULL,"
-            " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', 1)"
+            "INSERT INTO rm_agents VALUES ('gone', ?, '[]', NULL, NULL, NULL, 0, 0, 1)",
+            (STATUSES.code["deregistered"],),
         )
         db.execute("INSERT INTO rm_tel_counters VALUES ('timers_started', '', 99)")
-        db.execute("DELETE FROM rm_folds")
+        db.execute("DELETE FROM rm_folds WHERE name IN ('queue', 'agents', 'telemetry')")
 
 
 def test_read_models_an_older_fold_wrote_are_folded_again_at_start(new_store):
@@ -168,7 +177,8 @@ def test_a_runner_renews_only_its_own_read_models(store_url):
     queue_only = [p for p in all_projections() if p.name == "queue"]
     alone = ProjectionRunner(log, runner.store, queue_only)
     alone.start()
-    assert dict(runner.store.query("SELECT name, version FROM rm_folds")) == {"queue": 2}
+    versions = dict(runner.store.query("SELECT name, version FROM rm_folds"))
+    assert versions == {"queue": fold_version(queue_only[0])}
     assert _positions(runner.store)["agents"] == log.head()
     alone.run_until_caught_up()
     runner.close()

@@ -105,8 +105,8 @@ def test_telemetry_tier_returns_to_the_own_tier_on_manual_retry(sqlite_url):
     runtime.execute(cmd.RetryTask(task_id=task))
     runner = runner_on(sqlite_url)
     runner.run_until_caught_up()
-    rows = runner.store.query("SELECT state, tier FROM rm_tel_tasks")
-    assert rows == [("queued", "standard")]
+    rows = runner.store.fetch("SELECT state, tier FROM rm_tel_tasks")
+    assert rows == [{"state": "queued", "tier": "standard"}]
     assert runtime.state.tasks[task].effective_tier == "standard"
     runner.close()
     runtime.log.close()

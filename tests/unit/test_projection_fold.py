@@ -29,7 +29,7 @@ class Recording:
         self.asked: list[type] = []
 
     def _record(self, rows: Any, position: int, event: ev.DomainEvent) -> None:
-        rows.put(LOG, {"name": self.name, "position": position})
+        rows.put(LOG, [self.name, position])
 
     def handlers_for(self, event_type: type) -> Sequence[Handler]:
         self.asked.append(event_type)
@@ -104,4 +104,4 @@ def test_telemetry_counts_every_event_and_tasks_ignore_endpoint_events() -> None
     Fold([(TelemetryProjection(), 0, None)]).apply(
         rows, [(1, _endpoint_health()), (2, _heartbeat())]
     )
-    assert rows.rows[("rm_tel_counters", ("events", ""))]["value"] == 2.0
+    assert rows.rows[("rm_tel_counters", ("events", ""))] == ["events", "", 2]

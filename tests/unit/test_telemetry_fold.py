@@ -21,6 +21,7 @@ from tierlog.projections.base import FIRST_VERSION, Fold, fold_version
 from tierlog.projections.telemetry import (
     RM_TEL_COUNTERS,
     RM_TEL_TASK_TIMERS,
+    RM_TEL_TASKS,
     TelemetryProjection,
     summarise,
 )
@@ -42,24 +43,19 @@ def _fold(events: Sequence[ev.DomainEvent]) -> MemoryRows:
 
 
 def _summary(rows: MemoryRows) -> dict[str, Any]:
-    counters = [
-        (row["name"], row["label"], row["value"])
-        for (table, _), row in rows.rows.items()
-        if table == RM_TEL_COUNTERS.name
-    ]
-    states: dict[tuple[str, str], int] = {}
-    for (table, _), row in rows.rows.items():
-        if table == "rm_tel_tasks":
-            key = (row["state"], row["tier"])
-            states[key] = states.get(key, 0) + 1
+    counters = [(name, label, value) for name, label, value in rows.all_stored(RM_TEL_COUNTERS)]
+    states: dict[tuple[int, int], int] = {}
+    for row in rows.all_stored(RM_TEL_TASKS):
+        key = (row[1], row[2])  # state, tier: codes, as the read side's query gives them
+        states[key] = states.get(key, 0) + 1
     return summarise(counters, [(s, t, n) for (s, t), n in states.items()])
 
 
 def _timer_rows(rows: MemoryRows, task_id: UUID) -> list[tuple[int, str]]:
     return sorted(
         (row["position"], row["outcome"])
-        for (table, _), row in rows.rows.items()
-        if table == RM_TEL_TASK_TIMERS.name and row["task_id"] == str(task_id)
+        for row in rows.all(RM_TEL_TASK_TIMERS)
+        if row["task_id"] == str(task_id)
     )
 
 
