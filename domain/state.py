@@ -4,8 +4,9 @@
 rebuilt from the log equals live state by construction. Each aggregate's record
 evolves through its own module's pure ``evolve`` (``tierlog.domain.aggregates``); this
 class composes them and owns only what spans aggregates: the queue in order (and by
-tier), the idle agents in order (and by host), the deadline heap and the agents' token
-digests (an idempotency key needs no index: it derives its task's id). While a unit of
+tier, with the indexes a pass reads: ``queue_indexes``), the idle agents in order (and
+by host), the deadline heap and the agents' token digests (an idempotency key needs no
+index: it derives its task's id). While a unit of
 work is open, every change is recorded in its undo log (``self.undo``) so a batch that
 loses a race can be taken back.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -35,6 +36,7 @@ from tierlog.domain.aggregates.endpoint import EndpointRecord
 from tierlog.domain.aggregates.scheduler import PendingTimer, SchedulerRecord
 from tierlog.domain.aggregates.task import TaskRecord
 from tierlog.domain.config import SchedulerConfig
+from tierlog.domain.queue_indexes import QueueIndexes
 from tierlog.domain.undo import MISSING, UndoLog
 from tierlog.domain.working_set import Ref, Retention, Settled, WorkingSet
 
@@ -46,7 +48,7 @@ _AGENT = agent_aggregate.EVOLVERS
 _ENDPOINT = endpoint_aggregate.EVOLVERS
 
 
-class SchedulerState(WorkingSet):
+class SchedulerState(QueueIndexes, WorkingSet):
     """Everything the scheduler decides from, folded from the log."""
 
     def __init__(
@@ -157,52 +159,6 @@ class SchedulerState(WorkingSet):
         """Where the last configuration was recorded (0: none yet)."""
         return self.scheduler.config_position
 
-    def _queue_add(self, task: TaskRecord) -> None:
-        key = (*task.queue_key, task.task_id)
-        self._sorted_add(self.queue, key)
-        tier = task.effective_tier
-        self._tier_add(self.queued_by_tier, tier, key)
-        if task.escalated_to is not None:
-            self._tier_add(self.escalated_by_tier, tier, key)
-        self._timer_index_add(task, tier, key)
-
-    def _queue_remove(self, task: TaskRecord) -> None:
-        key = (*task.queue_key, task.task_id)
-        self._sorted_remove(self.queue, key)
-        tier = task.effective_tier
-        self._remove_from(tier, key, self.queued_by_tier, self.escalated_by_tier)
-        self._remove_from(tier, key, self.untimed_by_tier, self.timed_by_tier)
-
-    def _remove_from(self, tier: str, key: Any, *indexes: dict[str, SortedList]) -> None:
-        for by_tier in indexes:
-            entries = by_tier.get(tier)
-            if entries is not None:
-                self._sorted_remove(entries, key)
-
-    def _timer_index_add(self, task: TaskRecord, tier: str, key: Any) -> None:
-        if task.task_id in self.timers:
-            self._tier_add(self.timed_by_tier, tier, key)
-        elif task.escalated_to is None:
-            self._tier_add(self.untimed_by_tier, tier, key)
-
-    def _tier_add(self, by_tier: dict[str, SortedList], tier: str, key: Any) -> None:
-        if tier not in by_tier:
-            self._set(by_tier, tier, SortedList())
-        self._sorted_add(by_tier[tier], key)
-
-    def _timer_changed(self, task_id: UUID) -> None:
-        """Move a queued task between ``untimed_by_tier`` and ``timed_by_tier`` once its
-        timer started or ended."""
-        task = self.tasks.get(task_id)
-        if task is None:
-            return
-        key = (*task.queue_key, task_id)
-        tier = task.effective_tier
-        if key not in self.queued_by_tier.get(tier, ()):
-            return
-        self._remove_from(tier, key, self.untimed_by_tier, self.timed_by_tier)
-        self._timer_index_add(task, tier, key)
-
     def _push_deadline(self, when: datetime, kind: str, task_id: UUID, generation: int) -> None:
         # Pushes are not undone: entries are checked against state when they come due.
         self._deadline_counter += 1
@@ -286,29 +242,6 @@ class SchedulerState(WorkingSet):
                 and task.complete_by.timestamp() == when
             )
         return False
-
-    def queued_tasks(self, tier: str | None = None) -> Iterator[TaskRecord]:
-        """Queued tasks (of one effective tier, if given) in queue order.
-
-        A snapshot: safe to change the queue meanwhile.
-        """
-        tasks = self.tasks
-        source = self.queue if tier is None else self.queued_by_tier.get(tier, ())
-        for _, _, task_id in list(source):
-            yield tasks[task_id]
-
-    def untimed_tasks(self, tier: str) -> Iterator[TaskRecord]:
-        """Queued tasks of effective tier ``tier`` with no pending timer and not
-        escalated, in queue order. A snapshot, as ``queued_tasks``."""
-        tasks = self.tasks
-        for _, _, task_id in list(self.untimed_by_tier.get(tier, ())):
-            yield tasks[task_id]
-
-    def escalated_tasks(self, tier: str) -> Iterator[TaskRecord]:
-        """Queued tasks escalated to ``tier``, in queue order. A snapshot."""
-        tasks = self.tasks
-        for _, _, task_id in list(self.escalated_by_tier.get(tier, ())):
-            yield tasks[task_id]
 
     def version_of_agent(self, agent_id: str) -> int:
         """The agent aggregate's current version (0 if never registered)."""
