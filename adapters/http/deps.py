@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -83,7 +82,7 @@ from tierlog.adapters.http.callers import (
 )
 from tierlog.adapters.http.errors import ApiError as ApiError
 from tierlog.adapters.http.errors import command_error
-from tierlog.adapters.http.notices import CancelNotices
+from tierlog.adapters.http.long_polls import LongPolls as LongPolls
 from tierlog.adapters.readside import dashboard as dashboard_reads
 from tierlog.adapters.readside.event_lines import event_line as event_line
 from tierlog.adapters.readside.event_lines import task_of as task_of
@@ -358,60 +357,6 @@ class Reads:
         stale_at = min((reason_changes_at(row, now) for row in rows), default=math.inf)
         body = msgspec.json.encode({"position": position, "total": total, "tasks": rows})
         return body, stale_at
-
-
-@dataclass
-class LongPolls:
-    """The agents' waiting long-polls, and what wakes them."""
-
-    max_wait_s: float = LONG_POLL_MAX_S
-    loop: asyncio.AbstractEventLoop | None = None
-    waiters: dict[str, set[asyncio.Event]] = field(default_factory=lambda: defaultdict(set))
-    closing: bool = False
-    # The cancellations agents were told of on their polls (each once per node).
-    cancelled: CancelNotices = field(default_factory=CancelNotices)
-
-    @contextmanager
-    def waiting(self, agent_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever something may have changed for ``agent_id``."""
-        waiter = asyncio.Event()
-        self.waiters[agent_id].add(waiter)
-        try:
-            yield waiter
-        finally:
-            self.waiters[agent_id].discard(waiter)
-            if not self.waiters[agent_id]:
-                self.waiters.pop(agent_id, None)
-
-    def on_committed(self, applied: Sequence[tuple[int, ev.DomainEvent]]) -> None:
-        """Runtime listener (writer thread): wake long-polls of agents that got work."""
-        agents = {
-            e.agent_id
-            for _, e in applied
-            if isinstance(e, ev.AgentReserved | ev.AgentDeregistered | ev.AgentRegistered)
-        }
-        if agents:
-            # The waiters belong to the event loop: touch them only from there.
-            self._on_loop(self._wake, agents)
-
-    def shutting_down(self) -> None:
-        """The server is stopping: every long-poll answers now (any thread)."""
-        self.closing = True
-        self._on_loop(self._wake, set(self.waiters))
-
-    def _on_loop(self, wake: Callable[[set[str]], None], agents: set[str]) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed():  # not serving yet, or no longer
-            return
-        try:
-            loop.call_soon_threadsafe(wake, agents)
-        except RuntimeError:  # closed between the check and the call, as serve stops
-            return
-
-    def _wake(self, agents: set[str]) -> None:
-        for agent_id in agents:
-            for waiter in self.waiters.get(agent_id, ()):
-                waiter.set()
 
 
 @dataclass
