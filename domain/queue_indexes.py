@@ -70,8 +70,14 @@ class QueueIndexes(Recorded):
         key = (*task.queue_key, task.task_id)
         self._sorted_remove(self.queue, key)
         tier = task.effective_tier
-        self._remove_from(tier, key, self.queued_by_tier, self.escalated_by_tier)
-        self._remove_from(tier, key, self.untimed_by_tier, self.timed_by_tier)
+        self._remove_from(tier, key, self.queued_by_tier)
+        # Only from the indexes it is in (a miss costs SortedList an exception).
+        if task.escalated_to is not None:
+            self._remove_from(tier, key, self.escalated_by_tier)
+        if task.task_id in self.timers:
+            self._remove_from(tier, key, self.timed_by_tier)
+        elif task.escalated_to is None:
+            self._remove_from(tier, key, self.untimed_by_tier)
 
     def _remove_from(self, tier: str, key: Any, *indexes: dict[str, SortedList]) -> None:
         for by_tier in indexes:
