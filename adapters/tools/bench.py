@@ -23,7 +23,12 @@ from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.tools.bench_fleet import SPECS as _SPECS
-from tierlog.adapters.tools.bench_fleet import fleet_on, submit_command, time_submissions
+from tierlog.adapters.tools.bench_fleet import (
+    fleet_on,
+    submit_command,
+    submit_figures,
+    time_submissions,
+)
 from tierlog.adapters.tools.bench_postgres import bench_submit_to_assigned_postgres, with_schema
 from tierlog.adapters.tools.bench_runner import bench_runner_on_mix, bench_runner_vs_writer
 from tierlog.domain import events as ev
@@ -166,16 +171,8 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         setup, timed = _log_rows(workdir / f"submit-{r}.db", head)
         same = _raw_sqlite_rate(workdir / f"raw-same-{r}.db", timed, batch * 5, before=setup)
         same_rows.append(same / per_task)
-    ratios = [o / b for o, b in zip(rates, raw, strict=True)]
     return {
-        "tasks": tasks,
-        "batch": batch,
-        "repeats": repeats,
-        "events_per_task": round(statistics.median(events_per_task), 2),
-        "tasks_per_s_median": round(statistics.median(rates)),
-        "raw_sqlite_equivalent_tasks_per_s_median": round(statistics.median(raw)),
-        "ratio_median": round(statistics.median(ratios), 3),
-        "ratios": [round(x, 3) for x in ratios],
+        **submit_figures((tasks, batch, repeats), rates, raw, events_per_task, "sqlite"),
         "raw_sqlite_same_rows_tasks_per_s_median": round(statistics.median(same_rows)),
         "ratio_to_same_rows_median": round(
             statistics.median(o / b for o, b in zip(rates, same_rows, strict=True)), 3

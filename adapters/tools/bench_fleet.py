@@ -4,7 +4,9 @@ by the SQLite and PostgreSQL figures (``bench``, ``bench_postgres``)."""
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tierlog.adapters import bootstrap
@@ -67,3 +69,27 @@ def time_submissions(runtime: SchedulerRuntime, tasks: int, batch: int) -> tuple
     if assigned != tasks:
         raise RuntimeError(f"bench: only {assigned} of {tasks} tasks were assigned")
     return elapsed, runtime.log.head() - head
+
+
+def submit_figures(
+    runs: tuple[int, int, int],
+    rates: Sequence[float],
+    raw: Sequence[float],
+    events_per_task: Sequence[float],
+    baseline: str,
+) -> dict[str, Any]:
+    """The submit->assigned figures of ``runs`` (tasks, batch, repeats): medians of our
+    ``rates`` and of the ``raw`` baseline's (tasks/s, named ``baseline``), and of the
+    runs' ratios, each ratio taken within its own run."""
+    tasks, batch, repeats = runs
+    ratios = [ours / base for ours, base in zip(rates, raw, strict=True)]
+    return {
+        "tasks": tasks,
+        "batch": batch,
+        "repeats": repeats,
+        "events_per_task": round(statistics.median(events_per_task), 2),
+        "tasks_per_s_median": round(statistics.median(rates)),
+        f"raw_{baseline}_equivalent_tasks_per_s_median": round(statistics.median(raw)),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(x, 3) for x in ratios],
+    }

@@ -11,7 +11,6 @@ works in schemas of its own, dropped afterwards, whatever happens.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import psycopg
 
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import postgres_connect_args, store_env
-from tierlog.adapters.tools.bench_fleet import fleet_on, time_submissions
+from tierlog.adapters.tools.bench_fleet import fleet_on, submit_figures, time_submissions
 from tierlog.domain.errors import ValidationError
 
 ROWS_PER_TASK = 5
@@ -101,14 +100,4 @@ def bench_submit_to_assigned_postgres(
             events_per_task.append(appended / tasks)
             rows_per_s = raw_psycopg_rate(dsn, events_table, appended, batch * ROWS_PER_TASK)
             raw.append(rows_per_s / (appended / tasks))
-    ratios = [o / b for o, b in zip(rates, raw, strict=True)]
-    return {
-        "tasks": tasks,
-        "batch": batch,
-        "repeats": repeats,
-        "events_per_task": round(statistics.median(events_per_task), 2),
-        "tasks_per_s_median": round(statistics.median(rates)),
-        "raw_psycopg_equivalent_tasks_per_s_median": round(statistics.median(raw)),
-        "ratio_median": round(statistics.median(ratios), 3),
-        "ratios": [round(x, 3) for x in ratios],
-    }
+    return submit_figures((tasks, batch, repeats), rates, raw, events_per_task, "psycopg")
