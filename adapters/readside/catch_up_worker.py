@@ -53,11 +53,11 @@ def worth_a_worker(settings: Settings, behind: int) -> bool:
 def fold_read_models(settings: Settings, stop: int) -> int:
     """The worker's work: fold every read model of ``settings.store`` up to position
     ``stop``; returns the events folded."""
-    log = EventLog(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
+    events = EventLog(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
     try:
         # A long stretch of the log: fewer, fuller transactions write each row fewer times.
         runner = ProjectionRunner(
-            log, ReadStore(log), batch=max(settings.projection_batch, START_FOLD_BATCH)
+            events, ReadStore(events), batch=max(settings.projection_batch, START_FOLD_BATCH)
         )
         try:
             runner.start()
@@ -66,7 +66,7 @@ def fold_read_models(settings: Settings, stop: int) -> int:
         finally:
             runner.close()
     finally:
-        log.close()
+        events.close()
 
 
 def _settings_for_worker(settings: Settings) -> bytes:
@@ -95,6 +95,7 @@ def read_models_folded_aside(settings: Settings, stop: int) -> Iterator[subproce
         assert worker.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: its exit code says
             worker.stdin.write(_settings_for_worker(settings))
+        with contextlib.suppress(BrokenPipeError):
             worker.stdin.close()
         yield worker
     except BaseException:
