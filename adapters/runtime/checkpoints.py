@@ -176,6 +176,9 @@ class SchedulerCheckpoints:
                     return
                 item = newer
             self._write(*item)
+            # Not held while waiting for the next: a dump is megabytes (measured: a
+            # 2.3 MB dump stayed resident between two checkpoints of a 1,000-live fleet).
+            item = newer = None
 
     def _write(self, position: int, chain: bytes, data: bytes) -> None:
         try:

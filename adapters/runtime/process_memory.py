@@ -36,6 +36,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 GC_THRESHOLDS = (50_000, 20, 10)
 """The collector's thresholds for a scheduler process: a young collection every 50,000
 container allocations (instead of 700), a middle one every 20 young ones, a full one
@@ -69,6 +70,24 @@ def limit_malloc_arenas(count: int) -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(M_ARENA_MAX, count))
+
+
+def fix_mmap_threshold(kilobytes: int) -> bool:
+    """Serve every allocation of ``kilobytes`` KiB or more with a mapping of its own,
+    unmapped when freed (glibc's ``M_MMAP_THRESHOLD``); 0 leaves glibc's sliding
+    threshold. False where the C library is not glibc.
+
+    By default glibc raises the threshold to the size of the largest mapped block freed
+    so far (up to 32 MB), and blocks below it then come from the heap, where freeing
+    them rarely gives memory back: one multi-megabyte checkpoint dump is enough to move
+    every later large buffer of a long-running ``serve`` onto the heap.
+    """
+    if kilobytes == 0:
+        return True
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, kilobytes * 1024))
 
 
 def release_free_memory() -> bool:

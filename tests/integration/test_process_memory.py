@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 import time
 
 import pytest
 
 from tierlog.adapters.runtime.process_memory import (
     FreeMemoryTrimmer,
+    fix_mmap_threshold,
     release_free_memory,
     trimming_free_memory,
 )
@@ -65,3 +68,47 @@ def test_the_block_stops_its_trimmer() -> None:
         assert trimmer is not None
         assert trimmer.running
     assert not trimmer.running
+
+
+_REUSED_BUFFER = """
+import sys
+from tierlog.adapters.runtime.process_memory import fix_mmap_threshold
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold(128)
+base = rss_mb()
+for _ in range(3):  # a big buffer made and freed, as a checkpoint's dump is
+    buffer = bytearray(24 * 1024 * 1024)
+    buffer[::4096] = b"x" * len(buffer[::4096])
+    del buffer
+print(rss_mb() - base)
+"""
+
+
+def _kept_after_big_buffers(mode: str) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", _REUSED_BUFFER, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return float(done.stdout.strip())
+
+
+@glibc_only
+def test_a_fixed_mmap_threshold_hands_big_freed_buffers_back() -> None:
+    # glibc's sliding threshold moves the second buffer onto the heap, where it stays
+    # resident once freed; with the threshold fixed each buffer is unmapped when freed.
+    assert _kept_after_big_buffers("sliding") > 16
+    assert _kept_after_big_buffers("fixed") < 4
+
+
+def test_zero_leaves_the_threshold_alone() -> None:
+    assert fix_mmap_threshold(0)
