@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tierlog.adapters.history.checkpoints import checkpoints_mismatch
 from tierlog.adapters.history.checkpoints import keep_aside as checkpoints_keep_aside
@@ -26,6 +26,7 @@ from tierlog.adapters.readside.runner import ProjectionRunner
 from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.cluster import ClusterNode
+from tierlog.adapters.runtime.ids import new_task_id as time_ordered_id
 from tierlog.adapters.runtime.ollama_prober import OllamaProber
 from tierlog.adapters.runtime.process_memory import cyclic_gc_paused, tune_collector
 from tierlog.adapters.runtime.writer import SchedulerRuntime
@@ -122,7 +123,7 @@ def build_runtime(
     log: EventLog,
     *,
     clock: Clock | None = None,
-    new_task_id: Callable[[], UUID] = uuid4,
+    new_task_id: Callable[[], UUID] = time_ordered_id,
     long_running: bool = False,
 ) -> SchedulerRuntime:
     """The scheduler runtime over ``log``, under ``settings.scheduler``; not started.
@@ -316,7 +317,7 @@ def build_system(
     settings: Settings,
     *,
     clock: Clock | None = None,
-    new_task_id: Callable[[], UUID] = uuid4,
+    new_task_id: Callable[[], UUID] = time_ordered_id,
 ) -> System:
     """Everything ``serve`` runs, built from ``settings``; nothing started."""
     log = open_log(settings, leader=True)

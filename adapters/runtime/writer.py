@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.cluster import ClusterNode, encode_answer
+from tierlog.adapters.runtime.ids import new_task_id as time_ordered_id
 from tierlog.adapters.runtime.recall import StoreRecall
 from tierlog.adapters.settings import MAX_BATCH, READ_BATCH, STORE_RETRY_S, WRITER_POLL_S
 from tierlog.adapters.store.event_log import EventLog
@@ -93,7 +94,7 @@ class SchedulerRuntime:
         config: SchedulerConfig,
         clock: Clock,
         *,
-        new_task_id: Callable[[], UUID] = uuid4,
+        new_task_id: Callable[[], UUID] = time_ordered_id,
         read_batch: int = READ_BATCH,
         record_config: bool = True,
         poll_interval: float = WRITER_POLL_S,
