@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from tierlog.adapters import bootstrap
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.ids import new_task_id as time_ordered_id
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
@@ -26,7 +27,7 @@ def runtime_on(
     clock: Clock | None = None,
     *,
     start: bool = True,
-    new_task_id: Callable[[], UUID] = uuid4,
+    new_task_id: Callable[[], UUID] = time_ordered_id,
     long_running: bool = False,
     **settings: Any,
 ) -> SchedulerRuntime:
