@@ -295,8 +295,10 @@ class Operator:
                 return
 
     def resolve(self, task_id: str) -> str:
-        """The full id of the one task whose id starts with ``task_id`` (a whole id is
-        returned as it is). ``NotFound`` if none does, ``ValidationFailed`` if several."""
+        """The full id of the one task whose id starts or ends with ``task_id`` (a
+        whole id is returned as it is; tables show an id's end, since ids made in the
+        same minute share their start). ``NotFound`` if none does, ``ValidationFailed``
+        if several."""
         text = task_id.strip().lower()
         try:
             return str(uuid.UUID(text))
@@ -304,13 +306,19 @@ class Operator:
             pass
         if not text or any(c not in "0123456789abcdef-" for c in text):
             raise ValidationFailed(422, "validation_error", f"{task_id!r} is no task id", "id")
-        found = [row["task_id"] for row in self.iter_tasks() if row["task_id"].startswith(text)]
+        found = [
+            row["task_id"]
+            for row in self.iter_tasks()
+            if row["task_id"].startswith(text) or row["task_id"].endswith(text)
+        ]
         if not found:
-            raise NotFound(404, "not_found", f"no task id starts with {task_id!r}", "id")
+            raise NotFound(404, "not_found", f"no task id starts or ends with {task_id!r}", "id")
         if len(found) > 1:
             shown = ", ".join(found[:5])
             raise ValidationFailed(
-                422, "validation_error", f"{task_id!r} is the start of {len(found)} ids: {shown}"
+                422,
+                "validation_error",
+                f"{task_id!r} is the start or end of {len(found)} ids: {shown}",
             )
         return str(found[0])
 

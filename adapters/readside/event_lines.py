@@ -43,7 +43,7 @@ def _sentence(event: ev.DomainEvent) -> str | None:
         case ev.TaskAssigned():
             return f"assigned to {event.agent_id} (generation {event.generation})"
         case ev.AgentReserved():
-            return f"{event.agent_id} reserved for task {str(event.task_id)[:8]}"
+            return f"{event.agent_id} reserved for task {str(event.task_id)[-8:]}"
         case ev.TaskCompleted():
             return f"completed by {event.agent_id}"
         case ev.TaskFailed():

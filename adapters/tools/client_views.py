@@ -11,7 +11,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SHORT_ID = 8  # characters of a task id shown in tables (any unique prefix is accepted)
+SHORT_ID = 8
+"""Characters of a task id shown in tables: its last ones (new ids start with the time
+they were made, so tasks of the same minute share their first characters). The
+operator commands accept any unique start or end of an id."""
+
+
+def short_id(task_id: object) -> str:
+    """The end of a task id that tables show (its random part)."""
+    return str(task_id or "")[-SHORT_ID:]
+
+
 DESCRIPTION_CHARS = 48
 # Payload fields worth a place on an event's line, in this order.
 EVENT_FIELDS = (
@@ -71,7 +81,7 @@ def tasks_table(rows: list[dict[str, Any]], title: str = "tasks") -> Table:
         ["id", "state", "tier", "priority", "agent", "gen", "description"],
         [
             [
-                r["task_id"][:SHORT_ID],
+                short_id(r["task_id"]),
                 r.get("state"),
                 r.get("effective_tier") or r.get("tier"),
                 r.get("priority"),
@@ -92,7 +102,7 @@ def queue_table(page: dict[str, Any]) -> Table:
         [
             [
                 r.get("queued"),
-                r["task_id"][:SHORT_ID],
+                short_id(r["task_id"]),
                 r.get("effective_tier"),
                 r.get("priority"),
                 r.get("waiting_reason"),
@@ -112,7 +122,7 @@ def agents_table(rows: list[dict[str, Any]]) -> Table:
             [
                 r["agent_id"],
                 r.get("status"),
-                (r.get("task_id") or "")[:SHORT_ID],
+                short_id(r.get("task_id")),
                 r.get("generation"),
                 ", ".join(r.get("capabilities") or []),
                 r.get("ollama_host"),
@@ -194,7 +204,7 @@ def event_summary(payload: dict[str, Any]) -> str:
 
 def event_line(event: dict[str, Any]) -> str:
     """One log event on one line: position, time, type, aggregate, what it says."""
-    aggregate = str(event.get("aggregate_id", ""))[:SHORT_ID]
+    aggregate = short_id(event.get("aggregate_id", ""))
     return (
         f"{event['position']:>8}  {event.get('timestamp', '')[:23]}  "
         f"{event.get('type', ''):<24} {aggregate:<8}  {event_summary(event.get('payload', {}))}"

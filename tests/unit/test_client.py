@@ -489,7 +489,7 @@ def test_status_counts_and_event_lines() -> None:
         "7",
         "2026-12-01T10:00:00.123",
         "TaskAssigned",
-        TASK_ID[:8],
+        TASK_ID[-8:],
         "agent_id=a1",
         "generation=1",
         "tier=trivial",

@@ -15,7 +15,8 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-export const shortId = (id) => (id ? String(id).slice(0, 8) : "");
+// The end of an id: new ids start with the time they were made (UUIDv7).
+export const shortId = (id) => (id ? String(id).slice(-8) : "");
 export const taskLink = (id) => (id ? h("a", { href: `#/task/${id}`, class: "mono" }, shortId(id)) : "—");
 export const pill = (text) => h("span", { class: `pill ${text}` }, text);
 
