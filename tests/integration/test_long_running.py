@@ -16,6 +16,11 @@ import pytest
 from wiring import runtime_on
 
 from tierlog.adapters.history.checkpoints import SCHEDULER_TABLE, checkpoints_path
+from tierlog.adapters.runtime.checkpoints import (
+    DUMP_SHARE,
+    SPACED_DUMP_S,
+    next_dump_not_before,
+)
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.store.event_log import EventLog, sqlite_file
 from tierlog.domain import commands as cmd
@@ -326,3 +331,34 @@ def test_a_queued_task_s_deadline_survives_a_restart_from_a_checkpoint(scheduler
     assert restarted.checkpoints.status.restored_from is not None
     task = restarted.state.tasks[waiting]
     assert (task.state, task.dead_letter_reason) == ("dead_lettered", "deadline_passed")
+
+
+# --- issue #17: checkpoint dumps take a bounded share of the writer's time -----------
+
+
+def test_a_slow_dump_spaces_the_next_checkpoint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    runtime = _scheduler(url, VirtualClock(), checkpoint_every_events=1000)
+    checkpoints = runtime.checkpoints
+    assert checkpoints is not None
+    try:
+        for batch in range(20):  # 20,000 queued tasks (no agent): a state worth dumping
+            runtime.execute_batch(
+                [cmd.SubmitTask(description=f"backlog {batch}-{n}") for n in range(1000)]
+            )
+        position = runtime.state.position
+        assert checkpoints.due(position)
+        runtime.housekeep()
+        took = checkpoints.status.last_dump_s
+        assert took >= SPACED_DUMP_S  # tens of ms for 20,000 tasks
+        # Events keep coming, but the next dump waits took / DUMP_SHARE seconds.
+        assert not checkpoints.due(position + 10 * checkpoints.every_events)
+        spaced = next_dump_not_before(0.0, took)
+        assert spaced == pytest.approx(took / DUMP_SHARE, rel=0.01)
+    finally:
+        runtime.stop()
+
+
+def test_short_dumps_are_not_spaced() -> None:
+    assert next_dump_not_before(100.0, SPACED_DUMP_S / 2) == 100.0
+    assert next_dump_not_before(100.0, 0.2) == pytest.approx(100.0 + 0.2 / DUMP_SHARE)
