@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+LAST_COVERED = "(SELECT last_position FROM {table} ORDER BY first_position DESC LIMIT 1)"
+"""The last position the hash chain covers (NULL when it is empty), as a subquery over
+the chain ``table``: by its key, since rows cover consecutive, ordered ranges
+(``MAX(last_position)`` would scan the whole table)."""
+
 ChainRow = tuple[int, int, bytes, bytes]
 """One chain row as read: ``(first, last, record_hashes, chain_hash)``."""
 
@@ -64,13 +69,14 @@ class ChainReads:
         table = self.recorder.chain_table_name
         if self.is_postgres:
             schema = self.env["POSTGRES_SCHEMA"]
-            sql = f'SELECT MAX(last_position) AS last FROM "{schema}"."{table}"'
+            qualified = f'"{schema}"."{table}"'
+            sql = f"SELECT {LAST_COVERED.format(table=qualified)} AS last"
             with self.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(sql)
                 row = curs.fetchone()
                 return int(row["last"] or 0) if row else 0
         with self.recorder.datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT MAX(last_position) FROM {table}")
+            curs.execute(f"SELECT {LAST_COVERED.format(table=table)}")
             row = curs.fetchone()
             return int(row[0] or 0) if row else 0
 

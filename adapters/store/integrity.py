@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from tierlog.adapters.store.chain_reads import LAST_COVERED
 from tierlog.adapters.store.event_log import EventLog, raw_id_bytes
 from tierlog.adapters.store.hash_chain import GENESIS, link, record_hash
 from tierlog.adapters.store.probe import sqlite_read_only
@@ -43,16 +44,17 @@ def _heads(log: EventLog) -> tuple[int, int]:
     events, chain = log.recorder.events_table_name, log.recorder.chain_table_name
     if log.is_postgres:
         schema = log.env["POSTGRES_SCHEMA"]
+        covered = LAST_COVERED.format(table=f'"{schema}"."{chain}"')
         sql = (
             f'SELECT (SELECT MAX(notification_id) FROM "{schema}"."{events}") AS head, '
-            f'(SELECT MAX(last_position) FROM "{schema}"."{chain}") AS chained'
+            f"{covered} AS chained"
         )
         with log.recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(sql)
             row = curs.fetchone()
             values = (row["head"], row["chained"]) if row else (0, 0)
     else:
-        sql = f"SELECT (SELECT MAX(rowid) FROM {events}), (SELECT MAX(last_position) FROM {chain})"
+        sql = f"SELECT (SELECT MAX(rowid) FROM {events}), {LAST_COVERED.format(table=chain)}"
         with log.recorder.datastore.transaction(commit=False) as curs:
             curs.execute(sql)
             found = curs.fetchone()

@@ -42,8 +42,9 @@ class TierlogPostgresRecorder(PostgresApplicationRecorder):
                 "chain_hash bytea NOT NULL)"
             ).format(schema=schema, chain=chain)
         )
+        # By the key: the last row by first position is the last by last position.
         self._chain_head = SQL(
-            "SELECT chain_hash FROM {schema}.{chain} ORDER BY last_position DESC LIMIT 1"
+            "SELECT chain_hash FROM {schema}.{chain} ORDER BY first_position DESC LIMIT 1"
         ).format(schema=schema, chain=chain)
         self._insert_chain = SQL("INSERT INTO {schema}.{chain} VALUES (%s, %s, %s, %s)").format(
             schema=schema, chain=chain
