@@ -1,20 +1,17 @@
 """Appends to a large log with random task ids and with the runtime's time-ordered ones.
 
-The log's rows are keyed by (task id, version). This bench fills a SQLite file with
-``base_tasks`` tasks of five rows each under random ids (a log as earlier tierlogs
-wrote it), then, on copies of it, times group commits of ``batch`` tasks whose ids come
-from ``uuid.uuid4`` or from ``tierlog.adapters.runtime.ids.new_task_id``, in turns,
-``repeats`` times each, with the page cache ``serve`` gives SQLite (2 MB). Rows are the
-size of a task's events (550-byte payloads); the schema is the log's.
+The log's rows are keyed by (task id, version). On a fresh SQLite file holding
+``base_tasks`` tasks of five rows each under random ids (a log as earlier tierlogs wrote
+it, inserted untimed), this times group commits of ``batch`` tasks whose ids come from
+``uuid.uuid4`` or from ``tierlog.adapters.runtime.ids.new_task_id``, in turns,
+``repeats`` times each: ``tierlog bench``'s raw SQLite baseline (the log's schema, WAL,
+SQLite's default 2 MB page cache), with rows the size of a task's events (550 bytes).
 """
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import statistics
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +19,8 @@ from typing import Any
 from uuid import UUID
 
 from tierlog.adapters.runtime.ids import new_task_id
+from tierlog.adapters.tools.bench import _raw_sqlite_rate
 
-_SCHEMA = (
-    "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, "
-    "topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"
-)
-_INSERT = "INSERT INTO stored_events VALUES (?,?,?,?)"
 _PAYLOAD = b"x" * 550
 ROWS_PER_TASK = 5
 
@@ -40,47 +33,20 @@ def _task_rows(ids: Callable[[], UUID], tasks: int) -> list[tuple[str, int, str,
     return rows
 
 
-def _base_log(path: Path, tasks: int) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(_SCHEMA)
-    for start in range(0, tasks, 10_000):
-        conn.execute("BEGIN")
-        conn.executemany(_INSERT, _task_rows(uuid.uuid4, min(10_000, tasks - start)))
-        conn.execute("COMMIT")
-    conn.close()
-
-
-def _rows_per_s(base: Path, ids: Callable[[], UUID], tasks: int, batch: int) -> float:
-    copy = base.with_name("copy.db")
-    shutil.copy(base, copy)
-    conn = sqlite3.connect(copy, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA cache_size=-2000")
-    commits = [_task_rows(ids, batch) for _ in range(tasks // batch)]
-    started = time.perf_counter()
-    for rows in commits:
-        conn.execute("BEGIN")
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.close()
-    copy.unlink()
-    return sum(len(rows) for rows in commits) / elapsed
-
-
 def run_task_ids_bench(
     base_tasks: int = 200_000, tasks: int = 40_000, batch: int = 1000, repeats: int = 3
 ) -> dict[str, Any]:
     """Rows/s appended under each kind of id (medians), and their ratio per turn."""
+    base = _task_rows(uuid.uuid4, base_tasks)
+    random_ids: list[float] = []
+    ordered_ids: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tierlog-task-ids-") as workdir:
-        base = Path(workdir) / "base.db"
-        _base_log(base, base_tasks)
-        random_ids: list[float] = []
-        ordered_ids: list[float] = []
-        for _ in range(repeats):
-            random_ids.append(_rows_per_s(base, uuid.uuid4, tasks, batch))
-            ordered_ids.append(_rows_per_s(base, new_task_id, tasks, batch))
+        for turn in range(repeats):
+            for ids, rates in ((uuid.uuid4, random_ids), (new_task_id, ordered_ids)):
+                path = Path(workdir) / f"{len(rates)}-{turn}.db"
+                rows = _task_rows(ids, tasks)
+                rates.append(_raw_sqlite_rate(path, rows, batch * ROWS_PER_TASK, before=base))
+                path.unlink()
     return {
         "base_rows": base_tasks * ROWS_PER_TASK,
         "appended_rows": tasks * ROWS_PER_TASK,
