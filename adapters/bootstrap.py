@@ -23,6 +23,7 @@ from tierlog.adapters.readside.lineage import read_models_mismatch
 from tierlog.adapters.readside.queries import AsyncReadModels
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.readside.runner_process import ReadModelProgress, RunnerProcess
 from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.cluster import ClusterNode
@@ -191,7 +192,7 @@ def build_app(
 
     ctx = ApiContext.build(
         runtime=system.runtime,
-        runner=system.runner,
+        runner=system.read_progress,
         read_models=AsyncReadModels(system.log),
         admin_token=admin_token,
         viewer_token=_secret(system.settings.viewer_token),
@@ -251,6 +252,14 @@ class System:
     start_worker_exit: int | None = None
     """The exit code of the worker process that folded the read models while this
     system started (``catch_up_worker``); None: there was none."""
+    runner_process: RunnerProcess | None = None
+    """Keeps the read models up to date in a process of its own once started (None: the
+    runner's thread here does, fed by the writer's hand-over)."""
+
+    @property
+    def read_progress(self) -> ReadModelProgress:
+        """Whoever keeps the read models up to date once started: the HTTP edge's view."""
+        return self.runner if self.runner_process is None else self.runner_process
 
     def start(self) -> None:
         """Bring everything up to date in this thread: the read models are made ready
@@ -295,8 +304,12 @@ class System:
     def start_background(self) -> None:
         """``start()``, then the writer, the projection runner and the prober threads."""
         self.start()
+        if self.runner_process is not None:
+            self.runtime.hand_off_to(None)  # the child reads the store
+            self.runner_process.start()
         self.runtime.start_background()
-        self.runner.start_background()
+        if self.runner_process is None:
+            self.runner.start_background()
         if self.prober is not None:
             self.prober.start()
 
@@ -305,6 +318,8 @@ class System:
         close the stores."""
         if self.prober is not None:
             self.prober.stop()
+        if self.runner_process is not None:
+            self.runner_process.close()
         self.runner.close()
         self.runner.log.close()
         self.runtime.stop()
@@ -318,8 +333,11 @@ def build_system(
     *,
     clock: Clock | None = None,
     new_task_id: Callable[[], UUID] = time_ordered_id,
+    runner_process: bool = False,
 ) -> System:
-    """Everything ``serve`` runs, built from ``settings``; nothing started."""
+    """Everything ``serve`` runs, built from ``settings``; nothing started.
+    ``runner_process``: once started, the read models are kept up to date by a process
+    of their own (``readside.runner_process``), not by a thread here."""
     log = open_log(settings, leader=True)
     try:
         runtime = build_runtime(
@@ -342,7 +360,8 @@ def build_system(
         # The runner folds what the writer commits as it is handed over, in memory.
         runtime.hand_off_to(runner.accept_handover(settings.projection_handover_events).offer)
     prober = build_prober(settings, runtime) if settings.probe else None
-    return System(settings, log, runtime, runner, prober)
+    child = RunnerProcess(settings, runner) if runner_process else None
+    return System(settings, log, runtime, runner, prober, runner_process=child)
 
 
 def build_node(settings: Settings, log: EventLog) -> ClusterNode:

@@ -16,7 +16,7 @@ import re
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pydantic
@@ -191,6 +191,11 @@ class Settings(BaseSettings):
     )
     """Events ``serve``'s writer hands its projection runner in memory at most (when
     full, the runner reads the store instead; 0: the runner always reads the store)."""
+    projection_process: Literal["auto", "on", "off"] = "auto"
+    """Where ``serve`` keeps its read models up to date once started: in a process of
+    their own, on another core, so that folding them does not take the writer's
+    interpreter lock (``on``), or in a thread of ``serve`` fed by the writer's
+    hand-over (``off``); ``auto``: a process of their own when two cores are usable."""
     projection_worker_start_events: Annotated[int, Field(ge=0, le=10**12)] = (
         PROJECTION_WORKER_START_EVENTS
     )

@@ -87,7 +87,7 @@ from tierlog.adapters.readside import dashboard as dashboard_reads
 from tierlog.adapters.readside.event_lines import event_line as event_line
 from tierlog.adapters.readside.event_lines import task_of as task_of
 from tierlog.adapters.readside.queries import AsyncReadModels
-from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.readside.runner_process import ReadModelProgress
 from tierlog.adapters.runtime.cluster import NodeStatus
 from tierlog.adapters.runtime.writer import SchedulerRuntime, StoreFault
 from tierlog.adapters.settings import (
@@ -282,7 +282,7 @@ class Reads:
     """The read models, the wait for ``min_position``, and the shared queue page."""
 
     models: AsyncReadModels
-    runner: ProjectionRunner
+    runner: ReadModelProgress
     writer: Writer
     log: Log
     # GET /v1/queue answers by limit: (position, encoded body, when its waiting reasons
@@ -295,7 +295,7 @@ class Reads:
     async def at(self, min_position: int | None) -> int:
         """Wait (bounded) for the read models to reach ``min_position``; the position."""
         if min_position is None:
-            # serve runs the projection runner in this process: its position is at hand.
+            # The runner (or the process keeping the read models) said where it is.
             return self.runner.committed_position
         if min_position > max(self.writer.position, await self.log.head()):
             raise ApiError(
@@ -430,7 +430,7 @@ class ApiContext:
         cls,
         *,
         runtime: SchedulerRuntime,
-        runner: ProjectionRunner,
+        runner: ReadModelProgress,
         read_models: AsyncReadModels,
         admin_token: str,
         viewer_token: str | None = None,

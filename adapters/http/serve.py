@@ -1,5 +1,6 @@
-"""``tierlog serve``: the HTTP API, the scheduler runtime and the projection runner,
-in one process over one store."""
+"""``tierlog serve``: the HTTP API, the scheduler runtime and the projection runner over
+one store; the runner in a process of its own when two cores are usable
+(``readside.runner_process``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import uvicorn
 
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
+from tierlog.adapters.readside.runner_process import wants_process
 from tierlog.adapters.runtime.process_memory import (
     fix_mmap_threshold,
     limit_malloc_arenas,
@@ -92,7 +94,7 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     limit_malloc_arenas(settings.malloc_arenas)  # before any thread starts
     fix_mmap_threshold(settings.malloc_mmap_threshold_kb)
     limit_sqlite_memory(settings.sqlite_memory_mb)
-    system = bootstrap.build_system(settings)
+    system = bootstrap.build_system(settings, runner_process=wants_process(settings))
     ran = False
     try:
         _start(system)

@@ -69,7 +69,7 @@ def fold_read_models(settings: Settings, stop: int) -> int:
         events.close()
 
 
-def _settings_for_worker(settings: Settings) -> bytes:
+def settings_for_worker(settings: Settings) -> bytes:
     """``settings`` as JSON for the worker, without its secrets (it needs none)."""
     secrets = {
         name
@@ -94,7 +94,7 @@ def read_models_folded_aside(settings: Settings, stop: int) -> Iterator[subproce
     try:
         assert worker.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: its exit code says
-            worker.stdin.write(_settings_for_worker(settings))
+            worker.stdin.write(settings_for_worker(settings))
         with contextlib.suppress(BrokenPipeError):
             worker.stdin.close()
         yield worker

@@ -67,9 +67,9 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
-        # The position every read model has reached, as this runner last committed it
-        # or (another node's runner folding in turn with it) last found it committed.
-        self.committed_position = 0
+        self.on_position: Callable[[int], None] | None = None
+        """Called (on the thread that folded) each time ``committed_position`` moves."""
+        self._committed_position = 0
         self.handover: HandOver | None = None
         """What the writer hands over (``accept_handover``); None: the store only."""
         self.folded_from_handover = 0
@@ -85,6 +85,19 @@ class ProjectionRunner:
         self._kept: KeptRows = {}
         self._kept_at: dict[str, int] | None = None
         self.keep_rows = PROJECTION_KEEP_ROWS
+
+    @property
+    def committed_position(self) -> int:
+        """The position every read model has reached, as this runner last committed it
+        or (another node's runner folding in turn with it) last found it committed."""
+        return self._committed_position
+
+    @committed_position.setter
+    def committed_position(self, position: int) -> None:
+        moved = position != self._committed_position
+        self._committed_position = position
+        if moved and self.on_position is not None:
+            self.on_position(position)
 
     def accept_handover(self, capacity: int) -> HandOver:
         """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)
