@@ -136,7 +136,11 @@ class RunnerProcess:
             self._wake.set()
 
     def _spawn(self) -> None:
-        child = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # A session of its own: a terminal's Ctrl-C stops serve, which stops the child by
+        # closing its stdin (a child stopped first would be started again meanwhile).
+        child = subprocess.Popen(
+            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # it died at once: the watch says
             child.stdin.write(settings_for_worker(self.settings) + b"\n")

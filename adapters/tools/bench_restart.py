@@ -13,6 +13,7 @@ in time and the server is always stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -187,8 +188,13 @@ class Server:
     spawned: float
 
     def rss_mb(self) -> float:
-        """Its resident memory now (``VmRSS``), in MB."""
-        return vm_rss_mb(self.proc.pid)
+        """Its resident memory now, in MB: ``VmRSS`` of serve and of the processes it
+        started (the read models' process) added up, so pages they share count twice."""
+        total = vm_rss_mb(self.proc.pid)
+        for child in descendants(self.proc.pid):
+            with contextlib.suppress(FileNotFoundError, RuntimeError):  # it ended meanwhile
+                total += vm_rss_mb(child)
+        return total
 
     def tail(self) -> str:
         """The last lines it wrote, to say why it failed."""
@@ -196,6 +202,24 @@ class Server:
             return " | ".join(self.output.read_text(errors="replace").strip().splitlines()[-5:])
         except OSError:
             return ""
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (from ``/proc/<pid>/stat``)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The parent's pid is the second field after the ")" that ends the name.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
 
 
 def vm_rss_mb(pid: int) -> float:

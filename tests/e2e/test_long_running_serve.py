@@ -76,7 +76,9 @@ def _answers(server, token: str, task_id: str, generation: int) -> dict[str, tup
             json={"description": "fix typo", "complexity_tier": "trivial"},
             headers={"Idempotency-Key": "order-1"},
         )
-        task = admin.get(f"/v1/tasks/{task_id}")
+        # Read models follow the log (in another process): read at the last write's
+        # position, as a client reading its own writes does.
+        task = admin.get(f"/v1/tasks/{task_id}", params={"min_position": same.json()["position"]})
     return {
         "late complete": (late.status_code, late.json()),
         "stale heartbeat": (beat.status_code, beat.json()),

@@ -1,0 +1,41 @@
+"""The restart bench counts the memory of serve and of the processes it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tierlog.adapters.tools.bench_restart import Server, descendants, vm_rss_mb
+
+# Started with a depth: starts itself one level down, and the last level says "ready".
+_TREE = """\
+import subprocess, sys, time
+depth = int(sys.argv[1])
+if depth:
+    below = subprocess.Popen([sys.executable, __file__, str(depth - 1)])
+else:
+    print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_serves_memory_adds_up_the_processes_it_started(tmp_path: Path) -> None:
+    script = tmp_path / "tree.py"
+    script.write_text(_TREE)
+    parent = subprocess.Popen([sys.executable, script, "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "ready"  # the grandchild's
+        below = descendants(parent.pid)
+        assert len(below) == 2
+        server = Server(parent, "http://127.0.0.1:1", tmp_path / "out", 0.0)
+        each = [vm_rss_mb(pid) for pid in (parent.pid, *below)]
+        assert abs(server.rss_mb() - sum(each)) < 0.5 * min(each)
+    finally:
+        for pid in descendants(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
