@@ -19,6 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from tierlog.adapters.readside.handover import Events, HandOver
 from tierlog.adapters.readside.lineage import kept_as, mismatch_of
@@ -98,6 +99,10 @@ class ProjectionRunner:
         self._committed_position = position
         if moved and self.on_position is not None:
             self.on_position(position)
+
+    def status(self) -> dict[str, Any]:
+        """Where the read models are folded and how far (``/healthz``)."""
+        return {"in": "thread", "position": self.committed_position}
 
     def accept_handover(self, capacity: int) -> HandOver:
         """Fold what the writer hands over (``SchedulerRuntime.hand_off_to(h.offer)``)

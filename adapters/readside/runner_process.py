@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from tierlog.adapters.readside.catch_up_worker import settings_for_worker, usable_cores
 from tierlog.adapters.readside.read_store import ReadStore
@@ -59,6 +59,10 @@ class ReadModelProgress(Protocol):
 
     def wake(self) -> None:
         """Look at the log now (the writer calls this after each commit)."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Where the read models are folded and how far (``/healthz``)."""
         ...
 
 
@@ -127,6 +131,19 @@ class RunnerProcess:
             thread.daemon = True
             thread.start()
             self._threads.append(thread)
+
+    def status(self) -> dict[str, Any]:
+        """Where the read models are folded (``process``, or ``thread`` once children
+        kept dying), the child's process id, how often it was started again, and the
+        position last reported."""
+        if self.in_thread:
+            return {**self.fallback.status(), "restarts": self.restarts}
+        return {
+            "in": "process",
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "position": self._position,
+        }
 
     def wake(self) -> None:
         """Tell the child to look at the log now (never blocks)."""

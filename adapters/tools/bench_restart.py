@@ -265,9 +265,20 @@ def caught_up(health: dict[str, Any]) -> bool:
     )
 
 
-def wait_caught_up(server: Server, timeout_s: float) -> float:
-    """Poll ``/healthz`` every 10 ms until it answers with lag 0 everywhere; the seconds
-    since the process was spawned."""
+def read_side_settled(health: dict[str, Any]) -> bool:
+    """Whether the read models' own process (if serve has one) runs and has said it
+    stands at the log's head: its memory is then counted whole."""
+    status = health.get("read_models") or {}
+    if status.get("in") != "process":
+        return True
+    return status.get("pid") is not None and status.get("position") == health.get("log_head")
+
+
+def wait_caught_up(
+    server: Server, timeout_s: float, ready: Callable[[dict[str, Any]], bool] = caught_up
+) -> float:
+    """Poll ``/healthz`` every 10 ms until ``ready`` holds of its answer (by default:
+    lag 0 everywhere); the seconds since the process was spawned."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=server.url, timeout=2) as http:
         while time.monotonic() < deadline:
@@ -275,7 +286,7 @@ def wait_caught_up(server: Server, timeout_s: float) -> float:
                 raise RuntimeError(f"serve exited with {server.proc.returncode}: {server.tail()}")
             try:
                 answer = http.get("/healthz")
-                if answer.status_code == 200 and caught_up(answer.json()):
+                if answer.status_code == 200 and ready(answer.json()):
                     return time.perf_counter() - server.spawned
             except httpx.HTTPError:
                 pass
@@ -304,6 +315,7 @@ def timed_start(
     server = start_serve(store_dir, name, settings)
     try:
         seconds = wait_caught_up(server, timeout_s)
+        wait_caught_up(server, timeout_s, read_side_settled)
         return seconds, server.rss_mb()
     finally:
         stop_serve(server)
@@ -412,6 +424,7 @@ def run_restart_bench(
                 say(f"restart {n + 1} of {repeats}")
                 server = start_serve(work, f"restart-{n + 1}")
                 restarts.append(wait_caught_up(server, start_timeout_s))
+                wait_caught_up(server, start_timeout_s, read_side_settled)
                 rss_after.append(server.rss_mb())
                 if n + 1 < repeats:
                     stop_serve(server)

@@ -1,4 +1,5 @@
-"""The restart bench counts the memory of serve and of the processes it started."""
+"""The restart bench counts the memory of serve and of the processes it started, once
+the read models' process is up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tierlog.adapters.tools.bench_restart import Server, descendants, vm_rss_mb
+from tierlog.adapters.tools.bench_restart import Server, descendants, read_side_settled, vm_rss_mb
 
 # Started with a depth: starts itself one level down, and the last level says "ready".
 _TREE = """\
@@ -39,3 +40,12 @@ def test_serves_memory_adds_up_the_processes_it_started(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         parent.kill()
         parent.wait()
+
+
+def test_memory_is_read_once_the_read_models_process_stands_at_the_head() -> None:
+    in_thread = {"log_head": 9, "read_models": {"in": "thread", "position": 7}}
+    starting = {"log_head": 9, "read_models": {"in": "process", "pid": None, "position": 9}}
+    behind = {"log_head": 9, "read_models": {"in": "process", "pid": 42, "position": 7}}
+    there = {"log_head": 9, "read_models": {"in": "process", "pid": 42, "position": 9}}
+    assert read_side_settled(in_thread) and read_side_settled(there)
+    assert not read_side_settled(starting) and not read_side_settled(behind)

@@ -81,6 +81,12 @@ def test_the_read_models_follow_the_writer_from_another_process(system_with_chil
     system = system_with_child
     child = system.runner_process
     assert child is not None and child.pid is not None and child.pid != os.getpid()
+    assert system.read_progress.status() == {
+        "in": "process",
+        "pid": child.pid,
+        "restarts": 0,
+        "position": child.committed_position,
+    }
     _work(system, 0, 100)
     _caught_up(system)
     # Nothing was folded here once started: the child did it.
@@ -139,6 +145,8 @@ def test_children_that_keep_dying_leave_the_read_models_to_a_thread(
             _work(system, 0, 50)
             _caught_up(system)
         assert "died 3 times in a row (exit code 3)" in caplog.text
+        status = system.read_progress.status()
+        assert status["in"] == "thread" and status["restarts"] == 2
     finally:
         system.close()
 

@@ -241,7 +241,8 @@ async def raw_log(
 
 @router.get("/healthz")
 async def healthz(ctx: Ctx) -> dict[str, Any]:
-    """Liveness, with the log head and each read model's lag (no token needed).
+    """Liveness, with the log head, each read model's lag and where they are folded
+    (``read_models``: in serve's thread, or in a process of their own) (no token needed).
 
     ``status`` is ``ok``, ``degraded`` while the store fails (``reason`` and ``since``
     say why and since when; writes answer 503 until it recovers), or ``stopped``.
@@ -260,6 +261,7 @@ async def healthz(ctx: Ctx) -> dict[str, Any]:
         **why,
         "log_head": head,
         "projections": {n: {"position": p, "lag": max(0, head - p)} for n, p in positions.items()},
+        "read_models": ctx.reads.runner.status(),
         "node": node,
         "nodes": await ctx.writer.nodes(),
         "scheduler": ctx.writer.memory(),
