@@ -17,14 +17,9 @@ import uvicorn
 from tierlog.adapters import bootstrap
 from tierlog.adapters.http.auth import admin_token_path
 from tierlog.adapters.readside.runner_process import wants_process
-from tierlog.adapters.runtime.process_memory import (
-    fix_mmap_threshold,
-    limit_malloc_arenas,
-    trimming_free_memory,
-)
+from tierlog.adapters.runtime.process_memory import limit_process_memory, trimming_free_memory
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.faults import redact_url
-from tierlog.adapters.store.sqlite import limit_sqlite_memory
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -91,9 +86,11 @@ def serve(settings: Settings, *, accept_replaced_log: bool = False) -> None:
     """
     for aside in bootstrap.preflight(settings, accept_replaced_log=accept_replaced_log):
         print(f"tierlog: kept {aside}; rebuilding from this log", file=sys.stderr, flush=True)
-    limit_malloc_arenas(settings.malloc_arenas)  # before any thread starts
-    fix_mmap_threshold(settings.malloc_mmap_threshold_kb)
-    limit_sqlite_memory(settings.sqlite_memory_mb)
+    limit_process_memory(  # before any thread starts
+        arenas=settings.malloc_arenas,
+        mmap_threshold_kb=settings.malloc_mmap_threshold_kb,
+        sqlite_mb=settings.sqlite_memory_mb,
+    )
     system = bootstrap.build_system(settings, runner_process=wants_process(settings))
     ran = False
     try:

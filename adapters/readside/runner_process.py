@@ -37,6 +37,7 @@ from typing import IO, Any, Protocol
 from tierlog.adapters.readside.catch_up_worker import settings_for_worker, usable_cores
 from tierlog.adapters.readside.read_store import ReadStore
 from tierlog.adapters.readside.runner import ProjectionRunner
+from tierlog.adapters.runtime.process_memory import limit_process_memory, trimming_free_memory
 from tierlog.adapters.settings import Settings
 from tierlog.adapters.store.event_log import EventLog
 
@@ -99,6 +100,7 @@ class RunnerProcess:
         self.in_thread = False
         """Whether the read models went back to a thread of serve (children kept dying)."""
         self._position = 0
+        self._reported = False  # whether the running child said where it stands yet
         self._position_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -134,8 +136,8 @@ class RunnerProcess:
 
     def status(self) -> dict[str, Any]:
         """Where the read models are folded (``process``, or ``thread`` once children
-        kept dying), the child's process id, how often it was started again, and the
-        position last reported."""
+        kept dying), the child's process id, how often it was started again, the
+        position last reported, and whether the running child reported one yet."""
         if self.in_thread:
             return {**self.fallback.status(), "restarts": self.restarts}
         return {
@@ -143,6 +145,7 @@ class RunnerProcess:
             "pid": self.pid,
             "restarts": self.restarts,
             "position": self._position,
+            "reported": self._reported,
         }
 
     def wake(self) -> None:
@@ -186,6 +189,10 @@ class RunnerProcess:
             started = time.monotonic()
             self._hear(child.stdout)
             code = child.wait()
+            for pipe in (child.stdin, child.stdout):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
             if self._stop.is_set():
                 return
             quick = quick + 1 if time.monotonic() - started < QUICK_LIFE_S else 1
@@ -206,9 +213,11 @@ class RunnerProcess:
             self._wake.set()  # whatever was committed meanwhile
 
     def _hear(self, lines: IO[bytes]) -> None:
+        self._reported = False
         for line in lines:
             with contextlib.suppress(ValueError):  # a torn line from a dying child
                 self._reached(int(line))
+                self._reported = True
 
     def _fold_here(self) -> None:
         self.in_thread = True
@@ -269,6 +278,11 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     wakes, out = sys.stdin.buffer, sys.stdout.buffer
     settings = Settings.model_validate_json(wakes.readline())
+    limit_process_memory(  # serve's limits: this process runs as long as it does
+        arenas=settings.malloc_arenas,
+        mmap_threshold_kb=settings.malloc_mmap_threshold_kb,
+        sqlite_mb=settings.sqlite_memory_mb,
+    )
     lock = threading.Lock()
 
     def report(position: int) -> None:
@@ -276,7 +290,8 @@ def main(argv: Sequence[str]) -> int:
             out.write(b"%d\n" % position)
             out.flush()
 
-    follow(settings, wakes, report)
+    with trimming_free_memory(settings.malloc_trim_every_s):
+        follow(settings, wakes, report)
     return 0
 
 

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tierlog.adapters.store.sqlite import limit_sqlite_memory
+
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -169,3 +171,12 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def limit_process_memory(*, arenas: int, mmap_threshold_kb: int, sqlite_mb: int) -> None:
+    """A long-running process's limits (``serve``'s and its read models' process's): at
+    most ``arenas`` malloc arenas (call it before any thread starts), the mmap threshold
+    fixed (0: glibc's sliding one), SQLite's page caches under ``sqlite_mb`` together."""
+    limit_malloc_arenas(arenas)
+    fix_mmap_threshold(mmap_threshold_kb)
+    limit_sqlite_memory(sqlite_mb)

@@ -190,11 +190,15 @@ class Server:
     def rss_mb(self) -> float:
         """Its resident memory now, in MB: ``VmRSS`` of serve and of the processes it
         started (the read models' process) added up, so pages they share count twice."""
-        total = vm_rss_mb(self.proc.pid)
+        return sum(self.rss_by_process())
+
+    def rss_by_process(self) -> list[float]:
+        """``VmRSS`` of serve, then of each process it started, in MB."""
+        sizes = [vm_rss_mb(self.proc.pid)]
         for child in descendants(self.proc.pid):
             with contextlib.suppress(FileNotFoundError, RuntimeError):  # it ended meanwhile
-                total += vm_rss_mb(child)
-        return total
+                sizes.append(vm_rss_mb(child))
+        return sizes
 
     def tail(self) -> str:
         """The last lines it wrote, to say why it failed."""
@@ -271,7 +275,11 @@ def read_side_settled(health: dict[str, Any]) -> bool:
     status = health.get("read_models") or {}
     if status.get("in") != "process":
         return True
-    return status.get("pid") is not None and status.get("position") == health.get("log_head")
+    return (
+        status.get("pid") is not None
+        and status.get("reported") is True
+        and status.get("position") == health.get("log_head")
+    )
 
 
 def wait_caught_up(
@@ -426,6 +434,7 @@ def run_restart_bench(
                 restarts.append(wait_caught_up(server, start_timeout_s))
                 wait_caught_up(server, start_timeout_s, read_side_settled)
                 rss_after.append(server.rss_mb())
+                by_process = server.rss_by_process()
                 if n + 1 < repeats:
                     stop_serve(server)
                     server = None
@@ -439,6 +448,7 @@ def run_restart_bench(
             )
             wait_caught_up(server, 120)  # memory once the read side has caught up too
             rss_end = server.rss_mb()
+            end_by_process = server.rss_by_process()
         finally:
             stop_s = stop_serve(server) if server is not None else 0.0
     growth = rss_end - rss_after[-1]
@@ -455,6 +465,9 @@ def run_restart_bench(
         "rss_flow_start_mb": round(rss_after[-1], 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_mb": round(growth, 1),
+        # serve's, then each of its processes' (the read models'), at the flow's two ends.
+        "rss_flow_start_mb_by_process": [round(r, 1) for r in by_process],
+        "rss_end_mb_by_process": [round(r, 1) for r in end_by_process],
         "stop_s": round(stop_s, 2),
         "bench_s": round(time.perf_counter() - began, 1),
         "targets": {"restart_s": 2.0, "rss_after_start_mb": 150.0, "rss_growth_mb": 20.0},

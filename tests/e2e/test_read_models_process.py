@@ -38,6 +38,7 @@ def test_serve_folds_read_models_in_a_process_that_ends_with_it(sqlite_url, serv
     server = server_factory(sqlite_url, TIERLOG_PROJECTION_PROCESS="on")
     status = _read_models(server)
     assert status["in"] == "process" and status["restarts"] == 0
+    assert set(status) == {"in", "pid", "restarts", "position", "reported"}
     child = status["pid"]
     assert child not in (None, server.process.pid) and _alive(child)
     with server.client() as admin:

@@ -44,8 +44,12 @@ def test_serves_memory_adds_up_the_processes_it_started(tmp_path: Path) -> None:
 
 def test_memory_is_read_once_the_read_models_process_stands_at_the_head() -> None:
     in_thread = {"log_head": 9, "read_models": {"in": "thread", "position": 7}}
-    starting = {"log_head": 9, "read_models": {"in": "process", "pid": None, "position": 9}}
-    behind = {"log_head": 9, "read_models": {"in": "process", "pid": 42, "position": 7}}
-    there = {"log_head": 9, "read_models": {"in": "process", "pid": 42, "position": 9}}
-    assert read_side_settled(in_thread) and read_side_settled(there)
-    assert not read_side_settled(starting) and not read_side_settled(behind)
+
+    def child(pid: int | None, position: int, reported: bool) -> dict[str, object]:
+        status = {"in": "process", "pid": pid, "position": position, "reported": reported}
+        return {"log_head": 9, "read_models": status}
+
+    assert read_side_settled(in_thread) and read_side_settled(child(42, 9, True))
+    assert not read_side_settled(child(None, 9, False))  # not started yet
+    assert not read_side_settled(child(42, 9, False))  # started, not heard from yet
+    assert not read_side_settled(child(42, 7, True))  # behind

@@ -81,11 +81,13 @@ def test_the_read_models_follow_the_writer_from_another_process(system_with_chil
     system = system_with_child
     child = system.runner_process
     assert child is not None and child.pid is not None and child.pid != os.getpid()
+    _until(lambda: child.status()["reported"], "the child's first report")
     assert system.read_progress.status() == {
         "in": "process",
         "pid": child.pid,
         "restarts": 0,
         "position": child.committed_position,
+        "reported": True,
     }
     _work(system, 0, 100)
     _caught_up(system)
