@@ -102,6 +102,7 @@ class RunnerProcess:
         self._position = 0
         self._reported = False  # whether the running child said where it stands yet
         self._position_lock = threading.Lock()
+        self._spawning = threading.Lock()  # a restart against a stop
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
@@ -208,8 +209,11 @@ class RunnerProcess:
             log.warning("the read models' process ended with exit code %s; starting another", code)
             if self._stop.wait(RESTART_PAUSE_S):
                 return
-            self.restarts += 1
-            self._spawn()
+            with self._spawning:
+                if self._stop.is_set():
+                    return
+                self.restarts += 1
+                self._spawn()
             self._wake.set()  # whatever was committed meanwhile
 
     def _hear(self, lines: IO[bytes]) -> None:
@@ -227,29 +231,36 @@ class RunnerProcess:
     def close(self) -> None:
         """Stop the child (its stdin closes: it ends its batch and exits) and the
         threads; a child that does not stop in ``STOP_WAIT_S`` is killed."""
-        self._stop.set()
+        with self._spawning:  # no child is started after this: the last one is stopped
+            self._stop.set()
         self._wake.set()
-        child = self._child
-        if child is not None:
-            if child.stdin is not None:
-                with contextlib.suppress(OSError):
-                    child.stdin.close()
-            try:
-                child.wait(STOP_WAIT_S)
-            except subprocess.TimeoutExpired:
-                log.warning("the read models' process did not stop; killing it")
-                child.kill()
-                child.wait()
+        self._stop_child()  # which lets the watch thread end
         for thread in self._threads:
             thread.join(STOP_WAIT_S)
         if self.in_thread:
             self.fallback.stop()
+
+    def _stop_child(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        if child.stdin is not None:
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+        try:
+            child.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("the read models' process did not stop; killing it")
+            child.kill()
+            child.wait()
 
 
 def follow(settings: Settings, wakes: IO[bytes], report: Callable[[int], None]) -> None:
     """The child's work: keep the read models of ``settings.store`` up to date, reading
     the store at each line of ``wakes`` (and at every poll), and ``report`` each
     position reached; return once ``wakes`` ends."""
+    # As ``bootstrap.build_runner`` builds serve's (the composition root imports this
+    # module: calling it from here would be an import cycle).
     events = EventLog(settings.store, connect_timeout_s=settings.store_connect_timeout_s)
     try:
         runner = ProjectionRunner(
@@ -261,7 +272,7 @@ def follow(settings: Settings, wakes: IO[bytes], report: Callable[[int], None]) 
         try:
             runner.on_position = report
             runner.start()
-            report(runner.committed_position)
+            report(runner.committed_position)  # also when it did not move (from 0)
             runner.start_background()
             for _ in wakes:
                 runner.wake()

@@ -177,3 +177,17 @@ def test_the_child_stops_when_its_stdin_closes(sqlite_url):
     finally:
         child.kill()
         child.wait()
+
+
+def test_closing_right_after_a_child_died_leaves_none_running(sqlite_url, monkeypatch):
+    monkeypatch.setattr(runner_process, "RESTART_PAUSE_S", 0.0)  # the watch starts one at once
+    system = bootstrap.build_system(Settings(store=sqlite_url), runner_process=True)
+    try:
+        system.start_background()
+        child = system.runner_process
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        system.close()
+    assert child._child is not None and child._child.returncode is not None
+    assert child.pid is None
