@@ -142,6 +142,9 @@ def _rescue(server: Any, task_id: str) -> dict[str, Any]:
     thread = threading.Thread(target=rescuer.run, args=(lambda task: {"by": "rescuer"},))
     thread.start()
     with Operator(server.url, server.admin_token) as op:
+        # A fresh client has written nothing: its reads start from the log's head now
+        # (the task was submitted by another client; the read models may be a step behind).
+        op.catch_up()
         try:
             return dict(
                 _wait("the rescue", lambda: _done(op.get(task_id)), timeout=60),
@@ -197,6 +200,7 @@ def test_a_sigtermed_agent_hands_its_task_back_at_once(
             )
             assert time.monotonic() - started < 10
             assert back[0]["payload"]["reason"] == "agent_gone"
+            op.catch_up()  # the timeline reads the log; the rows below follow it
             assert op.get(task_id)["retry_count"] == 0  # handed back, not failed
             assert "victim" not in {a["agent_id"] for a in op.agents()}
         assert _rescue(server, task_id)["result"] == {"by": "rescuer"}
