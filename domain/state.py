@@ -43,6 +43,8 @@ from tierlog.domain.working_set import Ref, Retention, Settled, WorkingSet
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
 # Each aggregate's evolve functions, looked up once per event by its exact type.
+STALE_DEADLINES_SLACK = 1024
+"""Stale deadline entries tolerated beyond twice the live tasks and timers."""
 _TASK = task_aggregate.EVOLVERS
 _AGENT = agent_aggregate.EVOLVERS
 _ENDPOINT = endpoint_aggregate.EVOLVERS
@@ -180,11 +182,19 @@ class SchedulerState(QueueIndexes, WorkingSet):
             heapq.heappop(self.deadlines)
         return None
 
+    def deadlines_mostly_stale(self) -> bool:
+        """Whether stale heap entries may far outnumber the live ones: a live task has at
+        most two entries and a timer one, so only a heap longer than twice their number
+        (and some slack) is worth the scan of ``compact_deadlines``."""
+        live_at_most = 2 * (len(self.tasks) + len(self.timers))
+        return len(self.deadlines) > live_at_most + STALE_DEADLINES_SLACK
+
     def compact_deadlines(self) -> int:
         """Drop every stale heap entry (they pile up: each lease and TTL leaves one).
 
-        Invisible to decisions, which skip stale entries anyway; makes checkpoints small.
-        Returns how many were dropped. Not for use inside a unit of work.
+        Invisible to decisions, which skip stale entries anyway; keeps the heap and
+        checkpoints from growing with them. Returns how many were dropped. Not for use
+        inside a unit of work.
         """
         before = len(self.deadlines)
         self.deadlines = [e for e in self.deadlines if self.deadline_is_live(e)]

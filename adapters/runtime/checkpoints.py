@@ -9,7 +9,9 @@ on the disk for a checkpoint. The dump itself holds the writer, and grows with t
 state (a deep backlog of queued tasks): after a dump that took ``d`` seconds the next
 is not due for ``d / DUMP_SHARE`` seconds, so dumping never takes more than that share
 of the writer's time, however fast events come (at 100,000 events/s a checkpoint every
-10,000 events would otherwise dump the state ten times a second).
+10,000 events would otherwise dump the state ten times a second). Writing the dump
+competes for the CPU too (tens of megabytes for a deep backlog): a write that took ``w``
+seconds defers the next dump to ``w / DUMP_SHARE`` seconds after it started, if later.
 
 At start, ``restore`` takes the newest checkpoint whose chain hash is the log's at its
 position, that decodes, and that was folded under the same settings (task TTL and
@@ -71,6 +73,7 @@ class CheckpointStatus:
     last_position: int | None = None
     failed: int = 0
     last_dump_s: float = 0.0
+    last_write_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The status as JSON-ready data (``/healthz``)."""
@@ -82,6 +85,7 @@ class CheckpointStatus:
             "last_position": self.last_position,
             "failed": self.failed,
             "last_dump_s": round(self.last_dump_s, 4),
+            "last_write_s": round(self.last_write_s, 4),
         }
 
 
@@ -159,6 +163,12 @@ class SchedulerCheckpoints:
         """Whether the newest checkpoint offered is older than ``position``."""
         return position > self._last_position
 
+    @property
+    def not_before(self) -> float:
+        """The monotonic time before which no dump is due (after a dump, or a write of
+        one, that took ``SPACED_DUMP_S`` or more)."""
+        return self._not_before
+
     def due(self, position: int) -> bool:
         """Whether a checkpoint of the state at ``position`` is due."""
         behind = position - self._last_position
@@ -209,6 +219,17 @@ class SchedulerCheckpoints:
             item = newer = None
 
     def _write(self, position: int, chain: bytes, data: bytes) -> None:
+        started = time.monotonic()
+        try:
+            self._insert(position, chain, data)
+        finally:
+            # Writing a large dump competes with the writer for the CPU and the
+            # interpreter as the dump does: the next dump waits for it the same way.
+            wrote = time.monotonic() - started
+            self.status.last_write_s = wrote
+            self._not_before = max(self._not_before, next_dump_not_before(started, wrote))
+
+    def _insert(self, position: int, chain: bytes, data: bytes) -> None:
         try:
             if self._store.insert(position, chain, data):
                 self._store.keep_newest(self.keep)

@@ -199,9 +199,8 @@ class SchedulerRuntime:
     def _compact_deadlines(self) -> None:
         # Every lease and TTL leaves a heap entry that goes stale: drop them once they
         # outnumber the live ones by far (outside any unit of work: callers hold the lock).
-        state = self.state
-        if len(state.deadlines) > 2 * (len(state.tasks) + len(state.timers)) + 1024:
-            state.compact_deadlines()
+        if self.state.deadlines_mostly_stale():
+            self.state.compact_deadlines()
 
     def _last_checkpoint(self) -> None:
         assert self.checkpoints is not None

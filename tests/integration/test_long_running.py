@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -357,6 +358,28 @@ def test_a_slow_dump_spaces_the_next_checkpoint(tmp_path: Path) -> None:
         assert spaced == pytest.approx(took / DUMP_SHARE, rel=0.01)
     finally:
         runtime.stop()
+
+
+def test_a_slow_write_of_a_dump_spaces_the_next_checkpoint_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    runtime = _scheduler(url, VirtualClock(), checkpoint_every_events=1000)
+    checkpoints = runtime.checkpoints
+    assert checkpoints is not None
+    for batch in range(20):  # 20,000 queued tasks: megabytes to write
+        runtime.execute_batch(
+            [cmd.SubmitTask(description=f"backlog {batch}-{n}") for n in range(1000)]
+        )
+    before = time.monotonic()
+    runtime.housekeep()
+    after_dump = checkpoints.not_before
+    runtime.stop()  # the background thread writes the dump before the stop returns
+    wrote = checkpoints.status.last_write_s
+    assert checkpoints.status.written == 1
+    assert wrote > 0
+    # A write that took SPACED_DUMP_S or more defers the next dump by twenty times as
+    # long; never to before what the dump itself said.
+    assert checkpoints.not_before >= next_dump_not_before(before, wrote)
+    assert checkpoints.not_before >= after_dump
 
 
 def test_short_dumps_are_not_spaced() -> None:
