@@ -111,44 +111,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.restart:
         return _bench_restart(args, progress)
-    if args.first_start:
-        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
-
-        first = run_first_start_bench(events=args.log_events, repeats=args.repeats or 3)
-        print(json.dumps(first, indent=2))
-        return 0
-    if args.audit:
-        from tierlog.adapters.tools.bench_audit import run_audit_bench
-
-        figures_audit = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
-        # serve's first start on a log of the same size and mix, without read models.
-        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
-
-        figures_audit.update(run_first_start_bench(events=args.log_events))
-        print(json.dumps(figures_audit, indent=2))
-        return 0
-    if args.clients:
-        from tierlog.adapters.tools.bench_clients import run_clients_bench
-
-        figures_clients = run_clients_bench(
-            tasks=args.client_tasks,
-            agents=args.agents,
-            repeats=args.repeats or 1,
-            progress=progress,
-        )
-        print(json.dumps(figures_clients, indent=2))
-        return 0
-    if args.http:
-        from tierlog.adapters.tools.bench_http import run_http_bench
-
-        figures_http = run_http_bench(
-            submissions=args.submissions,
-            agents=args.poll_agents,
-            batch_tasks=args.batch_tasks,
-            repeats=args.repeats or 1,
-            progress=progress,
-        )
-        print(json.dumps(figures_http, indent=2))
+    one_part = _one_part(args, progress)
+    if one_part is not None:
+        print(json.dumps(one_part, indent=2))
         return 0
     figures = run_bench(
         events=args.events,
@@ -195,6 +160,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     print(f"peak RSS: {figures['peak_rss_mb']} MB")
     return 0
+
+
+def _one_part(args: argparse.Namespace, progress: Any) -> dict[str, Any] | None:
+    """The figures of the one part asked for (``--first-start``, ``--audit``,
+    ``--clients`` or ``--http``), printed as JSON; None: the core bench was asked."""
+    if args.first_start:
+        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
+
+        return run_first_start_bench(events=args.log_events, repeats=args.repeats or 3)
+    if args.audit:
+        from tierlog.adapters.tools.bench_audit import run_audit_bench
+        from tierlog.adapters.tools.bench_first_start import run_first_start_bench
+
+        figures = run_audit_bench(events=args.log_events, repeats=args.repeats or 5)
+        # serve's first start on a log of the same size and mix, without read models.
+        figures.update(run_first_start_bench(events=args.log_events))
+        return figures
+    if args.clients:
+        from tierlog.adapters.tools.bench_clients import run_clients_bench
+
+        return run_clients_bench(
+            tasks=args.client_tasks,
+            agents=args.agents,
+            repeats=args.repeats or 1,
+            progress=progress,
+        )
+    if args.http:
+        from tierlog.adapters.tools.bench_http import run_http_bench
+
+        return run_http_bench(
+            submissions=args.submissions,
+            agents=args.poll_agents,
+            batch_tasks=args.batch_tasks,
+            repeats=args.repeats or 1,
+            progress=progress,
+        )
+    return None
 
 
 def _bench_restart(args: argparse.Namespace, progress: Any) -> int:
