@@ -42,9 +42,9 @@ from tierlog.domain.working_set import Ref, Retention, Settled, WorkingSet
 
 # (due timestamp, tie-break counter, kind, task id, generation)
 Deadline = tuple[float, int, str, UUID, int]
-# Each aggregate's evolve functions, looked up once per event by its exact type.
 STALE_DEADLINES_SLACK = 1024
 """Stale deadline entries tolerated beyond twice the live tasks and timers."""
+# Each aggregate's evolve functions, looked up once per event by its exact type.
 _TASK = task_aggregate.EVOLVERS
 _AGENT = agent_aggregate.EVOLVERS
 _ENDPOINT = endpoint_aggregate.EVOLVERS
