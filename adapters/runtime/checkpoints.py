@@ -221,16 +221,6 @@ class SchedulerCheckpoints:
     def _write(self, position: int, chain: bytes, data: bytes) -> None:
         started = time.monotonic()
         try:
-            self._insert(position, chain, data)
-        finally:
-            # Writing a large dump competes with the writer for the CPU and the
-            # interpreter as the dump does: the next dump waits for it the same way.
-            wrote = time.monotonic() - started
-            self.status.last_write_s = wrote
-            self._not_before = max(self._not_before, next_dump_not_before(started, wrote))
-
-    def _insert(self, position: int, chain: bytes, data: bytes) -> None:
-        try:
             if self._store.insert(position, chain, data):
                 self._store.keep_newest(self.keep)
                 self.status.written += 1
@@ -240,6 +230,11 @@ class SchedulerCheckpoints:
         except Exception:  # a checkpoint is an optimisation: the log is the record
             self.status.failed += 1
             log.exception("writing the checkpoint at position %d failed", position)
+        # Writing a large dump competes with the writer for the CPU and the interpreter
+        # as the dump does: the next dump waits for it the same way.
+        wrote = time.monotonic() - started
+        self.status.last_write_s = wrote
+        self._not_before = max(self._not_before, next_dump_not_before(started, wrote))
 
     def close(self) -> None:
         """Write what is pending, stop the thread, close the connection."""

@@ -433,8 +433,8 @@ def run_restart_bench(
                 server = start_serve(work, f"restart-{n + 1}")
                 restarts.append(wait_caught_up(server, start_timeout_s))
                 wait_caught_up(server, start_timeout_s, read_side_settled)
-                rss_after.append(server.rss_mb())
-                by_process = server.rss_by_process()
+                by_process = server.rss_by_process()  # one reading: the sum and its parts
+                rss_after.append(sum(by_process))
                 if n + 1 < repeats:
                     stop_serve(server)
                     server = None
@@ -447,8 +447,8 @@ def run_restart_bench(
                 )
             )
             wait_caught_up(server, 120)  # memory once the read side has caught up too
-            rss_end = server.rss_mb()
             end_by_process = server.rss_by_process()
+            rss_end = sum(end_by_process)
         finally:
             stop_s = stop_serve(server) if server is not None else 0.0
     growth = rss_end - rss_after[-1]
