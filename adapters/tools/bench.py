@@ -22,6 +22,7 @@ from tierlog.adapters import bootstrap
 from tierlog.adapters.runtime.clock import SystemClock
 from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.store.codec import EventCodec
 from tierlog.adapters.tools.bench_fleet import SPECS as _SPECS
 from tierlog.adapters.tools.bench_fleet import (
     fleet_on,
@@ -64,7 +65,7 @@ def _raw_sqlite_rate(
     return len(rows) / elapsed
 
 
-def _log_rows(path: Path, head: int) -> tuple[list[Any], list[Any]]:
+def log_rows(path: Path, head: int) -> tuple[list[Any], list[Any]]:
     """The rows of the SQLite log at ``path``: those up to ``head`` and those after."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -145,21 +146,46 @@ def _fleet(path: Path, agents: int) -> SchedulerRuntime:
     return fleet_on(_on(path), agents)
 
 
+def append_only_rate(
+    path: Path, codec: EventCodec, setup: list[Any], timed: list[Any], per_commit: int
+) -> float:
+    """Events/s appending the events of the rows ``timed`` again through ``EventLog.append``
+    (encoding, the check, the hash chain, SQLite) on a fresh log at ``path`` that holds
+    ``setup`` first (untimed), ``per_commit`` events per append: the run's own appends
+    with no command, decision or fold in front of them."""
+    events = [codec.decode(topic, bytes(state)) for _, _, topic, state in timed]
+    log = bootstrap.open_log(_on(path))
+    try:
+        for i in range(0, len(setup), per_commit):
+            log.append([codec.decode(t, bytes(s)) for _, _, t, s in setup[i : i + per_commit]])
+        started = time.perf_counter()
+        for i in range(0, len(events), per_commit):
+            log.append(events[i : i + per_commit])
+        return len(events) / (time.perf_counter() - started)
+    finally:
+        log.close()
+
+
 def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int) -> dict[str, Any]:
     """Tasks/s from submission to assignment, in process, with group commits of ``batch``,
     beside raw ``sqlite3`` writing as many rows per task (400-byte payloads) at the same
     batch, measured in the same run; ``ratio_median`` is the median of the runs' ratios.
-    ``raw_sqlite_same_rows_...`` is raw ``sqlite3`` inserting the very rows the run
-    appended (its ids, topics and payloads): how much of the gap the rows themselves
-    cost."""
+
+    Two diagnostics beside it, each in the same run: ``raw_sqlite_same_rows_...`` is raw
+    ``sqlite3`` inserting the very rows the run appended (its ids, topics and payloads),
+    how much of the gap the rows themselves cost; ``append_only_...`` appends the run's
+    own events again through the log (encoding, check, hash chain, SQLite) with no
+    command or decision, the figure a decision that cost nothing would reach."""
     rates: list[float] = []
     events_per_task: list[float] = []
     raw: list[float] = []
     same_rows: list[float] = []
+    append_only: list[float] = []
     for r in range(repeats):
         runtime = _fleet(workdir / f"submit-{r}.db", agents=tasks)
         head = runtime.log.head()
         elapsed, appended = time_submissions(runtime, tasks, batch)
+        codec = runtime.log.codec
         runtime.log.close()
         rates.append(tasks / elapsed)
         per_task = appended / tasks
@@ -168,16 +194,25 @@ def bench_submit_to_assigned(workdir: Path, tasks: int, batch: int, repeats: int
         raw.append(_raw_sqlite_rate(workdir / f"raw-submit-{r}.db", rows, batch * 5) / per_task)
         # A diagnostic beside the baseline: the log's own rows (its ids, topics and
         # payloads), inserted raw at the same batch after its fleet's rows, untimed.
-        setup, timed = _log_rows(workdir / f"submit-{r}.db", head)
+        setup, timed = log_rows(workdir / f"submit-{r}.db", head)
         same = _raw_sqlite_rate(workdir / f"raw-same-{r}.db", timed, batch * 5, before=setup)
         same_rows.append(same / per_task)
+        again = append_only_rate(
+            workdir / f"append-only-{r}.db", codec, setup, timed, round(batch * per_task)
+        )
+        append_only.append(again / per_task)
     return {
         **submit_figures((tasks, batch, repeats), rates, raw, events_per_task, "sqlite"),
         "raw_sqlite_same_rows_tasks_per_s_median": round(statistics.median(same_rows)),
-        "ratio_to_same_rows_median": round(
-            statistics.median(o / b for o, b in zip(rates, same_rows, strict=True)), 3
-        ),
+        "ratio_to_same_rows_median": _median_ratio(rates, same_rows),
+        "append_only_tasks_per_s_median": round(statistics.median(append_only)),
+        "append_only_ratio_median": _median_ratio(append_only, raw),
     }
+
+
+def _median_ratio(ours: list[float], base: list[float]) -> float:
+    """The median of the runs' ratios, each within its own run."""
+    return round(statistics.median(o / b for o, b in zip(ours, base, strict=True)), 3)
 
 
 def bench_submit_via_writer(

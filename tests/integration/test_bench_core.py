@@ -7,7 +7,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tierlog.adapters.tools.bench import bench_submit_to_assigned
+from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench import (
+    append_only_rate,
+    bench_submit_to_assigned,
+    log_rows,
+)
+from tierlog.adapters.tools.bench_fleet import fleet_on, time_submissions
 from tierlog.adapters.tools.bench_postgres import (
     bench_submit_to_assigned_postgres,
     scratch_schema,
@@ -39,6 +45,24 @@ def test_sqlite_figure_has_its_same_run_ratio(tmp_path: Path) -> None:
     # The diagnostic: the run's own rows inserted raw.
     assert figures["raw_sqlite_same_rows_tasks_per_s_median"] > 0
     assert figures["ratio_to_same_rows_median"] > 0
+    # And the run's own events appended again, with no decision in front of them.
+    assert figures["append_only_tasks_per_s_median"] > 0
+    assert figures["append_only_ratio_median"] > 0
+
+
+def test_the_append_only_figure_writes_the_very_rows_the_run_wrote(tmp_path: Path) -> None:
+    runtime = fleet_on(Settings(store=f"sqlite:///{tmp_path / 'run.db'}"), agents=40)
+    head = runtime.log.head()
+    time_submissions(runtime, tasks=40, batch=10)
+    codec = runtime.log.codec
+    runtime.log.close()
+    setup, timed = log_rows(tmp_path / "run.db", head)
+    rate = append_only_rate(tmp_path / "again.db", codec, setup, timed, per_commit=50)
+    assert rate > 0
+    again_setup, again_timed = log_rows(tmp_path / "again.db", head)
+    assert [tuple(r) for r in again_setup] == [tuple(r) for r in setup]
+    assert [tuple(r) for r in again_timed] == [tuple(r) for r in timed]
+    assert len(timed) == 40 * 5
 
 
 def test_with_schema_sets_the_schema_and_refuses_other_stores() -> None:
