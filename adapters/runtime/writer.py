@@ -16,17 +16,16 @@ every ``store_retry_s``, so it recovers by itself when space returns.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
+from tierlog.adapters.runtime.background import BackgroundWriter
 from tierlog.adapters.runtime.checkpoints import SchedulerCheckpoints
 from tierlog.adapters.runtime.cluster import ClusterNode, encode_answer
 from tierlog.adapters.runtime.ids import new_task_id as time_ordered_id
@@ -38,7 +37,6 @@ from tierlog.domain import events as ev
 from tierlog.domain.clock import Clock
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import (
-    CommandWithdrawnError,
     ConcurrencyConflictError,
     DomainError,
     NotLeaderError,
@@ -62,8 +60,7 @@ Listener = Callable[[Sequence[tuple[int, ev.DomainEvent]]], None]
 # Takes a committed run of events and the position just before it; False: not taken.
 HandOff = Callable[[int, Sequence[tuple[int, ev.DomainEvent]]], bool]
 MAX_ATTEMPTS = 50
-# A command for the writer: its future, and its inbox id if another node forwarded it.
-Item = tuple[cmd.Command, Future[Any], int | None]
+"""How often a batch is decided again after losing a version race to another writer."""
 
 
 log = logging.getLogger("tierlog.runtime")
@@ -121,8 +118,6 @@ class SchedulerRuntime:
         """Where the state starts from and is checkpointed to (None: fold from 0)."""
         self.read_batch = read_batch
         self.record_config = record_config
-        self.poll_interval = poll_interval
-        self.max_batch = max_batch
         self.store_retry_s = store_retry_s
         self.store_fault: StoreFault | None = None
         """Set while the store fails (the last append or read hit a storage fault)."""
@@ -131,13 +126,11 @@ class SchedulerRuntime:
         self.commits = 0
         self._started = False
         self._lock = threading.RLock()
-        self._inbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self.background = BackgroundWriter(self, poll_interval, max_batch)
+        """The thread that runs ``submit``ted commands (``start_background``)."""
         self.node: ClusterNode | None = None
         """This node's part among several on one PostgreSQL log (None: the only writer)."""
         self._role_request: tuple[str, int, str] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._listener: threading.Thread | None = None
         self._listeners: list[Listener] = []
         self._hand_off: HandOff | None = None
         # On a follower: when each agent's presence was last relayed to the leader.
@@ -247,9 +240,11 @@ class SchedulerRuntime:
 
     def wake(self) -> None:
         """Wake the background writer (any thread)."""
-        self._inbox.put((cmd.RunSchedulingPass(), Future(), None))
+        self.background.wake()
 
-    def _apply_role_request(self) -> None:
+    def apply_role_request(self) -> None:
+        """Lead or follow as the cluster node last asked (``request_leadership``,
+        ``request_step_down``); the background writer calls it between batches."""
         request, self._role_request = self._role_request, None
         if request is None or self.node is None:
             return
@@ -568,24 +563,22 @@ class SchedulerRuntime:
             self.log.probe()
             self._store_recovered()
 
-    # --- background loop ------------------------------------------------------------
+    # --- the background writer ------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """Whether the background writer is running."""
-        return self._thread is not None and not self._stop.is_set()
+        return self.background.running
 
     def submit(self, command: cmd.Command) -> Future[Any]:
         """Queue a command for the background writer; concurrent callers share a commit."""
-        if self._stop.is_set() or self._thread is None:
+        if not self.background.running:
             raise RuntimeError(
                 "the scheduler runtime is not running: call start_background() first"
             )
         if not self.is_leader and self.node is not None:
             return self.node.forward(command)
-        future: Future[Any] = Future()
-        self._inbox.put((command, future, None))
-        return future
+        return self.background.submit(command)
 
     def call(self, command: cmd.Command) -> Any:
         """Run a command through the background writer and wait for its result."""
@@ -599,174 +592,55 @@ class SchedulerRuntime:
         group commits of at most ``max_batch``, fires deadlines, and catches up with other
         writers (polling every ``poll_interval`` s; woken by NOTIFY on PostgreSQL)."""
         self.start()
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        if self.log.is_postgres:
-            self._listener = threading.Thread(
-                target=self._follow_notifications, name="tierlog-listen", daemon=True
-            )
-            self._listener.start()
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(self.poll_interval, self.max_batch),
-            name="tierlog-scheduler",
-            daemon=True,
-        )
-        self._thread.start()
+        self.background.start()
 
     def stop(self) -> None:
         """Stop the background writer; commands still queued fail with RuntimeError. A
         cluster node then gives its lease up (after the writer's last batch committed)."""
-        self._stop.set()
-        self._inbox.put(None)
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._listener is not None:
-            self._listener.join()
-            self._listener = None
+        self.background.stop()
         if self.checkpoints is not None:
             if self._started and self.is_leader:
-                self._guarded(self._last_checkpoint)
+                self.guarded(self._last_checkpoint)
             self.checkpoints.close()
         if self.node is not None:
             self.node.stop()
-        stopped = RuntimeError("the scheduler runtime stopped before running this command")
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None and item[1].set_running_or_notify_cancel():
-                item[1].set_exception(stopped)
+        self.background.fail_queued()
 
-    def _follow_notifications(self) -> None:
-        # PostgreSQL tells us when another writer appends: wake the writer to catch up.
-        while not self._stop.is_set():
-            try:
-                notified = self.log.wait_for_append(1.0)
-            except Exception:  # the listener reconnects on the next round
-                log.exception("LISTEN failed; reconnecting")
-                self._stop.wait(1.0)
-                continue
-            if notified:
-                self.wake()
-
-    def _wait_time(self, poll_interval: float) -> float:
+    def wait_time(self, poll_interval: float) -> float:
+        """How long the background writer may wait for a command: until the earliest
+        deadline or liveness sweep (a follower fires none), at most ``poll_interval``."""
         if not self.is_leader:
-            return poll_interval  # a follower fires no deadline
+            return poll_interval
         with self._lock:
             deadline = self._next_wake()
         if deadline is None:
             return poll_interval
         return max(0.0, min(poll_interval, deadline - self.clock.now().timestamp()))
 
-    def _run(self, poll_interval: float, max_batch: int) -> None:
-        while not self._stop.is_set():
-            self._apply_role_request()
-            batch = self._drain(self._wait_time(poll_interval), max_batch)
-            if self.node is not None:
-                batch = self._with_forwarded(batch, max_batch)
-            if not batch:
-                if self._stop.is_set():
-                    continue
-                if self.store_fault is None:
-                    self._guarded(self.tick_if_needed)
-                elif time.monotonic() >= self._next_retry:
-                    self._guarded(self.retry_store)
-                self._guarded(self.housekeep)
-                continue
-            self._run_batch(batch)
-            self._guarded(self.housekeep)
+    def quiet_round(self) -> None:
+        """What the background writer does when no command came: the pass if a deadline
+        is due (or, while the store fails, a retry when one is due), then housekeeping."""
+        if self.store_fault is None:
+            self.guarded(self.tick_if_needed)
+        elif time.monotonic() >= self._next_retry:
+            self.guarded(self.retry_store)
+        self.guarded(self.housekeep)
 
-    def _run_batch(self, batch: list[Item]) -> None:
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                results = self._execute_items(batch)
-                if results is None:
-                    return  # handed on to the leader
-            except CommandWithdrawnError:
-                # A follower stopped waiting for one of the forwarded commands before it
-                # was committed: nothing was appended; decide again without it.
-                assert self.node is not None
-                gone = self.node.withdrawn_of([i for _, _, i in batch if i is not None])
-                for _, future, inbox_id in batch:
-                    if inbox_id in gone:
-                        future.cancel()
-                batch = [item for item in batch if item[2] not in gone]
-                continue
-            except Exception as exc:  # every caller in this commit hears of it
-                self._failed("scheduler batch failed", exc)
-                for _, future, _ in batch:
-                    future.set_exception(exc)
-                return
-            for (_, future, _), result in zip(batch, results, strict=True):
-                future.set_result(result)
-            return
-
-    def _execute_items(self, batch: list[Item]) -> list[Any] | None:
-        if not self.is_leader and self.node is not None:
-            # Lost the lease with commands in hand: this node's own go to the leader now;
-            # forwarded ones stay in the inbox for it.
-            for command, future, inbox_id in batch:
-                if isinstance(command, cmd.RunSchedulingPass):
-                    future.set_result(None)  # a wake-up: a follower only catches up
-                elif inbox_id is None:
-                    self.node.forward(command).add_done_callback(partial(_settle, future))
-                else:
-                    future.cancel()
-            self.catch_up()
-            return None
-        commands = [command for command, _, _ in batch]
-        inbox_ids = [inbox_id for _, _, inbox_id in batch]
-        return self.execute_batch(commands, inbox_ids)
-
-    def _with_forwarded(self, batch: list[Item], max_batch: int) -> list[Item]:
-        assert self.node is not None
-        if not self.is_leader or len(batch) >= max_batch:
-            return batch
-        try:
-            taken = self.node.take_forwarded(max_batch - len(batch))
-        except Exception as exc:  # the next round tries again
-            self._failed("reading forwarded commands failed", exc)
-            return batch
-        return batch + [(command, future, inbox_id) for command, future, inbox_id in taken]
-
-    def _guarded(self, work: Callable[[], Any]) -> None:
+    def guarded(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` for the background writer; a failure is reported, not raised (the
+        next round tries again; the loop must not die)."""
         try:
             work()
-        except Exception as exc:  # the next round tries again; the loop must not die
-            self._failed("scheduler pass failed", exc)
+        except Exception as exc:
+            self.report_failure("scheduler pass failed", exc)
 
-    def _failed(self, what: str, exc: Exception) -> None:
-        if isinstance(exc, StoreUnavailableError):  # expected, and said once per outage
+    def report_failure(self, what: str, exc: Exception) -> None:
+        """Log a failure of the background writer's ``what``: a storage fault once per
+        outage (and the runtime reports it until the store recovers), a lost lease as
+        news, anything else with its traceback."""
+        if isinstance(exc, StoreUnavailableError):
             self._store_failed(exc)
         elif isinstance(exc, NotLeaderError):  # expected: the node said it stepped down
             log.info("%s: %s", what, exc.message)
         else:
             log.exception(what)
-
-    def _drain(self, wait: float, max_batch: int) -> list[Item]:
-        """Take up to ``max_batch`` commands whose callers still want them."""
-        batch: list[Item] = []
-        try:
-            item = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
-        except queue.Empty:
-            return batch
-        while item is not None:
-            # A caller that cancelled (say, an HTTP client timed out) gets nothing run.
-            if item[1].set_running_or_notify_cancel():
-                batch.append(item)
-            if len(batch) >= max_batch:
-                break
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-        return batch
-
-
-def _settle(future: Future[Any], done: Future[Any]) -> None:
-    """Give ``future`` the result of ``done`` (a command handed on to the leader)."""
-    future.set_result(done.result())
