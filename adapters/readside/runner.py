@@ -29,6 +29,7 @@ from tierlog.adapters.settings import PROJECTION_BATCH, PROJECTION_KEEP_ROWS, PR
 from tierlog.adapters.store import pg_locks
 from tierlog.adapters.store.event_log import EventLog
 from tierlog.adapters.store.lineage import ReplacedLogError, fingerprint
+from tierlog.adapters.store.notify import follow_appends
 from tierlog.domain.errors import StoreUnavailableError
 from tierlog.domain.events import DomainEvent
 from tierlog.projections.base import FIRST_VERSION, Fold, Projection, Table, fold_version
@@ -400,20 +401,17 @@ class ProjectionRunner:
         self._thread.start()
         if self.log.is_postgres:
             self._listener = threading.Thread(
-                target=self._listen, name="tierlog-projections-listen", daemon=True
+                target=follow_appends,
+                args=(self.log, self._stop, self._appended_elsewhere),
+                name="tierlog-projections-listen",
+                daemon=True,
             )
             self._listener.start()
 
-    def _listen(self) -> None:
-        # Other processes' appends arrive by LISTEN/NOTIFY on PostgreSQL.
-        while not self._stop.is_set():
-            try:
-                if self.log.wait_for_append(1.0):
-                    self._store_news = True  # not handed over: only the store has it
-                    self._wake.set()
-            except Exception:
-                log.exception("LISTEN failed; reconnecting")
-                self._stop.wait(1.0)
+    def _appended_elsewhere(self) -> None:
+        # Another process appended (LISTEN/NOTIFY on PostgreSQL).
+        self._store_news = True  # not handed over: only the store has it
+        self._wake.set()
 
     def wake(self) -> None:
         """Look at the log now (the runtime calls this after each commit)."""

@@ -20,15 +20,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from tierlog.adapters.runtime.cluster import ClusterNode
+from tierlog.adapters.store.event_log import EventLog
+from tierlog.adapters.store.notify import follow_appends
 from tierlog.domain import commands as cmd
 from tierlog.domain.errors import CommandWithdrawnError
-
-if TYPE_CHECKING:
-    from tierlog.adapters.runtime.writer import SchedulerRuntime
 
 MAX_ATTEMPTS = 50
 """How often one batch is decided again after forwarded commands were withdrawn."""
@@ -38,10 +39,53 @@ Item = tuple[cmd.Command, Future[Any], int | None]
 log = logging.getLogger("tierlog.runtime")
 
 
+class Decider(Protocol):
+    """What the background writer drives (``SchedulerRuntime``): it decides, appends
+    and keeps the state; the writer only says when."""
+
+    @property
+    def log(self) -> EventLog:
+        """The log the decisions are appended to."""
+
+    @property
+    def node(self) -> ClusterNode | None:
+        """This node's part among several on one PostgreSQL log (None: the only one)."""
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node decides (a follower hands its commands on)."""
+
+    def apply_role_request(self) -> None:
+        """Lead or follow, as the cluster last asked (between batches)."""
+
+    def wait_time(self, poll_interval: float) -> float:
+        """How long the writer may wait for a command before a deadline is due."""
+
+    def quiet_round(self) -> None:
+        """What to do when no command came (a due pass, a store retry, housekeeping)."""
+
+    def housekeep(self) -> None:
+        """What to do between batches (checkpoints, stale deadlines)."""
+
+    def guarded(self, work: Callable[[], Any]) -> None:
+        """Run ``work``, reporting a failure instead of raising it."""
+
+    def report_failure(self, what: str, exc: Exception) -> None:
+        """Log a failure of the writer's ``what``."""
+
+    def catch_up(self) -> int:
+        """Fold what other writers appended."""
+
+    def execute_batch(
+        self, commands: Sequence[cmd.Command], inbox_ids: Sequence[int | None] = ()
+    ) -> list[Any]:
+        """Decide and append ``commands`` as one group commit; a result per command."""
+
+
 class BackgroundWriter:
     """The writer thread of one ``SchedulerRuntime`` (and its listener on PostgreSQL)."""
 
-    def __init__(self, runtime: SchedulerRuntime, poll_interval: float, max_batch: int) -> None:
+    def __init__(self, runtime: Decider, poll_interval: float, max_batch: int) -> None:
         """A writer for ``runtime``, not started: commands queue up until ``start()``."""
         self.runtime = runtime
         self.poll_interval = poll_interval
@@ -78,8 +122,12 @@ class BackgroundWriter:
             return
         self._stop.clear()
         if self.runtime.log.is_postgres:
+            # Another writer appended: wake the writer to catch up.
             self._listener = threading.Thread(
-                target=self._follow_notifications, name="tierlog-listen", daemon=True
+                target=follow_appends,
+                args=(self.runtime.log, self._stop, self.wake),
+                name="tierlog-listen",
+                daemon=True,
             )
             self._listener.start()
         self._thread = threading.Thread(target=self._run, name="tierlog-scheduler", daemon=True)
@@ -107,18 +155,6 @@ class BackgroundWriter:
                 break
             if item is not None and item[1].set_running_or_notify_cancel():
                 item[1].set_exception(stopped)
-
-    def _follow_notifications(self) -> None:
-        # PostgreSQL tells us when another writer appends: wake the writer to catch up.
-        while not self._stop.is_set():
-            try:
-                notified = self.runtime.log.wait_for_append(1.0)
-            except Exception:  # the listener reconnects on the next round
-                log.exception("LISTEN failed; reconnecting")
-                self._stop.wait(1.0)
-                continue
-            if notified:
-                self.wake()
 
     def _run(self) -> None:
         runtime = self.runtime

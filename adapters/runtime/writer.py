@@ -11,6 +11,10 @@ batch whose commit failed, and only it: its callers hear ``StoreUnavailableError
 the state is rolled back, and the runtime reports ``store_fault`` until the store takes
 a write again. Meanwhile the loop retries the scheduling pass and probes the store
 every ``store_retry_s``, so it recovers by itself when space returns.
+
+The background writer (``background.py``) is the thread that feeds it: it owns the
+inbox of submitted commands and their futures, and drives this runtime through the
+calls ``Decider`` names.
 """
 
 from __future__ import annotations
