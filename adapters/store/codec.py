@@ -14,6 +14,7 @@ above the current one, or a stored name this release does not know) raises
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -116,14 +117,18 @@ def topic_of(event_type: type[DomainEvent]) -> str:
 
 
 class _RoundTrip(msgspec.Struct, frozen=True):
-    """How an event type is checked before it is appended: decoded back, and its
-    free-form fields (``compare``) compared with what was encoded."""
+    """How an event type is checked before it is appended: its own float fields
+    (``direct``) looked at, and the fields that may not come back as they went
+    (``compare``: free-form values, floats nested deeper) decoded back and compared
+    when they hold anything."""
 
     decoder: msgspec.json.Decoder[Any]
     compare: tuple[str, ...]
+    direct: tuple[str, ...] = ()
 
 
 _FLOATS: tuple[type[msgspec.inspect.Type], ...] = (msgspec.inspect.FloatType,)
+_NONE = msgspec.inspect.NoneType
 
 
 def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type], ...]) -> bool:
@@ -151,21 +156,44 @@ def _holds(info: msgspec.inspect.Type, wanted: tuple[type[msgspec.inspect.Type],
     return False
 
 
+def _is_own_float(info: msgspec.inspect.Type) -> bool:
+    """Whether a field of type ``info`` holds a float itself (or None), nothing deeper."""
+    if isinstance(info, msgspec.inspect.FloatType):
+        return True
+    return isinstance(info, msgspec.inspect.UnionType) and all(
+        isinstance(t, msgspec.inspect.FloatType | _NONE) for t in info.types
+    )
+
+
 def _round_trip(event_type: type[DomainEvent], decoder: Any) -> _RoundTrip | None:
     """What must be checked of an ``event_type`` event before it is appended, or None
-    when its type alone proves it round-trips. A float (NaN and infinity are written as
-    null) makes it be decoded back: null does not decode as a float; a struct whose
-    floats are checked where it is built (``finite_floats``) does not. A free-form value
-    (``Any``: ``metadata``, ``result``) is also compared: null decodes there, as None."""
+    when its type alone proves it round-trips. A float can be NaN or infinite, which
+    JSON writes as null: a field that is a float (or None) is looked at as it is, one
+    that holds floats deeper is decoded back and compared (a struct whose floats are
+    checked where it is built, ``finite_floats``, needs neither). A free-form value
+    (``Any``: ``metadata``, ``result``) is decoded back and compared too."""
     try:
         info = msgspec.inspect.type_info(event_type)
     except (NameError, KeyError, TypeError):  # annotations it cannot resolve: check all
         return _RoundTrip(decoder, event_type.__struct_fields__)
     assert isinstance(info, msgspec.inspect.StructType)
-    free = tuple(f.name for f in info.fields if _holds(f.type, (msgspec.inspect.AnyType,)))
-    if free or _holds(info, _FLOATS):
-        return _RoundTrip(decoder, free)
+    # An event whose floats are checked where it is built: only free-form values remain.
+    floats = not getattr(event_type, "finite_floats", False)
+    direct = tuple(f.name for f in info.fields if floats and _is_own_float(f.type))
+    compare = tuple(
+        f.name
+        for f in info.fields
+        if f.name not in direct
+        and (_holds(f.type, (msgspec.inspect.AnyType,)) or (floats and _holds(f.type, _FLOATS)))
+    )
+    if direct or compare:
+        return _RoundTrip(decoder, compare, direct)
     return None
+
+
+def _holds_something(value: Any) -> bool:
+    """Whether a value may differ once decoded: not None, and not an empty container."""
+    return value is not None and not (isinstance(value, dict | list | tuple) and not value)
 
 
 def _same(stored: Any, given: Any) -> bool:
@@ -250,11 +278,19 @@ class EventCodec:
         try:
             data = self._encoder.encode(event)
             check = self._round_trip.get(type(event))
-            # Without a null, no float was written as one: only free-form values remain.
-            if check is None or not (check.compare or b"null" in data):
+            if check is None:
+                return data
+            for field in check.direct:
+                value = getattr(event, field)
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"{field} is {value} (JSON writes it as null)")
+            # Most submissions carry no metadata: nothing is left that could come back
+            # otherwise, and the decoding is skipped.
+            compare = [f for f in check.compare if _holds_something(getattr(event, f))]
+            if not compare:
                 return data
             decoded = check.decoder.decode(data)
-            if all(_same(getattr(decoded, f), getattr(event, f)) for f in check.compare):
+            if all(_same(getattr(decoded, f), getattr(event, f)) for f in compare):
                 return data
             reason = "it decodes as a different event (a NaN or infinite number?)"
         except (msgspec.MsgspecError, TypeError, ValueError, OverflowError) as exc:

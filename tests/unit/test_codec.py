@@ -18,7 +18,9 @@ from tierlog.adapters.store.codec import (
     check_upcasters,
     topic_of,
 )
+from tierlog.domain import commands as cmd
 from tierlog.domain import events as ev
+from tierlog.domain.aggregates.task import submitted_event
 from tierlog.domain.config import SchedulerConfig
 from tierlog.domain.errors import TierlogError, UndecodableEventError
 
@@ -222,6 +224,32 @@ def test_a_configuration_with_a_non_finite_wait_is_refused_before_it_is_recorded
         EventCodec().encode_checked(configured)
 
 
+def _submitted(**fields: Any) -> ev.TaskSubmitted:
+    event = submitted_event(cmd.SubmitTask(description="fix typo"), uuid4(), NOW, None)
+    return msgspec.structs.replace(event, **fields)
+
+
+@pytest.mark.parametrize("field", ["retry_backoff_s", "retry_backoff_max_s"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_submission_with_a_non_finite_backoff_is_refused_naming_the_field(field, bad):
+    # An optional float written as null would decode as None: the event is looked at
+    # itself, with or without metadata beside it.
+    for metadata in ({}, {"team": "web"}):
+        with pytest.raises(UndecodableEventError, match=f"TaskSubmitted.*{field} is") as info:
+            EventCodec().encode_checked(_submitted(metadata=metadata, **{field: bad}))
+        assert info.value.field == "TaskSubmitted"
+
+
+@pytest.mark.parametrize("metadata", [{}, {"team": "web", "weights": [0.5, None]}])
+def test_a_submission_with_or_without_metadata_is_encoded_as_before(metadata):
+    codec = EventCodec()
+    event = _submitted(metadata=metadata, retry_backoff_s=2.5)
+    assert codec.encode_checked(event) == codec.encode(event)
+    nan_inside = _submitted(metadata={"team": "web", "weights": [float("nan")]})
+    with pytest.raises(UndecodableEventError, match="decodes as a different event"):
+        codec.encode_checked(nan_inside)
+
+
 def test_events_that_decode_back_are_encoded_as_before():
     codec = EventCodec()
     for event in (_completed({"ok": [1, 2.5, None, "x"]}), _cancelled()):
@@ -314,10 +342,13 @@ def test_only_events_that_types_cannot_prove_safe_are_decoded_back():
     # Floats computed by the domain are checked where they are built.
     for safe in (ev.TaskRouted, ev.TaskAssigned, ev.TaskClassified, ev.EndpointResourcesReported):
         assert safe not in checked
-    # Free-form values are decoded back and compared; a configuration is decoded back.
+    # Free-form values are decoded back and compared, and so is a configuration (its
+    # floats are deeper than the event's own fields); the event's own floats are looked
+    # at as they are.
     assert checked[ev.TaskSubmitted].compare == ("metadata",)
+    assert checked[ev.TaskSubmitted].direct == ("retry_backoff_s", "retry_backoff_max_s")
     assert checked[ev.TaskCompleted].compare == ("result",)
-    assert ev.SchedulerConfigured in checked
+    assert checked[ev.SchedulerConfigured].compare == ("config",)
 
 
 _SCORE = {"score": 1.0, "load": 0.5, "capacity": 1.5, "vram": 0.9, "warm": 1.15, "affinity": 1.05}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import msgspec
 import pytest
 
 from tierlog.domain import commands as cmd
@@ -207,3 +208,10 @@ def test_a_deadline_past_the_calendars_end_in_utc_is_refused(when):
     with pytest.raises(ValidationError, match="complete_by: must be a time") as info:
         cmd.SubmitTask(description="d", complete_by=datetime.fromisoformat(when))
     assert info.value.field == "complete_by"
+
+
+@pytest.mark.parametrize("empty", [{}, [], ()])
+def test_an_empty_container_is_its_encoded_two_bytes_and_still_meets_the_size_limit(empty):
+    assert check_json(empty, CommandLimits()) == len(msgspec.json.encode(empty)) == 2
+    with pytest.raises(JsonLimitError, match=r"2 bytes encoded, over the limit of 1"):
+        check_json(empty, CommandLimits(), max_bytes=1)
