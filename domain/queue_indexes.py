@@ -7,7 +7,9 @@ the ones with no pending fallback timer that are not escalated (the only ones a 
 with no candidate for their tier may start a timer for), ``timed_by_tier`` the ones with
 a pending timer (a tier that can route again cancels theirs) and ``escalated_by_tier``
 the escalated ones (the only ones recovery may send back). During an outage a pass
-looks at these, not at a backlog that may hold 100,000 tasks.
+looks at these, not at a backlog that may hold 100,000 tasks. ``queued_capabilities``
+counts the queued tasks by the capabilities they need: a pass stops once no idle agent
+can do any task it has not looked at yet.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sortedcontainers import SortedList
 
 from tierlog.domain.aggregates.scheduler import PendingTimer
 from tierlog.domain.aggregates.task import TaskRecord
-from tierlog.domain.undo import Recorded
+from tierlog.domain.undo import MISSING, Recorded
 
 
 class QueueIndexes(Recorded):
@@ -33,6 +35,7 @@ class QueueIndexes(Recorded):
     untimed_by_tier: dict[str, SortedList]
     timed_by_tier: dict[str, SortedList]
     escalated_by_tier: dict[str, SortedList]
+    queued_capabilities: dict[tuple[str, ...], int]
 
     def queued_tasks(self, tier: str | None = None) -> Iterator[TaskRecord]:
         """Queued tasks (of one effective tier, if given) in queue order.
@@ -65,10 +68,12 @@ class QueueIndexes(Recorded):
         if task.escalated_to is not None:
             self._tier_add(self.escalated_by_tier, tier, key)
         self._timer_index_add(task, tier, key)
+        self._count_needed(task.needed_capabilities, 1)
 
     def _queue_remove(self, task: TaskRecord) -> None:
         key = (*task.queue_key, task.task_id)
-        self._sorted_remove(self.queue, key)
+        if not self._sorted_remove(self.queue, key):
+            return  # not queued (a running task cancelled, say): in no index either
         tier = task.effective_tier
         self._remove_from(tier, key, self.queued_by_tier)
         # Only from the indexes it is in (a miss costs SortedList an exception).
@@ -78,6 +83,18 @@ class QueueIndexes(Recorded):
             self._remove_from(tier, key, self.timed_by_tier)
         elif task.escalated_to is None:
             self._remove_from(tier, key, self.untimed_by_tier)
+        self._count_needed(task.needed_capabilities, -1)
+
+    def _count_needed(self, needed: tuple[str, ...], step: int) -> None:
+        # ``_set`` and ``_discard`` in one (twice per task: on the hot path).
+        counts = self.queued_capabilities
+        old = counts.get(needed, 0)
+        if self.undo is not None:
+            self.undo.steps += (counts, needed, old or MISSING)
+        if old + step:
+            counts[needed] = old + step
+        else:  # no key for a set no queued task needs: the pass reads every key
+            del counts[needed]
 
     def _remove_from(self, tier: str, key: Any, *indexes: dict[str, SortedList]) -> None:
         for by_tier in indexes:

@@ -181,16 +181,30 @@ def _assign_queue(
     # Agents only leave the idle set during a pass, so a capability set that no idle
     # agent has stays unmatched for the rest of it: remember it, skip the scan.
     unmatched: set[tuple[str, ...]] = set()
+    # Once every task not yet looked at needs an unmatched set, and their tiers route
+    # with no timer to start or cancel, the rest of the queue decides nothing: stop
+    # there, not at the end of a backlog that idle agents of other skills cannot take.
+    unvisited = dict(state.queued_capabilities)  # by the capabilities they need
+    hopeful = len(unvisited)  # the sets among them an idle agent may have
+    quiet_tiers = every_tier_available and all(
+        tier in available for tier, queued in state.queued_by_tier.items() if queued
+    )
     for task in state.queued_tasks():
         if not state.idle_agents and every_tier_available and not state.timers:
             return  # nothing left to assign, and no timer to start or cancel
+        if not hopeful and _rest_decides_nothing(state, quiet_tiers):
+            return
+        needed = task.needed_capabilities
+        unvisited[needed] -= 1
+        if not unvisited[needed] and needed not in unmatched:
+            hopeful -= 1
         if is_overdue(task, now) or is_backing_off(task.not_before, now):
             continue  # not to be assigned now: no timer either
         tier = task.effective_tier
         if not available.get(tier, False):
             _start_timer_if_needed(uow, config, task, now)
             continue
-        if not state.idle_agents or task.needed_capabilities in unmatched:
+        if not state.idle_agents or needed in unmatched:
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
         recorded = _decision_made_now(task, now)
@@ -202,10 +216,19 @@ def _assign_queue(
             preferred = state.endpoints[decision.selected_endpoint].host
         agent = pick_agent(state, task, preferred)
         if agent is None:
-            unmatched.add(task.needed_capabilities)
+            unmatched.add(needed)
+            if unvisited[needed]:
+                hopeful -= 1
             cancel_timer(uow, task.task_id, "tier_recovered", now)
             continue
         _assign(uow, config, task, agent, decision, now, already_routed=recorded is not None)
+
+
+def _rest_decides_nothing(state: SchedulerState, quiet_tiers: bool) -> bool:
+    """Whether the queued tasks a pass has not looked at yet, every one needing
+    capabilities no idle agent has, would decide nothing: their tiers all route (no
+    timer to start, ``quiet_tiers``) and no timer is pending (none to cancel)."""
+    return quiet_tiers and not state.timers
 
 
 def _decision_made_now(task: TaskRecord, now: datetime) -> ev.RoutingDecision | None:

@@ -134,6 +134,8 @@ def load_state(data: bytes) -> SchedulerState:
             state.timed_by_tier.setdefault(tier, SortedList()).add(key)
         elif task.escalated_to is None:
             state.untimed_by_tier.setdefault(tier, SortedList()).add(key)
+        needed = task.needed_capabilities
+        state.queued_capabilities[needed] = state.queued_capabilities.get(needed, 0) + 1
     state.agents = {a.agent_id: a for a in snap.agents}
     state.idle_agents = dict(snap.idle_agents)
     state.idle_order = SortedList((since, agent) for agent, since in snap.idle_agents.items())

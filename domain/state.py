@@ -93,6 +93,8 @@ class SchedulerState(QueueIndexes, WorkingSet):
         self.escalated_by_tier: dict[str, SortedList] = {}
         # And those with a pending timer: whether a tier that can route again has any.
         self.timed_by_tier: dict[str, SortedList] = {}
+        # How many queued tasks need each set of capabilities.
+        self.queued_capabilities: dict[tuple[str, ...], int] = {}
         self.agents: dict[str, AgentRecord] = {}
         # Idle agents, each with the log position at which it became idle: the longest
         # idle goes first, and positions make that order the same live and rebuilt.
@@ -502,6 +504,7 @@ class SchedulerState(QueueIndexes, WorkingSet):
             "untimed_by_tier": {t: list(q) for t, q in self.untimed_by_tier.items() if q},
             "escalated_by_tier": {t: list(q) for t, q in self.escalated_by_tier.items() if q},
             "timed_by_tier": {t: list(q) for t, q in self.timed_by_tier.items() if q},
+            "queued_capabilities": dict(self.queued_capabilities),
             "agents": dict(self.agents),
             "idle_agents": dict(self.idle_agents),
             "idle_order": list(self.idle_order),

@@ -89,10 +89,12 @@ class Recorded:
         if self.undo is not None:
             self.undo.steps += (target, "added", item)
 
-    def _sorted_remove(self, target: SortedList, item: Any) -> None:
+    def _sorted_remove(self, target: SortedList, item: Any) -> bool:
+        """Remove ``item`` if ``target`` holds it; whether it did."""
         try:
             target.remove(item)  # one search, where "in" then remove would be two
         except ValueError:
-            return
+            return False
         if self.undo is not None:
             self.undo.steps += (target, "removed", item)
+        return True

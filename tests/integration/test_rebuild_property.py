@@ -3,6 +3,8 @@ and the queue's indexes kept as events apply hold what their definitions say."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from command_strategies import BATCHES, CONFIG, run_batches
 from hypothesis import HealthCheck, given, settings
 from wiring import runtime_on
@@ -12,22 +14,25 @@ from tierlog.domain.snapshot import dump_state, load_state
 from tierlog.domain.state import SchedulerState
 
 
-def _indexes(state: SchedulerState) -> dict[str, dict[str, list[object]]]:
+def _indexes(state: SchedulerState) -> dict[str, dict[Any, Any]]:
     picture = state.snapshot()
-    names = ("untimed_by_tier", "timed_by_tier", "escalated_by_tier")
+    names = ("untimed_by_tier", "timed_by_tier", "escalated_by_tier", "queued_capabilities")
     return {name: picture[name] for name in names}
 
 
-def _indexes_by_definition(state: SchedulerState) -> dict[str, dict[str, list[object]]]:
+def _indexes_by_definition(state: SchedulerState) -> dict[str, dict[Any, Any]]:
     """The same indexes, computed from the queue, the tasks and the timers."""
-    found: dict[str, dict[str, list[object]]] = {
+    found: dict[str, dict[Any, Any]] = {
         "untimed_by_tier": {},
         "timed_by_tier": {},
         "escalated_by_tier": {},
+        "queued_capabilities": {},
     }
     for key in state.queue:
         task = state.tasks[key[2]]
         tier = task.effective_tier
+        needed = found["queued_capabilities"]
+        needed[task.needed_capabilities] = needed.get(task.needed_capabilities, 0) + 1
         if task.escalated_to is not None:
             found["escalated_by_tier"].setdefault(tier, []).append(key)
         if task.task_id in state.timers:

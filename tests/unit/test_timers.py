@@ -275,3 +275,29 @@ def test_timers_rebuilt_from_the_log_fire_at_once_when_overdue(h):
     assert fired.task_id == task_id
     assert fired.wait_ms == 7000
     assert h.task(task_id).state == "assigned"
+
+
+def test_recovery_cancels_the_timer_of_a_task_no_idle_agent_can_do(h):
+    # The pass stops early once no idle agent can do what is left of the queue, but not
+    # while a timer is pending: the tier came back, so the timer goes (tier_recovered).
+    h.agent("a1", capabilities=["python"])
+    task_ids = [h.submit("standard", needed_capabilities=["rust"]) for _ in range(3)]
+    assert len(h.of(h.log, ev.FallbackTimerStarted)) == 3
+    h.clock.advance(1.0)
+    h.endpoint("gpu-a")
+    cancels = h.of(h.log, ev.FallbackTimerCancelled)
+    assert [(c.task_id, c.reason) for c in cancels] == [(t, "tier_recovered") for t in task_ids]
+    assert h.state.timers == {}
+    assert {h.task(t).state for t in task_ids} == {"queued"}
+    assert h.state.queued_capabilities == {("rust",): 3}
+
+
+def test_a_task_an_idle_agent_can_do_behind_many_it_cannot_is_assigned(h):
+    h.endpoint("gpu-a")
+    for _ in range(5):
+        h.submit("complex", needed_capabilities=["rust"])
+    wanted = h.submit("complex", needed_capabilities=["python"], priority="low")
+    h.agent("a1", capabilities=["python"])
+    assigned = h.of(h.log, ev.TaskAssigned)
+    assert [(a.originator_id, a.agent_id) for a in assigned] == [(wanted, "a1")]
+    assert h.state.queued_capabilities == {("rust",): 5}
