@@ -55,7 +55,7 @@ commands = st.one_of(
             }
         ),
     ),
-    st.tuples(
+    report_health := st.tuples(
         st.just("report_health"),
         st.fixed_dictionaries(
             {

@@ -14,8 +14,8 @@ from command_strategies import (
     HOSTS,
     advance,
     agent_report,
-    endpoint_ids,
     register_agent,
+    report_health,
     run_batches,
     submit_task,
 )
@@ -37,13 +37,9 @@ _SETUP = [
     *(("register_endpoint", {"host": host, "models": ["llama3"]}) for host in HOSTS),
     *(("report_health", {"endpoint_id": f"{host}:11434", "ok": True}) for host in HOSTS),
 ]
-_HEALTH = st.tuples(
-    st.just("report_health"),
-    st.fixed_dictionaries({"endpoint_id": endpoint_ids, "ok": st.booleans()}),
-)
 _BATCHES = st.lists(
     st.lists(
-        st.one_of(register_agent, submit_task, submit_task, agent_report, advance, _HEALTH),
+        st.one_of(register_agent, submit_task, submit_task, agent_report, advance, report_health),
         min_size=1,
         max_size=6,
     ),
