@@ -96,11 +96,6 @@ class BackgroundWriter:
         self._listener: threading.Thread | None = None
 
     @property
-    def started(self) -> bool:
-        """Whether ``start()`` ran and ``stop()`` has not (its threads may be ending)."""
-        return self._thread is not None
-
-    @property
     def running(self) -> bool:
         """Whether the writer thread runs and has not been told to stop."""
         return self._thread is not None and not self._stop.is_set()
