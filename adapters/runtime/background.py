@@ -17,7 +17,6 @@ caller gave up is not run, and one still queued at ``stop()`` fails.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -35,8 +34,6 @@ MAX_ATTEMPTS = 50
 """How often one batch is decided again after forwarded commands were withdrawn."""
 # A command for the writer: its future, and its inbox id if another node forwarded it.
 Item = tuple[cmd.Command, Future[Any], int | None]
-
-log = logging.getLogger("tierlog.runtime")
 
 
 class Decider(Protocol):

@@ -14,22 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tierlog.adapters import bootstrap
-from tierlog.adapters.runtime.writer import SchedulerRuntime
 from tierlog.adapters.settings import Settings
+from tierlog.adapters.tools.bench_fleet import add_fleet
 from tierlog.domain import commands as cmd
-
-
-def _agents_of_another_skill(runtime: SchedulerRuntime, agents: int) -> None:
-    """Healthy endpoints for every tier, and ``agents`` idle agents that know Python."""
-    hosts = ("gpu-a", "gpu-b")
-    runtime.execute_batch(
-        [cmd.RegisterEndpoint(host=host, models=("llama3:8b",)) for host in hosts]
-        + [cmd.ReportHealth(endpoint_id=f"{host}:11434", ok=True) for host in hosts]
-        + [
-            cmd.RegisterAgent(agent_id=f"agent-{n}", capabilities=("python",))
-            for n in range(agents)
-        ]
-    )
 
 
 def run_backlog_bench(batches: int = 60, batch: int = 1000, idle_agents: int = 0) -> dict[str, Any]:
@@ -43,7 +30,7 @@ def run_backlog_bench(batches: int = 60, batch: int = 1000, idle_agents: int = 0
         runtime.start()
         try:
             if idle_agents:
-                _agents_of_another_skill(runtime, idle_agents)
+                add_fleet(runtime, idle_agents)  # they know Python; the tasks need a GPU
             took_ms: list[float] = []
             for n in range(batches):
                 commands = [

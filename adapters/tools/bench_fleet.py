@@ -48,10 +48,16 @@ def fleet_on(settings: Settings, agents: int) -> SchedulerRuntime:
     and ``agents`` idle agents, built as ``tierlog serve`` builds it."""
     runtime = bootstrap.build_runtime(settings, bootstrap.open_log(settings))
     runtime.start()
+    add_fleet(runtime, agents)
+    return runtime
+
+
+def add_fleet(runtime: SchedulerRuntime, agents: int) -> None:
+    """Give a started runtime three healthy endpoints (every tier routes) and ``agents``
+    idle agents that know Python, in commits of at most 1,000 agents."""
     runtime.execute_batch(_ENDPOINT_SETUP)
     for i in range(0, agents, 1000):
         runtime.execute_batch([_register(f"agent-{j}") for j in range(i, min(agents, i + 1000))])
-    return runtime
 
 
 def time_submissions(runtime: SchedulerRuntime, tasks: int, batch: int) -> tuple[float, int]:
